@@ -1,0 +1,225 @@
+// pybind11 module rnncore._core: numpy arrays in and out of the engine, checked at the boundary.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "rnncore/recurrent.h"
+
+namespace py = pybind11;
+using rnncore::CellType;
+using rnncore::Recurrent;
+using rnncore::RecurrentConfig;
+
+namespace {
+
+std::string shape_str(const std::vector<py::ssize_t>& shape) {
+  std::ostringstream os;
+  os << "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  if (shape.size() == 1) os << ",";
+  os << ")";
+  return os.str();
+}
+
+// Checks that `obj` is a C-contiguous numpy array of dtype T and the expected shape; a dimension
+// of -1 matches anything. `what` names the argument and describes the expected shape.
+template <typename T>
+py::array_t<T> checked(py::handle obj, const std::string& name, const std::string& expected,
+                       const std::vector<py::ssize_t>& shape) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + ": expected a numpy array, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(name + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(a.dtype())));
+  std::vector<py::ssize_t> got(a.shape(), a.shape() + a.ndim());
+  bool ok = got.size() == shape.size();
+  for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || shape[i] == got[i];
+  if (!ok)
+    throw py::value_error(name + ": expected shape " + expected + ", got " + shape_str(got));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(name + ": must be C-contiguous (use numpy.ascontiguousarray)");
+  return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+template <typename T>
+struct PyRecurrent {
+  Recurrent<T> core;
+  std::mutex mu;  // one engine call at a time per layer (the GIL is released inside)
+  explicit PyRecurrent(const RecurrentConfig& c) : core(c) {}
+
+  std::string state_shape(int B) const {
+    const auto& c = core.config();
+    return "[L*D=" + std::to_string(c.num_layers * c.directions()) + ", B=" + std::to_string(B) +
+           ", H=" + std::to_string(c.hidden_size) + "]";
+  }
+  std::vector<py::ssize_t> state_dims(int B) const {
+    const auto& c = core.config();
+    return {c.num_layers * c.directions(), B, c.hidden_size};
+  }
+
+  py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
+                    py::handle c0_obj, bool training, std::uint64_t seed) {
+    const auto& c = core.config();
+    const bool lstm = c.cell == CellType::kLstm;
+    auto x = checked<T>(x_obj, "x", "[T, B, I=" + std::to_string(c.input_size) + "]",
+                        {-1, -1, c.input_size});
+    const py::ssize_t Tn = x.shape(0), B = x.shape(1);
+    if (Tn < 1 || B < 1)
+      throw py::value_error("x: T and B must be >= 1, got shape " +
+                            shape_str({Tn, B, py::ssize_t(c.input_size)}));
+    if (Tn > INT32_MAX || B > INT32_MAX) throw py::value_error("x: T or B too large");
+    const int T32 = int(Tn), B32 = int(B);
+    py::array_t<std::int64_t> lengths;
+    if (!lengths_obj.is_none())
+      lengths = checked<std::int64_t>(lengths_obj, "lengths", "[B=" + std::to_string(B) + "]",
+                                      {B});
+    py::array_t<T> h0, c0;
+    if (!h0_obj.is_none()) h0 = checked<T>(h0_obj, "h0", state_shape(B32), state_dims(B32));
+    if (!c0_obj.is_none()) {
+      if (!lstm) throw py::value_error("c0: only an LSTM has a cell state");
+      c0 = checked<T>(c0_obj, "c0", state_shape(B32), state_dims(B32));
+    }
+    py::array_t<T> y({Tn, B, py::ssize_t(c.directions() * c.hidden_size)});
+    auto dims = state_dims(B32);
+    py::array_t<T> hn(dims);
+    py::array_t<T> cn;
+    if (lstm) cn = py::array_t<T>(dims);
+    {
+      const T* xp = x.data();
+      const std::int64_t* lp = lengths_obj.is_none() ? nullptr : lengths.data();
+      const T* h0p = h0_obj.is_none() ? nullptr : h0.data();
+      const T* c0p = c0_obj.is_none() ? nullptr : c0.data();
+      T* yp = y.mutable_data();
+      T* hnp = hn.mutable_data();
+      T* cnp = lstm ? cn.mutable_data() : nullptr;
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu);
+      core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed);
+    }
+    if (lstm) return py::make_tuple(y, hn, cn);
+    return py::make_tuple(y, hn, py::none());
+  }
+
+  py::tuple backward(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj) {
+    const auto& c = core.config();
+    const bool lstm = c.cell == CellType::kLstm;
+    if (!core.has_saved_forward())
+      throw std::runtime_error(
+          "backward needs a training-mode forward first (backward after eval(), before any "
+          "forward, or twice for one forward is not possible)");
+    const auto shape = core.saved_shape();
+    const int Tn = shape.steps, B = shape.batch;
+    const int DH = c.directions() * c.hidden_size;
+    py::array_t<T> dy, dhn, dcn;
+    if (!dy_obj.is_none())
+      dy = checked<T>(dy_obj, "dy",
+                      "[T=" + std::to_string(Tn) + ", B=" + std::to_string(B) +
+                          ", D*H=" + std::to_string(DH) + "] like the forward output",
+                      {Tn, B, DH});
+    if (!dhn_obj.is_none()) dhn = checked<T>(dhn_obj, "dhn", state_shape(B), state_dims(B));
+    if (!dcn_obj.is_none()) {
+      if (!lstm) throw py::value_error("dcn: only an LSTM has a cell state");
+      dcn = checked<T>(dcn_obj, "dcn", state_shape(B), state_dims(B));
+    }
+    py::array_t<T> dx({py::ssize_t(Tn), py::ssize_t(B), py::ssize_t(c.input_size)});
+    auto dims = state_dims(B);
+    py::array_t<T> dh0(dims);
+    py::array_t<T> dc0;
+    if (lstm) dc0 = py::array_t<T>(dims);
+    {
+      const T* dyp = dy_obj.is_none() ? nullptr : dy.data();
+      const T* dhnp = dhn_obj.is_none() ? nullptr : dhn.data();
+      const T* dcnp = dcn_obj.is_none() ? nullptr : dcn.data();
+      T* dxp = dx.mutable_data();
+      T* dh0p = dh0.mutable_data();
+      T* dc0p = lstm ? dc0.mutable_data() : nullptr;
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mu);
+      core.backward(dyp, dhnp, dcnp, dxp, dh0p, dc0p);
+    }
+    if (lstm) return py::make_tuple(dx, dh0, dc0);
+    return py::make_tuple(dx, dh0, py::none());
+  }
+};
+
+template <typename T>
+void bind_recurrent(py::module_& m, const char* name) {
+  using Cls = PyRecurrent<T>;
+  py::class_<Cls>(m, name, "Stacked, optionally bidirectional RNN/LSTM/GRU over whole sequences.")
+      .def(py::init([](int cell, int input_size, int hidden_size, int num_layers,
+                       bool bidirectional, bool bias, bool reset_after, double dropout) {
+             if (cell < 0 || cell > 3) throw py::value_error("cell: must be 0..3");
+             RecurrentConfig c;
+             c.cell = static_cast<CellType>(cell);
+             c.input_size = input_size;
+             c.hidden_size = hidden_size;
+             c.num_layers = num_layers;
+             c.bidirectional = bidirectional;
+             c.bias = bias;
+             c.gru_reset_after = reset_after;
+             c.dropout = dropout;
+             return new Cls(c);
+           }),
+           py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+           py::arg("bidirectional"), py::arg("bias"), py::arg("reset_after"), py::arg("dropout"))
+      .def_property_readonly(
+          "params",
+          [](py::object self) {
+            auto& r = self.cast<Cls&>();
+            return py::array_t<T>({py::ssize_t(r.core.num_params())}, {py::ssize_t(sizeof(T))},
+                                  r.core.params(), self);
+          },
+          "Flat parameter buffer [P] (a view; writes go to the engine).")
+      .def_property_readonly(
+          "grads",
+          [](py::object self) {
+            auto& r = self.cast<Cls&>();
+            return py::array_t<T>({py::ssize_t(r.core.num_params())}, {py::ssize_t(sizeof(T))},
+                                  r.core.grads(), self);
+          },
+          "Flat gradient buffer [P], same layout as params (a view).")
+      .def(
+          "param_info",
+          [](Cls& r) {
+            py::list out;
+            for (const auto& p : r.core.param_info()) {
+              py::tuple shape = p.cols == 0 ? py::tuple(py::make_tuple(p.rows))
+                                           : py::tuple(py::make_tuple(p.rows, p.cols));
+              out.append(py::make_tuple(p.name, p.offset, shape));
+            }
+            return out;
+          },
+          "[(name, offset, shape)] of every parameter inside the flat buffer, PyTorch's names.")
+      .def("zero_grad", [](Cls& r) { r.core.zero_grad(); })
+      .def_property_readonly("has_saved_forward",
+                             [](Cls& r) { return r.core.has_saved_forward(); })
+      .def("forward", &Cls::forward, py::arg("x"), py::arg("lengths") = py::none(),
+           py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("training") = true,
+           py::arg("seed") = 0,
+           "x [T,B,I], lengths int64 [B] or None, h0/c0 [L*D,B,H] or None -> (y [T,B,D*H], "
+           "hn [L*D,B,H], cn or None)")
+      .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
+           py::arg("dcn") = py::none(),
+           "dy [T,B,D*H] or None, dhn/dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 or None); "
+           "parameter gradients accumulate into grads");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "rnncore's C++ engine (private: use rnncore.nn)";
+  bind_recurrent<float>(m, "RecurrentF32");
+  bind_recurrent<double>(m, "RecurrentF64");
+  m.def("set_num_threads", &rnncore::set_num_threads, py::arg("n"),
+        "Set the engine's thread count (OpenMP); returns the previous value.");
+  m.def("get_num_threads", &rnncore::get_num_threads);
+  m.def("has_openmp", &rnncore::has_openmp);
+}

@@ -1,0 +1,119 @@
+// Public C++ API of the recurrent sequence layers: stacked, optionally bidirectional RNN/LSTM/GRU.
+//
+// Layout legend for the whole engine (stated once, used everywhere):
+//   T steps, B batch, I input features, H hidden units, L layers, D directions (1 or 2),
+//   G gates per cell (RNN 1, GRU 3, LSTM 4). Tensors are dense, row-major, time-major:
+//   x [T,B,I], y [T,B,D*H], states [L*D,B,H]. Gate order inside a [G*H] block follows PyTorch:
+//   LSTM (i, f, g, o), GRU (r, z, n). Weights per layer l and direction d, as in PyTorch:
+//   weight_ih [G*H, I_l], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H], where I_0 = I and
+//   I_l = D*H above the first layer. Parameters and their gradients live in one flat buffer each,
+//   in that order (l, d, weight_ih, weight_hh, bias_ih, bias_hh), so optimizers run in one call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rnncore {
+
+enum class CellType : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
+
+/// Number of gate blocks G of a cell (RNN 1, GRU 3, LSTM 4).
+int num_gates(CellType cell);
+
+/// Human-readable cell name ("RNN_TANH", "RNN_RELU", "LSTM", "GRU").
+const char* cell_name(CellType cell);
+
+struct RecurrentConfig {
+  CellType cell = CellType::kLstm;
+  int input_size = 0;
+  int hidden_size = 0;
+  int num_layers = 1;
+  bool bidirectional = false;
+  bool bias = true;
+  bool gru_reset_after = true;  // PyTorch/cuDNN GRU; false: Cho et al. (reset before W_hn)
+  double dropout = 0.0;         // between layers, training only
+
+  int gates() const { return num_gates(cell); }
+  int directions() const { return bidirectional ? 2 : 1; }
+  /// Throws std::invalid_argument naming the first bad field.
+  void validate() const;
+};
+
+/// Where one named parameter lives inside the flat buffer. cols == 0 marks a vector [rows].
+struct ParamInfo {
+  std::string name;
+  std::size_t offset;
+  std::size_t rows;
+  std::size_t cols;
+  std::size_t size() const { return cols == 0 ? rows : rows * cols; }
+};
+
+/// Sizes of the arrays a forward call reads and writes, derived from the config and (T, B).
+struct SequenceShape {
+  int steps = 0;  // T
+  int batch = 0;  // B
+};
+
+template <typename Scalar>
+class Recurrent {
+ public:
+  explicit Recurrent(const RecurrentConfig& config);
+  ~Recurrent();
+  Recurrent(Recurrent&&) noexcept;
+  Recurrent& operator=(Recurrent&&) noexcept;
+  Recurrent(const Recurrent&) = delete;
+  Recurrent& operator=(const Recurrent&) = delete;
+
+  const RecurrentConfig& config() const;
+  const std::vector<ParamInfo>& param_info() const;
+  std::size_t num_params() const;
+  Scalar* params();  // [num_params]
+  const Scalar* params() const;
+  Scalar* grads();  // [num_params], same layout; backward accumulates (+=)
+  const Scalar* grads() const;
+  void zero_grad();
+
+  /// Whole-sequence forward.
+  ///   x       [T,B,I]
+  ///   lengths [B] in [1,T], or nullptr for all T (PyTorch packed-sequence semantics)
+  ///   h0, c0  [L*D,B,H] or nullptr for zeros (c0 only for LSTM)
+  ///   y       [T,B,D*H] out; zero past each sequence's end
+  ///   hn, cn  [L*D,B,H] out; the state at each sequence's own last step (cn: LSTM, may be null)
+  /// training=true keeps what backward needs (and applies dropout between layers, drawn from
+  /// dropout_seed); training=false keeps nothing. Throws std::invalid_argument on bad sizes.
+  void forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths,
+               const Scalar* h0, const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn,
+               bool training, std::uint64_t dropout_seed = 0);
+
+  /// BPTT over the last training forward. Activation gradients are written (=), parameter
+  /// gradients accumulate (+=). Consumes the saved forward: a second call throws.
+  ///   dy       [T,B,D*H] or nullptr (zeros)
+  ///   dhn, dcn [L*D,B,H] or nullptr (zeros): gradients of the final states
+  ///   dx       [T,B,I] out
+  ///   dh0, dc0 [L*D,B,H] out (dc0 only for LSTM; either may be nullptr if not wanted)
+  void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx,
+                Scalar* dh0, Scalar* dc0);
+
+  /// True between a training forward and the backward that consumes it.
+  bool has_saved_forward() const;
+  /// (T, B) of the saved forward (valid when has_saved_forward()).
+  SequenceShape saved_shape() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+extern template class Recurrent<float>;
+extern template class Recurrent<double>;
+
+/// Threads used by the engine (OpenMP). n >= 1; returns the previous value.
+int set_num_threads(int n);
+int get_num_threads();
+/// True when built with OpenMP.
+bool has_openmp();
+
+}  // namespace rnncore

@@ -1,0 +1,681 @@
+// The stacked, bidirectional sequence layer: batch packing, one lane (layer × direction) at a
+// time through a cell, dropout between layers, and BPTT with all-steps weight-gradient GEMMs.
+#include "rnncore/recurrent.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cells/gru.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
+
+namespace rnncore {
+
+int num_gates(CellType cell) {
+  switch (cell) {
+    case CellType::kRnnTanh:
+    case CellType::kRnnRelu:
+      return 1;
+    case CellType::kLstm:
+      return 4;
+    case CellType::kGru:
+      return 3;
+  }
+  throw std::invalid_argument("cell: unknown cell type");
+}
+
+const char* cell_name(CellType cell) {
+  switch (cell) {
+    case CellType::kRnnTanh:
+      return "RNN_TANH";
+    case CellType::kRnnRelu:
+      return "RNN_RELU";
+    case CellType::kLstm:
+      return "LSTM";
+    case CellType::kGru:
+      return "GRU";
+  }
+  return "?";
+}
+
+void RecurrentConfig::validate() const {
+  num_gates(cell);  // throws on an unknown cell
+  if (input_size < 1)
+    throw std::invalid_argument("input_size must be >= 1, got " + std::to_string(input_size));
+  if (hidden_size < 1)
+    throw std::invalid_argument("hidden_size must be >= 1, got " + std::to_string(hidden_size));
+  if (num_layers < 1)
+    throw std::invalid_argument("num_layers must be >= 1, got " + std::to_string(num_layers));
+  if (!(dropout >= 0.0 && dropout < 1.0))
+    throw std::invalid_argument("dropout must be in [0, 1), got " + std::to_string(dropout));
+}
+
+namespace detail {
+
+// A variable-length batch laid out as PyTorch's PackedSequence: sequences sorted by length
+// (descending, stable), steps stored back to back, step t holding its bs[t] active rows. Without
+// lengths this is the plain [T*B] layout and perm is the identity.
+struct Packing {
+  Index T = 0, B = 0, N = 0;
+  bool ragged = false;     // some sequence is shorter than T
+  std::vector<Index> bs;   // [T+1] active rows per step; bs[T] = 0
+  std::vector<Index> off;  // [T+1] first packed row of each step; off[T] = N
+  std::vector<Index> perm; // [B] sorted position -> batch index
+
+  void build(Index steps, Index batch, const std::int64_t* lengths) {
+    T = steps;
+    B = batch;
+    perm.resize(B);
+    std::iota(perm.begin(), perm.end(), Index(0));
+    bs.assign(T + 1, 0);
+    off.assign(T + 1, 0);
+    ragged = false;
+    if (lengths) {
+      for (Index b = 0; b < B; ++b) {
+        if (lengths[b] < 1 || lengths[b] > T)
+          throw std::invalid_argument("lengths must be in [1, " + std::to_string(T) + "], got " +
+                                      std::to_string(lengths[b]) + " at index " +
+                                      std::to_string(b));
+        if (lengths[b] != T) ragged = true;
+      }
+    }
+    if (!ragged) {
+      for (Index t = 0; t < T; ++t) bs[t] = B;
+    } else {
+      std::stable_sort(perm.begin(), perm.end(),
+                       [&](Index a, Index b) { return lengths[a] > lengths[b]; });
+      for (Index b = 0; b < B; ++b)
+        for (Index t = 0; t < lengths[b]; ++t) ++bs[t];
+    }
+    for (Index t = 0; t < T; ++t) off[t + 1] = off[t] + bs[t];
+    N = off[T];
+  }
+};
+
+template <typename T>
+void grow(std::vector<T>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// Rows [0, bs[t]) of the state entering step t: the state after the previous step in processing
+// order, or the initial state for sequences that start here (the reverse direction starts each
+// sequence at its own last step). states is packed [N, ld]; init is [B, H]. Returns a pointer and
+// row stride, copying into scratch [B, H] only when the rows come from both places.
+template <typename T>
+std::pair<const T*, Index> prev_state(const Packing& pk, Index t, bool reverse, const T* states,
+                                      Index ld, const T* init, Index H, T* scratch) {
+  if (!reverse) {
+    if (t == 0) return {init, H};
+    return {states + pk.off[t - 1] * ld, ld};
+  }
+  if (t == pk.T - 1) return {init, H};
+  const Index n = pk.bs[t], m = pk.bs[t + 1];
+  if (m == n) return {states + pk.off[t + 1] * ld, ld};
+  copy_rows(m, H, states + pk.off[t + 1] * ld, ld, scratch, H);
+  copy_rows(n - m, H, init + m * H, H, scratch + m * H, H);
+  return {scratch, H};
+}
+
+// Pointers of one lane into the flat parameter and gradient buffers.
+template <typename T>
+struct LaneParams {
+  Index I = 0;  // this layer's input size
+  const T* Wx = nullptr;  // [G*H, I]
+  const T* Wh = nullptr;  // [G*H, H]
+  const T* bx = nullptr;  // [G*H] or null
+  const T* bh = nullptr;  // [G*H] or null
+  T* dWx = nullptr;
+  T* dWh = nullptr;
+  T* dbx = nullptr;
+  T* dbh = nullptr;
+};
+
+// Workspace of one lane, all packed by step: kept from forward to backward in training.
+template <typename T>
+struct LaneWork {
+  std::vector<T> gates;  // [N, G*H] activated gates, then dG in backward
+  std::vector<T> cs;     // [N, H] LSTM cell states
+  std::vector<T> aux;    // [N, H] GRU (see Step::aux)
+};
+
+// Scratch shared by all lanes, one lane at a time.
+template <typename T>
+struct Scratch {
+  std::vector<T> rec;    // [B, G*H]
+  std::vector<T> hprev;  // [B, H]
+  std::vector<T> cprev;  // [B, H]
+  std::vector<T> dh, dh2, dc, dc2;  // [B, H] each
+  std::vector<T> hp_all;  // [N, H] gathered previous states for dW_hh of a ragged batch
+  std::vector<T> bias;    // [G*H] folded input-side bias
+  void reserve(Index B, Index N, Index H, Index GH) {
+    grow(rec, std::size_t(B * GH));
+    for (auto* v : {&hprev, &cprev, &dh, &dh2, &dc, &dc2}) grow(*v, std::size_t(B * H));
+    grow(hp_all, std::size_t(N * H));
+    grow(bias, std::size_t(GH));
+  }
+};
+
+struct LaneSpec {
+  CellType cell;
+  bool reset_after;
+  bool reverse;
+  Index H;
+};
+
+template <typename T>
+void cell_forward(const LaneSpec& ls, const Step<T>& s) {
+  switch (ls.cell) {
+    case CellType::kRnnTanh:
+      return RnnCell::forward(s, false);
+    case CellType::kRnnRelu:
+      return RnnCell::forward(s, true);
+    case CellType::kLstm:
+      return LstmCell::forward(s);
+    case CellType::kGru:
+      return GruCell::forward(s, ls.reset_after);
+  }
+}
+
+template <typename T>
+void cell_backward(const LaneSpec& ls, const Step<T>& s) {
+  switch (ls.cell) {
+    case CellType::kRnnTanh:
+      return RnnCell::backward(s, false);
+    case CellType::kRnnRelu:
+      return RnnCell::backward(s, true);
+    case CellType::kLstm:
+      return LstmCell::backward(s);
+    case CellType::kGru:
+      return GruCell::backward(s, ls.reset_after);
+  }
+}
+
+// Forward of one lane over the packed batch.
+//   X [N, I] (row stride ldx); Y [N, ldy] written in this lane's H columns; h0, c0 [B, H];
+//   hn, cn [B, H] out (sorted order).
+template <typename T>
+void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
+                  Index ldx, T* Y, Index ldy, const T* h0, const T* c0, T* hn, T* cn,
+                  LaneWork<T>& w, Scratch<T>& sc) {
+  const Index H = ls.H, G = num_gates(ls.cell), GH = G * H, N = pk.N;
+  const bool lstm = ls.cell == CellType::kLstm, gru = ls.cell == CellType::kGru;
+
+  // 1. All steps' input projections in one GEMM, with every bias that adds to them folded in.
+  grow(w.gates, std::size_t(N * GH));
+  if (lstm) grow(w.cs, std::size_t(N * H));
+  if (gru) grow(w.aux, std::size_t(N * H));
+  gemm_nt(N, GH, p.I, X, ldx, p.Wx, p.I, w.gates.data(), GH, /*accumulate=*/false);
+  if (p.bx) {
+    auto bias = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
+    bias = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(p.bx, GH);
+    const Index folded = (gru && ls.reset_after) ? 2 * H : GH;  // b_hn stays inside r ⊙ (·)
+    bias.head(folded) += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(p.bh, folded);
+    view(w.gates.data(), N, GH, GH).rowwise() += bias;
+  }
+
+  // 2. The serial part: one recurrent GEMM and one element-wise pass per step.
+  for (Index k = 0; k < pk.T; ++k) {
+    const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];
+    Step<T> s;
+    s.n = n;
+    s.H = H;
+    s.gates = w.gates.data() + pk.off[t] * GH;
+    std::tie(s.h_prev, s.ld_hprev) =
+        prev_state(pk, t, ls.reverse, Y, ldy, h0, H, sc.hprev.data());
+    s.h = Y + pk.off[t] * ldy;
+    s.ld_h = ldy;
+    if (lstm) {
+      s.c_prev = prev_state(pk, t, ls.reverse, w.cs.data(), H, c0, H, sc.cprev.data()).first;
+      s.c = w.cs.data() + pk.off[t] * H;
+    }
+    if (gru) s.aux = w.aux.data() + pk.off[t] * H;
+    s.rec = sc.rec.data();
+    s.Wh = p.Wh;
+    s.bh_n = (gru && ls.reset_after && p.bh) ? p.bh + 2 * H : nullptr;
+    cell_forward(ls, s);
+    if (!ls.reverse) {  // sequences whose last step this was hand over their final state
+      const Index m = pk.bs[t + 1];
+      copy_rows(n - m, H, s.h + m * ldy, ldy, hn + m * H, H);
+      if (lstm && cn) copy_rows(n - m, H, s.c + m * H, H, cn + m * H, H);
+    }
+  }
+  if (ls.reverse) {
+    copy_rows(pk.B, H, Y, ldy, hn, H);
+    if (lstm && cn) copy_rows(pk.B, H, w.cs.data(), H, cn, H);
+  }
+}
+
+// BPTT of one lane over its saved forward.
+//   dY [N, ldy] this lane's columns of the output gradient, or null; Y, X, h0, c0 as in forward;
+//   dhn, dcn [B, H] or null; dh0, dc0 [B, H] out (=); dX [N, I] out (= if !accumulate_dx, else +=).
+template <typename T>
+void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
+                   Index ldx, const T* Y, Index ldy, const T* dY, const T* h0, const T* c0,
+                   const T* dhn, const T* dcn, T* dh0, T* dc0, T* dX, bool accumulate_dx,
+                   LaneWork<T>& w, Scratch<T>& sc) {
+  const Index H = ls.H, G = num_gates(ls.cell), GH = G * H, N = pk.N, B = pk.B, Tn = pk.T;
+  const bool lstm = ls.cell == CellType::kLstm, gru = ls.cell == CellType::kGru;
+  T* dh = sc.dh.data();
+  T* dhp = sc.dh2.data();
+  T* dc = sc.dc.data();
+  T* dcp = sc.dc2.data();
+  auto load_final = [&](Index from, Index to) {  // rows whose final state enters here
+    if (dhn)
+      copy_rows(to - from, H, dhn + from * H, H, dh + from * H, H);
+    else
+      std::fill(dh + from * H, dh + to * H, T(0));
+    if (!lstm) return;
+    if (dcn)
+      copy_rows(to - from, H, dcn + from * H, H, dc + from * H, H);
+    else
+      std::fill(dc + from * H, dc + to * H, T(0));
+  };
+
+  // 1. The serial part, in reverse processing order.
+  for (Index k = 0; k < Tn; ++k) {
+    const Index t = ls.reverse ? k : Tn - 1 - k, n = pk.bs[t];
+    if (!ls.reverse)
+      load_final(pk.bs[t + 1], n);
+    else if (k == 0)
+      load_final(0, B);
+    if (dY) view(dh, n, H, H) += cview(dY + pk.off[t] * ldy, n, H, ldy);
+    Step<T> s;
+    s.n = n;
+    s.H = H;
+    s.gates = w.gates.data() + pk.off[t] * GH;
+    std::tie(s.h_prev, s.ld_hprev) =
+        prev_state(pk, t, ls.reverse, Y, ldy, h0, H, sc.hprev.data());
+    if (lstm) {
+      s.c_prev = prev_state(pk, t, ls.reverse, w.cs.data(), H, c0, H, sc.cprev.data()).first;
+      s.c = w.cs.data() + pk.off[t] * H;
+    }
+    if (gru) s.aux = w.aux.data() + pk.off[t] * H;
+    s.rec = sc.rec.data();
+    s.Wh = p.Wh;
+    s.dh = dh;
+    s.dc = dc;
+    s.dh_prev = dhp;
+    s.dc_prev = dcp;
+    cell_backward(ls, s);
+    // Rows that started at this step pass their gradient to the initial state.
+    const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
+    if (dh0) copy_rows(n - m, H, dhp + m * H, H, dh0 + m * H, H);
+    if (lstm && dc0) copy_rows(n - m, H, dcp + m * H, H, dc0 + m * H, H);
+    std::swap(dh, dhp);
+    std::swap(dc, dcp);
+  }
+
+  // 2. Weight gradients and the input gradient: large GEMMs over all steps at once.
+  const T* dG = w.gates.data();
+  const bool split_n = gru && ls.reset_after;  // input side of the n block differs (in aux)
+  const Index gx = split_n ? 2 * H : GH;       // gate rows whose input-side dG is in `gates`
+  gemm_tn_acc(gx, p.I, N, dG, GH, X, ldx, p.dWx, p.I);
+  gemm_nn(N, p.I, gx, dG, GH, p.Wx, p.I, dX, p.I, accumulate_dx);
+  if (split_n) {
+    gemm_tn_acc(H, p.I, N, w.aux.data(), H, X, ldx, p.dWx + 2 * H * p.I, p.I);
+    gemm_nn(N, p.I, H, w.aux.data(), H, p.Wx + 2 * H * p.I, p.I, dX, p.I, /*accumulate=*/true);
+  }
+  if (p.dbx) {
+    colsum_acc(N, gx, dG, GH, p.dbx);
+    if (split_n) colsum_acc(N, H, w.aux.data(), H, p.dbx + 2 * H);
+    colsum_acc(N, GH, dG, GH, p.dbh);
+  }
+  // dW_hh = Σ_t dG_tᵀ · h_prev(t). Reset-before GRU: the n block pairs with r ⊙ h instead.
+  const Index gh = (gru && !ls.reset_after) ? 2 * H : GH;
+  if (!pk.ragged) {
+    // Every step has all B rows: h_prev is h0 for one step and the previous output for the rest.
+    const Index rest = N - B;
+    const Index first_init = ls.reverse ? rest : 0;  // rows of dG whose h_prev is h0
+    const Index first_y = ls.reverse ? 0 : B;        // rows of dG whose h_prev is in Y
+    const Index y_row = ls.reverse ? B : 0;
+    gemm_tn_acc(gh, H, B, dG + first_init * GH, GH, h0, H, p.dWh, H);
+    gemm_tn_acc(gh, H, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, p.dWh, H);
+  } else {
+    grow(sc.hp_all, std::size_t(N * H));
+    for (Index t = 0; t < Tn; ++t) {
+      T* dst = sc.hp_all.data() + pk.off[t] * H;
+      auto [src, ld] = prev_state(pk, t, ls.reverse, Y, ldy, h0, H, sc.hprev.data());
+      copy_rows(pk.bs[t], H, src, ld, dst, H);
+    }
+    gemm_tn_acc(gh, H, N, dG, GH, sc.hp_all.data(), H, p.dWh, H);
+  }
+  if (gh != GH) gemm_tn_acc(H, H, N, dG + 2 * H, GH, w.aux.data(), H, p.dWh + 2 * H * H, H);
+}
+
+// splitmix64: a counter-based hash, so dropout masks depend on (seed, layer, position) only.
+inline std::uint64_t mix64(std::uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace detail
+
+using detail::Index;
+
+template <typename T>
+struct Recurrent<T>::Impl {
+  RecurrentConfig cfg;
+  std::vector<ParamInfo> info;
+  std::vector<T> params, grads;
+  struct LaneOffsets {
+    Index I;
+    std::size_t Wx, Wh, bx, bh;
+  };
+  std::vector<LaneOffsets> lane_off;  // [L*D]
+
+  // The saved forward (valid while `saved`).
+  bool saved = false;
+  detail::Packing pk;
+  std::vector<T> x0;                    // [N, I] packed input
+  std::vector<std::vector<T>> Y;        // per layer [N, D*H] packed outputs
+  std::vector<std::vector<T>> Xd;       // per layer >= 1 [N, D*H] dropped inputs
+  std::vector<std::vector<T>> mask;     // per layer >= 1 [N, D*H] dropout scales
+  std::vector<detail::LaneWork<T>> work;  // [L*D]
+  std::vector<T> h0s, c0s, hns, cns;    // [L*D, B, H] in sorted batch order
+  std::vector<T> dA, dB;                // [N, max(I, D*H)] gradient ping-pong
+  std::vector<T> dhns, dcns, dh0s, dc0s;  // [L*D, B, H]
+  detail::Scratch<T> sc;
+  bool dropout_active = false;
+
+  explicit Impl(const RecurrentConfig& c) : cfg(c) {
+    cfg.validate();
+    const int L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, GH = cfg.gates() * H;
+    std::size_t off = 0;
+    auto add = [&](const std::string& name, std::size_t rows, std::size_t cols) {
+      info.push_back({name, off, rows, cols});
+      off += cols == 0 ? rows : rows * cols;
+      return info.back().offset;
+    };
+    for (int l = 0; l < L; ++l) {
+      for (int d = 0; d < D; ++d) {
+        const std::string sfx = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
+        LaneOffsets lo{};
+        lo.I = l == 0 ? cfg.input_size : D * H;
+        lo.Wx = add("weight_ih" + sfx, GH, lo.I);
+        lo.Wh = add("weight_hh" + sfx, GH, H);
+        if (cfg.bias) {
+          lo.bx = add("bias_ih" + sfx, GH, 0);
+          lo.bh = add("bias_hh" + sfx, GH, 0);
+        }
+        lane_off.push_back(lo);
+      }
+    }
+    params.assign(off, T(0));
+    grads.assign(off, T(0));
+    work.resize(std::size_t(L * D));
+    Y.resize(L);
+    Xd.resize(L);
+    mask.resize(L);
+  }
+
+  detail::LaneParams<T> lane_params(int k) {
+    const auto& lo = lane_off[k];
+    detail::LaneParams<T> p;
+    p.I = lo.I;
+    p.Wx = params.data() + lo.Wx;
+    p.Wh = params.data() + lo.Wh;
+    p.dWx = grads.data() + lo.Wx;
+    p.dWh = grads.data() + lo.Wh;
+    if (cfg.bias) {
+      p.bx = params.data() + lo.bx;
+      p.bh = params.data() + lo.bh;
+      p.dbx = grads.data() + lo.bx;
+      p.dbh = grads.data() + lo.bh;
+    }
+    return p;
+  }
+
+  detail::LaneSpec lane_spec(int d) const {
+    return {cfg.cell, cfg.gru_reset_after, d == 1, Index(cfg.hidden_size)};
+  }
+
+  // [L*D, B, H] in batch order -> sorted order (zeros when src is null), and back.
+  void to_sorted(const T* src, std::vector<T>& dst) const {
+    const Index LD = cfg.num_layers * cfg.directions(), B = pk.B, H = cfg.hidden_size;
+    dst.assign(std::size_t(LD * B * H), T(0));
+    if (!src) return;
+    for (Index k = 0; k < LD; ++k)
+      for (Index i = 0; i < B; ++i)
+        std::memcpy(&dst[(k * B + i) * H], src + (k * B + pk.perm[i]) * H, sizeof(T) * H);
+  }
+  void from_sorted(const std::vector<T>& src, T* dst) const {
+    if (!dst) return;
+    const Index LD = cfg.num_layers * cfg.directions(), B = pk.B, H = cfg.hidden_size;
+    for (Index k = 0; k < LD; ++k)
+      for (Index i = 0; i < B; ++i)
+        std::memcpy(dst + (k * B + pk.perm[i]) * H, &src[(k * B + i) * H], sizeof(T) * H);
+  }
+  // Padded [T, B, C] (batch order) <-> packed [N, C] (sorted order). Padding rows read as zero.
+  void pack(const T* src, Index C, T* dst) const {
+    for (Index t = 0; t < pk.T; ++t)
+      for (Index i = 0; i < pk.bs[t]; ++i)
+        std::memcpy(dst + (pk.off[t] + i) * C, src + (t * pk.B + pk.perm[i]) * C, sizeof(T) * C);
+  }
+  void unpack(const T* src, Index C, T* dst) const {
+    if (!pk.ragged) {
+      std::memcpy(dst, src, sizeof(T) * std::size_t(pk.N * C));
+      return;
+    }
+    for (Index t = 0; t < pk.T; ++t)
+      for (Index i = 0; i < pk.B; ++i) {
+        T* row = dst + (t * pk.B + pk.perm[i]) * C;
+        if (i < pk.bs[t])
+          std::memcpy(row, src + (pk.off[t] + i) * C, sizeof(T) * C);
+        else
+          std::fill(row, row + C, T(0));
+      }
+  }
+};
+
+template <typename T>
+Recurrent<T>::Recurrent(const RecurrentConfig& config) : impl_(std::make_unique<Impl>(config)) {}
+template <typename T>
+Recurrent<T>::~Recurrent() = default;
+template <typename T>
+Recurrent<T>::Recurrent(Recurrent&&) noexcept = default;
+template <typename T>
+Recurrent<T>& Recurrent<T>::operator=(Recurrent&&) noexcept = default;
+
+template <typename T>
+const RecurrentConfig& Recurrent<T>::config() const {
+  return impl_->cfg;
+}
+template <typename T>
+const std::vector<ParamInfo>& Recurrent<T>::param_info() const {
+  return impl_->info;
+}
+template <typename T>
+std::size_t Recurrent<T>::num_params() const {
+  return impl_->params.size();
+}
+template <typename T>
+T* Recurrent<T>::params() {
+  return impl_->params.data();
+}
+template <typename T>
+const T* Recurrent<T>::params() const {
+  return impl_->params.data();
+}
+template <typename T>
+T* Recurrent<T>::grads() {
+  return impl_->grads.data();
+}
+template <typename T>
+const T* Recurrent<T>::grads() const {
+  return impl_->grads.data();
+}
+template <typename T>
+void Recurrent<T>::zero_grad() {
+  std::fill(impl_->grads.begin(), impl_->grads.end(), T(0));
+}
+template <typename T>
+bool Recurrent<T>::has_saved_forward() const {
+  return impl_->saved;
+}
+template <typename T>
+SequenceShape Recurrent<T>::saved_shape() const {
+  return {int(impl_->pk.T), int(impl_->pk.B)};
+}
+
+template <typename T>
+void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t* lengths,
+                           const T* h0, const T* c0, T* y, T* hn, T* cn, bool training,
+                           std::uint64_t dropout_seed) {
+  Impl& m = *impl_;
+  const RecurrentConfig& cfg = m.cfg;
+  if (steps < 1) throw std::invalid_argument("x: sequence length T must be >= 1");
+  if (batch < 1) throw std::invalid_argument("x: batch size B must be >= 1");
+  if (!x || !y) throw std::invalid_argument("x and y must not be null");
+  m.saved = false;
+  m.pk.build(steps, batch, lengths);
+  const auto& pk = m.pk;
+  const Index L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, DH = D * H;
+  const Index I = cfg.input_size, B = pk.B, N = pk.N;
+  const bool lstm = cfg.cell == CellType::kLstm;
+
+  detail::grow(m.x0, std::size_t(N * I));
+  m.pack(x, I, m.x0.data());
+  m.to_sorted(h0, m.h0s);
+  if (lstm) m.to_sorted(c0, m.c0s);
+  m.hns.assign(std::size_t(L * D * B * H), T(0));
+  if (lstm) m.cns.assign(std::size_t(L * D * B * H), T(0));
+  m.sc.reserve(B, N, H, cfg.gates() * H);
+  m.dropout_active = training && cfg.dropout > 0.0 && L > 1;
+
+  const T* X = m.x0.data();
+  Index ldx = I;
+  for (Index l = 0; l < L; ++l) {
+    if (l > 0) {
+      const T* prev = m.Y[l - 1].data();
+      if (m.dropout_active) {  // inverted dropout on the previous layer's output
+        detail::grow(m.mask[l], std::size_t(N * DH));
+        detail::grow(m.Xd[l], std::size_t(N * DH));
+        const double p = cfg.dropout;
+        const T scale = T(1.0 / (1.0 - p));
+        const std::uint64_t key = detail::mix64(dropout_seed ^ detail::mix64(std::uint64_t(l)));
+        for (Index t = 0; t < pk.T; ++t)
+          for (Index i = 0; i < pk.bs[t]; ++i) {
+            const Index row = pk.off[t] + i;
+            const std::uint64_t pos = std::uint64_t(t * B + pk.perm[i]) * std::uint64_t(DH);
+            for (Index j = 0; j < DH; ++j) {
+              const double u = double(detail::mix64(key + pos + std::uint64_t(j)) >> 11) * 0x1.0p-53;
+              const T keep = u >= p ? scale : T(0);
+              m.mask[l][row * DH + j] = keep;
+              m.Xd[l][row * DH + j] = prev[row * DH + j] * keep;
+            }
+          }
+        X = m.Xd[l].data();
+      } else {
+        X = prev;
+      }
+      ldx = DH;
+    }
+    detail::grow(m.Y[l], std::size_t(N * DH));
+    for (Index d = 0; d < D; ++d) {
+      const Index k = l * D + d;
+      const Index st = k * B * H;
+      detail::lane_forward(m.lane_spec(int(d)), pk, m.lane_params(int(k)), X, ldx,
+                           m.Y[l].data() + d * H, DH, m.h0s.data() + st,
+                           lstm ? m.c0s.data() + st : nullptr, m.hns.data() + st,
+                           lstm ? m.cns.data() + st : nullptr, m.work[k], m.sc);
+    }
+  }
+  m.unpack(m.Y[L - 1].data(), DH, y);
+  m.from_sorted(m.hns, hn);
+  if (lstm) m.from_sorted(m.cns, cn);
+  m.saved = training;
+}
+
+template <typename T>
+void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0) {
+  Impl& m = *impl_;
+  if (!m.saved)
+    throw std::runtime_error(
+        "backward needs a training-mode forward first (and each forward allows one backward)");
+  if (!dx) throw std::invalid_argument("dx must not be null");
+  m.saved = false;  // the gate buffers turn into dG below
+  const RecurrentConfig& cfg = m.cfg;
+  const auto& pk = m.pk;
+  const Index L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, DH = D * H;
+  const Index I = cfg.input_size, B = pk.B, N = pk.N;
+  const bool lstm = cfg.cell == CellType::kLstm;
+
+  const Index width = std::max(I, DH);
+  detail::grow(m.dA, std::size_t(N * width));
+  detail::grow(m.dB, std::size_t(N * width));
+  T* dYl = nullptr;  // [N, DH] gradient w.r.t. the current layer's output
+  if (dy) {
+    m.pack(dy, DH, m.dA.data());
+    dYl = m.dA.data();
+  }
+  m.to_sorted(dhn, m.dhns);
+  if (lstm) m.to_sorted(dcn, m.dcns);
+  m.dh0s.assign(std::size_t(L * D * B * H), T(0));
+  if (lstm) m.dc0s.assign(std::size_t(L * D * B * H), T(0));
+
+  for (Index l = L - 1; l >= 0; --l) {
+    const T* X = l == 0 ? m.x0.data() : (m.dropout_active ? m.Xd[l].data() : m.Y[l - 1].data());
+    const Index ldx = l == 0 ? I : DH;
+    T* dXl = (dYl == m.dA.data()) ? m.dB.data() : m.dA.data();
+    for (Index d = 0; d < D; ++d) {
+      const Index k = l * D + d;
+      const Index st = k * B * H;
+      detail::lane_backward(m.lane_spec(int(d)), pk, m.lane_params(int(k)), X, ldx,
+                            m.Y[l].data() + d * H, DH, dYl ? dYl + d * H : nullptr,
+                            m.h0s.data() + st, lstm ? m.c0s.data() + st : nullptr,
+                            dhn ? m.dhns.data() + st : nullptr,
+                            (lstm && dcn) ? m.dcns.data() + st : nullptr, m.dh0s.data() + st,
+                            lstm ? m.dc0s.data() + st : nullptr, dXl, /*accumulate_dx=*/d > 0,
+                            m.work[k], m.sc);
+    }
+    if (l > 0 && m.dropout_active) {
+      auto g = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dXl, N * DH);
+      g *= Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(m.mask[l].data(), N * DH);
+    }
+    dYl = dXl;
+  }
+  m.unpack(dYl, I, dx);
+  m.from_sorted(m.dh0s, dh0);
+  if (lstm) m.from_sorted(m.dc0s, dc0);
+}
+
+template class Recurrent<float>;
+template class Recurrent<double>;
+
+int set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
+  const int previous = get_num_threads();
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+  return previous;
+}
+
+int get_num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace rnncore

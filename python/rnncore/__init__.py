@@ -1,0 +1,33 @@
+"""rnncore: fast recurrent neural networks (RNN, LSTM, GRU) on the CPU.
+
+A C++ engine (Eigen + OpenMP) computes whole sequences forward and backward; this package is the
+thin Python layer around it. Start with :mod:`rnncore.nn`.
+"""
+
+from __future__ import annotations
+
+from . import _core, nn
+from ._version import __version__
+
+__all__ = ["__version__", "nn", "set_num_threads", "get_num_threads", "has_openmp"]
+
+
+def set_num_threads(n: int) -> int:
+    """Set the number of threads the engine uses (OpenMP); returns the previous number.
+
+    Args:
+        n: threads, >= 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
+    return _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads the engine uses."""
+    return _core.get_num_threads()
+
+
+def has_openmp() -> bool:
+    """True when the engine was built with OpenMP."""
+    return _core.has_openmp()

@@ -1,0 +1,146 @@
+"""The Module base class and Parameter: what every layer and model of rnncore.nn is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+
+class Parameter:
+    """A named parameter: ``data`` and ``grad`` are numpy views into the owner's flat buffers.
+
+    Writing into ``data`` in place (``p.data[...] = v``) changes the layer; rebinding the attribute
+    is not allowed, so a view can never silently detach from the engine.
+    """
+
+    __slots__ = ("_name", "_data", "_grad")
+
+    def __init__(self, name: str, data: np.ndarray, grad: np.ndarray) -> None:
+        if data.shape != grad.shape:
+            raise ValueError(f"Parameter {name}: data {data.shape} and grad {grad.shape} differ")
+        self._name = name
+        self._data = data
+        self._grad = grad
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @property
+    def grad(self) -> np.ndarray:
+        return self._grad
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter({self._name}, shape={self._data.shape}, dtype={self._data.dtype})"
+
+
+class Module:
+    """Base of layers and models: explicit ``forward``/``backward``, parameters, modes, state.
+
+    Subclasses register their own parameters in ``self._parameters`` (a list of
+    :class:`Parameter`) and hold child modules as attributes; ``parameters()`` walks both.
+    """
+
+    def __init__(self) -> None:
+        self.training = True
+        self._parameters: list[Parameter] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        """Direct child modules as (attribute name, module), in definition order."""
+        for key, value in vars(self).items():
+            if isinstance(value, Module):
+                yield key, value
+            elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, Module) for v in value
+            ):
+                for i, v in enumerate(value):
+                    yield f"{key}.{i}", v
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """All parameters of this module and its children, with dotted names."""
+        for p in self._parameters:
+            yield prefix + p.name, p
+        for name, child in self.children():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def parameters(self) -> list[Parameter]:
+        """List of every :class:`Parameter` (views; no copies)."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to zero."""
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (forward keeps what backward needs; dropout active). Returns self."""
+        self.training = bool(mode)
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Inference mode: forward keeps nothing, backward is not possible. Returns self."""
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """{name: copy of the parameter array}."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy arrays into the parameters, checking names and shapes.
+
+        Args:
+            state: {name: array-like} as returned by :meth:`state_dict` (or PyTorch's, as numpy).
+            strict: when True, missing or unexpected names raise KeyError.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: state must be a mapping, got {type(state).__name__}")
+        own = dict(self.named_parameters())
+        if strict:
+            missing = sorted(set(own) - set(state))
+            unexpected = sorted(set(state) - set(own))
+            if missing or unexpected:
+                raise KeyError(
+                    f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+                )
+        for name, value in state.items():
+            if name not in own:
+                continue
+            arr = np.asarray(value)
+            p = own[name]
+            if arr.shape != p.shape:
+                raise ValueError(
+                    f"load_state_dict: {name} has shape {arr.shape}, expected {p.shape}"
+                )
+            if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+                raise TypeError(f"load_state_dict: {name} must be real numbers, got {arr.dtype}")
+            p.data[...] = arr
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        kids = list(self.children())
+        if not kids:
+            return lines[0] + ")"
+        for name, child in kids:
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"

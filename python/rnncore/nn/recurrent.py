@@ -1,0 +1,372 @@
+"""Recurrent sequence layers RNN, LSTM and GRU: PyTorch's interface, rnncore's C++ engine.
+
+Each call runs a whole (padded, optionally variable-length) batch of sequences through every layer
+and direction in C++; ``backward`` runs BPTT and accumulates parameter gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .module import Module, Parameter
+
+_CELLS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+_INITS = ("uniform", "orthogonal", "identity")
+
+State = Any  # h [L*D, B, H], or (h, c) for an LSTM
+
+
+def _positive_int(value: Any, name: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _dtype(value: Any, owner: str) -> np.dtype:
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {value!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dt}")
+    return dt
+
+
+class _Recurrent(Module):
+    """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+
+    _mode = ""
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        dtype: Any,
+        seed: int | None,
+        init: str,
+        forget_bias: float | None = None,
+        reset_after: bool = True,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.input_size = _positive_int(input_size, "input_size", owner)
+        self.hidden_size = _positive_int(hidden_size, "hidden_size", owner)
+        self.num_layers = _positive_int(num_layers, "num_layers", owner)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+            raise TypeError(f"{owner}: dropout must be a number, got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"{owner}: seed must be an integer or None, got {type(seed).__name__}")
+        self.dropout = float(dropout)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.reset_after = bool(reset_after)
+        self.dtype = _dtype(dtype, owner)
+        self._cell = cell
+        core_cls = _core.RecurrentF32 if self.dtype == np.float32 else _core.RecurrentF64
+        self._core = core_cls(
+            _CELLS[cell],
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bidirectional,
+            self.bias,
+            self.reset_after,
+            self.dropout,
+        )
+        flat, gflat = self._core.params, self._core.grads
+        for name, offset, shape in self._core.param_info():
+            size = math.prod(shape)
+            self._parameters.append(
+                Parameter(
+                    name,
+                    flat[offset : offset + size].reshape(shape),
+                    gflat[offset : offset + size].reshape(shape),
+                )
+            )
+        self._rng = np.random.default_rng(seed)
+        # Dropout masks come from (seed of this layer, call counter): reproducible runs.
+        self._dropout_seed = int(self._rng.integers(0, 2**63 - 1))
+        self._calls = 0
+        self.reset_parameters(init, forget_bias)
+
+    # ---- parameters ------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def flat_parameters(self) -> np.ndarray:
+        """All parameters as one flat array [P] (a view; PyTorch's order)."""
+        return self._core.params
+
+    @property
+    def flat_gradients(self) -> np.ndarray:
+        """All parameter gradients as one flat array [P] (a view, same layout)."""
+        return self._core.grads
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to zero (one call over the flat buffer)."""
+        self._core.zero_grad()
+
+    def reset_parameters(self, init: str = "uniform", forget_bias: float | None = None) -> None:
+        """(Re)initialise the weights.
+
+        Args:
+            init: ``"uniform"`` — PyTorch's default, every weight and bias ~ U(-1/sqrt(H),
+                1/sqrt(H)); ``"orthogonal"`` — each [H, H] gate block of weight_hh orthogonal,
+                weight_ih ~ U(-1/sqrt(H), 1/sqrt(H)), biases zero; ``"identity"`` — IRNN (Le et
+                al. 2015, RNN only): weight_hh = I, weight_ih ~ N(0, 0.001²), biases zero.
+            forget_bias: LSTM only: the forget-gate slice of bias_ih is set to this value (and of
+                bias_hh to 0), e.g. 1.0 (Jozefowicz et al. 2015).
+        """
+        owner = type(self).__name__
+        if init not in _INITS:
+            raise ValueError(f"{owner}: init must be one of {_INITS}, got {init!r}")
+        if init == "identity" and not self._cell.startswith("RNN"):
+            raise ValueError(f"{owner}: init='identity' (IRNN) is for RNN layers only")
+        H = self.hidden_size
+        k = 1.0 / math.sqrt(H)
+        rng = self._rng
+        for p in self._parameters:
+            is_hh = p.name.startswith("weight_hh")
+            is_bias = p.name.startswith("bias")
+            if init == "uniform" or (init == "orthogonal" and p.name.startswith("weight_ih")):
+                p.data[...] = rng.uniform(-k, k, size=p.shape)
+            elif is_bias:
+                p.data[...] = 0.0
+            elif init == "identity":
+                p.data[...] = np.eye(H) if is_hh else rng.normal(0.0, 1e-3, size=p.shape)
+            else:  # orthogonal recurrent blocks
+                for g in range(p.shape[0] // H):
+                    q, r = np.linalg.qr(rng.normal(size=(H, H)))
+                    p.data[g * H : (g + 1) * H] = q * np.sign(np.diag(r))
+        if forget_bias is not None:
+            if self._cell != "LSTM":
+                raise ValueError(f"{owner}: forget_bias is for LSTM layers only")
+            if not self.bias:
+                raise ValueError(f"{owner}: forget_bias needs bias=True")
+            for p in self._parameters:
+                if p.name.startswith("bias_ih"):
+                    p.data[H : 2 * H] = float(forget_bias)
+                elif p.name.startswith("bias_hh"):
+                    p.data[H : 2 * H] = 0.0
+
+    # ---- forward / backward ----------------------------------------------------------------
+    def _time_major(self, a: Any, name: str, where: str) -> np.ndarray:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{where}: {name} must be a numpy array, got {type(a).__name__}")
+        if a.ndim != 3:
+            layout = "[B, T, F]" if self.batch_first else "[T, B, F]"
+            raise ValueError(f"{where}: {name} must be 3-d {layout}, got shape {a.shape}")
+        if self.batch_first:
+            a = a.transpose(1, 0, 2)
+        return np.ascontiguousarray(a)
+
+    def _state_arrays(self, state: Any, name: str, where: str) -> tuple[Any, Any]:
+        if state is None:
+            return None, None
+        if self._cell == "LSTM":
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError(f"{where}: {name} of an LSTM must be a tuple (h, c) or None")
+            h, c = state
+        else:
+            if isinstance(state, (tuple, list)):
+                raise TypeError(f"{where}: {name} of a {self._mode} must be an array h, not a tuple")
+            h, c = state, None
+        return (
+            None if h is None else np.ascontiguousarray(h) if isinstance(h, np.ndarray) else h,
+            None if c is None else np.ascontiguousarray(c) if isinstance(c, np.ndarray) else c,
+        )
+
+    def forward(self, x: np.ndarray, lengths: Any = None, state: State = None) -> tuple[np.ndarray, State]:
+        """Run the whole sequence batch.
+
+        Args:
+            x: [T, B, I] ([B, T, I] if batch_first), the layer's dtype.
+            lengths: None, or B integers in [1, T]: each sequence's length. Outputs past a
+                sequence's end are zero; its final state is the state at its own last step.
+            state: initial state h [L*D, B, H] (LSTM: (h, c)), or None for zeros.
+
+        Returns:
+            y [T, B, D*H] ([B, T, D*H] if batch_first) and the final state, same structure as
+            ``state``.
+        """
+        where = f"{type(self).__name__}.forward"
+        xt = self._time_major(x, "x", where)
+        lens = None
+        if lengths is not None:
+            lens = np.asarray(lengths)
+            if lens.dtype == bool or lens.dtype.kind not in "iu":
+                raise TypeError(f"{where}: lengths must be integers, got dtype {lens.dtype}")
+            if lens.ndim != 1:
+                raise ValueError(f"{where}: lengths must be 1-d [B], got shape {lens.shape}")
+            lens = np.ascontiguousarray(lens, dtype=np.int64)
+        h0, c0 = self._state_arrays(state, "state", where)
+        self._calls += 1
+        try:
+            y, hn, cn = self._core.forward(
+                xt, lens, h0, c0, self.training, (self._dropout_seed + self._calls) % 2**64
+            )
+        except (ValueError, TypeError) as e:
+            name = "state" if str(e).startswith(("h0", "c0")) else None
+            msg = str(e) if name is None else f"state ({e})"
+            raise type(e)(f"{where}: {msg}") from None
+        if self.batch_first:
+            y = y.transpose(1, 0, 2)
+        return y, ((hn, cn) if self._cell == "LSTM" else hn)
+
+    def backward(self, dy: np.ndarray | None, dstate: State = None) -> tuple[np.ndarray, State]:
+        """BPTT through the last training-mode forward (each forward allows one backward).
+
+        Args:
+            dy: gradient of the loss w.r.t. y, shaped like y; None for zeros.
+            dstate: gradient w.r.t. the final state (LSTM: (dh, dc), either may be None), or None.
+
+        Returns:
+            dx shaped like x, and the gradient w.r.t. the initial state (same structure as the
+            state). Parameter gradients accumulate into ``p.grad``.
+        """
+        where = f"{type(self).__name__}.backward"
+        dyt = None if dy is None else self._time_major(dy, "dy", where)
+        dhn, dcn = self._state_arrays(dstate, "dstate", where)
+        try:
+            dx, dh0, dc0 = self._core.backward(dyt, dhn, dcn)
+        except (ValueError, TypeError) as e:
+            msg = str(e)
+            if msg.startswith(("dhn", "dcn")):
+                msg = f"dstate ({msg})"
+            raise type(e)(f"{where}: {msg}") from None
+        except RuntimeError as e:
+            raise RuntimeError(f"{where}: {e}") from None
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, ((dh0, dc0) if self._cell == "LSTM" else dh0)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self._cell == "RNN_RELU":
+            s += ", nonlinearity='relu'"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self._cell == "GRU" and not self.reset_after:
+            s += ", reset_after=False"
+        if self.dtype != np.float32:
+            s += f", dtype='{self.dtype}'"
+        return s
+
+
+class RNN(_Recurrent):
+    """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), act = tanh or relu.
+
+    Shapes: x [T, B, I] -> y [T, B, D*H], state h [L*D, B, H]. ``init="identity"`` with
+    ``nonlinearity="relu"`` gives the IRNN of Le et al. (2015).
+    """
+
+    _mode = "RNN"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "uniform",
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            dtype, seed, init,
+        )
+
+
+class LSTM(_Recurrent):
+    """LSTM (gate order i, f, g, o as PyTorch): c' = f*c + i*g, h' = o*tanh(c').
+
+    Shapes: x [T, B, I] -> y [T, B, D*H], state (h, c), each [L*D, B, H].
+    """
+
+    _mode = "LSTM"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "uniform",
+        forget_bias: float | None = None,
+    ) -> None:
+        super().__init__(
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, dtype, seed, init, forget_bias,
+        )
+
+
+class GRU(_Recurrent):
+    """GRU (gate order r, z, n as PyTorch): h' = (1-z)*n + z*h.
+
+    ``reset_after=True`` (PyTorch/cuDNN): n = tanh(W_in x + b_in + r*(W_hn h + b_hn));
+    ``reset_after=False`` (Cho et al. 2014): n = tanh(W_in x + b_in + W_hn (r*h) + b_hn).
+    Shapes: x [T, B, I] -> y [T, B, D*H], state h [L*D, B, H].
+    """
+
+    _mode = "GRU"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "uniform",
+        reset_after: bool = True,
+    ) -> None:
+        super().__init__(
+            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, dtype, seed, init, reset_after=reset_after,
+        )

@@ -1,0 +1,113 @@
+"""Helpers shared by the layer tests: the table of cells, layer construction, inputs, tolerances."""
+
+import numpy as np
+import rnncore
+from rnncore.reference import reference_forward
+
+# id -> (rnncore.nn class name, constructor keywords, reference_forward keywords)
+CELLS = {
+    "rnn_tanh": ("RNN", {"nonlinearity": "tanh"}, {"nonlinearity": "tanh"}),
+    "rnn_relu": ("RNN", {"nonlinearity": "relu"}, {"nonlinearity": "relu"}),
+    "lstm": ("LSTM", {}, {}),
+    "gru": ("GRU", {"reset_after": True}, {"reset_after": True}),
+    "gru_reset_before": ("GRU", {"reset_after": False}, {"reset_after": False}),
+}
+# cells that torch.nn implements (GRU reset_after=False has no torch counterpart)
+TORCH_CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+
+# max |got - want| allowed, relative to max(1, max |want|)
+TOL = {"float32": 1e-5, "float64": 1e-10}
+
+
+def mode_of(cell):
+    return CELLS[cell][0]
+
+
+def is_lstm(cell):
+    return CELLS[cell][0] == "LSTM"
+
+
+def make_layer(
+    cell, input_size, hidden_size, num_layers=1, bidirectional=False, dtype="float64", seed=0, **kw
+):
+    """An rnncore.nn layer for the cell id; extra keywords go to the constructor."""
+    name, ctor, _ = CELLS[cell]
+    cls = getattr(rnncore.nn, name)
+    return cls(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dtype=dtype,
+        seed=seed,
+        **ctor,
+        **kw,
+    )
+
+
+def weights64(layer):
+    """The layer's parameters as float64 {PyTorch name: array}."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in layer.state_dict().items()}
+
+
+def reference(cell, layer, x, lengths=None, state=None, num_layers=1, bidirectional=False):
+    """reference_forward with the layer's current weights; x time-major. Returns (y, h, c|None)."""
+    h0, c0 = split_state(cell, state)
+    return reference_forward(
+        mode_of(cell),
+        x,
+        weights64(layer),
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        lengths=lengths,
+        h0=h0,
+        c0=c0,
+        **CELLS[cell][2],
+    )
+
+
+def split_state(cell, state):
+    """state as the layer takes/returns it -> (h, c or None)."""
+    if state is None:
+        return None, None
+    if is_lstm(cell):
+        h, c = state
+        return h, c
+    return state, None
+
+
+def join_state(cell, h, c):
+    """(h, c) -> state as the layer takes it: (h, c) for LSTM, h otherwise."""
+    return (h, c) if is_lstm(cell) else h
+
+
+def random_state(rng, cell, num_layers, dirs, batch, hidden, dtype):
+    h = rng.standard_normal((num_layers * dirs, batch, hidden)).astype(dtype)
+    c = rng.standard_normal(h.shape).astype(dtype) if is_lstm(cell) else None
+    return join_state(cell, h, c)
+
+
+def random_lengths(rng, batch, steps):
+    """Distinct-ish lengths in [1, T], always including T and 1 when batch allows."""
+    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths[0] = steps
+    if batch > 1:
+        lengths[1] = 1
+    rng.shuffle(lengths)
+    return lengths.astype(np.int64)
+
+
+def assert_close(got, want, dtype, what):
+    got = np.asarray(got)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != expected {want.shape}"
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    err = float(np.abs(got.astype(np.float64) - want).max(initial=0.0))
+    assert err <= TOL[str(dtype)] * scale, f"{what}: max abs error {err:.3e} (scale {scale:.3g})"
+
+
+def param_by_name(layer):
+    params = layer.parameters()
+    out = {p.name: p for p in params}
+    assert len(out) == len(params), "parameter names must be unique"
+    return out

@@ -1,0 +1,272 @@
+"""Layer behaviour beyond the maths: grad accumulation, parameter views, state_dict, dropout."""
+
+import numpy as np
+import pytest
+from rnn_helpers import (
+    CELLS,
+    assert_close,
+    is_lstm,
+    join_state,
+    make_layer,
+    param_by_name,
+    random_state,
+    reference,
+    split_state,
+)
+
+STEPS, BATCH, INPUT, HIDDEN = 5, 3, 4, 6
+
+
+def _inputs(cell, dtype="float64", num_layers=2, dirs=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((STEPS, BATCH, INPUT)).astype(dtype)
+    state = random_state(rng, cell, num_layers, dirs, BATCH, HIDDEN, dtype)
+    dy = rng.standard_normal((STEPS, BATCH, dirs * HIDDEN)).astype(dtype)
+    dstate = random_state(rng, cell, num_layers, dirs, BATCH, HIDDEN, dtype)
+    return x, state, dy, dstate
+
+
+def _grads(layer):
+    return {p.name: np.array(p.grad) for p in layer.parameters()}
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_gradients_accumulate_and_zero_grad_clears(cell):
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    x, state, dy, dstate = _inputs(cell)
+    lengths = np.array([5, 2, 3])
+    layer.zero_grad()
+    layer(x, lengths=lengths, state=state)
+    dx1, ds1 = layer.backward(dy, dstate=dstate)
+    once = _grads(layer)
+    assert all(np.abs(g).max() > 0 for g in once.values()), "every parameter gets a gradient"
+    layer(x, lengths=lengths, state=state)
+    dx2, ds2 = layer.backward(dy, dstate=dstate)
+    twice = _grads(layer)
+    for name in once:
+        np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-12, atol=0, err_msg=name)
+    # activation gradients are assigned, not accumulated
+    np.testing.assert_array_equal(dx2, dx1)
+    for a, b in zip(split_state(cell, ds2), split_state(cell, ds1), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    live = [p.grad for p in layer.parameters()]  # views: zero_grad must clear them in place
+    layer.zero_grad()
+    assert all(not g.any() for g in live)
+    assert all(not p.grad.any() for p in layer.parameters())
+    layer(x, lengths=lengths, state=state)
+    layer.backward(dy, dstate=dstate)
+    for name, g in _grads(layer).items():
+        np.testing.assert_array_equal(g, once[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_parameters_are_live_views(cell):
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    params = param_by_name(layer)
+    sd = layer.state_dict()
+    assert list(params) == list(sd), "parameters() and state_dict() agree on names and order"
+    for name, p in params.items():
+        assert p.data.shape == sd[name].shape and p.grad.shape == sd[name].shape
+        assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+    x, state, _, _ = _inputs(cell)
+    y_before, _ = layer(x, state=state)
+
+    p = params["weight_hh_l1_reverse"]
+    p.data[...] *= 0.5  # write through the view
+    np.testing.assert_array_equal(
+        layer.state_dict()["weight_hh_l1_reverse"], 0.5 * sd["weight_hh_l1_reverse"]
+    )
+    y_after, _ = layer(x, state=state)
+    assert np.abs(y_after - y_before).max() > 1e-6, "forward must see writes to parameter views"
+    want, _, _ = reference(cell, layer, x, None, state, 2, True)
+    assert_close(y_after, want, "float64", "y after editing a parameter view")
+
+    # state_dict returns copies: editing them changes nothing
+    sd2 = layer.state_dict()
+    sd2["weight_ih_l0"][...] = 123.0
+    assert not (layer.state_dict()["weight_ih_l0"] == 123.0).any()
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_state_dict_round_trip_and_seed(cell):
+    a = make_layer(cell, INPUT, HIDDEN, 2, True, seed=7)
+    b = make_layer(cell, INPUT, HIDDEN, 2, True, seed=7)
+    c = make_layer(cell, INPUT, HIDDEN, 2, True, seed=8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=f"same seed, {k}")
+    assert any(not np.array_equal(sa[k], sc[k]) for k in sa), "different seeds, same weights"
+    c.load_state_dict(sa)
+    for k, v in c.state_dict().items():
+        np.testing.assert_array_equal(v, sa[k], err_msg=k)
+    x, state, _, _ = _inputs(cell)
+    ya, _ = a(x, state=state)
+    yc, _ = c(x, state=state)
+    np.testing.assert_array_equal(ya, yc)
+
+
+def test_load_state_dict_rejects_wrong_shapes_and_names():
+    layer = make_layer("lstm", INPUT, HIDDEN, 1, False)
+    before = layer.state_dict()
+    bad = dict(before)
+    bad["weight_hh_l0"] = np.zeros((4 * HIDDEN, HIDDEN + 1))
+    with pytest.raises(ValueError, match="weight_hh_l0"):
+        layer.load_state_dict(bad)
+    missing = {k: v for k, v in before.items() if k != "bias_ih_l0"}
+    with pytest.raises((ValueError, KeyError), match="bias_ih_l0"):
+        layer.load_state_dict(missing)
+    for k, v in layer.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"{k} changed by a failed load")
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_eval_equals_train_without_dropout(cell):
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    x, state, _, _ = _inputs(cell)
+    lengths = np.array([3, 5, 1])
+    layer.train()
+    y_train, s_train = layer(x, lengths=lengths, state=state)
+    layer.eval()
+    y_eval, s_eval = layer(x, lengths=lengths, state=state)
+    np.testing.assert_array_equal(y_train, y_eval)
+    for a, b in zip(split_state(cell, s_train), split_state(cell, s_eval), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_dropout_deterministic_per_seed_and_off_in_eval(cell):
+    x, state, dy, dstate = _inputs(cell, num_layers=3)
+
+    def run(seed, train):
+        layer = make_layer(cell, INPUT, HIDDEN, 3, True, seed=seed, dropout=0.5)
+        layer.train() if train else layer.eval()
+        y, st = layer(x, state=state)
+        return layer, y, st
+
+    l1, y1, _ = run(3, True)
+    l2, y2, _ = run(3, True)
+    np.testing.assert_array_equal(y1, y2)  # same seed, same masks
+    dx1, _ = l1.backward(dy, dstate=dstate)
+    dx2, _ = l2.backward(dy, dstate=dstate)
+    np.testing.assert_array_equal(dx1, dx2)
+    for name, g in _grads(l1).items():
+        np.testing.assert_array_equal(g, _grads(l2)[name], err_msg=name)
+
+    le, y_eval, s_eval = run(3, False)
+    assert np.abs(y1 - y_eval).max() > 1e-3, "dropout must change the training forward"
+    want_y, want_h, want_c = reference(cell, le, x, None, state, 3, True)
+    assert_close(y_eval, want_y, "float64", "eval-mode y with dropout=0.5")
+    h, c = split_state(cell, s_eval)
+    assert_close(h, want_h, "float64", "eval-mode h_n with dropout=0.5")
+    if is_lstm(cell):
+        assert_close(c, want_c, "float64", "eval-mode c_n with dropout=0.5")
+    # dropout acts between layers: layer 0's final states (both directions) are untouched
+    _, s1 = l1(x, state=state)
+    np.testing.assert_allclose(split_state(cell, s1)[0][:2], want_h[:2], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_state_carries_across_chunks(cell):
+    """Stateful use (truncated BPTT): running x[:2] then x[2:] from its final state == running x."""
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    layer_uni = make_layer(cell, INPUT, HIDDEN, 2, False)
+    for lyr, dirs in ((layer_uni, 1), (layer, 2)):
+        x, state, _, _ = _inputs(cell, dirs=dirs)
+        y_all, s_all = lyr(x, state=state)
+        y_a, s_a = lyr(x[:2], state=state)
+        y_b, s_b = lyr(x[2:], state=s_a)
+        if dirs == 1:
+            np.testing.assert_allclose(np.concatenate([y_a, y_b]), y_all, rtol=0, atol=1e-13)
+            for a, b in zip(split_state(cell, s_b), split_state(cell, s_all), strict=True):
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+        else:  # bidirectional: chunking changes the reverse pass, so it must differ
+            assert np.abs(np.concatenate([y_a, y_b]) - y_all).max() > 1e-6
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+def test_outputs_are_not_overwritten_by_later_calls(cell):
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    x, state, dy, dstate = _inputs(cell)
+    x2, state2, dy2, dstate2 = _inputs(cell, seed=1)
+    y, st = layer(x, state=state)
+    dx, ds = layer.backward(dy, dstate=dstate)
+    saved = [np.array(a) for a in (y, *split_state(cell, st), dx, *split_state(cell, ds))]
+    layer(x2, state=state2)
+    layer.backward(dy2, dstate=dstate2)
+    for got, want in zip(
+        (y, *split_state(cell, st), dx, *split_state(cell, ds)), saved, strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_inputs_are_not_modified(cell):
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    x, state, dy, dstate = _inputs(cell)
+    lengths = np.array([5, 1, 3])
+    copies = [np.array(a) for a in (x, *split_state(cell, state), dy, *split_state(cell, dstate))]
+    layer(x, lengths=lengths, state=state)
+    layer.backward(dy, dstate=dstate)
+    for got, want in zip(
+        (x, *split_state(cell, state), dy, *split_state(cell, dstate)), copies, strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(lengths, [5, 1, 3])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn_tanh"])
+def test_non_contiguous_inputs_are_accepted(cell):
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    rng = np.random.default_rng(5)
+    big = rng.standard_normal((2 * STEPS, BATCH, 2 * INPUT))
+    x_view = big[::2, :, ::2]  # strided in two axes
+    assert not x_view.flags.c_contiguous
+    x = np.ascontiguousarray(x_view)
+    h = rng.standard_normal((BATCH, 4, HIDDEN)).transpose(1, 0, 2)  # [L*D, B, H], strided
+    c = rng.standard_normal((4, BATCH, HIDDEN)) if is_lstm(cell) else None
+    dy_big = rng.standard_normal((STEPS, BATCH, 4 * HIDDEN))
+    dy_view = dy_big[:, :, ::2]
+    y1, s1 = layer(x_view, state=join_state(cell, h, c))
+    dx1, _ = layer.backward(dy_view)
+    y2, s2 = layer(x, state=join_state(cell, np.ascontiguousarray(h), c))
+    dx2, _ = layer.backward(np.ascontiguousarray(dy_view))
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(dx1, dx2)
+    for a, b in zip(split_state(cell, s1), split_state(cell, s2), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_lengths_forms_agree(cell):
+    """lengths as a list, int64 array or int32 array give the same result."""
+    layer = make_layer(cell, INPUT, HIDDEN, 1, True)
+    x, _, _, _ = _inputs(cell, num_layers=1)
+    want, _ = layer(x, lengths=np.array([4, 5, 1], dtype=np.int64))
+    for lengths in ([4, 5, 1], np.array([4, 5, 1], dtype=np.int32), (4, 5, 1)):
+        got, _ = layer(x, lengths=lengths)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_dy_none_means_zero(cell):
+    """backward(None, dstate) == backward(zeros, dstate); backward(dy) == backward(dy, zeros)."""
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    x, state, dy, dstate = _inputs(cell)
+    results = []
+    for dy_arg, ds_arg in (
+        (None, dstate),
+        (np.zeros_like(dy), dstate),
+        (dy, None),
+        (dy, join_state(cell, *[np.zeros_like(a) for a in split_state(cell, dstate)])),
+    ):
+        layer.zero_grad()
+        layer(x, state=state)
+        dx, ds = layer.backward(dy_arg, dstate=ds_arg)
+        results.append((np.array(dx), [np.array(a) for a in split_state(cell, ds)], _grads(layer)))
+    for first, second in (results[0:2], results[2:4]):
+        np.testing.assert_array_equal(first[0], second[0])
+        for a, b in zip(first[1], second[1], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for k in first[2]:
+            np.testing.assert_array_equal(first[2][k], second[2][k], err_msg=k)
