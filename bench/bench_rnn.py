@@ -665,7 +665,11 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else argv,
         "flops": "forward per layer and direction 2*tokens*(I_l+H)*G*H; training step 3x forward",
         "speedup": "torch median time / rnncore median time (>1: rnncore faster)",
+        "loadavg_start": _loadavg(),
     }
+    if meta["loadavg_start"] is not None and meta["loadavg_start"] > 0.5:
+        msg = f"1-minute load average is {meta['loadavg_start']:.2f}: the machine is busy"
+        print(f"WARNING: {msg}; timings will be noisy.", file=sys.stderr)
     print(f"bench_rnn: {', '.join(libs)}; cpu {meta['cpu']} x{meta['cpu_count']}; quick={quick}")
 
     peaks = {n: measure_peak(n, torch, quick) for n in args.threads}
@@ -730,6 +734,13 @@ def _json_default(o):
     if isinstance(o, (np.floating,)):
         return float(o)
     raise TypeError(type(o).__name__)
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _cpu_model() -> str:
@@ -861,7 +872,8 @@ def render(report: dict, markdown: bool) -> str:
         lines += ["# rnncore benchmark", ""]
     lines.append(
         f"{meta['date']}  cpu: {meta['cpu']} x{meta['cpu_count']}  numpy {meta['numpy']}  "
-        f"torch {meta['torch'] or '-'}  rnncore {meta['rnncore'] or '-'}  quick={meta['quick']}"
+        f"torch {meta['torch'] or '-'}  rnncore {meta['rnncore'] or '-'}  quick={meta['quick']}  "
+        f"load before start {fmt(meta['loadavg_start'], '.2f')}"
     )
     lines.append("")
     peak_rows = [

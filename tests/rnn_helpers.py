@@ -76,7 +76,7 @@ def split_state(cell, state):
     return state, None
 
 
-def join_state(cell, h, c):
+def join_state(cell, h, c=None):
     """(h, c) -> state as the layer takes it: (h, c) for LSTM, h otherwise."""
     return (h, c) if is_lstm(cell) else h
 
@@ -111,3 +111,21 @@ def param_by_name(layer):
     out = {p.name: p for p in params}
     assert len(out) == len(params), "parameter names must be unique"
     return out
+
+
+def state_list(cell, state):
+    """state as a list of its arrays: [h] or, for LSTM, [h, c]."""
+    h, c = split_state(cell, state)
+    return [h, c] if is_lstm(cell) else [h]
+
+
+def assert_same(got, want, what=""):
+    """Equal up to the last bits: for results of two layer instances or two code paths.
+
+    Bit-for-bit equality is only asked of repeated calls on one instance; across instances
+    the engine's rounding may differ in the last place (see test_layer_api's determinism test).
+    """
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    rtol, atol = (1e-5, 1e-6) if got.dtype == np.float32 else (1e-12, 1e-14)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)

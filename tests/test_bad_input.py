@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from rnn_helpers import is_lstm, join_state, make_layer, split_state
+from rnn_helpers import assert_same, is_lstm, join_state, make_layer, state_list
 
 STEPS, BATCH, INPUT, HIDDEN, LAYERS, DIRS = 4, 3, 2, 5, 2, 2
 DTYPE = "float32"
@@ -34,7 +34,7 @@ def _run(layer, cell, g):
     y, st = layer(g["x"], lengths=g["lengths"], state=g["state"])
     dx, ds = layer.backward(g["dy"], dstate=g["dstate"])
     grads = {p.name: np.array(p.grad) for p in layer.parameters()}
-    return [np.array(a) for a in (y, *split_state(cell, st), dx, *split_state(cell, ds))], grads
+    return [np.array(a) for a in (y, *state_list(cell, st), dx, *state_list(cell, ds))], grads
 
 
 def _assert_usable(layer, cell):
@@ -43,9 +43,9 @@ def _assert_usable(layer, cell):
     got, got_grads = _run(layer, cell, g)
     want, want_grads = _run(_layer(cell), cell, g)
     for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
+        assert_same(a, b)
     for k, v in want_grads.items():
-        np.testing.assert_array_equal(got_grads[k], v, err_msg=f"grad {k} after an error")
+        assert_same(got_grads[k], v, what=f"grad {k} after an error")
 
 
 def _replace_h(cell, state, h):
@@ -227,12 +227,12 @@ def test_backward_rejects_and_keeps_the_forward(cell, case):
     dx, ds = layer.backward(g["dy"], dstate=g["dstate"])
     twin(g["x"], lengths=g["lengths"], state=g["state"])
     dx_t, ds_t = twin.backward(g["dy"], dstate=g["dstate"])
-    np.testing.assert_array_equal(dx, dx_t)
-    for a, b in zip(split_state(cell, ds), split_state(cell, ds_t), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same(dx, dx_t)
+    for a, b in zip(state_list(cell, ds), state_list(cell, ds_t), strict=True):
+        assert_same(a, b)
     twin_grads = {p.name: p.grad for p in twin.parameters()}
     for p in layer.parameters():
-        np.testing.assert_array_equal(p.grad, twin_grads[p.name], err_msg=p.name)
+        assert_same(p.grad, twin_grads[p.name], what=p.name)
 
 
 def test_lstm_backward_rejects_non_tuple_dstate():

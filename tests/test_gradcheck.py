@@ -14,6 +14,7 @@ from rnn_helpers import (
     random_state,
     reference,
     split_state,
+    state_list,
     weights64,
 )
 from rnncore.reference import reference_forward
@@ -158,11 +159,11 @@ def test_backward_without_initial_state_is_zero_state_gradient(cell):
     y0, s0 = layer(x, lengths=lengths, state=zeros)
     dx0, ds0 = layer.backward(dy)
     np.testing.assert_array_equal(y1, y0)
-    for a, b in zip(split_state(cell, s1), split_state(cell, s0), strict=True):
+    for a, b in zip(state_list(cell, s1), state_list(cell, s0), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(dx1, dx0)
     if ds1 is not None:
-        for a, b in zip(split_state(cell, ds1), split_state(cell, ds0), strict=True):
+        for a, b in zip(state_list(cell, ds1), state_list(cell, ds0), strict=True):
             np.testing.assert_array_equal(a, b)
 
 

@@ -5,6 +5,7 @@ import pytest
 from rnn_helpers import (
     CELLS,
     assert_close,
+    assert_same,
     is_lstm,
     join_state,
     make_layer,
@@ -12,6 +13,7 @@ from rnn_helpers import (
     random_state,
     reference,
     split_state,
+    state_list,
 )
 
 STEPS, BATCH, INPUT, HIDDEN = 5, 3, 4, 6
@@ -47,7 +49,7 @@ def test_gradients_accumulate_and_zero_grad_clears(cell):
         np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-12, atol=0, err_msg=name)
     # activation gradients are assigned, not accumulated
     np.testing.assert_array_equal(dx2, dx1)
-    for a, b in zip(split_state(cell, ds2), split_state(cell, ds1), strict=True):
+    for a, b in zip(state_list(cell, ds2), state_list(cell, ds1), strict=True):
         np.testing.assert_array_equal(a, b)
 
     live = [p.grad for p in layer.parameters()]  # views: zero_grad must clear them in place
@@ -103,7 +105,7 @@ def test_state_dict_round_trip_and_seed(cell):
     x, state, _, _ = _inputs(cell)
     ya, _ = a(x, state=state)
     yc, _ = c(x, state=state)
-    np.testing.assert_array_equal(ya, yc)
+    assert_same(ya, yc)
 
 
 def test_load_state_dict_rejects_wrong_shapes_and_names():
@@ -129,9 +131,9 @@ def test_eval_equals_train_without_dropout(cell):
     y_train, s_train = layer(x, lengths=lengths, state=state)
     layer.eval()
     y_eval, s_eval = layer(x, lengths=lengths, state=state)
-    np.testing.assert_array_equal(y_train, y_eval)
-    for a, b in zip(split_state(cell, s_train), split_state(cell, s_eval), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same(y_train, y_eval)
+    for a, b in zip(state_list(cell, s_train), state_list(cell, s_eval), strict=True):
+        assert_same(a, b)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
@@ -146,12 +148,12 @@ def test_dropout_deterministic_per_seed_and_off_in_eval(cell):
 
     l1, y1, _ = run(3, True)
     l2, y2, _ = run(3, True)
-    np.testing.assert_array_equal(y1, y2)  # same seed, same masks
+    assert_same(y1, y2)  # same seed, same masks
     dx1, _ = l1.backward(dy, dstate=dstate)
     dx2, _ = l2.backward(dy, dstate=dstate)
-    np.testing.assert_array_equal(dx1, dx2)
+    assert_same(dx1, dx2)
     for name, g in _grads(l1).items():
-        np.testing.assert_array_equal(g, _grads(l2)[name], err_msg=name)
+        assert_same(g, _grads(l2)[name], what=name)
 
     le, y_eval, s_eval = run(3, False)
     assert np.abs(y1 - y_eval).max() > 1e-3, "dropout must change the training forward"
@@ -178,7 +180,7 @@ def test_state_carries_across_chunks(cell):
         y_b, s_b = lyr(x[2:], state=s_a)
         if dirs == 1:
             np.testing.assert_allclose(np.concatenate([y_a, y_b]), y_all, rtol=0, atol=1e-13)
-            for a, b in zip(split_state(cell, s_b), split_state(cell, s_all), strict=True):
+            for a, b in zip(state_list(cell, s_b), state_list(cell, s_all), strict=True):
                 np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
         else:  # bidirectional: chunking changes the reverse pass, so it must differ
             assert np.abs(np.concatenate([y_a, y_b]) - y_all).max() > 1e-6
@@ -191,12 +193,10 @@ def test_outputs_are_not_overwritten_by_later_calls(cell):
     x2, state2, dy2, dstate2 = _inputs(cell, seed=1)
     y, st = layer(x, state=state)
     dx, ds = layer.backward(dy, dstate=dstate)
-    saved = [np.array(a) for a in (y, *split_state(cell, st), dx, *split_state(cell, ds))]
+    saved = [np.array(a) for a in (y, *state_list(cell, st), dx, *state_list(cell, ds))]
     layer(x2, state=state2)
     layer.backward(dy2, dstate=dstate2)
-    for got, want in zip(
-        (y, *split_state(cell, st), dx, *split_state(cell, ds)), saved, strict=True
-    ):
+    for got, want in zip((y, *state_list(cell, st), dx, *state_list(cell, ds)), saved, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -205,11 +205,11 @@ def test_inputs_are_not_modified(cell):
     layer = make_layer(cell, INPUT, HIDDEN, 2, True)
     x, state, dy, dstate = _inputs(cell)
     lengths = np.array([5, 1, 3])
-    copies = [np.array(a) for a in (x, *split_state(cell, state), dy, *split_state(cell, dstate))]
+    copies = [np.array(a) for a in (x, *state_list(cell, state), dy, *state_list(cell, dstate))]
     layer(x, lengths=lengths, state=state)
     layer.backward(dy, dstate=dstate)
     for got, want in zip(
-        (x, *split_state(cell, state), dy, *split_state(cell, dstate)), copies, strict=True
+        (x, *state_list(cell, state), dy, *state_list(cell, dstate)), copies, strict=True
     ):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(lengths, [5, 1, 3])
@@ -231,10 +231,10 @@ def test_non_contiguous_inputs_are_accepted(cell):
     dx1, _ = layer.backward(dy_view)
     y2, s2 = layer(x, state=join_state(cell, np.ascontiguousarray(h), c))
     dx2, _ = layer.backward(np.ascontiguousarray(dy_view))
-    np.testing.assert_array_equal(y1, y2)
-    np.testing.assert_array_equal(dx1, dx2)
-    for a, b in zip(split_state(cell, s1), split_state(cell, s2), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same(y1, y2)
+    assert_same(dx1, dx2)
+    for a, b in zip(state_list(cell, s1), state_list(cell, s2), strict=True):
+        assert_same(a, b)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -258,15 +258,109 @@ def test_dy_none_means_zero(cell):
         (None, dstate),
         (np.zeros_like(dy), dstate),
         (dy, None),
-        (dy, join_state(cell, *[np.zeros_like(a) for a in split_state(cell, dstate)])),
+        (dy, join_state(cell, *[np.zeros_like(a) for a in state_list(cell, dstate)])),
     ):
         layer.zero_grad()
         layer(x, state=state)
         dx, ds = layer.backward(dy_arg, dstate=ds_arg)
-        results.append((np.array(dx), [np.array(a) for a in split_state(cell, ds)], _grads(layer)))
+        results.append((np.array(dx), [np.array(a) for a in state_list(cell, ds)], _grads(layer)))
     for first, second in (results[0:2], results[2:4]):
-        np.testing.assert_array_equal(first[0], second[0])
+        assert_same(first[0], second[0])
         for a, b in zip(first[1], second[1], strict=True):
-            np.testing.assert_array_equal(a, b)
+            assert_same(a, b)
         for k in first[2]:
-            np.testing.assert_array_equal(first[2][k], second[2][k], err_msg=k)
+            assert_same(first[2][k], second[2][k], what=k)
+
+
+def _run_fresh(cell, threads, x, lengths, dy, layer=None):
+    import rnncore
+
+    before = rnncore.get_num_threads()
+    try:
+        rnncore.set_num_threads(threads)
+        layer = layer or make_layer(cell, INPUT, HIDDEN, 2, True, seed=4)
+        layer.zero_grad()
+        y, st = layer(x, lengths=lengths)
+        dx, _ = layer.backward(dy)
+        grads = np.concatenate([p.grad.ravel() for p in layer.parameters()])
+        return [np.array(a) for a in (y, *state_list(cell, st), dx, grads)]
+    finally:
+        rnncore.set_num_threads(before)
+
+
+def _determinism_inputs():
+    rng = np.random.default_rng(8)
+    steps, batch = 9, 17  # several rows per thread
+    x = rng.standard_normal((steps, batch, INPUT))
+    lengths = rng.integers(1, steps + 1, size=batch)
+    dy = rng.standard_normal((steps, batch, 2 * HIDDEN))
+    return x, lengths, dy
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_repeated_calls_are_bitwise_identical(cell, threads):
+    x, lengths, dy = _determinism_inputs()
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True, seed=4)
+    first = _run_fresh(cell, threads, x, lengths, dy, layer)
+    for _ in range(3):
+        for a, b in zip(_run_fresh(cell, threads, x, lengths, dy, layer), first, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_same_seed_same_threads_same_result(cell):
+    """DESIGN.md: 'same seed, same threads, same result' -- across fresh layer instances too."""
+    x, lengths, dy = _determinism_inputs()
+    first = _run_fresh(cell, 1, x, lengths, dy)
+    for _ in range(8):  # fresh instances land at different addresses
+        for a, b in zip(_run_fresh(cell, 1, x, lengths, dy), first, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_thread_count_changes_only_rounding(cell):
+    x, lengths, dy = _determinism_inputs()
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True, seed=4)
+    one = _run_fresh(cell, 1, x, lengths, dy, layer)
+    two = _run_fresh(cell, 2, x, lengths, dy, layer)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_backward_does_not_see_later_changes_to_inputs(cell):
+    """The forward keeps what backward needs: reusing x/state buffers before backward is safe."""
+    x, state, dy, dstate = _inputs(cell)
+    results = []
+    for scribble in (False, True):
+        layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+        xx = x.copy()
+        st = join_state(cell, *[a.copy() for a in state_list(cell, state)])
+        layer(xx, state=st)
+        if scribble:
+            xx[...] = 7.0
+            for a in state_list(cell, st):
+                a[...] = -3.0
+        dx, ds = layer.backward(dy, dstate=dstate)
+        results.append([np.array(a) for a in (dx, *state_list(cell, ds))] + [_grads(layer)])
+    for a, b in zip(results[0][:-1], results[1][:-1], strict=True):
+        assert_same(a, b)
+    for k, g in results[0][-1].items():
+        assert_same(results[1][-1][k], g, what=k)
+
+
+def test_lstm_dstate_parts_may_be_none():
+    """LSTM dstate (dh, None) / (None, dc) mean zeros for the missing part."""
+    layer = make_layer("lstm", INPUT, HIDDEN, 2, True)
+    x, state, dy, (dh, dc) = _inputs("lstm")
+    zeros = np.zeros_like(dh)
+    for partial, full in (((dh, None), (dh, zeros)), ((None, dc), (zeros, dc))):
+        got, want = [], []
+        for ds, out in ((partial, got), (full, want)):
+            layer.zero_grad()
+            layer(x, state=state)
+            dx, (dh0, dc0) = layer.backward(dy, dstate=ds)
+            out += [np.array(dx), np.array(dh0), np.array(dc0), *_grads(layer).values()]
+        for a, b in zip(got, want, strict=True):
+            assert_same(a, b)

@@ -22,7 +22,18 @@ torch = pytest.importorskip("torch")
 STEPS, BATCH, INPUT, HIDDEN = 6, 4, 5, 7
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _plain_torch_kernels():
+    """Compare with ATen's own CPU kernels: at these tiny sizes torch's oneDNN LSTM path
+    costs ~0.75 s per call here (100x ATen's), which would dominate the suite."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.backends.mkldnn.enabled = before
+
+
 def _torch_twin(cell, layer, num_layers, bidirectional, bias, batch_first, dtype):
+    input_size, hidden = layer.state_dict()["weight_ih_l0"].shape[1], layer.hidden_size
     """A torch layer with the rnncore layer's weights (copied through state_dict)."""
     kw = dict(
         num_layers=num_layers,
@@ -32,9 +43,9 @@ def _torch_twin(cell, layer, num_layers, bidirectional, bias, batch_first, dtype
         dtype=getattr(torch, dtype),
     )
     if cell.startswith("rnn_"):
-        net = torch.nn.RNN(INPUT, HIDDEN, nonlinearity=cell[4:], **kw)
+        net = torch.nn.RNN(input_size, hidden, nonlinearity=cell[4:], **kw)
     else:
-        net = getattr(torch.nn, mode_of(cell))(INPUT, HIDDEN, **kw)
+        net = getattr(torch.nn, mode_of(cell))(input_size, hidden, **kw)
     sd = layer.state_dict()
     assert list(sd) == [k for k, _ in net.named_parameters()], "state_dict names/order"
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
@@ -109,22 +120,30 @@ def test_matches_torch_without_bias(cell, dtype):
     _check_against_torch(cell, dtype, 2, True, True, True, False, bias=False)
 
 
+@pytest.mark.parametrize("cell", TORCH_CELLS)
+def test_matches_torch_larger_sizes(cell):
+    """Odd sizes big enough for the engine's blocking and threading to matter."""
+    _check_against_torch(cell, "float64", 2, True, True, True, False, True, sizes=(29, 21, 13, 24))
+
+
 def _check_against_torch(
-    cell, dtype, num_layers, bidirectional, use_lengths, use_state, batch_first, bias
-):
+    cell, dtype, num_layers, bidirectional, use_lengths, use_state, batch_first, bias,
+    sizes=(STEPS, BATCH, INPUT, HIDDEN),
+):  # fmt: skip
+    steps, batch, input_size, hidden = sizes
     dirs = 2 if bidirectional else 1
     rng = np.random.default_rng(2024)
     layer = make_layer(
-        cell, INPUT, HIDDEN, num_layers, bidirectional, dtype=dtype, seed=5, bias=bias,
+        cell, input_size, hidden, num_layers, bidirectional, dtype=dtype, seed=5, bias=bias,
         batch_first=batch_first,
     )  # fmt: skip
-    shape = (BATCH, STEPS, INPUT) if batch_first else (STEPS, BATCH, INPUT)
+    shape = (batch, steps, input_size) if batch_first else (steps, batch, input_size)
     x = rng.standard_normal(shape).astype(dtype)
-    lengths = random_lengths(rng, BATCH, STEPS) if use_lengths else None
-    state = random_state(rng, cell, num_layers, dirs, BATCH, HIDDEN, dtype) if use_state else None
-    y_shape = shape[:2] + (dirs * HIDDEN,)
+    lengths = random_lengths(rng, batch, steps) if use_lengths else None
+    state = random_state(rng, cell, num_layers, dirs, batch, hidden, dtype) if use_state else None
+    y_shape = shape[:2] + (dirs * hidden,)
     r_y = rng.standard_normal(y_shape).astype(dtype)
-    r_h = rng.standard_normal((num_layers * dirs, BATCH, HIDDEN)).astype(dtype)
+    r_h = rng.standard_normal((num_layers * dirs, batch, hidden)).astype(dtype)
     r_c = rng.standard_normal(r_h.shape).astype(dtype) if is_lstm(cell) else None
 
     net = _torch_twin(cell, layer, num_layers, bidirectional, bias, batch_first, dtype)
