@@ -23,14 +23,23 @@ def test_cpp_engine_ctest(tmp_path: Path) -> None:
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     env = dict(os.environ)
     configure = [
-        _cmake(), "-S", str(ROOT), "-B", str(build), *gen,
-        "-DRNNCORE_BUILD_TESTS=ON", "-DRNNCORE_BUILD_PYTHON=OFF",
+        _cmake(),
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build),
+        *gen,
+        "-DRNNCORE_BUILD_TESTS=ON",
+        "-DRNNCORE_BUILD_PYTHON=OFF",
         f"-DPython_EXECUTABLE={sys.executable}",
     ]
     subprocess.run(configure, check=True, capture_output=True, text=True, env=env)
     subprocess.run(
-        [_cmake(), "--build", str(build), "--parallel", "2"], check=True, capture_output=True,
-        text=True, env=env,
+        [_cmake(), "--build", str(build), "--parallel", "2"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     ctest = shutil.which("ctest") or str(Path(_cmake()).with_name("ctest"))
     result = subprocess.run(

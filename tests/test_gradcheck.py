@@ -29,15 +29,17 @@ ATOL, RTOL = 1e-7, 1e-6
 # so that a step of EPS (times a sensitivity of O(1)) never crosses it.
 RELU_MARGIN = 1e-3
 
-# (num_layers, bidirectional, lengths, with initial state)
+# (num_layers, bidirectional, lengths, with initial state, bias, batch_first)
 CONFIGS = {
-    "2layer-bi-lengths-state": (2, True, np.array([4, 5, 2]), True),
-    "1layer-uni-full-state": (1, False, None, True),
+    "2layer-bi-lengths-state": (2, True, np.array([4, 5, 2]), True, True, False),
+    "1layer-uni-full-state": (1, False, None, True, True, False),
+    "2layer-bi-nobias-batchfirst": (2, True, np.array([3, 1, 5]), True, False, True),
 }
 
 
 def _make_case(cell, config, data_seed):
-    num_layers, bidirectional, lengths, with_state = CONFIGS[config]
+    """x (in the layer's layout), lengths, state, and the loss weights (r_y like y, r_h, r_c)."""
+    num_layers, bidirectional, lengths, with_state, _, batch_first = CONFIGS[config]
     dirs = 2 if bidirectional else 1
     rng = np.random.default_rng(data_seed)
     x = rng.standard_normal((STEPS, BATCH, INPUT))
@@ -47,11 +49,15 @@ def _make_case(cell, config, data_seed):
     r_y = rng.standard_normal((STEPS, BATCH, dirs * HIDDEN))
     r_h = rng.standard_normal((num_layers * dirs, BATCH, HIDDEN))
     r_c = rng.standard_normal(r_h.shape) if is_lstm(cell) else None
+    if batch_first:
+        x, r_y = (np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (x, r_y))
     return x, lengths, state, (r_y, r_h, r_c)
 
 
 def _relu_min_preactivation(cell, layer, config, x, lengths, state):
-    num_layers, bidirectional, _, _ = CONFIGS[config]
+    num_layers, bidirectional, _, _, _, batch_first = CONFIGS[config]
+    if batch_first:
+        x = x.transpose(1, 0, 2)
     h0, c0 = split_state(cell, state)
     trace = []
     reference_forward(
@@ -100,8 +106,11 @@ def _assert_grad(numeric, analytic, what):
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_gradcheck(cell, config):
-    num_layers, bidirectional, lengths, _ = CONFIGS[config]
-    layer = make_layer(cell, INPUT, HIDDEN, num_layers, bidirectional, dtype="float64", seed=1)
+    num_layers, bidirectional, lengths, _, bias, batch_first = CONFIGS[config]
+    layer = make_layer(
+        cell, INPUT, HIDDEN, num_layers, bidirectional, dtype="float64", seed=1, bias=bias,
+        batch_first=batch_first,
+    )  # fmt: skip
     data_seed = 0
     x, lengths, state, rs = _make_case(cell, config, data_seed)
     if cell == "rnn_relu":
@@ -134,8 +143,9 @@ def test_gradcheck(cell, config):
         _assert_grad(_numeric_grad(loss, p.data), analytic[name], f"d{name}")
     _assert_grad(_numeric_grad(loss, x), dx, "dx")
     if lengths is not None:
+        dx_tm = np.asarray(dx).transpose(1, 0, 2) if batch_first else np.asarray(dx)
         for b, n in enumerate(lengths):
-            assert not np.asarray(dx)[n:, b].any(), "dx past a sequence's end must be zero"
+            assert not dx_tm[n:, b].any(), "dx past a sequence's end must be zero"
     if h0 is not None:
         dh0, dc0 = split_state(cell, dstate)
         _assert_grad(_numeric_grad(loss, h0), dh0, "dh0")

@@ -214,6 +214,9 @@ void bind_recurrent(py::module_& m, const char* name) {
 
 }  // namespace
 
+// Training operations (embedding, linear, losses, optimizers, clipping): bind_ops.cpp.
+void bind_ops(py::module_& m);
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's C++ engine (private: use rnncore.nn)";
   bind_recurrent<float>(m, "RecurrentF32");
@@ -222,4 +225,5 @@ PYBIND11_MODULE(_core, m) {
         "Set the engine's thread count (OpenMP); returns the previous value.");
   m.def("get_num_threads", &rnncore::get_num_threads);
   m.def("has_openmp", &rnncore::has_openmp);
+  bind_ops(m);
 }

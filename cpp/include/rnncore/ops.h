@@ -1,0 +1,2 @@
+// Public C++ API of the training operations: embedding, linear, losses, optimizers, clipping.
+#pragma once

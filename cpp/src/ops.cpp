@@ -1,0 +1,2 @@
+// Training operations of the engine: embedding, linear, losses, optimizers, clipping (to come).
+#include "rnncore/ops.h"
