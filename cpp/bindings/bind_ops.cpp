@@ -1,6 +1,529 @@
 // pybind11 bindings of the training operations (rnncore/ops.h) into rnncore._core.
+//
+// Every function checks its numpy arguments (dtype, shape, C order, writability) and names the
+// argument in the error, picks float32 or float64 from one leading array, then releases the GIL
+// around the engine call. Nothing is copied: outputs are fresh arrays, in-place updates go straight
+// into the caller's buffers.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rnncore/ops.h"
 
 namespace py = pybind11;
 
-void bind_ops(py::module_& m) { (void)m; }
+namespace {
+
+std::string num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream os;
+  os << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) os << (i ? ", " : "") << a.shape(i);
+  if (a.ndim() == 1) os << ",";
+  os << ")";
+  return os.str();
+}
+
+py::array as_array(py::handle obj, const std::string& name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + ": expected a numpy array, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+// The same contract as module.cpp's checked<T>(): a C-contiguous numpy array of dtype T and the
+// expected shape (a dimension of -1 matches anything); `expected` spells the shape for the error.
+template <typename T>
+py::array_t<T> checked(py::handle obj, const std::string& name, const std::string& expected,
+                       const std::vector<py::ssize_t>& shape, bool writable = false) {
+  auto a = as_array(obj, name);
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(name + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(a.dtype())));
+  bool ok = static_cast<std::size_t>(a.ndim()) == shape.size();
+  for (std::size_t i = 0; ok && i < shape.size(); ++i)
+    ok = shape[i] < 0 || shape[i] == a.shape(static_cast<py::ssize_t>(i));
+  if (!ok) throw py::value_error(name + ": expected shape " + expected + ", got " + shape_str(a));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(name + ": must be C-contiguous (use numpy.ascontiguousarray)");
+  if (writable && !a.writeable()) throw py::value_error(name + ": must be writable");
+  return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+// 64 for float64, 32 for float32; anything else is a TypeError naming the argument.
+int float_bits(py::handle obj, const std::string& name) {
+  auto a = as_array(obj, name);
+  if (a.dtype().is(py::dtype::of<double>())) return 64;
+  if (a.dtype().is(py::dtype::of<float>())) return 32;
+  throw py::type_error(name + ": expected dtype float32 or float64, got " +
+                       std::string(py::str(a.dtype())));
+}
+
+std::string dims(std::initializer_list<std::pair<const char*, py::ssize_t>> d) {
+  std::string s = "[";
+  bool first = true;
+  for (const auto& [label, n] : d) {
+    s += (first ? "" : ", ") + std::string(label) + (n >= 0 ? "=" + std::to_string(n) : "");
+    first = false;
+  }
+  return s + "]";
+}
+
+rnncore::Reduction parse_reduction(const std::string& r) {
+  if (r == "mean") return rnncore::Reduction::kMean;
+  if (r == "sum") return rnncore::Reduction::kSum;
+  throw py::value_error("reduction: must be 'mean' or 'sum', got '" + r + "'");
+}
+
+// ---- Embedding --------------------------------------------------------------------------------
+
+template <typename T>
+py::array_t<T> embedding_forward(py::handle ids_obj, py::handle weight_obj) {
+  auto weight = checked<T>(weight_obj, "weight", "[V, E]", {-1, -1});
+  const py::ssize_t V = weight.shape(0), E = weight.shape(1);
+  auto ids = checked<std::int64_t>(ids_obj, "ids", "[N] int64", {-1});
+  const py::ssize_t N = ids.shape(0);
+  py::array_t<T> out({N, E});
+  const std::int64_t* ip = ids.data();
+  const T* wp = weight.data();
+  T* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    rnncore::embedding_forward<T>(N, V, E, ip, wp, op);
+  }
+  return out;
+}
+
+template <typename T>
+void embedding_backward(py::handle ids_obj, py::handle dout_obj, py::handle dweight_obj,
+                        std::optional<std::int64_t> padding_idx) {
+  auto dweight = checked<T>(dweight_obj, "dweight", "[V, E]", {-1, -1}, true);
+  const py::ssize_t V = dweight.shape(0), E = dweight.shape(1);
+  auto ids = checked<std::int64_t>(ids_obj, "ids", "[N] int64", {-1});
+  const py::ssize_t N = ids.shape(0);
+  auto dout = checked<T>(dout_obj, "dout", dims({{"N", N}, {"E", E}}), {N, E});
+  if (padding_idx && (*padding_idx < 0 || *padding_idx >= V))
+    throw py::value_error("padding_idx: must be in [0, " + std::to_string(V) + ") or None, got " +
+                          std::to_string(*padding_idx));
+  const std::int64_t* ip = ids.data();
+  const T* dp = dout.data();
+  T* wp = dweight.mutable_data();
+  const std::int64_t pad = padding_idx.value_or(-1);
+  py::gil_scoped_release release;
+  rnncore::embedding_backward<T>(N, V, E, ip, dp, wp, pad);
+}
+
+// ---- Linear -----------------------------------------------------------------------------------
+
+template <typename T>
+py::array_t<T> linear_forward(py::handle x_obj, py::handle weight_obj, py::handle bias_obj) {
+  auto weight = checked<T>(weight_obj, "weight", "[O, I]", {-1, -1});
+  const py::ssize_t O = weight.shape(0), I = weight.shape(1);
+  auto x = checked<T>(x_obj, "x", dims({{"N", -1}, {"I", I}}), {-1, I});
+  const py::ssize_t N = x.shape(0);
+  py::array_t<T> bias;
+  if (!bias_obj.is_none()) bias = checked<T>(bias_obj, "bias", dims({{"O", O}}), {O});
+  py::array_t<T> y({N, O});
+  const T* xp = x.data();
+  const T* wp = weight.data();
+  const T* bp = bias_obj.is_none() ? nullptr : bias.data();
+  T* yp = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    rnncore::linear_forward<T>(N, I, O, xp, wp, bp, yp);
+  }
+  return y;
+}
+
+template <typename T>
+py::object linear_backward(py::handle dy_obj, py::handle x_obj, py::handle weight_obj,
+                           py::handle dweight_obj, py::handle dbias_obj, bool need_dx) {
+  auto weight = checked<T>(weight_obj, "weight", "[O, I]", {-1, -1});
+  const py::ssize_t O = weight.shape(0), I = weight.shape(1);
+  auto x = checked<T>(x_obj, "x", dims({{"N", -1}, {"I", I}}), {-1, I});
+  const py::ssize_t N = x.shape(0);
+  auto dy = checked<T>(dy_obj, "dy", dims({{"N", N}, {"O", O}}), {N, O});
+  auto dweight = checked<T>(dweight_obj, "dweight", dims({{"O", O}, {"I", I}}), {O, I}, true);
+  py::array_t<T> dbias;
+  if (!dbias_obj.is_none()) dbias = checked<T>(dbias_obj, "dbias", dims({{"O", O}}), {O}, true);
+  py::array_t<T> dx;
+  if (need_dx) dx = py::array_t<T>({N, I});
+  const T* dyp = dy.data();
+  const T* xp = x.data();
+  const T* wp = weight.data();
+  T* dwp = dweight.mutable_data();
+  T* dbp = dbias_obj.is_none() ? nullptr : dbias.mutable_data();
+  T* dxp = need_dx ? dx.mutable_data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    rnncore::linear_backward<T>(N, I, O, dyp, xp, wp, dxp, dwp, dbp);
+  }
+  if (!need_dx) return py::none();
+  return std::move(dx);
+}
+
+// ---- Losses -----------------------------------------------------------------------------------
+
+template <typename T>
+py::tuple cross_entropy(py::handle logits_obj, py::handle targets_obj, std::int64_t ignore_index,
+                        const std::string& reduction, double label_smoothing, bool grad,
+                        double grad_scale) {
+  auto logits = checked<T>(logits_obj, "logits", "[N, C]", {-1, -1});
+  const py::ssize_t N = logits.shape(0), C = logits.shape(1);
+  if (C < 1) throw py::value_error("logits: need at least one class (C >= 1)");
+  auto targets = checked<std::int64_t>(targets_obj, "targets", dims({{"N", N}}) + " int64", {N});
+  rnncore::CrossEntropyOptions o;
+  o.ignore_index = ignore_index;
+  o.reduction = parse_reduction(reduction);
+  o.label_smoothing = label_smoothing;
+  o.grad_scale = grad_scale;
+  py::array_t<T> dlogits;
+  if (grad) dlogits = py::array_t<T>({N, C});
+  const T* lp = logits.data();
+  const std::int64_t* tp = targets.data();
+  T* dp = grad ? dlogits.mutable_data() : nullptr;
+  rnncore::LossResult r;
+  {
+    py::gil_scoped_release release;
+    r = rnncore::cross_entropy<T>(N, C, lp, tp, o, dp);
+  }
+  return py::make_tuple(r.loss, grad ? py::object(dlogits) : py::object(py::none()), r.count);
+}
+
+template <typename T>
+py::tuple mse_loss(py::handle pred_obj, py::handle target_obj, const std::string& reduction,
+                   bool grad, double grad_scale) {
+  auto pred = checked<T>(pred_obj, "pred", "[N]", {-1});
+  const py::ssize_t N = pred.shape(0);
+  auto target = checked<T>(target_obj, "target", dims({{"N", N}}), {N});
+  const auto red = parse_reduction(reduction);
+  py::array_t<T> dpred;
+  if (grad) dpred = py::array_t<T>({N});
+  const T* pp = pred.data();
+  const T* tp = target.data();
+  T* dp = grad ? dpred.mutable_data() : nullptr;
+  double loss;
+  {
+    py::gil_scoped_release release;
+    loss = rnncore::mse_loss<T>(N, pp, tp, red, grad_scale, dp);
+  }
+  return py::make_tuple(loss, grad ? py::object(dpred) : py::object(py::none()));
+}
+
+// ---- Optimizers -------------------------------------------------------------------------------
+
+// A flat state buffer [P] of the parameter's dtype, writable; None allowed when `optional`.
+template <typename T>
+T* state_buffer(py::handle obj, const char* name, py::ssize_t P, bool optional) {
+  if (obj.is_none()) {
+    if (optional) return nullptr;
+    throw py::value_error(std::string(name) + ": a state buffer [P] is required, got None");
+  }
+  auto a = checked<T>(obj, name, dims({{"P", P}}) + " like param", {P}, true);
+  return a.mutable_data();
+}
+
+template <typename T>
+void sgd_step(py::handle param_obj, py::handle grad_obj, py::handle buf_obj, double lr,
+              double momentum, double dampening, double weight_decay, bool nesterov,
+              bool first_step) {
+  auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
+  const py::ssize_t P = param.shape(0);
+  auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
+  T* buf = state_buffer<T>(buf_obj, "momentum_buf", P, momentum == 0.0);
+  rnncore::SgdOptions o{lr, momentum, dampening, weight_decay, nesterov};
+  T* pp = param.mutable_data();
+  const T* gp = grad.data();
+  py::gil_scoped_release release;
+  rnncore::sgd_step<T>(P, pp, gp, buf, first_step, o);
+}
+
+template <typename T>
+void adam_step(py::handle param_obj, py::handle grad_obj, py::handle m_obj, py::handle v_obj,
+               py::handle vmax_obj, std::int64_t step, double lr, double beta1, double beta2,
+               double eps, double weight_decay, bool decoupled) {
+  auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
+  const py::ssize_t P = param.shape(0);
+  auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
+  T* m = state_buffer<T>(m_obj, "exp_avg", P, false);
+  T* v = state_buffer<T>(v_obj, "exp_avg_sq", P, false);
+  T* vmax = state_buffer<T>(vmax_obj, "max_exp_avg_sq", P, true);
+  rnncore::AdamOptions o{lr, beta1, beta2, eps, weight_decay, decoupled};
+  T* pp = param.mutable_data();
+  const T* gp = grad.data();
+  py::gil_scoped_release release;
+  rnncore::adam_step<T>(P, pp, gp, m, v, vmax, step, o);
+}
+
+template <typename T>
+void rmsprop_step(py::handle param_obj, py::handle grad_obj, py::handle sq_obj,
+                  py::handle gavg_obj, py::handle buf_obj, double lr, double alpha, double eps,
+                  double weight_decay, double momentum, bool centered) {
+  auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
+  const py::ssize_t P = param.shape(0);
+  auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
+  T* sq = state_buffer<T>(sq_obj, "square_avg", P, false);
+  T* gavg = state_buffer<T>(gavg_obj, "grad_avg", P, !centered);
+  T* buf = state_buffer<T>(buf_obj, "momentum_buf", P, !(momentum > 0.0));
+  rnncore::RmspropOptions o{lr, alpha, eps, weight_decay, momentum, centered};
+  T* pp = param.mutable_data();
+  const T* gp = grad.data();
+  py::gil_scoped_release release;
+  rnncore::rmsprop_step<T>(P, pp, gp, sq, gavg, buf, o);
+}
+
+template <typename T>
+void adagrad_step(py::handle param_obj, py::handle grad_obj, py::handle sum_obj,
+                  std::int64_t step, double lr, double lr_decay, double weight_decay, double eps) {
+  auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
+  const py::ssize_t P = param.shape(0);
+  auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
+  T* sum = state_buffer<T>(sum_obj, "state_sum", P, false);
+  rnncore::AdagradOptions o{lr, lr_decay, weight_decay, eps};
+  T* pp = param.mutable_data();
+  const T* gp = grad.data();
+  py::gil_scoped_release release;
+  rnncore::adagrad_step<T>(P, pp, gp, sum, step, o);
+}
+
+// ---- Lists of buffers (clipping, checks): float32 and float64 arrays may be mixed ------------
+
+struct BufferLists {
+  std::vector<rnncore::Span<float>> f32;
+  std::vector<rnncore::Span<double>> f64;
+  std::vector<py::array> keep;  // holds the arrays while the GIL is released
+
+  template <typename T>
+  std::vector<rnncore::Span<const T>> as_const(const std::vector<rnncore::Span<T>>& v) const {
+    std::vector<rnncore::Span<const T>> out;
+    out.reserve(v.size());
+    for (const auto& s : v) out.push_back({s.data, s.size});
+    return out;
+  }
+};
+
+BufferLists buffer_lists(py::handle seq, const char* name, bool writable) {
+  if (!py::isinstance<py::sequence>(seq) || py::isinstance<py::array>(seq) ||
+      py::isinstance<py::str>(seq))
+    throw py::type_error(std::string(name) + ": expected a list of numpy arrays, got " +
+                         std::string(py::str(py::type::of(seq).attr("__name__"))));
+  BufferLists out;
+  auto items = py::reinterpret_borrow<py::sequence>(seq);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string label = std::string(name) + "[" + std::to_string(i) + "]";
+    py::object item = items[i];
+    const int bits = float_bits(item, label);
+    auto a = as_array(item, label);
+    if (!(a.flags() & py::array::c_style))
+      throw py::value_error(label + ": must be C-contiguous (use numpy.ascontiguousarray)");
+    if (writable && !a.writeable()) throw py::value_error(label + ": must be writable");
+    const auto n = static_cast<std::int64_t>(a.size());
+    // mutable_data() would refuse read-only arrays; only writers above are required writable.
+    void* p = const_cast<void*>(a.data());
+    if (bits == 32)
+      out.f32.push_back({static_cast<float*>(p), n});
+    else
+      out.f64.push_back({static_cast<double*>(p), n});
+    out.keep.push_back(a);
+  }
+  return out;
+}
+
+double global_sum_of_squares(const BufferLists& b) {
+  return rnncore::sum_of_squares<float>(b.as_const(b.f32)) +
+         rnncore::sum_of_squares<double>(b.as_const(b.f64));
+}
+
+}  // namespace
+
+void bind_ops(py::module_& m) {
+  // Dispatch on the dtype of one leading argument; the others must match it (checked<T>).
+  m.def(
+      "embedding_forward",
+      [](py::handle ids, py::handle weight) -> py::object {
+        if (float_bits(weight, "weight") == 64) return embedding_forward<double>(ids, weight);
+        return embedding_forward<float>(ids, weight);
+      },
+      py::arg("ids"), py::arg("weight"),
+      "ids int64 [N] in [0, V), weight [V, E] -> out [N, E] (gather).");
+  m.def(
+      "embedding_backward",
+      [](py::handle ids, py::handle dout, py::handle dweight, std::optional<std::int64_t> pad) {
+        if (float_bits(dweight, "dweight") == 64)
+          embedding_backward<double>(ids, dout, dweight, pad);
+        else
+          embedding_backward<float>(ids, dout, dweight, pad);
+      },
+      py::arg("ids"), py::arg("dout"), py::arg("dweight"), py::arg("padding_idx") = py::none(),
+      "ids int64 [N], dout [N, E]: dweight[ids[n]] += dout[n] (in place) except for padding_idx.");
+  m.def(
+      "linear_forward",
+      [](py::handle x, py::handle weight, py::handle bias) -> py::object {
+        if (float_bits(weight, "weight") == 64) return linear_forward<double>(x, weight, bias);
+        return linear_forward<float>(x, weight, bias);
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+      "x [N, I], weight [O, I], bias [O] or None -> y = x·weightᵀ + bias [N, O].");
+  m.def(
+      "linear_backward",
+      [](py::handle dy, py::handle x, py::handle weight, py::handle dweight, py::handle dbias,
+         bool need_dx) {
+        if (float_bits(weight, "weight") == 64)
+          return linear_backward<double>(dy, x, weight, dweight, dbias, need_dx);
+        return linear_backward<float>(dy, x, weight, dweight, dbias, need_dx);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("dweight"),
+      py::arg("dbias") = py::none(), py::arg("need_dx") = true,
+      "dy [N, O], x [N, I], weight [O, I]: dweight += dyᵀ·x, dbias += Σ dy (in place); returns "
+      "dx = dy·weight [N, I], or None when need_dx is False.");
+  m.def(
+      "cross_entropy",
+      [](py::handle logits, py::handle targets, std::int64_t ignore_index,
+         const std::string& reduction, double label_smoothing, bool grad, double grad_scale) {
+        if (float_bits(logits, "logits") == 64)
+          return cross_entropy<double>(logits, targets, ignore_index, reduction, label_smoothing,
+                                       grad, grad_scale);
+        return cross_entropy<float>(logits, targets, ignore_index, reduction, label_smoothing,
+                                    grad, grad_scale);
+      },
+      py::arg("logits"), py::arg("targets"), py::arg("ignore_index") = -100,
+      py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0, py::arg("grad") = true,
+      py::arg("grad_scale") = 1.0,
+      "logits [N, C], targets int64 [N] -> (loss, dlogits [N, C] or None, count of non-ignored "
+      "rows). Fused log-softmax + NLL with PyTorch's ignore_index and label smoothing.");
+  m.def(
+      "mse_loss",
+      [](py::handle pred, py::handle target, const std::string& reduction, bool grad,
+         double grad_scale) {
+        if (float_bits(pred, "pred") == 64)
+          return mse_loss<double>(pred, target, reduction, grad, grad_scale);
+        return mse_loss<float>(pred, target, reduction, grad, grad_scale);
+      },
+      py::arg("pred"), py::arg("target"), py::arg("reduction") = "mean", py::arg("grad") = true,
+      py::arg("grad_scale") = 1.0, "pred [N], target [N] -> (loss, dpred [N] or None).");
+
+  m.def(
+      "sgd_step",
+      [](py::handle p, py::handle g, py::handle buf, double lr, double momentum, double dampening,
+         double weight_decay, bool nesterov, bool first_step) {
+        if (float_bits(p, "param") == 64)
+          sgd_step<double>(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first_step);
+        else
+          sgd_step<float>(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first_step);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("momentum_buf"), py::kw_only(), py::arg("lr"),
+      py::arg("momentum") = 0.0, py::arg("dampening") = 0.0, py::arg("weight_decay") = 0.0,
+      py::arg("nesterov") = false, py::arg("first_step") = false,
+      "torch.optim.SGD update of a flat buffer: param [P] in place, grad [P], momentum_buf [P] "
+      "or None when momentum == 0.");
+  m.def(
+      "adam_step",
+      [](py::handle p, py::handle g, py::handle m1, py::handle m2, py::handle vmax,
+         std::int64_t step, double lr, double beta1, double beta2, double eps,
+         double weight_decay, bool decoupled) {
+        if (float_bits(p, "param") == 64)
+          adam_step<double>(p, g, m1, m2, vmax, step, lr, beta1, beta2, eps, weight_decay,
+                            decoupled);
+        else
+          adam_step<float>(p, g, m1, m2, vmax, step, lr, beta1, beta2, eps, weight_decay,
+                           decoupled);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+      py::arg("max_exp_avg_sq"), py::kw_only(), py::arg("step"), py::arg("lr"),
+      py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,
+      py::arg("weight_decay") = 0.0, py::arg("decoupled_weight_decay") = false,
+      "torch.optim.Adam/AdamW update of a flat buffer [P]; step counts from 1; max_exp_avg_sq "
+      "[P] selects AMSGrad, None does not.");
+  m.def(
+      "rmsprop_step",
+      [](py::handle p, py::handle g, py::handle sq, py::handle gavg, py::handle buf, double lr,
+         double alpha, double eps, double weight_decay, double momentum, bool centered) {
+        if (float_bits(p, "param") == 64)
+          rmsprop_step<double>(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum,
+                               centered);
+        else
+          rmsprop_step<float>(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum,
+                              centered);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
+      py::arg("momentum_buf"), py::kw_only(), py::arg("lr"), py::arg("alpha") = 0.99,
+      py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0, py::arg("momentum") = 0.0,
+      py::arg("centered") = false,
+      "torch.optim.RMSprop update of a flat buffer [P]; grad_avg [P] when centered, "
+      "momentum_buf [P] when momentum > 0, else None.");
+  m.def(
+      "adagrad_step",
+      [](py::handle p, py::handle g, py::handle sum, std::int64_t step, double lr,
+         double lr_decay, double weight_decay, double eps) {
+        if (float_bits(p, "param") == 64)
+          adagrad_step<double>(p, g, sum, step, lr, lr_decay, weight_decay, eps);
+        else
+          adagrad_step<float>(p, g, sum, step, lr, lr_decay, weight_decay, eps);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("state_sum"), py::kw_only(), py::arg("step"),
+      py::arg("lr"), py::arg("lr_decay") = 0.0, py::arg("weight_decay") = 0.0,
+      py::arg("eps") = 1e-10,
+      "torch.optim.Adagrad update of a flat buffer [P]; step counts from 1.");
+
+  m.def(
+      "grad_norm",
+      [](py::handle buffers) {
+        auto b = buffer_lists(buffers, "buffers", false);
+        py::gil_scoped_release release;
+        return std::sqrt(global_sum_of_squares(b));
+      },
+      py::arg("buffers"), "Global L2 norm over a list of float32/float64 arrays (no change).");
+  m.def(
+      "clip_grad_norm",
+      [](py::handle buffers, double max_norm) {
+        if (!(max_norm > 0.0))
+          throw py::value_error("max_norm: must be > 0, got " + num(max_norm));
+        auto b = buffer_lists(buffers, "buffers", true);
+        py::gil_scoped_release release;
+        const double norm = std::sqrt(global_sum_of_squares(b));
+        const double coef = rnncore::clip_coefficient(norm, max_norm);
+        if (coef != 1.0) {
+          rnncore::scale_buffers<float>(b.f32, coef);
+          rnncore::scale_buffers<double>(b.f64, coef);
+        }
+        return norm;
+      },
+      py::arg("buffers"), py::arg("max_norm"),
+      "Scale all arrays in place by max_norm/(norm+1e-6) when their global L2 norm exceeds "
+      "max_norm; returns the norm before clipping.");
+  m.def(
+      "clip_grad_value",
+      [](py::handle buffers, double clip_value) {
+        if (!(clip_value > 0.0))
+          throw py::value_error("clip_value: must be > 0, got " + num(clip_value));
+        auto b = buffer_lists(buffers, "buffers", true);
+        py::gil_scoped_release release;
+        rnncore::clip_grad_value<float>(b.f32, clip_value);
+        rnncore::clip_grad_value<double>(b.f64, clip_value);
+      },
+      py::arg("buffers"), py::arg("clip_value"),
+      "Clamp every element of the arrays to [-clip_value, clip_value] in place.");
+  m.def(
+      "all_finite",
+      [](py::handle buffers) {
+        auto b = buffer_lists(buffers, "buffers", false);
+        py::gil_scoped_release release;
+        return rnncore::all_finite<float>(b.as_const(b.f32)) &&
+               rnncore::all_finite<double>(b.as_const(b.f64));
+      },
+      py::arg("buffers"), "True when no element of any array is NaN or infinite.");
+}

@@ -1,2 +1,540 @@
-// Training operations of the engine: embedding, linear, losses, optimizers, clipping (to come).
+// Training operations of the engine: embedding, linear, losses, optimizers, clipping (CPU).
 #include "rnncore/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "linalg.h"
+
+namespace rnncore {
+
+namespace {
+
+using detail::Index;
+
+// Element-wise loops shorter than this run on one thread: a parallel region costs more than the
+// loop itself below it.
+constexpr std::int64_t kParallelMin = std::int64_t(1) << 15;
+// Fixed chunk of the deterministic reductions: partial sums per chunk, then summed in order, so the
+// result does not depend on the thread count.
+constexpr std::int64_t kChunk = std::int64_t(1) << 14;
+
+std::string num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+void require_size(std::int64_t n, const char* name) {
+  require(n >= 0, std::string(name) + " must be >= 0, got " + std::to_string(n));
+}
+
+void require_positive(std::int64_t n, const char* name) {
+  require(n >= 1, std::string(name) + " must be >= 1, got " + std::to_string(n));
+}
+
+void require_ptr(const void* p, std::int64_t n, const char* name) {
+  require(p != nullptr || n == 0, std::string(name) + " must not be null");
+}
+
+// v >= 0 and finite (NaN fails).
+void require_nonneg(double v, const char* name) {
+  require(v >= 0.0 && std::isfinite(v), std::string(name) + " must be >= 0 and finite, got " + num(v));
+}
+
+void require_unit(double v, const char* name) {  // [0, 1)
+  require(v >= 0.0 && v < 1.0, std::string(name) + " must be in [0, 1), got " + num(v));
+}
+
+// Σ_{i<n} term(i) in double over fixed chunks, summed in chunk order: thread-count independent.
+template <typename F>
+double chunked_sum(std::int64_t n, F term) {
+  if (n <= 0) return 0.0;
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<std::size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    double s = 0.0;
+    for (std::int64_t i = lo; i < hi; ++i) s += term(i);
+    part[static_cast<std::size_t>(c)] = s;
+  }
+  double total = 0.0;
+  for (double s : part) total += s;
+  return total;
+}
+
+// torch's lerp (aten/src/ATen/native/Lerp.h): self + w·(end - self), or from the other end when
+// |w| >= 0.5, in the buffer's type.
+template <typename T>
+inline T lerp(T self, T end, T w) {
+  return std::abs(w) < T(0.5) ? self + w * (end - self) : end - (end - self) * (T(1) - w);
+}
+
+int thread_count() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+// ---- Embedding --------------------------------------------------------------------------------
+
+void check_ids(std::int64_t N, std::int64_t V, const std::int64_t* ids, const char* name) {
+  require_size(N, "N");
+  require_positive(V, "V (vocabulary size)");
+  require_ptr(ids, N, name);
+  for (std::int64_t n = 0; n < N; ++n) {
+    if (ids[n] < 0 || ids[n] >= V)
+      throw std::invalid_argument(std::string(name) + ": id " + std::to_string(ids[n]) +
+                                  " at position " + std::to_string(n) + " is out of range [0, " +
+                                  std::to_string(V) + ")");
+  }
+}
+
+template <typename T>
+void embedding_forward(std::int64_t N, std::int64_t V, std::int64_t E, const std::int64_t* ids,
+                       const T* weight, T* out) {
+  require_positive(E, "E (embedding size)");
+  check_ids(N, V, ids, "ids");
+  require_ptr(weight, V * E, "weight");
+  require_ptr(out, N * E, "out");
+#pragma omp parallel for schedule(static) if (N * E >= kParallelMin)
+  for (std::int64_t n = 0; n < N; ++n)
+    std::memcpy(out + n * E, weight + ids[n] * E, sizeof(T) * static_cast<std::size_t>(E));
+}
+
+template <typename T>
+void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const std::int64_t* ids,
+                        const T* dout, T* dweight, std::int64_t padding_idx) {
+  require_positive(E, "E (embedding size)");
+  check_ids(N, V, ids, "ids");
+  require(padding_idx < V, "padding_idx must be < V=" + std::to_string(V) + ", got " +
+                               std::to_string(padding_idx));
+  require_ptr(dout, N * E, "dout");
+  require_ptr(dweight, V * E, "dweight");
+  // Each thread owns a slice of the vocabulary and scans all ids: no two threads touch one row,
+  // and every row adds its contributions in n order (deterministic for any thread count).
+#pragma omp parallel if (N * E >= kParallelMin)
+  {
+    const int nt = thread_count(), t = thread_id();
+    const std::int64_t lo = V * t / nt, hi = V * (t + 1) / nt;
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t id = ids[n];
+      if (id < lo || id >= hi || id == padding_idx) continue;
+      T* row = dweight + id * E;
+      const T* src = dout + n * E;
+      for (std::int64_t e = 0; e < E; ++e) row[e] += src[e];
+    }
+  }
+}
+
+// ---- Linear -----------------------------------------------------------------------------------
+
+template <typename T>
+void linear_forward(std::int64_t N, std::int64_t I, std::int64_t O, const T* x, const T* weight,
+                    const T* bias, T* y) {
+  require_size(N, "N");
+  require_positive(I, "I (in_features)");
+  require_positive(O, "O (out_features)");
+  require_ptr(x, N * I, "x");
+  require_ptr(weight, O * I, "weight");
+  require_ptr(y, N * O, "y");
+  if (bias) {
+    for (std::int64_t n = 0; n < N; ++n)
+      std::memcpy(y + n * O, bias, sizeof(T) * static_cast<std::size_t>(O));
+  }
+  detail::gemm_nt<T>(N, O, I, x, I, weight, I, y, O, /*accumulate=*/bias != nullptr);
+}
+
+template <typename T>
+void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy, const T* x,
+                     const T* weight, T* dx, T* dweight, T* dbias) {
+  require_size(N, "N");
+  require_positive(I, "I (in_features)");
+  require_positive(O, "O (out_features)");
+  require_ptr(dy, N * O, "dy");
+  require_ptr(x, N * I, "x");
+  require_ptr(weight, O * I, "weight");
+  require_ptr(dweight, O * I, "dweight");
+  if (dx) detail::gemm_nn<T>(N, I, O, dy, O, weight, I, dx, I, /*accumulate=*/false);
+  detail::gemm_tn_acc<T>(O, I, N, dy, O, x, I, dweight, I);
+  if (dbias) detail::colsum_acc<T>(N, O, dy, O, dbias);
+}
+
+// ---- Losses -----------------------------------------------------------------------------------
+
+template <typename T>
+LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
+                         const std::int64_t* targets, const CrossEntropyOptions& options,
+                         T* dlogits) {
+  require_size(N, "N");
+  require_positive(C, "C (classes)");
+  require_ptr(logits, N * C, "logits");
+  require_ptr(targets, N, "targets");
+  const double eps = options.label_smoothing;
+  require(eps >= 0.0 && eps <= 1.0, "label_smoothing must be in [0, 1], got " + num(eps));
+  require(std::isfinite(options.grad_scale),
+          "grad_scale must be finite, got " + num(options.grad_scale));
+  require(options.reduction == Reduction::kMean || options.reduction == Reduction::kSum,
+          "reduction must be mean or sum");
+  const std::int64_t ignore = options.ignore_index;
+  std::int64_t count = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int64_t t = targets[n];
+    if (t == ignore) continue;
+    if (t < 0 || t >= C)
+      throw std::invalid_argument("targets: class " + std::to_string(t) + " at position " +
+                                  std::to_string(n) + " is out of range [0, " +
+                                  std::to_string(C) + ") (and is not ignore_index=" +
+                                  std::to_string(ignore) + ")");
+    ++count;
+  }
+  const bool mean = options.reduction == Reduction::kMean;
+  const double denom = mean ? static_cast<double>(count) : 1.0;
+  const double gscale = count == 0 ? 0.0 : options.grad_scale / denom;
+  const double smooth = eps / static_cast<double>(C);  // ε/C on every class
+  const T q_other = T(smooth), q_target = T(smooth + (1.0 - eps));
+  std::vector<double> row_loss(static_cast<std::size_t>(N), 0.0);
+
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (std::int64_t n = 0; n < N; ++n) {
+    const T* z = logits + n * C;
+    T* d = dlogits ? dlogits + n * C : nullptr;
+    const std::int64_t t = targets[n];
+    if (t == ignore) {
+      if (d) std::fill(d, d + C, T(0));
+      continue;
+    }
+    T m = z[0];
+    for (std::int64_t c = 1; c < C; ++c) m = std::max(m, z[c]);
+    // Σ exp(z - m) in double; the exponentials are kept in dlogits for the gradient.
+    double s = 0.0, zsum = 0.0;
+    for (std::int64_t c = 0; c < C; ++c) {
+      const T e = std::exp(z[c] - m);
+      if (d) d[c] = e;
+      s += static_cast<double>(e);
+      zsum += static_cast<double>(z[c]);
+    }
+    const double lse = static_cast<double>(m) + std::log(s);
+    // -Σ_c q_c log p_c with q = (1-ε)·onehot(t) + ε/C and log p_c = z_c - lse.
+    row_loss[static_cast<std::size_t>(n)] =
+        lse - (1.0 - eps) * static_cast<double>(z[t]) - smooth * zsum;
+    if (d) {  // d(loss)/dz_c = (p_c - q_c) · scale
+      const T inv_s = T(1.0 / s), g = T(gscale), e_target = d[t];
+      for (std::int64_t c = 0; c < C; ++c) d[c] = (d[c] * inv_s - q_other) * g;
+      d[t] = (e_target * inv_s - q_target) * g;
+    }
+  }
+  double total = 0.0;
+  for (double l : row_loss) total += l;
+  LossResult r;
+  r.count = count;
+  r.loss = count == 0 ? 0.0 : total / denom;
+  return r;
+}
+
+template <typename T>
+double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduction,
+                double grad_scale, T* dpred) {
+  require_size(N, "N");
+  require_ptr(pred, N, "pred");
+  require_ptr(target, N, "target");
+  require(reduction == Reduction::kMean || reduction == Reduction::kSum,
+          "reduction must be mean or sum");
+  require(std::isfinite(grad_scale), "grad_scale must be finite, got " + num(grad_scale));
+  const bool mean = reduction == Reduction::kMean;
+  if (N == 0) return 0.0;
+  const double denom = mean ? static_cast<double>(N) : 1.0;
+  const double sum = chunked_sum(N, [&](std::int64_t i) {
+    const double r = static_cast<double>(pred[i]) - static_cast<double>(target[i]);
+    return r * r;
+  });
+  if (dpred) {
+    const T g = T(2.0 * grad_scale / denom);
+#pragma omp parallel for schedule(static) if (N >= kParallelMin)
+    for (std::int64_t i = 0; i < N; ++i) dpred[i] = g * (pred[i] - target[i]);
+  }
+  return sum / denom;
+}
+
+// ---- Optimizers -------------------------------------------------------------------------------
+// Each loop body is torch's op sequence for one element, with torch's association order
+// (add(alpha): a + α·b; addcmul: a + v·b·c; addcdiv: a + v·(b/c)).
+
+template <typename T>
+void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool first_step,
+              const SgdOptions& o) {
+  require_size(P, "P");
+  require_ptr(param, P, "param");
+  require_ptr(grad, P, "grad");
+  require_nonneg(o.lr, "lr");
+  require_nonneg(o.momentum, "momentum");
+  require(std::isfinite(o.dampening), "dampening must be finite, got " + num(o.dampening));
+  require_nonneg(o.weight_decay, "weight_decay");
+  require(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0),
+          "nesterov needs momentum > 0 and dampening == 0");
+  if (o.momentum != 0.0) require_ptr(momentum_buf, P, "momentum_buf");
+  const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), damp = T(1.0 - o.dampening);
+  const bool use_wd = o.weight_decay != 0.0, use_mom = o.momentum != 0.0, nesterov = o.nesterov;
+#pragma omp parallel for schedule(static) if (P >= kParallelMin)
+  for (std::int64_t i = 0; i < P; ++i) {
+    T g = grad[i];
+    if (use_wd) g = g + wd * param[i];
+    if (use_mom) {
+      const T b = first_step ? g : momentum_buf[i] * mom + damp * g;
+      momentum_buf[i] = b;
+      g = nesterov ? g + mom * b : b;
+    }
+    param[i] = param[i] + (-lr) * g;
+  }
+}
+
+template <typename T>
+void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+               T* max_exp_avg_sq, std::int64_t step, const AdamOptions& o) {
+  require_size(P, "P");
+  require_ptr(param, P, "param");
+  require_ptr(grad, P, "grad");
+  require_ptr(exp_avg, P, "exp_avg");
+  require_ptr(exp_avg_sq, P, "exp_avg_sq");
+  require_nonneg(o.lr, "lr");
+  require_unit(o.beta1, "beta1");
+  require_unit(o.beta2, "beta2");
+  require_nonneg(o.eps, "eps");
+  require_nonneg(o.weight_decay, "weight_decay");
+  require_positive(step, "step");
+  const bool amsgrad = max_exp_avg_sq != nullptr;
+  const bool use_wd = o.weight_decay != 0.0, decoupled = o.decoupled_weight_decay;
+  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
+  const T wd = T(o.weight_decay), decay = T(1.0 - o.lr * o.weight_decay);
+  const T w1 = T(1.0 - o.beta1), beta2 = T(o.beta2), w2 = T(1.0 - o.beta2);
+  const T neg_step_size = T(-(o.lr / bc1)), bc2_sqrt = T(std::sqrt(bc2)), eps = T(o.eps);
+#pragma omp parallel for schedule(static) if (P >= kParallelMin)
+  for (std::int64_t i = 0; i < P; ++i) {
+    T p = param[i], g = grad[i];
+    if (use_wd) {
+      if (decoupled)
+        p = p * decay;
+      else
+        g = g + wd * p;
+    }
+    const T m = lerp(exp_avg[i], g, w1);
+    const T v = exp_avg_sq[i] * beta2 + w2 * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    T vhat = v;
+    if (amsgrad) {
+      vhat = std::max(max_exp_avg_sq[i], v);
+      max_exp_avg_sq[i] = vhat;
+    }
+    const T denom = std::sqrt(vhat) / bc2_sqrt + eps;
+    param[i] = p + neg_step_size * (m / denom);
+  }
+}
+
+template <typename T>
+void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* grad_avg,
+                  T* momentum_buf, const RmspropOptions& o) {
+  require_size(P, "P");
+  require_ptr(param, P, "param");
+  require_ptr(grad, P, "grad");
+  require_ptr(square_avg, P, "square_avg");
+  require_nonneg(o.lr, "lr");
+  require_nonneg(o.alpha, "alpha");
+  require_nonneg(o.eps, "eps");
+  require_nonneg(o.weight_decay, "weight_decay");
+  require_nonneg(o.momentum, "momentum");
+  if (o.centered) require_ptr(grad_avg, P, "grad_avg (centered)");
+  if (o.momentum > 0.0) require_ptr(momentum_buf, P, "momentum_buf");
+  const bool use_wd = o.weight_decay != 0.0, centered = o.centered, use_mom = o.momentum > 0.0;
+  const T lr = T(o.lr), alpha = T(o.alpha), w = T(1.0 - o.alpha), eps = T(o.eps);
+  const T wd = T(o.weight_decay), mom = T(o.momentum);
+#pragma omp parallel for schedule(static) if (P >= kParallelMin)
+  for (std::int64_t i = 0; i < P; ++i) {
+    T g = grad[i];
+    if (use_wd) g = g + wd * param[i];
+    const T sq = square_avg[i] * alpha + w * g * g;
+    square_avg[i] = sq;
+    T avg;
+    if (centered) {
+      const T ga = lerp(grad_avg[i], g, w);
+      grad_avg[i] = ga;
+      avg = std::sqrt(sq + T(-1) * ga * ga);
+    } else {
+      avg = std::sqrt(sq);
+    }
+    avg = avg + eps;
+    if (use_mom) {
+      const T b = momentum_buf[i] * mom + g / avg;
+      momentum_buf[i] = b;
+      param[i] = param[i] + (-lr) * b;
+    } else {
+      param[i] = param[i] + (-lr) * (g / avg);
+    }
+  }
+}
+
+template <typename T>
+void adagrad_step(std::int64_t P, T* param, const T* grad, T* state_sum, std::int64_t step,
+                  const AdagradOptions& o) {
+  require_size(P, "P");
+  require_ptr(param, P, "param");
+  require_ptr(grad, P, "grad");
+  require_ptr(state_sum, P, "state_sum");
+  require_nonneg(o.lr, "lr");
+  require_nonneg(o.lr_decay, "lr_decay");
+  require_nonneg(o.weight_decay, "weight_decay");
+  require_nonneg(o.eps, "eps");
+  require_positive(step, "step");
+  const bool use_wd = o.weight_decay != 0.0;
+  const double clr = o.lr / (1.0 + static_cast<double>(step - 1) * o.lr_decay);
+  const T neg_clr = T(-clr), wd = T(o.weight_decay), eps = T(o.eps);
+#pragma omp parallel for schedule(static) if (P >= kParallelMin)
+  for (std::int64_t i = 0; i < P; ++i) {
+    T g = grad[i];
+    if (use_wd) g = g + wd * param[i];
+    const T s = state_sum[i] + T(1) * g * g;
+    state_sum[i] = s;
+    const T std_ = std::sqrt(s) + eps;
+    param[i] = param[i] + neg_clr * (g / std_);
+  }
+}
+
+// ---- Gradient clipping and checks -------------------------------------------------------------
+
+template <typename T>
+double sum_of_squares(const std::vector<Span<const T>>& buffers) {
+  double total = 0.0;
+  for (const auto& b : buffers) {
+    require_size(b.size, "buffer size");
+    require_ptr(b.data, b.size, "buffer");
+    const T* x = b.data;
+    total += chunked_sum(b.size, [x](std::int64_t i) {
+      const double v = static_cast<double>(x[i]);
+      return v * v;
+    });
+  }
+  return total;
+}
+
+template <typename T>
+void scale_buffers(const std::vector<Span<T>>& buffers, double factor) {
+  const T f = T(factor);
+  for (const auto& b : buffers) {
+    require_size(b.size, "buffer size");
+    require_ptr(b.data, b.size, "buffer");
+    T* x = b.data;
+    const std::int64_t n = b.size;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (std::int64_t i = 0; i < n; ++i) x[i] *= f;
+  }
+}
+
+double clip_coefficient(double total_norm, double max_norm) {
+  require(max_norm > 0.0, "max_norm must be > 0, got " + num(max_norm));
+  if (!std::isfinite(total_norm) || total_norm <= max_norm) return 1.0;
+  return max_norm / (total_norm + 1e-6);
+}
+
+template <typename T>
+double clip_grad_norm(const std::vector<Span<T>>& buffers, double max_norm) {
+  require(max_norm > 0.0, "max_norm must be > 0, got " + num(max_norm));
+  std::vector<Span<const T>> views;
+  views.reserve(buffers.size());
+  for (const auto& b : buffers) views.push_back({b.data, b.size});
+  const double norm = std::sqrt(sum_of_squares(views));
+  const double coef = clip_coefficient(norm, max_norm);
+  if (coef != 1.0) scale_buffers(buffers, coef);
+  return norm;
+}
+
+template <typename T>
+void clip_grad_value(const std::vector<Span<T>>& buffers, double clip_value) {
+  require(clip_value > 0.0, "clip_value must be > 0, got " + num(clip_value));
+  const T hi = T(clip_value), lo = T(-clip_value);
+  for (const auto& b : buffers) {
+    require_size(b.size, "buffer size");
+    require_ptr(b.data, b.size, "buffer");
+    T* x = b.data;
+    const std::int64_t n = b.size;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (std::int64_t i = 0; i < n; ++i) {
+      const T v = x[i];
+      x[i] = v < lo ? lo : (v > hi ? hi : v);  // NaN compares false both ways: stays NaN
+    }
+  }
+}
+
+template <typename T>
+bool all_finite(const std::vector<Span<const T>>& buffers) {
+  for (const auto& b : buffers) {
+    require_size(b.size, "buffer size");
+    require_ptr(b.data, b.size, "buffer");
+    const T* x = b.data;
+    const std::int64_t n = b.size;
+    bool ok = true;
+    // x - x is 0 for finite x and NaN for NaN/inf: a branch-free test the compiler vectorizes.
+#pragma omp parallel for schedule(static) reduction(&& : ok) if (n >= kParallelMin)
+    for (std::int64_t i = 0; i < n; ++i) ok = ok && (x[i] - x[i] == T(0));
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// ---- Instantiations ---------------------------------------------------------------------------
+
+#define RNNCORE_OPS_INSTANTIATE(T)                                                              \
+  template void embedding_forward<T>(std::int64_t, std::int64_t, std::int64_t,                 \
+                                     const std::int64_t*, const T*, T*);                       \
+  template void embedding_backward<T>(std::int64_t, std::int64_t, std::int64_t,                \
+                                      const std::int64_t*, const T*, T*, std::int64_t);        \
+  template void linear_forward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*, \
+                                  const T*, T*);                                               \
+  template void linear_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*,         \
+                                   const T*, const T*, T*, T*, T*);                            \
+  template LossResult cross_entropy<T>(std::int64_t, std::int64_t, const T*,                   \
+                                       const std::int64_t*, const CrossEntropyOptions&, T*);   \
+  template double mse_loss<T>(std::int64_t, const T*, const T*, Reduction, double, T*);        \
+  template void sgd_step<T>(std::int64_t, T*, const T*, T*, bool, const SgdOptions&);          \
+  template void adam_step<T>(std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,             \
+                             const AdamOptions&);                                              \
+  template void rmsprop_step<T>(std::int64_t, T*, const T*, T*, T*, T*, const RmspropOptions&); \
+  template void adagrad_step<T>(std::int64_t, T*, const T*, T*, std::int64_t,                  \
+                                const AdagradOptions&);                                        \
+  template double sum_of_squares<T>(const std::vector<Span<const T>>&);                        \
+  template void scale_buffers<T>(const std::vector<Span<T>>&, double);                         \
+  template double clip_grad_norm<T>(const std::vector<Span<T>>&, double);                      \
+  template void clip_grad_value<T>(const std::vector<Span<T>>&, double);                       \
+  template bool all_finite<T>(const std::vector<Span<const T>>&);
+
+RNNCORE_OPS_INSTANTIATE(float)
+RNNCORE_OPS_INSTANTIATE(double)
+#undef RNNCORE_OPS_INSTANTIATE
+
+}  // namespace rnncore

@@ -1,2 +1,183 @@
 // Public C++ API of the training operations: embedding, linear, losses, optimizers, clipping.
+//
+// Layout legend (the engine's, see recurrent.h): dense, row-major. N rows (tokens or examples),
+// V vocabulary size, E embedding size, I input features, O output features, C classes,
+// P parameters of one flat buffer. Pointers are raw views; every one has its shape beside it.
+// Accumulation rule, as everywhere in the engine: parameter gradients `+=`, activation gradients
+// `=`. Every function checks its arguments first and throws std::invalid_argument naming the
+// argument; kernels run after the checks. float and double are instantiated (templates).
+//
+// The optimizer updates reproduce torch.optim's single-tensor (CPU) code paths formula by formula,
+// with scalar coefficients computed in double and cast to the buffer type as torch does.
 #pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace rnncore {
+
+/// A contiguous buffer of `size` elements (one parameter or gradient array, or a flat run of them).
+template <typename T>
+struct Span {
+  T* data = nullptr;
+  std::int64_t size = 0;
+};
+
+enum class Reduction : int { kMean = 0, kSum = 1 };
+
+// ---- Embedding --------------------------------------------------------------------------------
+
+/// Throws std::invalid_argument if some ids[n] is outside [0, V), naming `name`, the first
+/// offending value and its position.   ids [N]
+void check_ids(std::int64_t N, std::int64_t V, const std::int64_t* ids, const char* name = "ids");
+
+/// Gather: out[n, :] = weight[ids[n], :] (=). Checks the ids.
+///   ids [N] in [0, V), weight [V, E], out [N, E]
+template <typename T>
+void embedding_forward(std::int64_t N, std::int64_t V, std::int64_t E, const std::int64_t* ids,
+                       const T* weight, T* out);
+
+/// Scatter-add: dweight[ids[n], :] += dout[n, :] for every n with ids[n] != padding_idx
+/// (padding_idx < 0: no padding row). Deterministic: each row sums its contributions in n order,
+/// whatever the thread count. Checks the ids.
+///   ids [N] in [0, V), dout [N, E], dweight [V, E] (+=)
+template <typename T>
+void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const std::int64_t* ids,
+                        const T* dout, T* dweight, std::int64_t padding_idx = -1);
+
+// ---- Linear (PyTorch layout) ------------------------------------------------------------------
+
+/// y = x · weightᵀ + bias (=).
+///   x [N, I], weight [O, I], bias [O] or nullptr, y [N, O]
+template <typename T>
+void linear_forward(std::int64_t N, std::int64_t I, std::int64_t O, const T* x, const T* weight,
+                    const T* bias, T* y);
+
+/// dx = dy · weight (=, skipped when dx is nullptr); dweight += dyᵀ · x; dbias += Σ_n dy[n]
+/// (skipped when dbias is nullptr).
+///   dy [N, O], x [N, I], weight [O, I], dx [N, I], dweight [O, I], dbias [O]
+template <typename T>
+void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy, const T* x,
+                     const T* weight, T* dx, T* dweight, T* dbias);
+
+// ---- Losses -----------------------------------------------------------------------------------
+
+struct CrossEntropyOptions {
+  std::int64_t ignore_index = -100;  // rows with this target add no loss and get zero gradient
+  Reduction reduction = Reduction::kMean;  // mean over the non-ignored rows, or sum
+  double label_smoothing = 0.0;            // in [0, 1]: target (1-ε)·onehot + ε/C, as PyTorch
+  double grad_scale = 1.0;                 // dlogits are multiplied by this (e.g. 1/accum steps)
+};
+
+struct LossResult {
+  double loss = 0.0;       // reduced loss (0 when every row is ignored; PyTorch's mean gives NaN)
+  std::int64_t count = 0;  // rows that were not ignored
+};
+
+/// Fused log-softmax + NLL (+ label smoothing) and its gradient, one pass per row, stable for any
+/// finite logits (max subtracted, sums in double). Targets other than ignore_index must be in
+/// [0, C) (checked, std::invalid_argument naming "targets").
+///   logits [N, C], targets [N], dlogits [N, C] out (=) or nullptr for the loss only
+template <typename T>
+LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
+                         const std::int64_t* targets, const CrossEntropyOptions& options,
+                         T* dlogits);
+
+/// Mean (over N) or sum of (pred - target)² and its gradient times grad_scale.
+///   pred [N], target [N], dpred [N] out (=) or nullptr
+template <typename T>
+double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduction,
+                double grad_scale, T* dpred);
+
+// ---- Optimizers: one call updates one flat buffer in place ------------------------------------
+
+struct SgdOptions {
+  double lr = 1e-3;  // >= 0 (a schedule may reach 0)
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;  // needs momentum > 0 and dampening == 0
+};
+
+/// torch.optim.SGD. momentum_buf [P] is required when momentum != 0; on the first step
+/// (first_step) it is set to the gradient, as torch creates it.
+///   param [P] (updated), grad [P], momentum_buf [P] or nullptr
+template <typename T>
+void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool first_step,
+              const SgdOptions& options);
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;  // in [0, 1)
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled_weight_decay = false;  // true: AdamW (param *= 1 - lr·wd before the update)
+};
+
+/// torch.optim.Adam / AdamW. `step` is the step number after incrementing (1 on the first call).
+/// max_exp_avg_sq non-null selects AMSGrad.
+///   param [P] (updated), grad [P], exp_avg [P], exp_avg_sq [P], max_exp_avg_sq [P] or nullptr
+template <typename T>
+void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+               T* max_exp_avg_sq, std::int64_t step, const AdamOptions& options);
+
+struct RmspropOptions {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+};
+
+/// torch.optim.RMSprop. grad_avg is required when centered, momentum_buf when momentum > 0.
+///   param [P] (updated), grad [P], square_avg [P], grad_avg [P] or nullptr,
+///   momentum_buf [P] or nullptr
+template <typename T>
+void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* grad_avg,
+                  T* momentum_buf, const RmspropOptions& options);
+
+struct AdagradOptions {
+  double lr = 1e-2;
+  double lr_decay = 0.0;
+  double weight_decay = 0.0;
+  double eps = 1e-10;
+};
+
+/// torch.optim.Adagrad (dense). `step` is the step number after incrementing (1 first).
+/// state_sum starts at initial_accumulator_value (the caller fills it).
+///   param [P] (updated), grad [P], state_sum [P]
+template <typename T>
+void adagrad_step(std::int64_t P, T* param, const T* grad, T* state_sum, std::int64_t step,
+                  const AdagradOptions& options);
+
+// ---- Gradient clipping and checks -------------------------------------------------------------
+
+/// Σ x² over all buffers, accumulated in double in fixed chunks (same result for any thread
+/// count). NaN/inf propagate.
+template <typename T>
+double sum_of_squares(const std::vector<Span<const T>>& buffers);
+
+/// x *= factor over all buffers.
+template <typename T>
+void scale_buffers(const std::vector<Span<T>>& buffers, double factor);
+
+/// The factor clip_grad_norm multiplies by: max_norm / (total_norm + 1e-6) when total_norm >
+/// max_norm (finite), else 1 (no change; a non-finite norm is left for the caller to detect).
+double clip_coefficient(double total_norm, double max_norm);
+
+/// Global L2 norm over all buffers; when it exceeds max_norm (> 0), every buffer is scaled by
+/// clip_coefficient. Returns the norm before clipping.
+template <typename T>
+double clip_grad_norm(const std::vector<Span<T>>& buffers, double max_norm);
+
+/// x = clamp(x, -clip_value, clip_value) over all buffers (clip_value > 0; NaN stays NaN).
+template <typename T>
+void clip_grad_value(const std::vector<Span<T>>& buffers, double clip_value);
+
+/// True when no element of any buffer is NaN or ±inf.
+template <typename T>
+bool all_finite(const std::vector<Span<const T>>& buffers);
+
+}  // namespace rnncore

@@ -1,0 +1,272 @@
+// C++-only checks of the training operations: finite-difference gradients, optimizer updates
+// against hand-written formulas, clipping semantics, and bad-input errors.
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "rnncore/ops.h"
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+template <typename F>
+void expect_throw(F&& f, const std::string& what, const std::string& needle = "") {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    if (!needle.empty() && std::string(e.what()).find(needle) == std::string::npos)
+      expect(false, what + ": message '" + e.what() + "' lacks '" + needle + "'");
+    return;
+  } catch (const std::exception& e) {
+    expect(false, what + ": threw the wrong exception type: " + e.what());
+    return;
+  }
+  expect(false, what + ": did not throw");
+}
+
+bool close(double a, double b, double tol) { return std::abs(a - b) <= tol * (1 + std::abs(b)); }
+
+std::vector<double> randn(std::size_t n, std::mt19937_64& gen, double sd = 1.0) {
+  std::normal_distribution<double> normal(0.0, sd);
+  std::vector<double> v(n);
+  for (auto& e : v) e = normal(gen);
+  return v;
+}
+
+// Central differences of loss() with respect to every element of v, against analytic grad.
+void fd_check(std::vector<double>& v, const std::vector<double>& grad,
+              const std::function<double()>& loss, const std::string& label) {
+  const double h = 1e-6;
+  double worst = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const double keep = v[i];
+    v[i] = keep + h;
+    const double up = loss();
+    v[i] = keep - h;
+    const double down = loss();
+    v[i] = keep;
+    const double num = (up - down) / (2 * h);
+    worst = std::max(worst, std::abs(num - grad[i]) / (1 + std::abs(num)));
+  }
+  expect(worst < 1e-7, label + ": max relative error " + std::to_string(worst));
+}
+
+void test_embedding() {
+  const std::int64_t V = 5, E = 3, N = 6;
+  std::mt19937_64 gen(1);
+  auto W = randn(V * E, gen);
+  std::vector<std::int64_t> ids = {4, 0, 2, 4, 1, 2};
+  std::vector<double> out(N * E);
+  rnncore::embedding_forward<double>(N, V, E, ids.data(), W.data(), out.data());
+  bool ok = true;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t e = 0; e < E; ++e) ok = ok && out[n * E + e] == W[ids[n] * E + e];
+  expect(ok, "embedding forward gathers rows");
+  auto dout = randn(N * E, gen);
+  std::vector<double> dW(V * E, 1.0);  // accumulates onto existing values
+  rnncore::embedding_backward<double>(N, V, E, ids.data(), dout.data(), dW.data(), 2);
+  for (std::int64_t e = 0; e < E; ++e) {
+    expect(dW[4 * E + e] == 1.0 + dout[0 * E + e] + dout[3 * E + e], "embedding scatter-add");
+    expect(dW[2 * E + e] == 1.0, "padding row gets no gradient");
+    expect(dW[3 * E + e] == 1.0, "unused row unchanged");
+  }
+  std::vector<std::int64_t> bad = {0, 5};
+  expect_throw([&] { rnncore::embedding_forward<double>(2, V, E, bad.data(), W.data(), out.data()); },
+               "embedding id out of range", "id 5 at position 1");
+  bad = {-1, 0};
+  expect_throw([&] { rnncore::check_ids(2, V, bad.data(), "input"); }, "negative id",
+               "input: id -1 at position 0");
+}
+
+void test_linear() {
+  const std::int64_t N = 4, I = 3, O = 2;
+  std::mt19937_64 gen(2);
+  auto x = randn(N * I, gen), W = randn(O * I, gen), b = randn(O, gen), R = randn(N * O, gen);
+  std::vector<double> y(N * O);
+  auto loss = [&] {
+    rnncore::linear_forward<double>(N, I, O, x.data(), W.data(), b.data(), y.data());
+    double s = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) s += y[i] * R[i];
+    return s;
+  };
+  loss();
+  std::vector<double> dx(N * I), dW(O * I, 0.0), db(O, 0.0);
+  rnncore::linear_backward<double>(N, I, O, R.data(), x.data(), W.data(), dx.data(), dW.data(),
+                                   db.data());
+  fd_check(x, dx, loss, "linear dx");
+  fd_check(W, dW, loss, "linear dW");
+  fd_check(b, db, loss, "linear db");
+  // Accumulation: a second backward doubles the parameter gradients.
+  const auto dW1 = dW, db1 = db;
+  rnncore::linear_backward<double>(N, I, O, R.data(), x.data(), W.data(), nullptr, dW.data(),
+                                   nullptr);
+  expect(close(dW[0], 2 * dW1[0], 1e-14), "linear dW accumulates");
+  expect(db == db1, "linear db untouched when null");
+}
+
+void test_cross_entropy() {
+  const std::int64_t N = 5, C = 4;
+  std::mt19937_64 gen(3);
+  auto z = randn(N * C, gen, 2.0);
+  std::vector<std::int64_t> t = {1, -100, 3, 0, 2};
+  for (double eps : {0.0, 0.2}) {
+    for (auto red : {rnncore::Reduction::kMean, rnncore::Reduction::kSum}) {
+      rnncore::CrossEntropyOptions o;
+      o.label_smoothing = eps;
+      o.reduction = red;
+      auto loss = [&] { return rnncore::cross_entropy<double>(N, C, z.data(), t.data(), o, nullptr).loss; };
+      std::vector<double> dz(N * C);
+      auto r = rnncore::cross_entropy<double>(N, C, z.data(), t.data(), o, dz.data());
+      expect(r.count == 4, "cross_entropy counts non-ignored rows");
+      expect(dz[1 * C] == 0 && dz[1 * C + 3] == 0, "ignored row has zero gradient");
+      fd_check(z, dz, loss, "cross_entropy eps=" + std::to_string(eps));
+    }
+  }
+  // Reference value of one row by hand: -log softmax(z)[t].
+  {
+    std::vector<double> z1 = {1.0, 2.0, 3.0};
+    std::vector<std::int64_t> t1 = {0};
+    auto r = rnncore::cross_entropy<double>(1, 3, z1.data(), t1.data(), {}, nullptr);
+    const double expected = -1.0 + std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
+    expect(close(r.loss, expected, 1e-15), "cross_entropy value");
+  }
+  // Huge logits stay finite (float).
+  {
+    std::vector<float> zf = {1e4f, -1e4f, 0.0f, 1e4f, 1e4f, -1e4f};
+    std::vector<std::int64_t> tf = {1, 0};
+    std::vector<float> d(6);
+    auto r = rnncore::cross_entropy<float>(2, 3, zf.data(), tf.data(), {}, d.data());
+    expect(std::isfinite(r.loss) && close(r.loss, (2e4 + (std::log(2.0))) / 2, 1e-6),
+           "cross_entropy with logits 1e4 is finite and right: " + std::to_string(r.loss));
+    bool fin = true;
+    for (float v : d) fin = fin && std::isfinite(v);
+    expect(fin, "cross_entropy gradient with logits 1e4 is finite");
+  }
+  // All rows ignored: loss 0, zero gradient.
+  {
+    std::vector<std::int64_t> ti(N, -100);
+    std::vector<double> dz(N * C, 7.0);
+    auto r = rnncore::cross_entropy<double>(N, C, z.data(), ti.data(), {}, dz.data());
+    bool zero = true;
+    for (double v : dz) zero = zero && v == 0.0;
+    expect(r.loss == 0.0 && r.count == 0 && zero, "all-ignored batch: loss 0, gradient 0");
+  }
+  std::vector<std::int64_t> bad = {1, 4, 0, 0, 0};
+  expect_throw([&] { rnncore::cross_entropy<double>(N, C, z.data(), bad.data(), {}, nullptr); },
+               "target out of range", "targets: class 4 at position 1");
+  rnncore::CrossEntropyOptions o;
+  o.label_smoothing = 1.5;
+  expect_throw([&] { rnncore::cross_entropy<double>(N, C, z.data(), t.data(), o, nullptr); },
+               "label_smoothing > 1", "label_smoothing");
+}
+
+void test_mse() {
+  const std::int64_t N = 7;
+  std::mt19937_64 gen(4);
+  auto p = randn(N, gen), y = randn(N, gen);
+  for (auto red : {rnncore::Reduction::kMean, rnncore::Reduction::kSum}) {
+    std::vector<double> dp(N);
+    rnncore::mse_loss<double>(N, p.data(), y.data(), red, 1.0, dp.data());
+    auto loss = [&] { return rnncore::mse_loss<double>(N, p.data(), y.data(), red, 1.0, nullptr); };
+    fd_check(p, dp, loss, "mse");
+  }
+}
+
+void test_optimizers() {
+  const std::int64_t P = 3;
+  std::vector<double> g = {0.5, -1.0, 2.0};
+  {  // SGD with momentum, dampening, weight decay, two steps, against the formulas.
+    std::vector<double> p = {1.0, 2.0, -3.0}, buf(P), ref = p, rbuf(P);
+    rnncore::SgdOptions o{0.1, 0.9, 0.1, 0.01, false};
+    for (int s = 0; s < 2; ++s) {
+      rnncore::sgd_step<double>(P, p.data(), g.data(), buf.data(), s == 0, o);
+      for (int i = 0; i < P; ++i) {
+        const double d = g[i] + 0.01 * ref[i];
+        rbuf[i] = s == 0 ? d : 0.9 * rbuf[i] + 0.9 * d;
+        ref[i] -= 0.1 * rbuf[i];
+      }
+    }
+    for (int i = 0; i < P; ++i) expect(close(p[i], ref[i], 1e-15), "sgd momentum update");
+  }
+  {  // Adam, three steps.
+    std::vector<double> p = {1.0, 2.0, -3.0}, m(P), v(P), ref = p, rm(P), rv(P);
+    rnncore::AdamOptions o;
+    o.lr = 0.01;
+    for (int s = 1; s <= 3; ++s) {
+      rnncore::adam_step<double>(P, p.data(), g.data(), m.data(), v.data(), nullptr, s, o);
+      for (int i = 0; i < P; ++i) {
+        rm[i] = 0.9 * rm[i] + 0.1 * g[i];
+        rv[i] = 0.999 * rv[i] + 0.001 * g[i] * g[i];
+        const double mh = rm[i] / (1 - std::pow(0.9, s)), vh = rv[i] / (1 - std::pow(0.999, s));
+        ref[i] -= 0.01 * mh / (std::sqrt(vh) + 1e-8);
+      }
+    }
+    for (int i = 0; i < P; ++i) expect(close(p[i], ref[i], 1e-13), "adam update");
+  }
+  std::vector<double> p = {1.0, 2.0, 3.0}, buf(P);
+  expect_throw([&] { rnncore::sgd_step<double>(P, p.data(), g.data(), buf.data(), true, {-1.0}); },
+               "negative lr", "lr");
+  expect_throw([&] { rnncore::sgd_step<double>(P, p.data(), g.data(), nullptr, true, {0.1, 0.9}); },
+               "momentum without buffer", "momentum_buf");
+  rnncore::AdamOptions bad;
+  bad.beta1 = 1.0;
+  expect_throw([&] { rnncore::adam_step<double>(P, p.data(), g.data(), buf.data(), buf.data(), nullptr, 1, bad); },
+               "beta1 = 1", "beta1");
+}
+
+void test_clipping() {
+  std::vector<double> a = {3.0, 0.0}, b = {4.0};  // global norm 5
+  std::vector<rnncore::Span<double>> bufs = {{a.data(), 2}, {b.data(), 1}};
+  double n = rnncore::clip_grad_norm<double>(bufs, 10.0);
+  expect(n == 5.0 && a[0] == 3.0 && b[0] == 4.0, "clip_grad_norm below max_norm leaves grads");
+  n = rnncore::clip_grad_norm<double>(bufs, 5.0);
+  expect(n == 5.0 && a[0] == 3.0, "clip_grad_norm at max_norm leaves grads");
+  n = rnncore::clip_grad_norm<double>(bufs, 1.0);
+  const double c = 1.0 / (5.0 + 1e-6);
+  expect(n == 5.0 && close(a[0], 3.0 * c, 1e-15) && close(b[0], 4.0 * c, 1e-15),
+         "clip_grad_norm scales by max_norm/(norm+1e-6)");
+  std::vector<float> big(100000, 1.0f);  // the parallel, chunked path
+  std::vector<rnncore::Span<const float>> fb = {{big.data(), std::int64_t(big.size())}};
+  expect(rnncore::sum_of_squares<float>(fb) == 100000.0, "sum_of_squares over chunks");
+  expect(rnncore::all_finite<float>(fb), "all_finite on finite values");
+  big[77777] = std::numeric_limits<float>::quiet_NaN();
+  expect(!rnncore::all_finite<float>(fb), "all_finite finds a NaN");
+  big[77777] = -std::numeric_limits<float>::infinity();
+  expect(!rnncore::all_finite<float>(fb), "all_finite finds -inf");
+  std::vector<double> v = {-3.0, 0.5, 2.0};
+  rnncore::clip_grad_value<double>({{v.data(), 3}}, 1.0);
+  expect(v[0] == -1.0 && v[1] == 0.5 && v[2] == 1.0, "clip_grad_value clamps");
+  expect_throw([&] { rnncore::clip_grad_norm<double>(bufs, 0.0); }, "max_norm 0", "max_norm");
+  expect_throw([&] { rnncore::clip_grad_value<double>({{v.data(), 3}}, -1.0); }, "clip_value < 0",
+               "clip_value");
+}
+
+}  // namespace
+
+int main() {
+  test_embedding();
+  test_linear();
+  test_cross_entropy();
+  test_mse();
+  test_optimizers();
+  test_clipping();
+  if (failures) {
+    std::printf("%d check(s) failed\n", failures);
+    return 1;
+  }
+  std::printf("all ops checks passed\n");
+  return 0;
+}
