@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <string>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -108,7 +109,8 @@ struct PyRecurrent {
     return py::make_tuple(y, hn, py::none());
   }
 
-  py::tuple backward(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj) {
+  py::tuple backward(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
+                     bool step_grad_norms) {
     const auto& c = core.config();
     const bool lstm = c.cell == CellType::kLstm;
     if (!core.has_saved_forward())
@@ -134,7 +136,10 @@ struct PyRecurrent {
     py::array_t<T> dh0(dims);
     py::array_t<T> dc0;
     if (lstm) dc0 = py::array_t<T>(dims);
+    py::array_t<double> norms;
+    if (step_grad_norms) norms = py::array_t<double>({py::ssize_t(dims[0]), py::ssize_t(Tn)});
     {
+      double* normsp = step_grad_norms ? norms.mutable_data() : nullptr;
       const T* dyp = dy_obj.is_none() ? nullptr : dy.data();
       const T* dhnp = dhn_obj.is_none() ? nullptr : dhn.data();
       const T* dcnp = dcn_obj.is_none() ? nullptr : dcn.data();
@@ -143,10 +148,11 @@ struct PyRecurrent {
       T* dc0p = lstm ? dc0.mutable_data() : nullptr;
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mu);
-      core.backward(dyp, dhnp, dcnp, dxp, dh0p, dc0p);
+      core.backward(dyp, dhnp, dcnp, dxp, dh0p, dc0p, normsp);
     }
-    if (lstm) return py::make_tuple(dx, dh0, dc0);
-    return py::make_tuple(dx, dh0, py::none());
+    py::object norms_out = step_grad_norms ? py::object(norms) : py::object(py::none());
+    if (lstm) return py::make_tuple(dx, dh0, dc0, norms_out);
+    return py::make_tuple(dx, dh0, py::none(), norms_out);
   }
 };
 
@@ -207,9 +213,9 @@ void bind_recurrent(py::module_& m, const char* name) {
            "x [T,B,I], lengths int64 [B] or None, h0/c0 [L*D,B,H] or None -> (y [T,B,D*H], "
            "hn [L*D,B,H], cn or None)")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
-           py::arg("dcn") = py::none(),
-           "dy [T,B,D*H] or None, dhn/dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 or None); "
-           "parameter gradients accumulate into grads");
+           py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
+           "dy [T,B,D*H] or None, dhn/dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 or None, "
+           "norms [L*D,T] of dL/dh_t or None); parameter gradients accumulate into grads");
 }
 
 }  // namespace
@@ -225,5 +231,15 @@ PYBIND11_MODULE(_core, m) {
         "Set the engine's thread count (OpenMP); returns the previous value.");
   m.def("get_num_threads", &rnncore::get_num_threads);
   m.def("has_openmp", &rnncore::has_openmp);
+  m.def(
+      "_set_blas",
+      [](std::uintptr_t sgemm, std::uintptr_t dgemm, const std::string& name) {
+        rnncore::set_blas(reinterpret_cast<rnncore::SgemmFn>(sgemm),
+                          reinterpret_cast<rnncore::DgemmFn>(dgemm), name);
+      },
+      py::arg("sgemm"), py::arg("dgemm"), py::arg("name"),
+      "Route GEMMs to CBLAS functions at these addresses (0, 0: back to Eigen). The library "
+      "must be single-threaded. Used by rnncore._blas at import.");
+  m.def("gemm_backend", &rnncore::gemm_backend, "'eigen' or the registered BLAS's name.");
   bind_ops(m);
 }

@@ -1,12 +1,52 @@
-// Matrix views and the three GEMM shapes the engine uses, in one place (swap the backend here).
+// Matrix views, the GEMM backend (Eigen or a registered CBLAS), and products split across threads.
+//
+// Threading lives here and in the sequence driver only: every GEMM call below is single-threaded
+// (Eigen is built with EIGEN_DONT_PARALLELIZE, a registered BLAS must run on one thread), and the
+// par_* helpers split one product's output across the OpenMP team.
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <new>
 #include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "rnncore/backend.h"
 
 namespace rnncore::detail {
 
 using Index = Eigen::Index;
+
+// Buffers aligned to a cache line (the widest vector register): kernels then split their work into
+// vector and scalar parts the same way on every call, so results never depend on where malloc put
+// a buffer (same inputs, same threads, same bits).
+template <typename T>
+struct CacheAligned {
+  using value_type = T;
+  static constexpr std::size_t kAlign = 64;
+  CacheAligned() = default;
+  template <typename U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = ((n * sizeof(T) + kAlign - 1) / kAlign) * kAlign;
+    void* p = std::aligned_alloc(kAlign, bytes == 0 ? kAlign : bytes);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+template <typename T>
+using AlignedVec = std::vector<T, CacheAligned<T>>;
 
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -15,7 +55,7 @@ template <typename T>
 using MatView = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <typename T>
 using ConstMatView = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-// A contiguous row of n elements as an array, for element-wise kernels.
+// A contiguous run of n elements as an array, for element-wise kernels.
 template <typename T>
 using RowArr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
 template <typename T>
@@ -30,57 +70,169 @@ inline ConstMatView<T> cview(const T* p, Index rows, Index cols, Index ld) {
   return ConstMatView<T>(p, rows, cols, Eigen::OuterStride<>(ld));
 }
 
+// The registered CBLAS, if any (backend.cpp).
+struct BlasFns {
+  SgemmFn s = nullptr;
+  DgemmFn d = nullptr;
+};
+const BlasFns& blas_fns();
+
+// C[m,n] = op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when the flag is set; one thread.
+// A is [m,k] (or [k,m] when ta), B is [k,n] (or [n,k] when tb). beta is 0 or 1.
+template <typename T>
+void gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda, const T* B, Index ldb,
+          T beta, T* C, Index ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (beta == T(0)) view(C, m, n, ldc).setZero();
+    return;
+  }
+  const bool fits = std::max({m, n, k, lda, ldb, ldc}) < Index(INT_MAX);
+  if constexpr (std::is_same_v<T, float>) {
+    if (auto f = blas_fns().s; f && fits)
+      return f(101, ta ? 112 : 111, tb ? 112 : 111, int(m), int(n), int(k), 1.0f, A, int(lda), B,
+               int(ldb), beta, C, int(ldc));
+  } else {
+    if (auto f = blas_fns().d; f && fits)
+      return f(101, ta ? 112 : 111, tb ? 112 : 111, int(m), int(n), int(k), 1.0, A, int(lda), B,
+               int(ldb), beta, C, int(ldc));
+  }
+  auto c = view(C, m, n, ldc);
+  auto run = [&](const auto& a, const auto& b) {
+    if (beta == T(0))
+      c.noalias() = a * b;
+    else
+      c.noalias() += a * b;
+  };
+  if (!ta && !tb) run(cview(A, m, k, lda), cview(B, k, n, ldb));
+  if (!ta && tb) run(cview(A, m, k, lda), cview(B, n, k, ldb).transpose());
+  if (ta && !tb) run(cview(A, k, m, lda).transpose(), cview(B, k, n, ldb));
+  if (ta && tb) run(cview(A, k, m, lda).transpose(), cview(B, n, k, ldb).transpose());
+}
+
 // C[m,n] (+)= A[m,k] · B[n,k]ᵀ   (activations times a PyTorch-layout weight, transposed)
 template <typename T>
 inline void gemm_nt(Index m, Index n, Index k, const T* A, Index lda, const T* B, Index ldb, T* C,
                     Index ldc, bool accumulate) {
-  if (m == 0 || n == 0) return;
-  auto c = view(C, m, n, ldc);
-  if (k == 0) {
-    if (!accumulate) c.setZero();
-    return;
-  }
-  if (accumulate)
-    c.noalias() += cview(A, m, k, lda) * cview(B, n, k, ldb).transpose();
-  else
-    c.noalias() = cview(A, m, k, lda) * cview(B, n, k, ldb).transpose();
+  gemm(false, true, m, n, k, A, lda, B, ldb, accumulate ? T(1) : T(0), C, ldc);
 }
-
 // C[m,n] (+)= A[m,k] · B[k,n]   (gradients back through a weight)
 template <typename T>
 inline void gemm_nn(Index m, Index n, Index k, const T* A, Index lda, const T* B, Index ldb, T* C,
                     Index ldc, bool accumulate) {
-  if (m == 0 || n == 0) return;
-  auto c = view(C, m, n, ldc);
-  if (k == 0) {
-    if (!accumulate) c.setZero();
-    return;
-  }
-  if (accumulate)
-    c.noalias() += cview(A, m, k, lda) * cview(B, k, n, ldb);
-  else
-    c.noalias() = cview(A, m, k, lda) * cview(B, k, n, ldb);
+  gemm(false, false, m, n, k, A, lda, B, ldb, accumulate ? T(1) : T(0), C, ldc);
 }
 
-// C[m,n] += A[k,m]ᵀ · B[k,n]   (weight gradients summed over all rows of all steps)
+// ---- splitting work across the OpenMP team ------------------------------------------------
+
+inline int thread_count() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+inline void barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+// This thread's share [begin, end) of n items, in chunks that are multiples of `align` (so that
+// threads never share a cache line of output and vector loops start aligned).
+struct Range {
+  Index begin, end;
+  Index size() const { return end - begin; }
+};
+inline Range share(Index n, int nth, int tid, Index align = 16) {
+  Index chunk = (n + nth - 1) / nth;
+  chunk = ((chunk + align - 1) / align) * align;
+  const Index b = std::min(n, chunk * tid);
+  return {b, std::min(n, b + chunk)};
+}
+
+// Products below this many flops run on one thread: a fork/join costs more than it saves.
+constexpr double kParallelFlops = 1 << 21;
+
+// Same as gemm(), the output split across threads by its longer side.
+template <typename T>
+void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda, const T* B,
+              Index ldb, T beta, T* C, Index ldc) {
+  const bool par = 2.0 * double(m) * double(n) * double(k) >= kParallelFlops;
+#ifdef _OPENMP
+#pragma omp parallel if (par)
+#endif
+  {
+    (void)par;
+    const int nth = thread_count(), tid = thread_id();
+    if (m >= n) {  // rows of C: rows of A (or its columns when transposed)
+      const Range r = share(m, nth, tid);
+      if (r.size() > 0)
+        gemm(ta, tb, r.size(), n, k, ta ? A + r.begin : A + r.begin * lda, lda, B, ldb, beta,
+             C + r.begin * ldc, ldc);
+    } else {  // columns of C: columns of B (or its rows when transposed)
+      const Range c = share(n, nth, tid);
+      if (c.size() > 0)
+        gemm(ta, tb, m, c.size(), k, A, lda, tb ? B + c.begin * ldb : B + c.begin, ldb, beta,
+             C + c.begin, ldc);
+    }
+  }
+}
+
+// out[n] += Σ_rows A[rows, n]   (bias gradients), split across threads by columns.
+template <typename T>
+void par_colsum_acc(Index rows, Index n, const T* A, Index lda, T* out) {
+  if (rows == 0 || n == 0) return;
+#ifdef _OPENMP
+#pragma omp parallel if (rows * n >= (1 << 16))
+#endif
+  {
+    const Range c = share(n, thread_count(), thread_id());
+    if (c.size() > 0)
+      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out + c.begin, c.size()) +=
+          cview(A + c.begin, rows, c.size(), lda).colwise().sum();
+  }
+}
+
+// C[m,n] += A[k,m]ᵀ · B[k,n]   (weight gradients summed over all rows), over the team.
 template <typename T>
 inline void gemm_tn_acc(Index m, Index n, Index k, const T* A, Index lda, const T* B, Index ldb,
                         T* C, Index ldc) {
-  if (m == 0 || n == 0 || k == 0) return;
-  view(C, m, n, ldc).noalias() += cview(A, k, m, lda).transpose() * cview(B, k, n, ldb);
+  par_gemm(true, false, m, n, k, A, lda, B, ldb, T(1), C, ldc);
 }
-
-// out[n] += Σ_rows A[rows, n]   (bias gradients)
+// out[n] += Σ_rows A[rows, n]   (bias gradients), over the team.
 template <typename T>
 inline void colsum_acc(Index rows, Index n, const T* A, Index lda, T* out) {
-  if (rows == 0 || n == 0) return;
-  Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out, n) += cview(A, rows, n, lda).colwise().sum();
+  par_colsum_acc(rows, n, A, lda, out);
 }
 
 // Copy a [rows, cols] block between strided row-major buffers.
 template <typename T>
 inline void copy_rows(Index rows, Index cols, const T* src, Index lds, T* dst, Index ldd) {
   for (Index r = 0; r < rows; ++r) std::memcpy(dst + r * ldd, src + r * lds, sizeof(T) * cols);
+}
+
+// Element-wise work below this many scalars runs on one thread.
+constexpr Index kParallelWork = 1 << 14;
+
+// f(r) for r in [0, n), over the team when the work is large enough (called outside regions).
+template <typename F>
+inline void for_rows(Index n, Index work_per_row, F&& f) {
+#ifdef _OPENMP
+  if (n > 1 && n * work_per_row >= kParallelWork) {
+#pragma omp parallel for schedule(static)
+    for (Index r = 0; r < n; ++r) f(r);
+    return;
+  }
+#endif
+  for (Index r = 0; r < n; ++r) f(r);
 }
 
 }  // namespace rnncore::detail

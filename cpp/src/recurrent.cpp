@@ -3,15 +3,12 @@
 #include "rnncore/recurrent.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 #include <utility>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "cells/gru.h"
 #include "cells/lstm.h"
@@ -100,28 +97,24 @@ struct Packing {
   }
 };
 
-template <typename T>
-void grow(std::vector<T>& v, std::size_t n) {
+template <typename V>
+void grow(V& v, std::size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
 // Rows [0, bs[t]) of the state entering step t: the state after the previous step in processing
 // order, or the initial state for sequences that start here (the reverse direction starts each
-// sequence at its own last step). states is packed [N, ld]; init is [B, H]. Returns a pointer and
-// row stride, copying into scratch [B, H] only when the rows come from both places.
+// sequence at its own last step). states is packed [N, ld]; init is [B, H].
 template <typename T>
-std::pair<const T*, Index> prev_state(const Packing& pk, Index t, bool reverse, const T* states,
-                                      Index ld, const T* init, Index H, T* scratch) {
+RowSrc<T> prev_state(const Packing& pk, Index t, bool reverse, const T* states, Index ld,
+                     const T* init, Index H) {
   if (!reverse) {
-    if (t == 0) return {init, H};
-    return {states + pk.off[t - 1] * ld, ld};
+    if (t == 0) return {init, H, pk.B, nullptr, 0};
+    return {states + pk.off[t - 1] * ld, ld, pk.B, nullptr, 0};
   }
-  if (t == pk.T - 1) return {init, H};
-  const Index n = pk.bs[t], m = pk.bs[t + 1];
-  if (m == n) return {states + pk.off[t + 1] * ld, ld};
-  copy_rows(m, H, states + pk.off[t + 1] * ld, ld, scratch, H);
-  copy_rows(n - m, H, init + m * H, H, scratch + m * H, H);
-  return {scratch, H};
+  if (t == pk.T - 1) return {init, H, pk.B, nullptr, 0};
+  const Index m = pk.bs[t + 1];
+  return {states + pk.off[t + 1] * ld, ld, m, init + m * H, H};
 }
 
 // Pointers of one lane into the flat parameter and gradient buffers.
@@ -141,24 +134,21 @@ struct LaneParams {
 // Workspace of one lane, all packed by step: kept from forward to backward in training.
 template <typename T>
 struct LaneWork {
-  std::vector<T> gates;  // [N, G*H] activated gates, then dG in backward
-  std::vector<T> cs;     // [N, H] LSTM cell states
-  std::vector<T> aux;    // [N, H] GRU (see Step::aux)
+  AlignedVec<T> gates;  // [N, G*H] activated gates, then dG in backward
+  AlignedVec<T> cs;     // [N, H] LSTM cell states
+  AlignedVec<T> aux;    // [N, H] GRU (see Step::aux)
 };
 
 // Scratch shared by all lanes, one lane at a time.
 template <typename T>
 struct Scratch {
-  std::vector<T> rec;    // [B, G*H]
-  std::vector<T> hprev;  // [B, H]
-  std::vector<T> cprev;  // [B, H]
-  std::vector<T> dh, dh2, dc, dc2;  // [B, H] each
-  std::vector<T> hp_all;  // [N, H] gathered previous states for dW_hh of a ragged batch
-  std::vector<T> bias;    // [G*H] folded input-side bias
-  void reserve(Index B, Index N, Index H, Index GH) {
+  AlignedVec<T> rec;              // [B, G*H]
+  AlignedVec<T> dh, dh2, dc, dc2;  // [B, H] each
+  AlignedVec<T> hp_all;           // [N, H] gathered previous states for dW_hh of a ragged batch
+  AlignedVec<T> bias;             // [G*H] folded input-side bias
+  void reserve(Index B, Index H, Index GH) {
     grow(rec, std::size_t(B * GH));
-    for (auto* v : {&hprev, &cprev, &dh, &dh2, &dc, &dc2}) grow(*v, std::size_t(B * H));
-    grow(hp_all, std::size_t(N * H));
+    for (auto* v : {&dh, &dh2, &dc, &dc2}) grow(*v, std::size_t(B * H));
     grow(bias, std::size_t(GH));
   }
 };
@@ -198,6 +188,12 @@ void cell_backward(const LaneSpec& ls, const Step<T>& s) {
   }
 }
 
+// Whether one step's recurrent work is worth a team of threads (else a fork/join per lane and a
+// barrier per step would cost more than they save).
+inline bool parallel_steps(Index B, Index G, Index H) {
+  return 2.0 * double(B) * double(G * H) * double(H) >= double(1 << 17) && H >= 32;
+}
+
 // Forward of one lane over the packed batch.
 //   X [N, I] (row stride ldx); Y [N, ldy] written in this lane's H columns; h0, c0 [B, H];
 //   hn, cn [B, H] out (sorted order).
@@ -212,39 +208,48 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
   grow(w.gates, std::size_t(N * GH));
   if (lstm) grow(w.cs, std::size_t(N * H));
   if (gru) grow(w.aux, std::size_t(N * H));
-  gemm_nt(N, GH, p.I, X, ldx, p.Wx, p.I, w.gates.data(), GH, /*accumulate=*/false);
+  T* gates = w.gates.data();
+  par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH);
   if (p.bx) {
-    auto bias = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
-    bias = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(p.bx, GH);
+    auto bias = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
+    bias = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bx, GH);
     const Index folded = (gru && ls.reset_after) ? 2 * H : GH;  // b_hn stays inside r ⊙ (·)
-    bias.head(folded) += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(p.bh, folded);
-    view(w.gates.data(), N, GH, GH).rowwise() += bias;
+    bias.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
+    for_rows(N, GH, [&](Index r) { RowArr<T>(gates + r * GH, GH) += bias; });
   }
 
-  // 2. The serial part: one recurrent GEMM and one element-wise pass per step.
-  for (Index k = 0; k < pk.T; ++k) {
-    const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];
-    Step<T> s;
-    s.n = n;
-    s.H = H;
-    s.gates = w.gates.data() + pk.off[t] * GH;
-    std::tie(s.h_prev, s.ld_hprev) =
-        prev_state(pk, t, ls.reverse, Y, ldy, h0, H, sc.hprev.data());
-    s.h = Y + pk.off[t] * ldy;
-    s.ld_h = ldy;
-    if (lstm) {
-      s.c_prev = prev_state(pk, t, ls.reverse, w.cs.data(), H, c0, H, sc.cprev.data()).first;
-      s.c = w.cs.data() + pk.off[t] * H;
-    }
-    if (gru) s.aux = w.aux.data() + pk.off[t] * H;
-    s.rec = sc.rec.data();
-    s.Wh = p.Wh;
-    s.bh_n = (gru && ls.reset_after && p.bh) ? p.bh + 2 * H : nullptr;
-    cell_forward(ls, s);
-    if (!ls.reverse) {  // sequences whose last step this was hand over their final state
-      const Index m = pk.bs[t + 1];
-      copy_rows(n - m, H, s.h + m * ldy, ldy, hn + m * H, H);
-      if (lstm && cn) copy_rows(n - m, H, s.c + m * H, H, cn + m * H, H);
+  // 2. The serial part: per step, the recurrent GEMM and the gate math, split by hidden units.
+#ifdef _OPENMP
+#pragma omp parallel if (parallel_steps(pk.B, G, H))
+#endif
+  {
+    const Range units = share(H, thread_count(), thread_id());
+    for (Index k = 0; k < pk.T; ++k) {
+      const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];
+      Step<T> s;
+      s.n = n;
+      s.H = H;
+      s.j0 = units.begin;
+      s.j1 = units.end;
+      s.gates = gates + pk.off[t] * GH;
+      s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, H);
+      s.h = Y + pk.off[t] * ldy;
+      s.ld_h = ldy;
+      if (lstm) {
+        s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs.data()), H, c0, H);
+        s.c = w.cs.data() + pk.off[t] * H;
+      }
+      if (gru) s.aux = w.aux.data() + pk.off[t] * H;
+      s.rec = sc.rec.data();
+      s.Wh = p.Wh;
+      s.bh_n = (gru && ls.reset_after && p.bh) ? p.bh + 2 * H : nullptr;
+      cell_forward(ls, s);
+      if (!ls.reverse) {  // sequences whose last step this was hand over their final state
+        const Index m = pk.bs[t + 1], j = units.begin, u = units.size();
+        copy_rows(n - m, u, s.h + m * ldy + j, ldy, hn + m * H + j, H);
+        if (lstm && cn) copy_rows(n - m, u, s.c + m * H + j, H, cn + m * H + j, H);
+      }
+      barrier();  // the next step's GEMM reads every unit of h
     }
   }
   if (ls.reverse) {
@@ -255,78 +260,103 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
 
 // BPTT of one lane over its saved forward.
 //   dY [N, ldy] this lane's columns of the output gradient, or null; Y, X, h0, c0 as in forward;
-//   dhn, dcn [B, H] or null; dh0, dc0 [B, H] out (=); dX [N, I] out (= if !accumulate_dx, else +=).
+//   dhn, dcn [B, H] or null; dh0, dc0 [B, H] out (=); dX [N, I] out (= if !accumulate_dx, else +=);
+//   step_sq [T] or null: += ||dL/dh_t||² summed over the batch, for gradient diagnostics.
 template <typename T>
 void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
                    Index ldx, const T* Y, Index ldy, const T* dY, const T* h0, const T* c0,
                    const T* dhn, const T* dcn, T* dh0, T* dc0, T* dX, bool accumulate_dx,
-                   LaneWork<T>& w, Scratch<T>& sc) {
+                   double* step_sq, LaneWork<T>& w, Scratch<T>& sc) {
   const Index H = ls.H, G = num_gates(ls.cell), GH = G * H, N = pk.N, B = pk.B, Tn = pk.T;
   const bool lstm = ls.cell == CellType::kLstm, gru = ls.cell == CellType::kGru;
-  T* dh = sc.dh.data();
-  T* dhp = sc.dh2.data();
-  T* dc = sc.dc.data();
-  T* dcp = sc.dc2.data();
-  auto load_final = [&](Index from, Index to) {  // rows whose final state enters here
-    if (dhn)
-      copy_rows(to - from, H, dhn + from * H, H, dh + from * H, H);
-    else
-      std::fill(dh + from * H, dh + to * H, T(0));
-    if (!lstm) return;
-    if (dcn)
-      copy_rows(to - from, H, dcn + from * H, H, dc + from * H, H);
-    else
-      std::fill(dc + from * H, dc + to * H, T(0));
-  };
+  T* gates = w.gates.data();
 
-  // 1. The serial part, in reverse processing order.
-  for (Index k = 0; k < Tn; ++k) {
-    const Index t = ls.reverse ? k : Tn - 1 - k, n = pk.bs[t];
-    if (!ls.reverse)
-      load_final(pk.bs[t + 1], n);
-    else if (k == 0)
-      load_final(0, B);
-    if (dY) view(dh, n, H, H) += cview(dY + pk.off[t] * ldy, n, H, ldy);
-    Step<T> s;
-    s.n = n;
-    s.H = H;
-    s.gates = w.gates.data() + pk.off[t] * GH;
-    std::tie(s.h_prev, s.ld_hprev) =
-        prev_state(pk, t, ls.reverse, Y, ldy, h0, H, sc.hprev.data());
-    if (lstm) {
-      s.c_prev = prev_state(pk, t, ls.reverse, w.cs.data(), H, c0, H, sc.cprev.data()).first;
-      s.c = w.cs.data() + pk.off[t] * H;
+  // 1. The serial part, in reverse processing order, split by hidden units.
+#ifdef _OPENMP
+#pragma omp parallel if (parallel_steps(B, G, H))
+#endif
+  {
+    const Range units = share(H, thread_count(), thread_id());
+    const Index j = units.begin, u = units.size();
+    T* dh = sc.dh.data();
+    T* dhp = sc.dh2.data();
+    T* dc = sc.dc.data();
+    T* dcp = sc.dc2.data();
+    // Rows [from, to) whose final state enters at this step take its gradient (or zero).
+    auto load_final = [&](Index from, Index to) {
+      for (Index r = from; r < to; ++r) {
+        RowArr<T> d(dh + r * H + j, u);
+        if (dhn)
+          d = ConstRowArr<T>(dhn + r * H + j, u);
+        else
+          d.setZero();
+        if (!lstm) continue;
+        RowArr<T> e(dc + r * H + j, u);
+        if (dcn)
+          e = ConstRowArr<T>(dcn + r * H + j, u);
+        else
+          e.setZero();
+      }
+    };
+    for (Index k = 0; k < Tn; ++k) {
+      const Index t = ls.reverse ? k : Tn - 1 - k, n = pk.bs[t];
+      if (!ls.reverse)
+        load_final(pk.bs[t + 1], n);
+      else if (k == 0)
+        load_final(0, B);
+      if (dY) view(dh + j, n, u, H) += cview(dY + pk.off[t] * ldy + j, n, u, ldy);
+      if (step_sq) {
+        const double sq = double(view(dh + j, n, u, H).squaredNorm());
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+        step_sq[t] += sq;
+      }
+      Step<T> s;
+      s.n = n;
+      s.H = H;
+      s.j0 = units.begin;
+      s.j1 = units.end;
+      s.gates = gates + pk.off[t] * GH;
+      s.h_prev = prev_state(pk, t, ls.reverse, Y, ldy, h0, H);
+      if (lstm) {
+        s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs.data()), H, c0, H);
+        s.c = w.cs.data() + pk.off[t] * H;
+      }
+      if (gru) s.aux = w.aux.data() + pk.off[t] * H;
+      s.rec = sc.rec.data();
+      s.Wh = p.Wh;
+      s.dh = dh;
+      s.dc = dc;
+      s.dh_prev = dhp;
+      s.dc_prev = dcp;
+      cell_backward(ls, s);
+      // Rows that started at this step pass their gradient to the initial state.
+      const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
+      if (dh0) copy_rows(n - m, u, dhp + m * H + j, H, dh0 + m * H + j, H);
+      if (lstm && dc0) copy_rows(n - m, u, dcp + m * H + j, H, dc0 + m * H + j, H);
+      std::swap(dh, dhp);
+      std::swap(dc, dcp);
+      barrier();
     }
-    if (gru) s.aux = w.aux.data() + pk.off[t] * H;
-    s.rec = sc.rec.data();
-    s.Wh = p.Wh;
-    s.dh = dh;
-    s.dc = dc;
-    s.dh_prev = dhp;
-    s.dc_prev = dcp;
-    cell_backward(ls, s);
-    // Rows that started at this step pass their gradient to the initial state.
-    const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
-    if (dh0) copy_rows(n - m, H, dhp + m * H, H, dh0 + m * H, H);
-    if (lstm && dc0) copy_rows(n - m, H, dcp + m * H, H, dc0 + m * H, H);
-    std::swap(dh, dhp);
-    std::swap(dc, dcp);
   }
 
   // 2. Weight gradients and the input gradient: large GEMMs over all steps at once.
-  const T* dG = w.gates.data();
+  const T* dG = gates;
   const bool split_n = gru && ls.reset_after;  // input side of the n block differs (in aux)
   const Index gx = split_n ? 2 * H : GH;       // gate rows whose input-side dG is in `gates`
-  gemm_tn_acc(gx, p.I, N, dG, GH, X, ldx, p.dWx, p.I);
-  gemm_nn(N, p.I, gx, dG, GH, p.Wx, p.I, dX, p.I, accumulate_dx);
+  par_gemm(true, false, gx, p.I, N, dG, GH, X, ldx, T(1), p.dWx, p.I);
+  par_gemm(false, false, N, p.I, gx, dG, GH, p.Wx, p.I, accumulate_dx ? T(1) : T(0), dX, p.I);
   if (split_n) {
-    gemm_tn_acc(H, p.I, N, w.aux.data(), H, X, ldx, p.dWx + 2 * H * p.I, p.I);
-    gemm_nn(N, p.I, H, w.aux.data(), H, p.Wx + 2 * H * p.I, p.I, dX, p.I, /*accumulate=*/true);
+    par_gemm(true, false, H, p.I, N, static_cast<const T*>(w.aux.data()), H, X, ldx, T(1),
+             p.dWx + 2 * H * p.I, p.I);
+    par_gemm(false, false, N, p.I, H, static_cast<const T*>(w.aux.data()), H,
+             p.Wx + 2 * H * p.I, p.I, T(1), dX, p.I);
   }
   if (p.dbx) {
-    colsum_acc(N, gx, dG, GH, p.dbx);
-    if (split_n) colsum_acc(N, H, w.aux.data(), H, p.dbx + 2 * H);
-    colsum_acc(N, GH, dG, GH, p.dbh);
+    par_colsum_acc(N, gx, dG, GH, p.dbx);
+    if (split_n) par_colsum_acc(N, H, static_cast<const T*>(w.aux.data()), H, p.dbx + 2 * H);
+    par_colsum_acc(N, GH, dG, GH, p.dbh);
   }
   // dW_hh = Σ_t dG_tᵀ · h_prev(t). Reset-before GRU: the n block pairs with r ⊙ h instead.
   const Index gh = (gru && !ls.reset_after) ? 2 * H : GH;
@@ -336,18 +366,21 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
     const Index first_init = ls.reverse ? rest : 0;  // rows of dG whose h_prev is h0
     const Index first_y = ls.reverse ? 0 : B;        // rows of dG whose h_prev is in Y
     const Index y_row = ls.reverse ? B : 0;
-    gemm_tn_acc(gh, H, B, dG + first_init * GH, GH, h0, H, p.dWh, H);
-    gemm_tn_acc(gh, H, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, p.dWh, H);
+    par_gemm(true, false, gh, H, B, dG + first_init * GH, GH, h0, H, T(1), p.dWh, H);
+    par_gemm(true, false, gh, H, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, T(1), p.dWh, H);
   } else {
     grow(sc.hp_all, std::size_t(N * H));
     for (Index t = 0; t < Tn; ++t) {
+      const RowSrc<T> src = prev_state(pk, t, ls.reverse, Y, ldy, h0, H);
       T* dst = sc.hp_all.data() + pk.off[t] * H;
-      auto [src, ld] = prev_state(pk, t, ls.reverse, Y, ldy, h0, H, sc.hprev.data());
-      copy_rows(pk.bs[t], H, src, ld, dst, H);
+      for (Index r = 0; r < pk.bs[t]; ++r) std::memcpy(dst + r * H, src.row(r), sizeof(T) * H);
     }
-    gemm_tn_acc(gh, H, N, dG, GH, sc.hp_all.data(), H, p.dWh, H);
+    par_gemm(true, false, gh, H, N, dG, GH, static_cast<const T*>(sc.hp_all.data()), H, T(1),
+             p.dWh, H);
   }
-  if (gh != GH) gemm_tn_acc(H, H, N, dG + 2 * H, GH, w.aux.data(), H, p.dWh + 2 * H * H, H);
+  if (gh != GH)
+    par_gemm(true, false, H, H, N, dG + 2 * H, GH, static_cast<const T*>(w.aux.data()), H, T(1),
+             p.dWh + 2 * H * H, H);
 }
 
 // splitmix64: a counter-based hash, so dropout masks depend on (seed, layer, position) only.
@@ -366,7 +399,7 @@ template <typename T>
 struct Recurrent<T>::Impl {
   RecurrentConfig cfg;
   std::vector<ParamInfo> info;
-  std::vector<T> params, grads;
+  detail::AlignedVec<T> params, grads;  // [P] each, PyTorch's order
   struct LaneOffsets {
     Index I;
     std::size_t Wx, Wh, bx, bh;
@@ -376,14 +409,14 @@ struct Recurrent<T>::Impl {
   // The saved forward (valid while `saved`).
   bool saved = false;
   detail::Packing pk;
-  std::vector<T> x0;                    // [N, I] packed input
-  std::vector<std::vector<T>> Y;        // per layer [N, D*H] packed outputs
-  std::vector<std::vector<T>> Xd;       // per layer >= 1 [N, D*H] dropped inputs
-  std::vector<std::vector<T>> mask;     // per layer >= 1 [N, D*H] dropout scales
+  detail::AlignedVec<T> x0;                  // [N, I] packed input
+  std::vector<detail::AlignedVec<T>> Y;      // per layer [N, D*H] packed outputs
+  std::vector<detail::AlignedVec<T>> Xd;     // per layer >= 1 [N, D*H] dropped inputs
+  std::vector<detail::AlignedVec<T>> mask;   // per layer >= 1 [N, D*H] dropout scales
   std::vector<detail::LaneWork<T>> work;  // [L*D]
-  std::vector<T> h0s, c0s, hns, cns;    // [L*D, B, H] in sorted batch order
-  std::vector<T> dA, dB;                // [N, max(I, D*H)] gradient ping-pong
-  std::vector<T> dhns, dcns, dh0s, dc0s;  // [L*D, B, H]
+  detail::AlignedVec<T> h0s, c0s, hns, cns;    // [L*D, B, H] in sorted batch order
+  detail::AlignedVec<T> dA, dB;                // [N, max(I, D*H)] gradient ping-pong
+  detail::AlignedVec<T> dhns, dcns, dh0s, dc0s;  // [L*D, B, H]
   detail::Scratch<T> sc;
   bool dropout_active = false;
 
@@ -440,7 +473,7 @@ struct Recurrent<T>::Impl {
   }
 
   // [L*D, B, H] in batch order -> sorted order (zeros when src is null), and back.
-  void to_sorted(const T* src, std::vector<T>& dst) const {
+  void to_sorted(const T* src, detail::AlignedVec<T>& dst) const {
     const Index LD = cfg.num_layers * cfg.directions(), B = pk.B, H = cfg.hidden_size;
     dst.assign(std::size_t(LD * B * H), T(0));
     if (!src) return;
@@ -448,7 +481,7 @@ struct Recurrent<T>::Impl {
       for (Index i = 0; i < B; ++i)
         std::memcpy(&dst[(k * B + i) * H], src + (k * B + pk.perm[i]) * H, sizeof(T) * H);
   }
-  void from_sorted(const std::vector<T>& src, T* dst) const {
+  void from_sorted(const detail::AlignedVec<T>& src, T* dst) const {
     if (!dst) return;
     const Index LD = cfg.num_layers * cfg.directions(), B = pk.B, H = cfg.hidden_size;
     for (Index k = 0; k < LD; ++k)
@@ -549,7 +582,7 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   if (lstm) m.to_sorted(c0, m.c0s);
   m.hns.assign(std::size_t(L * D * B * H), T(0));
   if (lstm) m.cns.assign(std::size_t(L * D * B * H), T(0));
-  m.sc.reserve(B, N, H, cfg.gates() * H);
+  m.sc.reserve(B, H, cfg.gates() * H);
   m.dropout_active = training && cfg.dropout > 0.0 && L > 1;
 
   const T* X = m.x0.data();
@@ -597,7 +630,8 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
 }
 
 template <typename T>
-void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0) {
+void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
+                            double* step_grad_norms) {
   Impl& m = *impl_;
   if (!m.saved)
     throw std::runtime_error(
@@ -620,6 +654,7 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   }
   m.to_sorted(dhn, m.dhns);
   if (lstm) m.to_sorted(dcn, m.dcns);
+  if (step_grad_norms) std::fill(step_grad_norms, step_grad_norms + L * D * pk.T, 0.0);
   m.dh0s.assign(std::size_t(L * D * B * H), T(0));
   if (lstm) m.dc0s.assign(std::size_t(L * D * B * H), T(0));
 
@@ -636,7 +671,8 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
                             dhn ? m.dhns.data() + st : nullptr,
                             (lstm && dcn) ? m.dcns.data() + st : nullptr, m.dh0s.data() + st,
                             lstm ? m.dc0s.data() + st : nullptr, dXl, /*accumulate_dx=*/d > 0,
-                            m.work[k], m.sc);
+                            step_grad_norms ? step_grad_norms + k * pk.T : nullptr, m.work[k],
+                            m.sc);
     }
     if (l > 0 && m.dropout_active) {
       auto g = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dXl, N * DH);
@@ -644,6 +680,8 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
     }
     dYl = dXl;
   }
+  if (step_grad_norms)
+    for (Index i = 0; i < L * D * pk.T; ++i) step_grad_norms[i] = std::sqrt(step_grad_norms[i]);
   m.unpack(dYl, I, dx);
   m.from_sorted(m.dh0s, dh0);
   if (lstm) m.from_sorted(m.dc0s, dc0);
@@ -651,31 +689,5 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
 
 template class Recurrent<float>;
 template class Recurrent<double>;
-
-int set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
-  const int previous = get_num_threads();
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#endif
-  Eigen::setNbThreads(n);
-  return previous;
-}
-
-int get_num_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-bool has_openmp() {
-#ifdef _OPENMP
-  return true;
-#else
-  return false;
-#endif
-}
 
 }  // namespace rnncore

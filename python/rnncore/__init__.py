@@ -6,10 +6,19 @@ thin Python layer around it. Start with :mod:`rnncore.nn`.
 
 from __future__ import annotations
 
-from . import _core, nn
+from . import _blas, _core, nn
 from ._version import __version__
 
-__all__ = ["__version__", "nn", "set_num_threads", "get_num_threads", "has_openmp"]
+__all__ = [
+    "__version__",
+    "nn",
+    "set_num_threads",
+    "get_num_threads",
+    "has_openmp",
+    "gemm_backend",
+]
+
+_blas.load()
 
 
 def set_num_threads(n: int) -> int:
@@ -31,3 +40,8 @@ def get_num_threads() -> int:
 def has_openmp() -> bool:
     """True when the engine was built with OpenMP."""
     return _core.has_openmp()
+
+
+def gemm_backend() -> str:
+    """The matrix-product backend in use: "eigen" or "openblas (<core>)"."""
+    return _core.gemm_backend()

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "rnncore/backend.h"
+
 namespace rnncore {
 
 enum class CellType : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
@@ -94,8 +96,10 @@ class Recurrent {
   ///   dhn, dcn [L*D,B,H] or nullptr (zeros): gradients of the final states
   ///   dx       [T,B,I] out
   ///   dh0, dc0 [L*D,B,H] out (dc0 only for LSTM; either may be nullptr if not wanted)
+  ///   step_grad_norms [L*D,T] out or nullptr: ||dL/dh_t|| over the batch for every layer,
+  ///            direction and step (the vanishing/exploding-gradient diagnostic)
   void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx,
-                Scalar* dh0, Scalar* dc0);
+                Scalar* dh0, Scalar* dc0, double* step_grad_norms = nullptr);
 
   /// True between a training forward and the backward that consumes it.
   bool has_saved_forward() const;
@@ -109,11 +113,5 @@ class Recurrent {
 
 extern template class Recurrent<float>;
 extern template class Recurrent<double>;
-
-/// Threads used by the engine (OpenMP). n >= 1; returns the previous value.
-int set_num_threads(int n);
-int get_num_threads();
-/// True when built with OpenMP.
-bool has_openmp();
 
 }  // namespace rnncore

@@ -15,37 +15,40 @@ struct GruCell {
   // gates out: r, z, n. aux out: W_hn h + b_hn (reset-after) or r ⊙ h (reset-before).
   template <typename T>
   static void forward(const Step<T>& s, bool reset_after) {
-    const Index H = s.H, G = 3 * H;
+    const Index H = s.H, u = s.units();
     if (reset_after) {
-      gemm_nt(s.n, G, H, s.h_prev, s.ld_hprev, s.Wh, H, s.rec, G, /*accumulate=*/false);
-      for_rows(s.n, G, [&](Index r) {
-        RowArr<T> g(s.gates + r * G, G);
-        ConstRowArr<T> rec(s.rec + r * G, G);
-        ConstRowArr<T> hp(s.h_prev + r * s.ld_hprev, H);
-        RowArr<T> hn(s.aux + r * H, H);
-        g.head(2 * H) = (g.head(2 * H) + rec.head(2 * H)).logistic();
-        if (s.bh_n)
-          hn = rec.tail(H) + ConstRowArr<T>(s.bh_n, H);
-        else
-          hn = rec.tail(H);
-        g.tail(H) = (g.tail(H) + g.head(H) * hn).tanh();
-        RowArr<T>(s.h + r * s.ld_h, H) = (T(1) - g.segment(H, H)) * g.tail(H) + g.segment(H, H) * hp;
-      });
+      s.recurrent_gemm(3, 0, 2, s.gates, /*accumulate=*/true);
+      s.recurrent_gemm(3, 2, 3, s.rec, /*accumulate=*/false);
+      for (Index r = 0; r < s.n; ++r) {
+        RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
+        RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);
+        RowArr<T> hn(s.aux + r * H + s.j0, u);
+        hn = ConstRowArr<T>(s.gate(s.rec, 3, r, 2), u);
+        if (s.bh_n) hn += ConstRowArr<T>(s.bh_n + s.j0, u);
+        rg = rg.logistic();
+        z = z.logistic();
+        nn = (nn + rg * hn).tanh();
+        ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
+        RowArr<T>(s.h + r * s.ld_h + s.j0, u) = (T(1) - z) * nn + z * hp;
+      }
     } else {
-      gemm_nt(s.n, 2 * H, H, s.h_prev, s.ld_hprev, s.Wh, H, s.rec, G, /*accumulate=*/false);
-      for_rows(s.n, 2 * H, [&](Index r) {
-        RowArr<T> g(s.gates + r * G, G);
-        g.head(2 * H) = (g.head(2 * H) + ConstRowArr<T>(s.rec + r * G, 2 * H)).logistic();
-        RowArr<T>(s.aux + r * H, H) = g.head(H) * ConstRowArr<T>(s.h_prev + r * s.ld_hprev, H);
-      });
-      // W_hn (r ⊙ h) accumulates straight into the n pre-activation.
-      gemm_nt(s.n, H, H, s.aux, H, s.Wh + 2 * H * H, H, s.gates + 2 * H, G, /*accumulate=*/true);
-      for_rows(s.n, 2 * H, [&](Index r) {
-        RowArr<T> g(s.gates + r * G, G);
-        ConstRowArr<T> hp(s.h_prev + r * s.ld_hprev, H);
-        g.tail(H) = g.tail(H).tanh();
-        RowArr<T>(s.h + r * s.ld_h, H) = (T(1) - g.segment(H, H)) * g.tail(H) + g.segment(H, H) * hp;
-      });
+      s.recurrent_gemm(3, 0, 2, s.gates, /*accumulate=*/true);
+      for (Index r = 0; r < s.n; ++r) {
+        RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
+        rg = rg.logistic();
+        z = z.logistic();
+        RowArr<T>(s.aux + r * H + s.j0, u) = rg * ConstRowArr<T>(s.h_prev.row(r) + s.j0, u);
+      }
+      barrier();  // W_hn (r ⊙ h) needs every unit of r ⊙ h
+      gemm_nt(s.n, u, H, s.aux, H, s.Wh + (2 * H + s.j0) * H, H, s.gates + 2 * H + s.j0, 3 * H,
+              /*accumulate=*/true);
+      for (Index r = 0; r < s.n; ++r) {
+        ConstRowArr<T> z(s.gate(s.gates, 3, r, 1), u);
+        RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);
+        nn = nn.tanh();
+        ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
+        RowArr<T>(s.h + r * s.ld_h + s.j0, u) = (T(1) - z) * nn + z * hp;
+      }
     }
   }
 
@@ -54,47 +57,42 @@ struct GruCell {
   // reset-before: gates out [dr, dz, dn] (both sides); aux (r ⊙ h) is left for dW_hn.
   template <typename T>
   static void backward(const Step<T>& s, bool reset_after) {
-    const Index H = s.H, G = 3 * H;
-    if (reset_after) {
-      for_rows(s.n, G, [&](Index r) {
-        RowArr<T> g(s.gates + r * G, G);
-        auto rg = g.head(H);
-        auto z = g.segment(H, H);
-        auto nn = g.tail(H);
-        ConstRowArr<T> dh(s.dh + r * H, H);
-        ConstRowArr<T> hp(s.h_prev + r * s.ld_hprev, H);
-        RowArr<T> aux(s.aux + r * H, H);
-        Eigen::Array<T, 1, Eigen::Dynamic> dn = dh * (T(1) - z) * (T(1) - nn.square());
-        RowArr<T>(s.dh_prev + r * H, H) = dh * z;
-        z = dh * (hp - nn) * z * (T(1) - z);
+    const Index H = s.H, u = s.units();
+    Eigen::Array<T, 1, Eigen::Dynamic> dn(u);
+    for (Index r = 0; r < s.n; ++r) {
+      RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
+      RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);
+      ConstRowArr<T> dh(s.dh + r * H + s.j0, u);
+      ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
+      dn = dh * (T(1) - z) * (T(1) - nn.square());
+      RowArr<T>(s.dh_prev + r * H + s.j0, u) = dh * z;
+      z = dh * (hp - nn) * z * (T(1) - z);
+      if (reset_after) {
+        RowArr<T> aux(s.aux + r * H + s.j0, u);
         nn = dn * rg;
         rg = dn * aux * rg * (T(1) - rg);
         aux = dn;
-      });
-      gemm_nn(s.n, H, G, s.gates, G, s.Wh, H, s.dh_prev, H, /*accumulate=*/true);
-    } else {
-      for_rows(s.n, G, [&](Index r) {
-        RowArr<T> g(s.gates + r * G, G);
-        auto z = g.segment(H, H);
-        auto nn = g.tail(H);
-        ConstRowArr<T> dh(s.dh + r * H, H);
-        ConstRowArr<T> hp(s.h_prev + r * s.ld_hprev, H);
-        Eigen::Array<T, 1, Eigen::Dynamic> dn = dh * (T(1) - z) * (T(1) - nn.square());
-        RowArr<T>(s.dh_prev + r * H, H) = dh * z;
-        z = dh * (hp - nn) * z * (T(1) - z);
+      } else {
         nn = dn;
-      });
-      // d(r ⊙ h) = dn · W_hn, parked in rec [n, H].
-      gemm_nn(s.n, H, H, s.gates + 2 * H, G, s.Wh + 2 * H * H, H, s.rec, H, /*accumulate=*/false);
-      for_rows(s.n, G, [&](Index r) {
-        RowArr<T> rg(s.gates + r * G, H);
-        ConstRowArr<T> drh(s.rec + r * H, H);
-        ConstRowArr<T> hp(s.h_prev + r * s.ld_hprev, H);
-        RowArr<T>(s.dh_prev + r * H, H) += drh * rg;
-        rg = drh * hp * rg * (T(1) - rg);
-      });
-      gemm_nn(s.n, H, 2 * H, s.gates, G, s.Wh, H, s.dh_prev, H, /*accumulate=*/true);
+      }
     }
+    barrier();  // the GEMMs below read dG of every unit
+    if (reset_after) {
+      s.backward_gemm(3, 0, 3, /*accumulate=*/true);
+      return;
+    }
+    // d(r ⊙ h) = dn · W_hn for this thread's units, parked in rec [n, H].
+    gemm_nn(s.n, u, H, s.gates + 2 * H, 3 * H, s.Wh + 2 * H * H + s.j0, H, s.rec + s.j0, H,
+            /*accumulate=*/false);
+    for (Index r = 0; r < s.n; ++r) {
+      RowArr<T> rg(s.gate(s.gates, 3, r, 0), u);
+      ConstRowArr<T> drh(s.rec + r * H + s.j0, u);
+      ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
+      RowArr<T>(s.dh_prev + r * H + s.j0, u) += drh * rg;
+      rg = drh * hp * rg * (T(1) - rg);
+    }
+    barrier();  // dr of every unit
+    s.backward_gemm(3, 0, 2, /*accumulate=*/true);
   }
 };
 

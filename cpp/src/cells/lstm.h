@@ -11,41 +11,42 @@ struct LstmCell {
 
   template <typename T>
   static void forward(const Step<T>& s) {
-    const Index H = s.H, G = 4 * H;
-    gemm_nt(s.n, G, H, s.h_prev, s.ld_hprev, s.Wh, H, s.gates, G, /*accumulate=*/true);
-    for_rows(s.n, G, [&](Index r) {
-      RowArr<T> g(s.gates + r * G, G);
-      g.head(2 * H) = g.head(2 * H).logistic();  // i, f
-      g.segment(2 * H, H) = g.segment(2 * H, H).tanh();
-      g.tail(H) = g.tail(H).logistic();  // o
-      RowArr<T> c(s.c + r * H, H);
-      c = g.segment(H, H) * ConstRowArr<T>(s.c_prev + r * H, H) + g.head(H) * g.segment(2 * H, H);
-      RowArr<T>(s.h + r * s.ld_h, H) = g.tail(H) * c.tanh();
-    });
+    const Index H = s.H, u = s.units();
+    s.recurrent_gemm(4, 0, 4, s.gates, /*accumulate=*/true);
+    for (Index r = 0; r < s.n; ++r) {
+      RowArr<T> i(s.gate(s.gates, 4, r, 0), u), f(s.gate(s.gates, 4, r, 1), u);
+      RowArr<T> g(s.gate(s.gates, 4, r, 2), u), o(s.gate(s.gates, 4, r, 3), u);
+      i = i.logistic();
+      f = f.logistic();
+      g = g.tanh();
+      o = o.logistic();
+      RowArr<T> c(s.c + r * H + s.j0, u);
+      c = f * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) + i * g;
+      RowArr<T>(s.h + r * s.ld_h + s.j0, u) = o * c.tanh();
+    }
   }
 
   // gates in: i, f, g, o; out: di, df, dg, do. dc_prev = dc ⊙ f; dh_prev = dG·W_hh.
   template <typename T>
   static void backward(const Step<T>& s) {
-    const Index H = s.H, G = 4 * H;
-    for_rows(s.n, G, [&](Index r) {
-      RowArr<T> g(s.gates + r * G, G);
-      auto i = g.head(H);
-      auto f = g.segment(H, H);
-      auto gg = g.segment(2 * H, H);
-      auto o = g.tail(H);
-      ConstRowArr<T> dh(s.dh + r * H, H);
-      RowArr<T> dc(s.dc + r * H, H);
-      Eigen::Array<T, 1, Eigen::Dynamic> tmp = ConstRowArr<T>(s.c + r * H, H).tanh();
+    const Index H = s.H, u = s.units();
+    Eigen::Array<T, 1, Eigen::Dynamic> tmp(u);
+    for (Index r = 0; r < s.n; ++r) {
+      RowArr<T> i(s.gate(s.gates, 4, r, 0), u), f(s.gate(s.gates, 4, r, 1), u);
+      RowArr<T> g(s.gate(s.gates, 4, r, 2), u), o(s.gate(s.gates, 4, r, 3), u);
+      ConstRowArr<T> dh(s.dh + r * H + s.j0, u);
+      RowArr<T> dc(s.dc + r * H + s.j0, u);
+      tmp = ConstRowArr<T>(s.c + r * H + s.j0, u).tanh();
       dc += dh * o * (T(1) - tmp.square());  // total dL/dc_t
-      RowArr<T>(s.dc_prev + r * H, H) = dc * f;
-      o = dh * tmp * o * (T(1) - o);  // do
-      tmp = dc * i * (T(1) - gg.square());  // dg, parked while i is still needed
-      i = dc * gg * i * (T(1) - i);  // di
-      gg = tmp;
-      f = dc * ConstRowArr<T>(s.c_prev + r * H, H) * f * (T(1) - f);  // df
-    });
-    gemm_nn(s.n, H, G, s.gates, G, s.Wh, H, s.dh_prev, H, /*accumulate=*/false);
+      RowArr<T>(s.dc_prev + r * H + s.j0, u) = dc * f;
+      o = dh * tmp * o * (T(1) - o);         // do
+      tmp = dc * i * (T(1) - g.square());    // dg, parked while i is still needed
+      i = dc * g * i * (T(1) - i);           // di
+      g = tmp;
+      f = dc * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) * f * (T(1) - f);  // df
+    }
+    barrier();
+    s.backward_gemm(4, 0, 4, /*accumulate=*/false);
   }
 };
 

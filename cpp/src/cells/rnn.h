@@ -11,31 +11,32 @@ struct RnnCell {
   // gates: in a = x·W_ihᵀ + b_ih + b_hh, out act(a + h_prev·W_hhᵀ) (which is also h).
   template <typename T>
   static void forward(const Step<T>& s, bool relu) {
-    const Index H = s.H;
-    gemm_nt(s.n, H, H, s.h_prev, s.ld_hprev, s.Wh, H, s.gates, H, /*accumulate=*/true);
-    for_rows(s.n, H, [&](Index r) {
-      RowArr<T> a(s.gates + r * H, H);
+    const Index u = s.units();
+    s.recurrent_gemm(1, 0, 1, s.gates, /*accumulate=*/true);
+    for (Index r = 0; r < s.n; ++r) {
+      RowArr<T> a(s.gate(s.gates, 1, r, 0), u);
       if (relu)
         a = a.max(T(0));
       else
         a = a.tanh();
-      RowArr<T>(s.h + r * s.ld_h, H) = a;
-    });
+      RowArr<T>(s.h + r * s.ld_h + s.j0, u) = a;
+    }
   }
 
   // gates: in the saved h, out dG = dh ⊙ act'(h). dh_prev = dG·W_hh.
   template <typename T>
   static void backward(const Step<T>& s, bool relu) {
-    const Index H = s.H;
-    for_rows(s.n, H, [&](Index r) {
-      RowArr<T> g(s.gates + r * H, H);
-      ConstRowArr<T> dh(s.dh + r * H, H);
+    const Index u = s.units();
+    for (Index r = 0; r < s.n; ++r) {
+      RowArr<T> g(s.gate(s.gates, 1, r, 0), u);
+      ConstRowArr<T> dh(s.dh + r * s.H + s.j0, u);
       if (relu)
         g = (g > T(0)).select(dh, T(0));
       else
         g = dh * (T(1) - g.square());
-    });
-    gemm_nn(s.n, H, H, s.gates, H, s.Wh, H, s.dh_prev, H, /*accumulate=*/false);
+    }
+    barrier();
+    s.backward_gemm(1, 0, 1, /*accumulate=*/false);
   }
 };
 

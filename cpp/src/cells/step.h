@@ -1,49 +1,75 @@
 // What one time step of one lane (layer × direction) reads and writes, shared by every cell.
+//
+// A step runs inside the driver's OpenMP region: every thread owns the hidden units [j0, j1)
+// and computes the recurrent GEMM and the element-wise gate math for those units only (so a
+// thread keeps its slice of W_hh hot in its own cache). A barrier separates the phases where a
+// thread needs values other threads produced (the full h for the next GEMM).
 #pragma once
 
 #include "../linalg.h"
 
 namespace rnncore::detail {
 
-// Rows are the n sequences still active at this step: a prefix of the length-sorted batch.
+// Rows [0, n) of a matrix stored in up to two pieces: rows [0, na) at a (row stride lda), the rest
+// at b (row stride ldb). The reverse direction of a ragged batch reads its previous state this
+// way: sequences still running from the last output, sequences starting here from h0.
+template <typename T>
+struct RowSrc {
+  const T* a = nullptr;
+  Index lda = 0;
+  Index na = 0;
+  const T* b = nullptr;
+  Index ldb = 0;
+  const T* row(Index r) const { return r < na ? a + r * lda : b + (r - na) * ldb; }
+};
+
+// C[0:n, :cols] (+)= src[0:n, :k] · W[cols, k]ᵀ with src given as a RowSrc.
+template <typename T>
+inline void gemm_src_nt(const RowSrc<T>& src, Index n, Index cols, Index k, const T* W, Index ldw,
+                        T* C, Index ldc, bool accumulate) {
+  const Index na = std::min(n, src.na);
+  gemm_nt(na, cols, k, src.a, src.lda, W, ldw, C, ldc, accumulate);
+  if (n > na) gemm_nt(n - na, cols, k, src.b, src.ldb, W, ldw, C + na * ldc, ldc, accumulate);
+}
+
 template <typename T>
 struct Step {
-  Index n = 0;  // active rows
+  Index n = 0;  // active rows: a prefix of the length-sorted batch
   Index H = 0;  // hidden size
+  Index j0 = 0, j1 = 0;  // this thread's hidden units
   // Forward in: x·Wxᵀ + folded biases. Forward out: activated gates, kept for backward.
   // Backward out: dG, the gradient w.r.t. the gate pre-activations.
   T* gates = nullptr;  // [n, G*H], row stride G*H
-  const T* h_prev = nullptr;  // [n, H], row stride ld_hprev
-  Index ld_hprev = 0;
-  T* h = nullptr;  // [n, H], row stride ld_h: the new state (= this step's output)
+  RowSrc<T> h_prev;    // [n, H]
+  T* h = nullptr;      // [n, H], row stride ld_h: the new state (= this step's output)
   Index ld_h = 0;
-  const T* c_prev = nullptr;  // [n, H] LSTM cell state before the step
-  T* c = nullptr;             // [n, H] LSTM cell state after the step
-  T* aux = nullptr;  // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
-  T* rec = nullptr;  // [n, G*H] scratch for the recurrent GEMM
-  const T* Wh = nullptr;  // [G*H, H]
+  RowSrc<T> c_prev;    // [n, H] LSTM cell state before the step
+  T* c = nullptr;      // [n, H] LSTM cell state after the step, row stride H
+  T* aux = nullptr;    // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
+  T* rec = nullptr;    // [n, G*H] scratch shared by the team (each thread its own columns)
+  const T* Wh = nullptr;    // [G*H, H]
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
   T* dh = nullptr;       // [n, H] in: dL/dh_t (carried + from the output); clobbered
   T* dc = nullptr;       // [n, H] in: carried dL/dc_t (LSTM); clobbered
   T* dh_prev = nullptr;  // [n, H] out (=)
   T* dc_prev = nullptr;  // [n, H] out (=), LSTM
-};
 
-// Element-wise work below this many scalars per step runs on one thread: the fork/join of an
-// OpenMP region costs more than it saves on small batches.
-constexpr Index kParallelWork = 1 << 14;
-
-template <typename F>
-inline void for_rows(Index n, Index work_per_row, F&& f) {
-#ifdef _OPENMP
-  if (n > 1 && n * work_per_row >= kParallelWork) {
-#pragma omp parallel for schedule(static)
-    for (Index r = 0; r < n; ++r) f(r);
-    return;
+  Index units() const { return j1 - j0; }
+  // This thread's units of gate block g in row r of a [n, G*H] buffer.
+  T* gate(T* base, Index G, Index r, Index g) const { return base + r * G * H + g * H + j0; }
+  // Recurrent pre-activations of this thread's units for gate blocks [g0, g1):
+  // out[:, g*H + j0 : g*H + j1] (+)= h_prev · W_hh[g*H + j0 : g*H + j1, :]ᵀ.
+  void recurrent_gemm(Index G, Index g0, Index g1, T* out, bool accumulate) const {
+    for (Index g = g0; g < g1; ++g)
+      gemm_src_nt(h_prev, n, units(), H, Wh + (g * H + j0) * H, H, out + g * H + j0, G * H,
+                  accumulate);
   }
-#endif
-  for (Index r = 0; r < n; ++r) f(r);
-}
+  // dh_prev[:, j0:j1] (+)= dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, j0:j1].
+  void backward_gemm(Index G, Index g0, Index g1, bool accumulate) const {
+    gemm_nn(n, units(), (g1 - g0) * H, gates + g0 * H, G * H, Wh + g0 * H * H + j0, H,
+            dh_prev + j0, H, accumulate);
+  }
+};
 
 }  // namespace rnncore::detail

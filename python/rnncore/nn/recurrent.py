@@ -102,6 +102,8 @@ class _Recurrent(Module):
         # Dropout masks come from (seed of this layer, call counter): reproducible runs.
         self._dropout_seed = int(self._rng.integers(0, 2**63 - 1))
         self._calls = 0
+        self.record_step_grad_norms = False
+        self.step_grad_norms: np.ndarray | None = None
         self.reset_parameters(init, forget_bias)
 
     # ---- parameters ------------------------------------------------------------------------
@@ -210,7 +212,10 @@ class _Recurrent(Module):
         xt = self._time_major(x, "x", where)
         lens = None
         if lengths is not None:
-            lens = np.asarray(lengths)
+            try:
+                lens = np.asarray(lengths)
+            except (ValueError, TypeError, OverflowError) as e:
+                raise ValueError(f"{where}: lengths must be B integers, got {lengths!r} ({e})") from None
             if lens.dtype == bool or lens.dtype.kind not in "iu":
                 raise TypeError(f"{where}: lengths must be integers, got dtype {lens.dtype}")
             if lens.ndim != 1:
@@ -239,13 +244,16 @@ class _Recurrent(Module):
 
         Returns:
             dx shaped like x, and the gradient w.r.t. the initial state (same structure as the
-            state). Parameter gradients accumulate into ``p.grad``.
+            state). Parameter gradients accumulate into ``p.grad``. With
+            ``record_step_grad_norms = True``, ``step_grad_norms`` then holds ||dL/dh_t|| (over
+            the batch) for every layer/direction and step: float64 [L*D, T], the diagnostic of
+            vanishing and exploding gradients.
         """
         where = f"{type(self).__name__}.backward"
         dyt = None if dy is None else self._time_major(dy, "dy", where)
         dhn, dcn = self._state_arrays(dstate, "dstate", where)
         try:
-            dx, dh0, dc0 = self._core.backward(dyt, dhn, dcn)
+            dx, dh0, dc0, norms = self._core.backward(dyt, dhn, dcn, self.record_step_grad_norms)
         except (ValueError, TypeError) as e:
             msg = str(e)
             if msg.startswith(("dhn", "dcn")):
@@ -253,6 +261,7 @@ class _Recurrent(Module):
             raise type(e)(f"{where}: {msg}") from None
         except RuntimeError as e:
             raise RuntimeError(f"{where}: {e}") from None
+        self.step_grad_norms = norms
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
         return dx, ((dh0, dc0) if self._cell == "LSTM" else dh0)

@@ -1,0 +1,29 @@
+// Engine-wide settings: threads, and the GEMM backend (Eigen built in, or a CBLAS registered at run time).
+#pragma once
+
+#include <string>
+
+namespace rnncore {
+
+/// Threads used by the engine (OpenMP). n >= 1; returns the previous value.
+int set_num_threads(int n);
+int get_num_threads();
+/// True when built with OpenMP.
+bool has_openmp();
+
+/// CBLAS row-major GEMM signatures (cblas_sgemm / cblas_dgemm with int arguments).
+using SgemmFn = void (*)(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                         const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                         int ldc);
+using DgemmFn = void (*)(int order, int trans_a, int trans_b, int m, int n, int k, double alpha,
+                         const double* a, int lda, const double* b, int ldb, double beta,
+                         double* c, int ldc);
+
+/// Route the engine's matrix products to a CBLAS (e.g. OpenBLAS). The library must be
+/// single-threaded (the engine splits every product across its own OpenMP threads). Passing
+/// nullptr for both returns to the built-in Eigen kernels. `name` is reported by gemm_backend().
+void set_blas(SgemmFn sgemm, DgemmFn dgemm, const std::string& name);
+/// "eigen" or the name given to set_blas.
+std::string gemm_backend();
+
+}  // namespace rnncore

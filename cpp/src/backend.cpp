@@ -1,0 +1,58 @@
+// Engine-wide settings: the thread count and the GEMM backend.
+#include "rnncore/backend.h"
+
+#include <Eigen/Core>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "linalg.h"
+
+namespace rnncore {
+namespace detail {
+namespace {
+BlasFns g_blas;
+std::string g_blas_name = "eigen";
+std::mutex g_blas_mu;
+}  // namespace
+const BlasFns& blas_fns() { return g_blas; }
+}  // namespace detail
+
+void set_blas(SgemmFn sgemm, DgemmFn dgemm, const std::string& name) {
+  std::lock_guard<std::mutex> lock(detail::g_blas_mu);
+  detail::g_blas.s = sgemm;
+  detail::g_blas.d = dgemm;
+  detail::g_blas_name = (sgemm || dgemm) ? name : "eigen";
+}
+
+std::string gemm_backend() {
+  std::lock_guard<std::mutex> lock(detail::g_blas_mu);
+  return detail::g_blas_name;
+}
+
+int set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
+  const int previous = get_num_threads();
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+  return previous;
+}
+
+int get_num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace rnncore
