@@ -1,0 +1,66 @@
+"""Dataset loaders (real formats, user-given paths), vocabularies, batching, synthetic tasks.
+
+Everything here is pure Python + NumPy. Loaders read the datasets' own formats (PTB, tiny
+Shakespeare, SST / SST-2 / IMDB, CoNLL-2003, Tatoeba pairs, CSV time series); a malformed file
+raises :class:`DataFormatError` (a ``ValueError``) naming the file and line, a missing one
+``FileNotFoundError``. ``download=True`` fetches a dataset from its official address (checked by
+SHA-256) only where one exists; see :data:`SOURCES`.
+
+Typical word-level LM pipeline::
+
+    corpus = rnncore.data.load_ptb("data/ptb")                   # ids int64 [N], vocab
+    train = rnncore.data.batchify(corpus.train, batch_size=20)   # [T, 20]
+    for x, y in rnncore.data.BPTTBatches(train, bptt=35):        # x, y [<=35, 20]
+        ...
+
+Classification / tagging batches::
+
+    vocab = Vocab.build(tokens for tokens, _ in train_set)
+    ids = [vocab.encode(tokens) for tokens, _ in train_set]
+    for idx in BucketBatchSampler([len(s) for s in ids], 32, seed=0):
+        x, lengths = pad_sequences([ids[i] for i in idx], pad_id=vocab.pad_id)   # [T, B], [B]
+"""
+
+from __future__ import annotations
+
+from ._io import DataFormatError, download_file
+from .batching import BPTTBatches, BucketBatchSampler, batchify, pad_sequences
+from .sources import SOURCES, download
+from .text import (
+    LMCorpus,
+    load_char_corpus,
+    load_ptb,
+    load_tiny_shakespeare,
+    read_ptb,
+    split_by_fractions,
+    tokenize,
+)
+from .vocab import BOS, EOS, PAD, UNK, Vocab, build_label_vocab
+
+__all__ = [
+    # errors and downloads
+    "DataFormatError",
+    "SOURCES",
+    "download",
+    "download_file",
+    # vocabulary
+    "Vocab",
+    "build_label_vocab",
+    "PAD",
+    "UNK",
+    "BOS",
+    "EOS",
+    # language modelling
+    "tokenize",
+    "LMCorpus",
+    "read_ptb",
+    "load_ptb",
+    "load_char_corpus",
+    "load_tiny_shakespeare",
+    "split_by_fractions",
+    # batching
+    "batchify",
+    "BPTTBatches",
+    "pad_sequences",
+    "BucketBatchSampler",
+]
