@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from ._io import DataFormatError, download_file
 from .batching import BPTTBatches, BucketBatchSampler, batchify, pad_sequences
+from .conll import CONLL2003_COLUMNS, load_conll2003, read_conll
+from .sentiment import load_imdb, load_sst, read_imdb, read_sst, read_sst2_tsv
 from .sources import SOURCES, download
 from .text import (
     LMCorpus,
@@ -35,6 +37,7 @@ from .text import (
     split_by_fractions,
     tokenize,
 )
+from .translation import build_translation_vocabs, normalize_text, read_parallel, read_tatoeba
 from .vocab import BOS, EOS, PAD, UNK, Vocab, build_label_vocab
 
 __all__ = [
@@ -63,4 +66,19 @@ __all__ = [
     "BPTTBatches",
     "pad_sequences",
     "BucketBatchSampler",
+    # classification
+    "read_sst",
+    "load_sst",
+    "read_sst2_tsv",
+    "read_imdb",
+    "load_imdb",
+    # tagging
+    "read_conll",
+    "load_conll2003",
+    "CONLL2003_COLUMNS",
+    # translation
+    "normalize_text",
+    "read_tatoeba",
+    "read_parallel",
+    "build_translation_vocabs",
 ]
