@@ -28,6 +28,14 @@ from .batching import BPTTBatches, BucketBatchSampler, batchify, pad_sequences
 from .conll import CONLL2003_COLUMNS, load_conll2003, read_conll
 from .sentiment import load_imdb, load_sst, read_imdb, read_sst, read_sst2_tsv
 from .sources import SOURCES, download
+from .synthetic import (
+    adding_problem,
+    anbn,
+    copy_task,
+    is_anbn,
+    synthetic_sentiment,
+    synthetic_tagging,
+)
 from .text import (
     LMCorpus,
     load_char_corpus,
@@ -36,6 +44,17 @@ from .text import (
     read_ptb,
     split_by_fractions,
     tokenize,
+)
+from .timeseries import (
+    ForecastData,
+    Scaler,
+    SeriesTransform,
+    holdout_size,
+    load_airline_passengers,
+    make_forecast_data,
+    make_windows,
+    read_csv_series,
+    split_series,
 )
 from .translation import build_translation_vocabs, normalize_text, read_parallel, read_tatoeba
 from .vocab import BOS, EOS, PAD, UNK, Vocab, build_label_vocab
@@ -81,4 +100,21 @@ __all__ = [
     "read_tatoeba",
     "read_parallel",
     "build_translation_vocabs",
+    # time series
+    "read_csv_series",
+    "load_airline_passengers",
+    "holdout_size",
+    "split_series",
+    "Scaler",
+    "SeriesTransform",
+    "make_windows",
+    "ForecastData",
+    "make_forecast_data",
+    # synthetic
+    "adding_problem",
+    "copy_task",
+    "anbn",
+    "is_anbn",
+    "synthetic_sentiment",
+    "synthetic_tagging",
 ]
