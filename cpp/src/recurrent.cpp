@@ -146,10 +146,12 @@ struct Scratch {
   AlignedVec<T> dh, dh2, dc, dc2;  // [B, H] each
   AlignedVec<T> hp_all;           // [N, H] gathered previous states for dW_hh of a ragged batch
   AlignedVec<T> bias;             // [G*H] folded input-side bias
+  AlignedVec<T> wh_blocked;       // [G*H, H] W_hh rows regrouped by thread (see lane_forward)
   void reserve(Index B, Index H, Index GH) {
     grow(rec, std::size_t(B * GH));
     for (auto* v : {&dh, &dh2, &dc, &dc2}) grow(*v, std::size_t(B * H));
     grow(bias, std::size_t(GH));
+    grow(wh_blocked, std::size_t(GH * H));
   }
 };
 
@@ -224,6 +226,13 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
 #endif
   {
     const Range units = share(H, thread_count(), thread_id());
+    // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
+    // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
+    T* wh_own = sc.wh_blocked.data() + G * units.begin * H;
+    for (Index g = 0; g < G; ++g)
+      copy_rows(units.size(), H, p.Wh + (g * H + units.begin) * H, H,
+                wh_own + g * units.size() * H, H);
+    T* rec_own = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
     for (Index k = 0; k < pk.T; ++k) {
       const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];
       Step<T> s;
@@ -232,6 +241,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
       s.j0 = units.begin;
       s.j1 = units.end;
       s.gates = gates + pk.off[t] * GH;
+      s.Wh_own = wh_own;
       s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, H);
       s.h = Y + pk.off[t] * ldy;
       s.ld_h = ldy;
@@ -240,7 +250,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
         s.c = w.cs.data() + pk.off[t] * H;
       }
       if (gru) s.aux = w.aux.data() + pk.off[t] * H;
-      s.rec = sc.rec.data();
+      s.rec = rec_own;
       s.Wh = p.Wh;
       s.bh_n = (gru && ls.reset_after && p.bh) ? p.bh + 2 * H : nullptr;
       cell_forward(ls, s);

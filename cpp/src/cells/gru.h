@@ -17,30 +17,29 @@ struct GruCell {
   static void forward(const Step<T>& s, bool reset_after) {
     const Index H = s.H, u = s.units();
     if (reset_after) {
-      s.recurrent_gemm(3, 0, 2, s.gates, /*accumulate=*/true);
-      s.recurrent_gemm(3, 2, 3, s.rec, /*accumulate=*/false);
+      s.recurrent_gemm(3, 0, 3);
       for (Index r = 0; r < s.n; ++r) {
         RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
         RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);
         RowArr<T> hn(s.aux + r * H + s.j0, u);
-        hn = ConstRowArr<T>(s.gate(s.rec, 3, r, 2), u);
+        hn = ConstRowArr<T>(s.rec_gate(3, r, 2), u);
         if (s.bh_n) hn += ConstRowArr<T>(s.bh_n + s.j0, u);
-        rg = rg.logistic();
-        z = z.logistic();
+        rg = (rg + ConstRowArr<T>(s.rec_gate(3, r, 0), u)).logistic();
+        z = (z + ConstRowArr<T>(s.rec_gate(3, r, 1), u)).logistic();
         nn = (nn + rg * hn).tanh();
         ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
         RowArr<T>(s.h + r * s.ld_h + s.j0, u) = (T(1) - z) * nn + z * hp;
       }
     } else {
-      s.recurrent_gemm(3, 0, 2, s.gates, /*accumulate=*/true);
+      s.recurrent_gemm(3, 0, 2);
       for (Index r = 0; r < s.n; ++r) {
         RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
-        rg = rg.logistic();
-        z = z.logistic();
+        rg = (rg + ConstRowArr<T>(s.rec_gate(3, r, 0), u)).logistic();
+        z = (z + ConstRowArr<T>(s.rec_gate(3, r, 1), u)).logistic();
         RowArr<T>(s.aux + r * H + s.j0, u) = rg * ConstRowArr<T>(s.h_prev.row(r) + s.j0, u);
       }
       barrier();  // W_hn (r ⊙ h) needs every unit of r ⊙ h
-      gemm_nt(s.n, u, H, s.aux, H, s.Wh + (2 * H + s.j0) * H, H, s.gates + 2 * H + s.j0, 3 * H,
+      gemm_nt(s.n, u, H, s.aux, H, s.Wh_own + 2 * u * H, H, s.gates + 2 * H + s.j0, 3 * H,
               /*accumulate=*/true);
       for (Index r = 0; r < s.n; ++r) {
         ConstRowArr<T> z(s.gate(s.gates, 3, r, 1), u);

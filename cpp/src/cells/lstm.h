@@ -12,14 +12,14 @@ struct LstmCell {
   template <typename T>
   static void forward(const Step<T>& s) {
     const Index H = s.H, u = s.units();
-    s.recurrent_gemm(4, 0, 4, s.gates, /*accumulate=*/true);
+    s.recurrent_gemm(4, 0, 4);
     for (Index r = 0; r < s.n; ++r) {
       RowArr<T> i(s.gate(s.gates, 4, r, 0), u), f(s.gate(s.gates, 4, r, 1), u);
       RowArr<T> g(s.gate(s.gates, 4, r, 2), u), o(s.gate(s.gates, 4, r, 3), u);
-      i = i.logistic();
-      f = f.logistic();
-      g = g.tanh();
-      o = o.logistic();
+      i = (i + ConstRowArr<T>(s.rec_gate(4, r, 0), u)).logistic();
+      f = (f + ConstRowArr<T>(s.rec_gate(4, r, 1), u)).logistic();
+      g = (g + ConstRowArr<T>(s.rec_gate(4, r, 2), u)).tanh();
+      o = (o + ConstRowArr<T>(s.rec_gate(4, r, 3), u)).logistic();
       RowArr<T> c(s.c + r * H + s.j0, u);
       c = f * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) + i * g;
       RowArr<T>(s.h + r * s.ld_h + s.j0, u) = o * c.tanh();

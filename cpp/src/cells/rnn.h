@@ -12,9 +12,10 @@ struct RnnCell {
   template <typename T>
   static void forward(const Step<T>& s, bool relu) {
     const Index u = s.units();
-    s.recurrent_gemm(1, 0, 1, s.gates, /*accumulate=*/true);
+    s.recurrent_gemm(1, 0, 1);
     for (Index r = 0; r < s.n; ++r) {
       RowArr<T> a(s.gate(s.gates, 1, r, 0), u);
+      a += ConstRowArr<T>(s.rec_gate(1, r, 0), u);
       if (relu)
         a = a.max(T(0));
       else

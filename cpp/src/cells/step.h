@@ -46,8 +46,11 @@ struct Step {
   RowSrc<T> c_prev;    // [n, H] LSTM cell state before the step
   T* c = nullptr;      // [n, H] LSTM cell state after the step, row stride H
   T* aux = nullptr;    // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
-  T* rec = nullptr;    // [n, G*H] scratch shared by the team (each thread its own columns)
-  const T* Wh = nullptr;    // [G*H, H]
+  // Forward: this thread's recurrent pre-activations [n, G*u] (row stride G*u, gate blocks of u
+  // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
+  T* rec = nullptr;
+  const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward)
+  const T* Wh_own = nullptr;  // [G*u, H] this thread's rows of W_hh, gate by gate (forward)
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
   T* dh = nullptr;       // [n, H] in: dL/dh_t (carried + from the output); clobbered
@@ -58,13 +61,15 @@ struct Step {
   Index units() const { return j1 - j0; }
   // This thread's units of gate block g in row r of a [n, G*H] buffer.
   T* gate(T* base, Index G, Index r, Index g) const { return base + r * G * H + g * H + j0; }
-  // Recurrent pre-activations of this thread's units for gate blocks [g0, g1):
-  // out[:, g*H + j0 : g*H + j1] (+)= h_prev · W_hh[g*H + j0 : g*H + j1, :]ᵀ.
-  void recurrent_gemm(Index G, Index g0, Index g1, T* out, bool accumulate) const {
-    for (Index g = g0; g < g1; ++g)
-      gemm_src_nt(h_prev, n, units(), H, Wh + (g * H + j0) * H, H, out + g * H + j0, G * H,
-                  accumulate);
+  // rec[:, g0*u : g1*u] = h_prev · (rows of gate blocks [g0, g1) of W_hh for this thread's units)ᵀ:
+  // one GEMM, since the thread's rows are contiguous in the blocked copy.
+  void recurrent_gemm(Index G, Index g0, Index g1) const {
+    const Index u = units();
+    gemm_src_nt(h_prev, n, (g1 - g0) * u, H, Wh_own + g0 * u * H, H, rec + g0 * u, G * u,
+                /*accumulate=*/false);
   }
+  // This thread's recurrent pre-activations of gate block g in row r.
+  const T* rec_gate(Index G, Index r, Index g) const { return rec + r * G * units() + g * units(); }
   // dh_prev[:, j0:j1] (+)= dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, j0:j1].
   void backward_gemm(Index G, Index g0, Index g1, bool accumulate) const {
     gemm_nn(n, units(), (g1 - g0) * H, gates + g0 * H, G * H, Wh + g0 * H * H + j0, H,
