@@ -9,10 +9,6 @@
 #include <stdexcept>
 #include <string>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "linalg.h"
 
 namespace rnncore {
@@ -20,6 +16,8 @@ namespace rnncore {
 namespace {
 
 using detail::Index;
+using detail::thread_count;
+using detail::thread_id;
 
 // Element-wise loops shorter than this run on one thread: a parallel region costs more than the
 // loop itself below it.
@@ -52,7 +50,8 @@ void require_ptr(const void* p, std::int64_t n, const char* name) {
 
 // v >= 0 and finite (NaN fails).
 void require_nonneg(double v, const char* name) {
-  require(v >= 0.0 && std::isfinite(v), std::string(name) + " must be >= 0 and finite, got " + num(v));
+  require(v >= 0.0 && std::isfinite(v),
+          std::string(name) + " must be >= 0 and finite, got " + num(v));
 }
 
 void require_unit(double v, const char* name) {  // [0, 1)
@@ -82,22 +81,6 @@ double chunked_sum(std::int64_t n, F term) {
 template <typename T>
 inline T lerp(T self, T end, T w) {
   return std::abs(w) < T(0.5) ? self + w * (end - self) : end - (end - self) * (T(1) - w);
-}
-
-int thread_count() {
-#ifdef _OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
-int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 }  // namespace
@@ -168,7 +151,8 @@ void linear_forward(std::int64_t N, std::int64_t I, std::int64_t O, const T* x, 
     for (std::int64_t n = 0; n < N; ++n)
       std::memcpy(y + n * O, bias, sizeof(T) * static_cast<std::size_t>(O));
   }
-  detail::gemm_nt<T>(N, O, I, x, I, weight, I, y, O, /*accumulate=*/bias != nullptr);
+  // The products are split across the OpenMP team by linalg.h (Eigen itself runs single-threaded).
+  detail::par_gemm<T>(false, true, N, O, I, x, I, weight, I, bias ? T(1) : T(0), y, O);
 }
 
 template <typename T>
@@ -181,7 +165,7 @@ void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy
   require_ptr(x, N * I, "x");
   require_ptr(weight, O * I, "weight");
   require_ptr(dweight, O * I, "dweight");
-  if (dx) detail::gemm_nn<T>(N, I, O, dy, O, weight, I, dx, I, /*accumulate=*/false);
+  if (dx) detail::par_gemm<T>(false, false, N, I, O, dy, O, weight, I, T(0), dx, I);
   detail::gemm_tn_acc<T>(O, I, N, dy, O, x, I, dweight, I);
   if (dbias) detail::colsum_acc<T>(N, O, dy, O, dbias);
 }

@@ -84,8 +84,9 @@ void test_embedding() {
     expect(dW[3 * E + e] == 1.0, "unused row unchanged");
   }
   std::vector<std::int64_t> bad = {0, 5};
-  expect_throw([&] { rnncore::embedding_forward<double>(2, V, E, bad.data(), W.data(), out.data()); },
-               "embedding id out of range", "id 5 at position 1");
+  expect_throw(
+      [&] { rnncore::embedding_forward<double>(2, V, E, bad.data(), W.data(), out.data()); },
+      "embedding id out of range", "id 5 at position 1");
   bad = {-1, 0};
   expect_throw([&] { rnncore::check_ids(2, V, bad.data(), "input"); }, "negative id",
                "input: id -1 at position 0");
@@ -127,7 +128,9 @@ void test_cross_entropy() {
       rnncore::CrossEntropyOptions o;
       o.label_smoothing = eps;
       o.reduction = red;
-      auto loss = [&] { return rnncore::cross_entropy<double>(N, C, z.data(), t.data(), o, nullptr).loss; };
+      auto loss = [&] {
+        return rnncore::cross_entropy<double>(N, C, z.data(), t.data(), o, nullptr).loss;
+      };
       std::vector<double> dz(N * C);
       auto r = rnncore::cross_entropy<double>(N, C, z.data(), t.data(), o, dz.data());
       expect(r.count == 4, "cross_entropy counts non-ignored rows");
@@ -223,8 +226,11 @@ void test_optimizers() {
                "momentum without buffer", "momentum_buf");
   rnncore::AdamOptions bad;
   bad.beta1 = 1.0;
-  expect_throw([&] { rnncore::adam_step<double>(P, p.data(), g.data(), buf.data(), buf.data(), nullptr, 1, bad); },
-               "beta1 = 1", "beta1");
+  std::vector<double> m(P), v(P);
+  auto adam_bad = [&] {
+    rnncore::adam_step<double>(P, p.data(), g.data(), m.data(), v.data(), nullptr, 1, bad);
+  };
+  expect_throw(adam_bad, "beta1 = 1", "beta1");
 }
 
 void test_clipping() {
