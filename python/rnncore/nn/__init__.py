@@ -1,8 +1,22 @@
-"""Neural-network layers with explicit forward and backward: recurrent layers and the Module base."""
+"""Neural-network layers with explicit forward and backward: recurrent and feed-forward layers,
+losses, and the Module base."""
 
 from __future__ import annotations
 
+from .layers import Dropout, Embedding, Linear
+from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Module", "Parameter", "RNN", "LSTM", "GRU"]
+__all__ = [
+    "Module",
+    "Parameter",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "Embedding",
+    "Linear",
+    "Dropout",
+    "CrossEntropyLoss",
+    "MSELoss",
+]

@@ -1,0 +1,361 @@
+"""Feed-forward layers with explicit forward/backward: Embedding, Linear (C++ engine), Dropout."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .module import Module, Parameter
+
+
+def _positive_int(value: Any, name: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _float_dtype(value: Any, owner: str) -> np.dtype:
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {value!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dt}")
+    return dt
+
+
+def _check_array(a: Any, name: str, where: str, dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous array of ``dtype``: TypeError for other types or dtypes (no silent cast)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{where}: {name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(
+            f"{where}: {name} must have dtype {dtype} (the layer's), got {a.dtype}; "
+            f"use {name}.astype('{dtype}')"
+        )
+    return np.ascontiguousarray(a)
+
+
+class _FlatModule(Module):
+    """A module whose parameters are views into one flat buffer, and gradients into another.
+
+    Optimizers treat parameters that lie next to each other in memory as one run and update each
+    run with one engine call (see :mod:`rnncore.optim`).
+    """
+
+    def _allocate(self, dtype: np.dtype, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
+        total = sum(math.prod(s) for _, s in shapes)
+        self._flat = np.zeros(total, dtype=dtype)
+        self._gflat = np.zeros(total, dtype=dtype)
+        offset = 0
+        for name, shape in shapes:
+            size = math.prod(shape)
+            self._parameters.append(
+                Parameter(
+                    name,
+                    self._flat[offset : offset + size].reshape(shape),
+                    self._gflat[offset : offset + size].reshape(shape),
+                )
+            )
+            offset += size
+
+    @property
+    def flat_parameters(self) -> np.ndarray:
+        """All parameters as one flat array [P] (a view)."""
+        return self._flat
+
+    @property
+    def flat_gradients(self) -> np.ndarray:
+        """All parameter gradients as one flat array [P] (a view, same layout)."""
+        return self._gflat
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to zero (one pass over the flat buffer)."""
+        self._gflat[...] = 0
+
+
+class Embedding(_FlatModule):
+    """A lookup table: integer ids [...] -> vectors [..., E] (PyTorch's ``nn.Embedding``).
+
+    Args:
+        num_embeddings: vocabulary size V.
+        embedding_dim: vector size E.
+        padding_idx: an id in [-V, V) (negative counts from the end) whose row starts at zero and
+            never receives a gradient, or None.
+        dtype: 'float32' or 'float64'.
+        seed: seed of the N(0, 1) initialisation (PyTorch's), or None.
+
+    Parameter: ``weight`` [V, E]. ``backward`` scatter-adds into ``weight.grad`` and returns None
+    (ids have no gradient).
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        owner = "Embedding"
+        self.num_embeddings = _positive_int(num_embeddings, "num_embeddings", owner)
+        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim", owner)
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+                raise TypeError(
+                    f"{owner}: padding_idx must be an integer or None, got "
+                    f"{type(padding_idx).__name__}"
+                )
+            V = self.num_embeddings
+            if not -V <= padding_idx < V:
+                raise ValueError(f"{owner}: padding_idx must be in [-{V}, {V}), got {padding_idx}")
+            padding_idx = int(padding_idx) % V
+        self.padding_idx = padding_idx
+        self.dtype = _float_dtype(dtype, owner)
+        self._allocate(self.dtype, [("weight", (self.num_embeddings, self.embedding_dim))])
+        self.weight = self._parameters[0]
+        self._rng = np.random.default_rng(seed)
+        self._ids: np.ndarray | None = None
+        self._shape: tuple[int, ...] = ()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """weight ~ N(0, 1), the padding row (if any) zero, as PyTorch."""
+        self.weight.data[...] = self._rng.standard_normal(self.weight.shape)
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0.0
+
+    def forward(self, ids: Any) -> np.ndarray:
+        """Look up the rows of ``ids``.
+
+        Args:
+            ids: integer array of any shape [...], values in [0, V).
+
+        Returns:
+            [..., E] in the layer's dtype. In training mode the ids are kept for ``backward``.
+        """
+        where = "Embedding.forward"
+        if not isinstance(ids, np.ndarray):
+            ids = np.asarray(ids)
+        if ids.dtype == bool or ids.dtype.kind not in "iu":
+            raise TypeError(f"{where}: input ids must be integers, got dtype {ids.dtype}")
+        flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
+        try:
+            out = _core.embedding_forward(flat, self.weight.data)
+        except ValueError:
+            raise ValueError(f"{where}: {self._bad_id(ids, flat)}") from None
+        self._ids = flat if self.training else None
+        self._shape = ids.shape
+        return out.reshape(ids.shape + (self.embedding_dim,))
+
+    def _bad_id(self, ids: np.ndarray, flat: np.ndarray) -> str:
+        V = self.num_embeddings
+        pos = int(np.flatnonzero((flat < 0) | (flat >= V))[0])
+        index = tuple(int(i) for i in np.unravel_index(pos, ids.shape)) if ids.ndim > 1 else pos
+        return f"input ids: id {int(flat[pos])} at index {index} is out of range [0, {V})"
+
+    def backward(self, dout: np.ndarray) -> None:
+        """Accumulate the gradient of the last training forward into ``weight.grad``.
+
+        Args:
+            dout: [..., E], the gradient w.r.t. the forward's output.
+
+        Returns:
+            None: the ids have no gradient.
+        """
+        where = "Embedding.backward"
+        if self._ids is None:
+            raise RuntimeError(f"{where}: needs a training-mode forward first")
+        dout = _check_array(dout, "dout", where, self.dtype)
+        expected = self._shape + (self.embedding_dim,)
+        if dout.shape != expected:
+            raise ValueError(f"{where}: dout must have shape {expected}, got {dout.shape}")
+        _core.embedding_backward(
+            self._ids, dout.reshape(-1, self.embedding_dim), self.weight.grad, self.padding_idx
+        )
+        return None
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        if self.dtype != np.float32:
+            s += f", dtype='{self.dtype}'"
+        return s
+
+
+class Linear(_FlatModule):
+    """y = x · weightᵀ + bias over the last axis (PyTorch's ``nn.Linear`` and its layout).
+
+    Args:
+        in_features: I.
+        out_features: O.
+        bias: whether to learn a bias [O].
+        dtype: 'float32' or 'float64'.
+        seed: seed of the U(-1/sqrt(I), 1/sqrt(I)) initialisation (PyTorch's), or None.
+
+    Parameters: ``weight`` [O, I], ``bias`` [O]; both in one flat buffer.
+    Shapes: x [..., I] -> y [..., O]; ``backward(dy [..., O])`` -> dx [..., I]. ``backward`` uses
+    the input of the most recent training-mode forward, and may be called more than once for it.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        owner = "Linear"
+        self.in_features = _positive_int(in_features, "in_features", owner)
+        self.out_features = _positive_int(out_features, "out_features", owner)
+        self.dtype = _float_dtype(dtype, owner)
+        shapes = [("weight", (self.out_features, self.in_features))]
+        if bias:
+            shapes.append(("bias", (self.out_features,)))
+        self._allocate(self.dtype, shapes)
+        self.weight = self._parameters[0]
+        self.bias = self._parameters[1] if bias else None
+        self._rng = np.random.default_rng(seed)
+        self._x: np.ndarray | None = None
+        self._lead: tuple[int, ...] = ()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """weight and bias ~ U(-1/sqrt(I), 1/sqrt(I)), PyTorch's default."""
+        k = 1.0 / math.sqrt(self.in_features)
+        self._flat[...] = self._rng.uniform(-k, k, size=self._flat.shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = x · weightᵀ + bias.
+
+        Args:
+            x: [..., I] in the layer's dtype (at least 1-d).
+
+        Returns:
+            y [..., O]. In training mode x is kept for ``backward``.
+        """
+        where = "Linear.forward"
+        x = _check_array(x, "x", where, self.dtype)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{where}: x must have shape [..., I={self.in_features}], got {x.shape}"
+            )
+        x2 = x.reshape(-1, self.in_features)
+        y = _core.linear_forward(
+            x2, self.weight.data, None if self.bias is None else self.bias.data
+        )
+        self._x = x2 if self.training else None
+        self._lead = x.shape[:-1]
+        return y.reshape(self._lead + (self.out_features,))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Accumulate weight/bias gradients and return dx.
+
+        Args:
+            dy: [..., O], shaped like the forward output.
+
+        Returns:
+            dx [..., I]. ``weight.grad += dyᵀ·x``, ``bias.grad += Σ dy``.
+        """
+        where = "Linear.backward"
+        if self._x is None:
+            raise RuntimeError(f"{where}: needs a training-mode forward first")
+        dy = _check_array(dy, "dy", where, self.dtype)
+        expected = self._lead + (self.out_features,)
+        if dy.shape != expected:
+            raise ValueError(f"{where}: dy must have shape {expected} like y, got {dy.shape}")
+        dx = _core.linear_backward(
+            dy.reshape(-1, self.out_features),
+            self._x,
+            self.weight.data,
+            self.weight.grad,
+            None if self.bias is None else self.bias.grad,
+            True,
+        )
+        return dx.reshape(self._lead + (self.in_features,))
+
+    def extra_repr(self) -> str:
+        s = f"in_features={self.in_features}, out_features={self.out_features}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.dtype != np.float32:
+            s += f", dtype='{self.dtype}'"
+        return s
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, each element is zeroed with probability p and the rest are
+    scaled by 1/(1-p); in eval mode, the identity.
+
+    The mask comes from a numpy Generator seeded by ``seed`` (same seed, same masks). Shapes:
+    x [...] -> y [...] (same shape and dtype); ``backward(dy)`` -> dy ⊙ mask / (1-p).
+
+    Args:
+        p: drop probability in [0, 1] (p = 1 gives zeros, as PyTorch).
+        seed: seed of the mask generator, or None.
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+            raise TypeError(f"Dropout: p must be a number, got {type(p).__name__}")
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = float(p)
+        self._rng = np.random.default_rng(seed)
+        self._scale: np.ndarray | None = None
+        self._identity = False
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply dropout.
+
+        Args:
+            x: float32 or float64 array of any shape.
+
+        Returns:
+            An array shaped like x (x itself in eval mode or when p == 0).
+        """
+        where = "Dropout.forward"
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{where}: x must be a numpy array, got {type(x).__name__}")
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{where}: x must be float32 or float64, got {x.dtype}")
+        if not self.training or self.p == 0.0:
+            self._scale, self._identity = None, True
+            return x
+        self._identity = False
+        if self.p == 1.0:
+            self._scale = np.zeros(x.shape, dtype=x.dtype)
+        else:
+            keep = self._rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
+            self._scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self._scale
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dx = dy ⊙ mask / (1-p) with the last forward's mask (dy itself after an identity
+        forward).
+
+        Args:
+            dy: shaped like the forward's x.
+        """
+        where = "Dropout.backward"
+        if self._identity:
+            return dy
+        if self._scale is None:
+            raise RuntimeError(f"{where}: needs a forward first")
+        if not isinstance(dy, np.ndarray) or dy.shape != self._scale.shape:
+            got = dy.shape if isinstance(dy, np.ndarray) else type(dy).__name__
+            raise ValueError(f"{where}: dy must have shape {self._scale.shape}, got {got}")
+        return dy * self._scale
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
