@@ -6,12 +6,13 @@ thin Python layer around it. Start with :mod:`rnncore.nn`.
 
 from __future__ import annotations
 
-from . import _blas, _core, nn
+from . import _blas, _core, nn, optim
 from ._version import __version__
 
 __all__ = [
     "__version__",
     "nn",
+    "optim",
     "set_num_threads",
     "get_num_threads",
     "has_openmp",

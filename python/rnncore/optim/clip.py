@@ -1,0 +1,109 @@
+"""Gradient clipping by global norm or by value, and the non-finite gradient check."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+
+
+def _grads(params: Any, where: str) -> list[np.ndarray]:
+    """The gradient arrays of Parameters (``.grad``) or the arrays themselves, as a list."""
+    if isinstance(params, np.ndarray) or hasattr(params, "grad"):
+        params = [params]
+    try:
+        items = list(params)
+    except TypeError:
+        raise TypeError(
+            f"{where}: params must be Parameters or gradient arrays (or an iterable of them), "
+            f"got {type(params).__name__}"
+        ) from None
+    out = []
+    for k, p in enumerate(items):
+        g = p if isinstance(p, np.ndarray) else getattr(p, "grad", None)
+        if not isinstance(g, np.ndarray):
+            raise TypeError(
+                f"{where}: params[{k}] must be a Parameter or a numpy array, got {type(p).__name__}"
+            )
+        out.append(g)
+    return out
+
+
+def _call(fn: Any, where: str, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as e:
+        msg = str(e).replace("buffers[", "params[")
+        raise type(e)(f"{where}: {msg}") from None
+
+
+def clip_grad_norm(params: Any, max_norm: float) -> float:
+    """Clip gradients by their global L2 norm, in place (``torch.nn.utils.clip_grad_norm_``).
+
+    The norm is taken over all gradients together, as if concatenated. When it exceeds
+    ``max_norm``, every gradient is multiplied by max_norm / (norm + 1e-6) (Mikolov's and
+    PyTorch's rule; PyTorch also multiplies, by a factor that rounds to 1, in the 1e-6 band just
+    below max_norm, which this function leaves alone). A NaN/inf norm is returned and nothing is
+    scaled: check it, or use an optimizer with ``skip_nonfinite=True``.
+
+    Args:
+        params: Parameters (their ``.grad``) or gradient arrays (float32/float64, C-contiguous,
+            any shapes), or one of them.
+        max_norm: > 0 (inf disables clipping but still returns the norm).
+
+    Returns:
+        The global norm before clipping, as a float. One engine call for all arrays.
+    """
+    where = "clip_grad_norm"
+    if isinstance(max_norm, bool) or not isinstance(
+        max_norm, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{where}: max_norm must be a number, got {type(max_norm).__name__}")
+    if not float(max_norm) > 0.0:
+        raise ValueError(f"{where}: max_norm must be > 0, got {max_norm}")
+    return float(_call(_core.clip_grad_norm, where, _grads(params, where), float(max_norm)))
+
+
+def clip_grad_value(params: Any, clip_value: float) -> None:
+    """Clamp every gradient element to [-clip_value, clip_value], in place
+    (``torch.nn.utils.clip_grad_value_``; NaN stays NaN).
+
+    Args:
+        params: Parameters or gradient arrays, or one of them.
+        clip_value: > 0 and finite.
+    """
+    where = "clip_grad_value"
+    if isinstance(clip_value, bool) or not isinstance(
+        clip_value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{where}: clip_value must be a number, got {type(clip_value).__name__}")
+    if not (float(clip_value) > 0.0 and math.isfinite(clip_value)):
+        raise ValueError(f"{where}: clip_value must be > 0 and finite, got {clip_value}")
+    _call(_core.clip_grad_value, where, _grads(params, where), float(clip_value))
+
+
+def grad_norm(params: Any) -> float:
+    """The global L2 norm of the gradients (no change), as a float.
+
+    Args:
+        params: Parameters or gradient arrays, or one of them.
+    """
+    where = "grad_norm"
+    return float(_call(_core.grad_norm, where, _grads(params, where)))
+
+
+def all_finite(params: Any) -> bool:
+    """True when no gradient element is NaN or infinite (one engine pass over all arrays).
+
+    Args:
+        params: Parameters or gradient arrays, or one of them.
+    """
+    where = "all_finite"
+    return bool(_call(_core.all_finite, where, _grads(params, where)))
+
+
+clip_grad_norm_ = clip_grad_norm
+clip_grad_value_ = clip_grad_value

@@ -1,0 +1,394 @@
+"""The Optimizer base: parameter groups, flat runs of parameters, state_dict, non-finite skipping.
+
+Grouping choice. Parameters arrive as :class:`rnncore.nn.Parameter` objects whose ``data`` and
+``grad`` are numpy views. Within each parameter group, consecutive parameters whose data lie next to
+each other in memory, and whose gradients do too (same dtype, C-contiguous), form one *run*: a flat
+1-d view over all of them. A recurrent layer (one flat buffer per layer), a Linear (weight and bias
+in one buffer) or an Embedding is therefore one run, and an optimizer step is one engine call per
+run, whatever the number of parameter arrays. Parameters that are not adjacent simply form runs of
+their own (one engine call per array). The optimizer's state (moments, momentum buffers) is flat
+per run as well; ``state_dict`` still reports it per parameter, PyTorch-style, so a checkpoint does
+not depend on how the parameters happened to be laid out.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+
+
+def _number(value: Any, name: str, owner: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"{owner}: {name} must not be NaN")
+    return v
+
+
+def check_finite(value: Any, name: str, owner: str) -> float:
+    """``value`` as a finite float, else TypeError/ValueError naming ``name``."""
+    v = _number(value, name, owner)
+    if not math.isfinite(v):
+        raise ValueError(f"{owner}: {name} must be finite, got {value}")
+    return v
+
+
+def check_positive(value: Any, name: str, owner: str) -> float:
+    """``value`` as a float > 0 and finite, else TypeError/ValueError naming ``name``."""
+    v = _number(value, name, owner)
+    if not (v > 0.0 and math.isfinite(v)):
+        raise ValueError(f"{owner}: {name} must be > 0 and finite, got {value}")
+    return v
+
+
+def check_nonneg(value: Any, name: str, owner: str) -> float:
+    """``value`` as a float >= 0 and finite, else TypeError/ValueError naming ``name``."""
+    v = _number(value, name, owner)
+    if not (v >= 0.0 and math.isfinite(v)):
+        raise ValueError(f"{owner}: {name} must be >= 0 and finite, got {value}")
+    return v
+
+
+def check_unit(value: Any, name: str, owner: str) -> float:
+    """``value`` as a float in [0, 1), else TypeError/ValueError naming ``name``."""
+    v = _number(value, name, owner)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
+    return v
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def _flat_view(first: np.ndarray, size: int) -> np.ndarray:
+    """A 1-d view of ``size`` elements starting at ``first``'s data. Only called for spans whose
+    every byte belongs to one of the run's (adjacent, contiguous) arrays."""
+    base = first.reshape(-1)
+    if size == base.size:
+        return base
+    return np.lib.stride_tricks.as_strided(base, shape=(size,), strides=(base.itemsize,))
+
+
+class _Run:
+    """A flat span of adjacent parameters of one group: data [P], grad [P], state buffers [P]."""
+
+    __slots__ = ("data", "grad", "members", "state", "step")
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        grad: np.ndarray,
+        members: list[tuple[int, int, int, tuple[int, ...]]],
+    ):
+        self.data = data
+        self.grad = grad
+        self.members = members  # (param index, offset, size, shape)
+        self.state: dict[str, np.ndarray] = {}
+        self.step = 0
+
+
+def _build_runs(params: list[Any], first_index: int) -> list[_Run]:
+    runs: list[_Run] = []
+    pending: list[tuple[int, Any]] = []  # (index, param) of the run being built
+    end_d = end_g = -1
+
+    def close() -> None:
+        if not pending:
+            return
+        first = pending[0][1]
+        size = sum(p.data.size for _, p in pending)
+        members, off = [], 0
+        for i, p in pending:
+            members.append((i, off, p.data.size, p.data.shape))
+            off += p.data.size
+        runs.append(_Run(_flat_view(first.data, size), _flat_view(first.grad, size), members))
+        pending.clear()
+
+    for k, p in enumerate(params):
+        d, g = p.data, p.grad
+        if d.size == 0:
+            continue
+        if (
+            pending
+            and d.dtype == pending[0][1].data.dtype
+            and _address(d) == end_d
+            and _address(g) == end_g
+        ):
+            pending.append((first_index + k, p))
+        else:
+            close()
+            pending.append((first_index + k, p))
+        end_d = _address(d) + d.nbytes
+        end_g = _address(g) + g.nbytes
+    close()
+    return runs
+
+
+class Optimizer:
+    """Base of rnncore's optimizers, shaped like ``torch.optim.Optimizer``.
+
+    Args:
+        params: an iterable of Parameters (e.g. ``model.parameters()``), or of dicts
+            ``{"params": [...], <hyperparameter overrides>}`` for several groups.
+        defaults: the hyperparameters every group starts from.
+        skip_nonfinite: when True, ``step()`` first checks every gradient (one engine pass) and,
+            if any is NaN or infinite, changes nothing and counts the step in ``skipped_steps``.
+
+    ``param_groups`` is a list of dicts; their hyperparameters (``'lr'`` in particular, which the
+    schedulers edit) are read at every ``step()``.
+    """
+
+    def __init__(self, params: Any, defaults: dict[str, Any], skip_nonfinite: bool = False) -> None:
+        owner = type(self).__name__
+        if isinstance(params, np.ndarray) or hasattr(params, "data") and hasattr(params, "grad"):
+            raise TypeError(
+                f"{owner}: params must be an iterable of Parameters or of dicts, got a single "
+                f"{type(params).__name__} (wrap it in a list)"
+            )
+        if not isinstance(params, Iterable):
+            raise TypeError(f"{owner}: params must be an iterable, got {type(params).__name__}")
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{owner}: params is an empty list (nothing to optimize)")
+        if not all(isinstance(g, Mapping) for g in groups):
+            if any(isinstance(g, Mapping) for g in groups):
+                raise TypeError(f"{owner}: params must be all Parameters or all dicts, not a mix")
+            groups = [{"params": groups}]
+        self.defaults = dict(defaults)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skipped_steps = 0
+        self.param_groups: list[dict[str, Any]] = []
+        self._runs: list[list[_Run]] = []
+        self._ranges: list[tuple[int, int, str]] = []  # byte ranges of every parameter's data
+        self._count = 0
+        for g in groups:
+            self.add_param_group(g)
+
+    # ---- groups ----------------------------------------------------------------------------
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a group ``{"params": [...], ...}``; missing hyperparameters come from defaults."""
+        owner = type(self).__name__
+        if not isinstance(param_group, Mapping) or "params" not in param_group:
+            raise TypeError(f"{owner}: a param group must be a dict with a 'params' key")
+        group = dict(param_group)
+        plist = group["params"]
+        if isinstance(plist, np.ndarray) or hasattr(plist, "grad"):
+            plist = [plist]
+        plist = list(plist)
+        if not plist:
+            raise ValueError(f"{owner}: a param group has an empty 'params' list")
+        ranges = list(self._ranges)
+        for k, p in enumerate(plist):
+            d, g = getattr(p, "data", None), getattr(p, "grad", None)
+            name = getattr(p, "name", f"params[{k}]")
+            if not isinstance(d, np.ndarray) or not isinstance(g, np.ndarray):
+                raise TypeError(
+                    f"{owner}: params[{k}] must be a Parameter (numpy .data and .grad), got "
+                    f"{type(p).__name__}"
+                )
+            if d.dtype not in (np.float32, np.float64) or g.dtype != d.dtype:
+                raise TypeError(
+                    f"{owner}: parameter {name}: data and grad must both be float32 or float64, "
+                    f"got {d.dtype} and {g.dtype}"
+                )
+            if d.shape != g.shape:
+                raise ValueError(
+                    f"{owner}: parameter {name}: data {d.shape} and grad {g.shape} differ"
+                )
+            if not (d.flags.c_contiguous and g.flags.c_contiguous):
+                raise ValueError(f"{owner}: parameter {name}: data and grad must be C-contiguous")
+            if not (d.flags.writeable and g.flags.writeable):
+                raise ValueError(f"{owner}: parameter {name}: data and grad must be writable")
+            if d.size:
+                ranges.append((_address(d), _address(d) + d.nbytes, name))
+        ranges.sort()
+        for (_s0, e0, n0), (s1, _e1, n1) in zip(ranges, ranges[1:], strict=False):
+            if s1 < e0:
+                raise ValueError(
+                    f"{owner}: parameters {n0} and {n1} share memory (a parameter listed twice, "
+                    "or in two groups)"
+                )
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = plist
+        # A new group must start with lr > 0; a schedule may later bring it down to 0.
+        check_positive(group.get("lr"), "lr", owner)
+        self._check_group(group)
+        self._ranges = ranges
+        self._runs.append(_build_runs(plist, self._count))
+        self._count += len(plist)
+        self.param_groups.append(group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate (and normalise) a group's hyperparameters, raising ValueError or TypeError
+        naming the key. ``lr`` >= 0 is enough here: a loaded checkpoint may hold a scheduled 0."""
+
+    @property
+    def num_engine_calls(self) -> int:
+        """Engine calls one ``step()`` makes: the number of flat runs over all groups."""
+        return sum(len(r) for r in self._runs)
+
+    # ---- steps -----------------------------------------------------------------------------
+    def _all_runs(self) -> list[_Run]:
+        return [r for runs in self._runs for r in runs]
+
+    def zero_grad(self) -> None:
+        """Set every gradient of every group to zero (one fill per run)."""
+        for run in self._all_runs():
+            run.grad[...] = 0
+
+    def step(self) -> bool:
+        """Apply one update to every parameter of every group.
+
+        Returns:
+            True when applied; False when skipped because ``skip_nonfinite`` is set and some
+            gradient is NaN or infinite (``skipped_steps`` then grows by one; nothing changes).
+        """
+        if self.skip_nonfinite and not _core.all_finite([r.grad for r in self._all_runs()]):
+            self.skipped_steps += 1
+            return False
+        for gi, (group, runs) in enumerate(zip(self.param_groups, self._runs, strict=True)):
+            try:
+                self._check_step_group(group)
+                for run in runs:
+                    run.step += 1
+                    self._update(run, group)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{type(self).__name__}.step: param_groups[{gi}]: {e}") from None
+        return True
+
+    def _check_step_group(self, group: dict[str, Any]) -> None:
+        lr = group.get("lr")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+            raise TypeError(f"lr must be a number, got {type(lr).__name__}")
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be >= 0 and finite, got {lr}")
+
+    def _update(self, run: _Run, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _buffer(self, run: _Run, key: str, fill: float = 0.0) -> np.ndarray:
+        """The run's state buffer ``key``, created (filled with ``fill``) on first use."""
+        buf = run.state.get(key)
+        if buf is None:
+            buf = np.full(run.data.shape, fill, dtype=run.data.dtype)
+            run.state[key] = buf
+        return buf
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy of the optimizer's state, PyTorch-shaped.
+
+        Returns:
+            ``{"state": {index: {"step": int, <buffer name>: array shaped like the parameter}},
+            "param_groups": [{<hyperparameters>, "params": [indices]}], "skipped_steps": int}``
+            with indices counting the parameters over all groups in order. Parameters that have
+            not been stepped yet have no entry, as in PyTorch.
+        """
+        state: dict[int, dict[str, Any]] = {}
+        for run in self._all_runs():
+            if run.step == 0 and not run.state:
+                continue
+            for idx, off, size, shape in run.members:
+                entry: dict[str, Any] = {"step": run.step}
+                for key, buf in run.state.items():
+                    entry[key] = buf[off : off + size].reshape(shape).copy()
+                state[idx] = entry
+        groups = []
+        start = 0
+        for group in self.param_groups:
+            g = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            g["params"] = list(range(start, start + len(group["params"])))
+            start += len(group["params"])
+            groups.append(g)
+        return {"state": state, "param_groups": groups, "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (hyperparameters, step counts and buffers), checking group
+        and parameter sizes. The following steps are then identical to the saved optimizer's."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict:
+            raise TypeError(f"{owner}: expected a dict from state_dict()")
+        saved_groups = list(state_dict["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{owner}: {len(saved_groups)} param groups saved, the optimizer has "
+                f"{len(self.param_groups)}"
+            )
+        for i, (sg, g) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            if len(sg["params"]) != len(g["params"]):
+                raise ValueError(
+                    f"{owner}: param group {i} has {len(sg['params'])} parameters saved, "
+                    f"{len(g['params'])} here"
+                )
+        saved_state = state_dict.get("state", {})
+        # Map saved indices to ours by position (like PyTorch).
+        index_map: dict[int, int] = {}
+        start = 0
+        for sg in saved_groups:
+            for k, saved_index in enumerate(sg["params"]):
+                index_map[int(saved_index)] = start + k
+            start += len(sg["params"])
+        by_index: dict[int, Mapping[str, Any]] = {}
+        for key, entry in dict(saved_state).items():
+            if int(key) not in index_map:
+                raise ValueError(f"{owner}: state for unknown parameter index {key}")
+            by_index[index_map[int(key)]] = entry
+        # Check everything before changing anything.
+        new_states: list[tuple[_Run, int, dict[str, np.ndarray]]] = []
+        for run in self._all_runs():
+            entries = [by_index.get(idx) for idx, *_ in run.members]
+            if all(e is None for e in entries):
+                new_states.append((run, 0, {}))
+                continue
+            if any(e is None for e in entries):
+                raise ValueError(f"{owner}: some parameters of a flat run have state, others not")
+            steps = {int(e["step"]) for e in entries}
+            keys = {frozenset(k for k in e if k != "step") for e in entries}
+            if len(steps) != 1 or len(keys) != 1:
+                raise ValueError(
+                    f"{owner}: parameters stored next to each other must share step and buffers"
+                )
+            bufs: dict[str, np.ndarray] = {}
+            for key in next(iter(keys)):
+                flat = np.empty(run.data.shape, dtype=run.data.dtype)
+                for (idx, off, size, shape), e in zip(run.members, entries, strict=True):
+                    arr = np.asarray(e[key])
+                    if arr.shape != shape:
+                        raise ValueError(
+                            f"{owner}: state '{key}' of parameter {idx} has shape {arr.shape}, "
+                            f"expected {shape}"
+                        )
+                    flat[off : off + size] = arr.reshape(-1)
+                bufs[key] = flat
+            new_states.append((run, steps.pop(), bufs))
+        new_groups = []
+        for sg, g in zip(saved_groups, self.param_groups, strict=True):
+            ng = {k: copy.deepcopy(v) for k, v in sg.items() if k != "params"}
+            ng["params"] = g["params"]
+            self._check_group(ng)
+            new_groups.append(ng)
+        for run, step, bufs in new_states:
+            run.step = step
+            run.state = bufs
+        for g, ng in zip(self.param_groups, new_groups, strict=True):
+            g.clear()
+            g.update(ng)
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(g):
+                if k != "params":
+                    lines.append(f"    {k}: {g[k]}")
+        return "\n".join(lines) + "\n)"
