@@ -37,14 +37,16 @@ def _torch_run(ref, x, lengths, dy):
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("threads", [1, 2])
-def test_threaded_steps_match_torch(cell, threads):
-    # Large enough that every step is split across threads by hidden units (H=50: uneven split).
-    T, B, I, H = 7, 24, 5, 50
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_threaded_steps_match_torch(cell, threads, bidirectional):
+    # Large enough that with 2 threads the bidirectional layers run their directions side by side
+    # and the unidirectional steps are split by hidden units (H=90: an uneven split).
+    T, B, I, H = 12, 24, 5, 90
     rng = np.random.default_rng(1)
     x = rng.standard_normal((T, B, I))
     lengths = rng.integers(1, T + 1, size=B)
     lengths[0] = T
-    ours, ref = _pair(cell, I, H, 2, True)
+    ours, ref = _pair(cell, I, H, 2, bidirectional)
     before = rnncore.set_num_threads(threads)
     try:
         y, _ = ours(x, lengths=lengths)

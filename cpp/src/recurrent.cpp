@@ -199,26 +199,34 @@ inline bool parallel_steps(Index B, Index G, Index H) {
 // Forward of one lane over the packed batch.
 //   X [N, I] (row stride ldx); Y [N, ldy] written in this lane's H columns; h0, c0 [B, H];
 //   hn, cn [B, H] out (sorted order).
+// Phases of a lane, so that the driver can run the parallel-friendly GEMMs over the whole team
+// and the serial step loops of two directions side by side.
+enum Phase : int { kProject = 1, kSteps = 2, kGrads = 4, kAll = 7 };
+
 template <typename T>
 void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
                   Index ldx, T* Y, Index ldy, const T* h0, const T* c0, T* hn, T* cn,
-                  LaneWork<T>& w, Scratch<T>& sc) {
+                  LaneWork<T>& w, Scratch<T>& sc, int phases = kAll) {
   const Index H = ls.H, G = num_gates(ls.cell), GH = G * H, N = pk.N;
   const bool lstm = ls.cell == CellType::kLstm, gru = ls.cell == CellType::kGru;
 
   // 1. All steps' input projections in one GEMM, with every bias that adds to them folded in.
+  if (phases & kProject) {
   grow(w.gates, std::size_t(N * GH));
   if (lstm) grow(w.cs, std::size_t(N * H));
   if (gru) grow(w.aux, std::size_t(N * H));
-  T* gates = w.gates.data();
-  par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH);
+  par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), w.gates.data(), GH);
   if (p.bx) {
     auto bias = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
     bias = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bx, GH);
     const Index folded = (gru && ls.reset_after) ? 2 * H : GH;  // b_hn stays inside r ⊙ (·)
     bias.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
+    T* gates = w.gates.data();
     for_rows(N, GH, [&](Index r) { RowArr<T>(gates + r * GH, GH) += bias; });
   }
+  }
+  if (!(phases & kSteps)) return;
+  T* gates = w.gates.data();
 
   // 2. The serial part: per step, the recurrent GEMM and the gate math, split by hidden units.
 #ifdef _OPENMP
@@ -276,12 +284,13 @@ template <typename T>
 void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
                    Index ldx, const T* Y, Index ldy, const T* dY, const T* h0, const T* c0,
                    const T* dhn, const T* dcn, T* dh0, T* dc0, T* dX, bool accumulate_dx,
-                   double* step_sq, LaneWork<T>& w, Scratch<T>& sc) {
+                   double* step_sq, LaneWork<T>& w, Scratch<T>& sc, int phases = kAll) {
   const Index H = ls.H, G = num_gates(ls.cell), GH = G * H, N = pk.N, B = pk.B, Tn = pk.T;
   const bool lstm = ls.cell == CellType::kLstm, gru = ls.cell == CellType::kGru;
   T* gates = w.gates.data();
 
   // 1. The serial part, in reverse processing order, split by hidden units.
+  if (phases & kSteps) {
 #ifdef _OPENMP
 #pragma omp parallel if (parallel_steps(B, G, H))
 #endif
@@ -350,6 +359,8 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
       barrier();
     }
   }
+  }
+  if (!(phases & kGrads)) return;
 
   // 2. Weight gradients and the input gradient: large GEMMs over all steps at once.
   const T* dG = gates;
@@ -427,8 +438,19 @@ struct Recurrent<T>::Impl {
   detail::AlignedVec<T> h0s, c0s, hns, cns;    // [L*D, B, H] in sorted batch order
   detail::AlignedVec<T> dA, dB;                // [N, max(I, D*H)] gradient ping-pong
   detail::AlignedVec<T> dhns, dcns, dh0s, dc0s;  // [L*D, B, H]
-  detail::Scratch<T> sc;
+  detail::Scratch<T> sc[2];  // one per direction (the two may run at once)
   bool dropout_active = false;
+
+  // Both directions of a bidirectional layer run their step loops side by side, one thread each,
+  // when the team has 2 or 3 threads: no barrier per step and full-width per-step GEMMs (a
+  // measured win over splitting each direction's units across the two threads). With 4+
+  // threads every direction gets the whole team instead.
+  // Small problems stay on one thread: waking a second costs more than the whole loop.
+  bool concurrent_directions() const {
+    const int nth = get_num_threads();
+    const double H = cfg.hidden_size, work = 2.0 * pk.N * cfg.gates() * H * H;
+    return cfg.bidirectional && nth >= 2 && nth < 4 && work >= double(1 << 22);
+  }
 
   explicit Impl(const RecurrentConfig& c) : cfg(c) {
     cfg.validate();
@@ -592,7 +614,7 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   if (lstm) m.to_sorted(c0, m.c0s);
   m.hns.assign(std::size_t(L * D * B * H), T(0));
   if (lstm) m.cns.assign(std::size_t(L * D * B * H), T(0));
-  m.sc.reserve(B, H, cfg.gates() * H);
+  for (auto& sc : m.sc) sc.reserve(B, H, cfg.gates() * H);
   m.dropout_active = training && cfg.dropout > 0.0 && L > 1;
 
   const T* X = m.x0.data();
@@ -624,13 +646,22 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
       ldx = DH;
     }
     detail::grow(m.Y[l], std::size_t(N * DH));
-    for (Index d = 0; d < D; ++d) {
+    auto run = [&](Index d, int phases) {
       const Index k = l * D + d;
       const Index st = k * B * H;
       detail::lane_forward(m.lane_spec(int(d)), pk, m.lane_params(int(k)), X, ldx,
                            m.Y[l].data() + d * H, DH, m.h0s.data() + st,
                            lstm ? m.c0s.data() + st : nullptr, m.hns.data() + st,
-                           lstm ? m.cns.data() + st : nullptr, m.work[k], m.sc);
+                           lstm ? m.cns.data() + st : nullptr, m.work[k], m.sc[d], phases);
+    };
+    if (m.concurrent_directions()) {
+      for (Index d = 0; d < D; ++d) run(d, detail::kProject);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(2)
+#endif
+      run(detail::thread_id(), detail::kSteps);
+    } else {
+      for (Index d = 0; d < D; ++d) run(d, detail::kAll);
     }
   }
   m.unpack(m.Y[L - 1].data(), DH, y);
@@ -672,7 +703,7 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
     const T* X = l == 0 ? m.x0.data() : (m.dropout_active ? m.Xd[l].data() : m.Y[l - 1].data());
     const Index ldx = l == 0 ? I : DH;
     T* dXl = (dYl == m.dA.data()) ? m.dB.data() : m.dA.data();
-    for (Index d = 0; d < D; ++d) {
+    auto run = [&](Index d, int phases) {
       const Index k = l * D + d;
       const Index st = k * B * H;
       detail::lane_backward(m.lane_spec(int(d)), pk, m.lane_params(int(k)), X, ldx,
@@ -682,7 +713,16 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
                             (lstm && dcn) ? m.dcns.data() + st : nullptr, m.dh0s.data() + st,
                             lstm ? m.dc0s.data() + st : nullptr, dXl, /*accumulate_dx=*/d > 0,
                             step_grad_norms ? step_grad_norms + k * pk.T : nullptr, m.work[k],
-                            m.sc);
+                            m.sc[d], phases);
+    };
+    if (m.concurrent_directions()) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(2)
+#endif
+      run(detail::thread_id(), detail::kSteps);
+      for (Index d = 0; d < D; ++d) run(d, detail::kGrads);
+    } else {
+      for (Index d = 0; d < D; ++d) run(d, detail::kAll);
     }
     if (l > 0 && m.dropout_active) {
       auto g = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dXl, N * DH);
