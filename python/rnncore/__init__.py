@@ -6,13 +6,15 @@ thin Python layer around it. Start with :mod:`rnncore.nn`.
 
 from __future__ import annotations
 
-from . import _blas, _core, nn, optim
+from . import _blas, _core, data, metrics, nn, optim
 from ._version import __version__
 
 __all__ = [
     "__version__",
     "nn",
     "optim",
+    "data",
+    "metrics",
     "set_num_threads",
     "get_num_threads",
     "has_openmp",

@@ -1,0 +1,27 @@
+"""Models for the tasks of an RNN course, each a Module composed of rnncore.nn layers.
+
+Every model class has ``MODEL_TYPE`` (its name in checkpoints) and ``config() -> dict`` (the
+keyword arguments that rebuild it); ``register`` makes it loadable by name from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODEL_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make ``cls`` loadable from checkpoints under ``cls.MODEL_TYPE``."""
+    MODEL_REGISTRY[cls.MODEL_TYPE] = cls
+    return cls
+
+
+def build(model_type: str, config: dict[str, Any]) -> Any:
+    """Instantiate a registered model from its checkpoint config."""
+    if model_type not in MODEL_REGISTRY:
+        raise KeyError(f"unknown model type {model_type!r}; known: {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[model_type](**config)
+
+
+__all__ = ["MODEL_REGISTRY", "register", "build"]
