@@ -10,45 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "checks.h"
 #include "rnncore/recurrent.h"
 
 namespace py = pybind11;
+using rnncore::bindings::checked;
 using rnncore::CellType;
 using rnncore::Recurrent;
 using rnncore::RecurrentConfig;
 
 namespace {
-
-std::string shape_str(const std::vector<py::ssize_t>& shape) {
-  std::ostringstream os;
-  os << "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  if (shape.size() == 1) os << ",";
-  os << ")";
-  return os.str();
-}
-
-// Checks that `obj` is a C-contiguous numpy array of dtype T and the expected shape; a dimension
-// of -1 matches anything. `what` names the argument and describes the expected shape.
-template <typename T>
-py::array_t<T> checked(py::handle obj, const std::string& name, const std::string& expected,
-                       const std::vector<py::ssize_t>& shape) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::type_error(name + ": expected a numpy array, got " +
-                         std::string(py::str(py::type::of(obj).attr("__name__"))));
-  auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<T>()))
-    throw py::type_error(name + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
-                         ", got " + std::string(py::str(a.dtype())));
-  std::vector<py::ssize_t> got(a.shape(), a.shape() + a.ndim());
-  bool ok = got.size() == shape.size();
-  for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || shape[i] == got[i];
-  if (!ok)
-    throw py::value_error(name + ": expected shape " + expected + ", got " + shape_str(got));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(name + ": must be C-contiguous (use numpy.ascontiguousarray)");
-  return py::reinterpret_borrow<py::array_t<T>>(a);
-}
 
 template <typename T>
 struct PyRecurrent {
@@ -75,7 +46,7 @@ struct PyRecurrent {
     const py::ssize_t Tn = x.shape(0), B = x.shape(1);
     if (Tn < 1 || B < 1)
       throw py::value_error("x: T and B must be >= 1, got shape " +
-                            shape_str({Tn, B, py::ssize_t(c.input_size)}));
+                            rnncore::bindings::shape_str(x));
     if (Tn > INT32_MAX || B > INT32_MAX) throw py::value_error("x: T or B too large");
     const int T32 = int(Tn), B32 = int(B);
     py::array_t<std::int64_t> lengths;
