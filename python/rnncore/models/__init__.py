@@ -25,3 +25,10 @@ def build(model_type: str, config: dict[str, Any]) -> Any:
 
 
 __all__ = ["MODEL_REGISTRY", "register", "build"]
+
+# Task models of issue 5 (imported last: they use ``register`` above).
+from .classifier import SequenceClassifier  # noqa: E402
+from .language_model import LanguageModel  # noqa: E402
+from .tagger import SequenceTagger  # noqa: E402
+
+__all__ += ["LanguageModel", "SequenceClassifier", "SequenceTagger"]

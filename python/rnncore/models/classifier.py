@@ -1,0 +1,227 @@
+"""SequenceClassifier: many-to-one (sentiment): embedding -> stacked RNN -> pooling -> linear."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..nn import CrossEntropyLoss, Dropout, Embedding, Linear, Module
+from . import register
+from .language_model import check_dropout, child_seeds, dtype_name, make_rnn, summed_cross_entropy
+
+POOLINGS = ("last", "mean", "max")
+
+
+class ClassifierBatch(NamedTuple):
+    """One batch of a classification task.
+
+    Attributes:
+        ids: int64 [T, B] token ids, padded with the padding id past each length.
+        lengths: int64 [B] in [1, T].
+        labels: int64 [B] class ids.
+    """
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64."""
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@register
+class SequenceClassifier(Module):
+    """Sequence classifier: ``embedding`` -> dropout -> ``rnn`` -> pooling -> dropout ->
+    ``classifier``.
+
+    Padding and lengths go to the engine, so a padded batch gives the same result as each
+    sequence alone.
+
+    Args:
+        vocab_size, embed_dim: the embedding table (V, E).
+        hidden_size: H of every recurrent layer.
+        num_classes: C.
+        num_layers: stacked layers L.
+        cell: "lstm", "gru", "gru_v1", "rnn" or "rnn_relu".
+        bidirectional: D = 2 directions.
+        pooling: "last" — the top layer's final hidden states (forward direction hn[-D], then the
+            reverse direction hn[-1], which has read the whole sequence backwards), [B, D*H];
+            "mean" / "max" — over each sequence's valid steps of the top layer's output.
+        dropout: on the embedding output, between recurrent layers and on the pooled features.
+        padding_idx: id of the padding token (its embedding row stays zero), or None.
+        dtype, seed: as in the layers.
+
+    Shapes: ids int [T, B], lengths [B] -> logits [B, C].
+    """
+
+    MODEL_TYPE = "sequence_classifier"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        hidden_size: int,
+        num_classes: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        bidirectional: bool = True,
+        pooling: str = "last",
+        dropout: float = 0.0,
+        padding_idx: int | None = 0,
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        owner = "SequenceClassifier"
+        if pooling not in POOLINGS:
+            raise ValueError(f"{owner}: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self._config = dict(
+            vocab_size=int(vocab_size),
+            embed_dim=int(embed_dim),
+            hidden_size=int(hidden_size),
+            num_classes=int(num_classes),
+            num_layers=int(num_layers),
+            cell=cell,
+            bidirectional=bool(bidirectional),
+            pooling=pooling,
+            dropout=check_dropout(dropout, owner),
+            padding_idx=padding_idx,
+            dtype=dtype_name(dtype),
+            seed=seed,
+        )
+        s = child_seeds(seed, 5)
+        self.pooling = pooling
+        self.num_directions = 2 if bidirectional else 1
+        self.embedding = Embedding(
+            vocab_size, embed_dim, padding_idx=padding_idx, dtype=dtype, seed=s[0]
+        )
+        self.drop_in = Dropout(dropout, seed=s[1])
+        self.rnn = make_rnn(
+            cell,
+            embed_dim,
+            hidden_size,
+            num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            dtype=dtype,
+            seed=s[2],
+            owner=owner,
+        )
+        self.drop_out = Dropout(dropout, seed=s[3])
+        self.classifier = Linear(
+            self.num_directions * hidden_size, num_classes, dtype=dtype, seed=s[4]
+        )
+        self.criterion = CrossEntropyLoss()
+        self._cache: tuple[Any, ...] | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (JSON-ready)."""
+        return dict(self._config)
+
+    # ---- forward / backward ----------------------------------------------------------------
+    def forward(self, ids: Any, lengths: Any = None) -> np.ndarray:
+        """Class logits.
+
+        Args:
+            ids: int [T, B].
+            lengths: int [B] in [1, T], or None (every sequence has length T).
+
+        Returns:
+            logits [B, C].
+        """
+        ids = np.asarray(ids)
+        if ids.ndim != 2:
+            raise ValueError(
+                f"SequenceClassifier.forward: ids must be [T, B], got shape {ids.shape}"
+            )
+        T, B = ids.shape
+        lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        x = self.drop_in(self.embedding(ids))
+        y, state = self.rnn(x, lengths=lens, state=None)
+        pooled, pool_cache = self._pool(y, state, lens)
+        if self.training:
+            self._cache = (y.shape, state, lens, pool_cache)
+        return self.classifier(self.drop_out(pooled))
+
+    def _pool(self, y: np.ndarray, state: Any, lens: np.ndarray) -> tuple[np.ndarray, Any]:
+        T, B, F = y.shape
+        D = self.num_directions
+        if self.pooling == "last":
+            h = state[0] if isinstance(state, tuple) else state  # [L*D, B, H]
+            return np.ascontiguousarray(h[-D:].transpose(1, 0, 2).reshape(B, F)), None
+        mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # [T, B, 1]
+        if self.pooling == "mean":
+            # outputs past a sequence's end are zero, so the plain sum is the sum of valid steps
+            return y.sum(axis=0) / lens[:, None].astype(y.dtype), None
+        masked = np.where(mask, y, -np.inf)
+        idx = masked.argmax(axis=0)  # [B, F]
+        return np.take_along_axis(y, idx[None], axis=0)[0], idx
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Accumulate every parameter's gradient from dlogits [B, C] (one call per layer)."""
+        if self._cache is None:
+            raise RuntimeError("SequenceClassifier.backward: needs a training-mode forward first")
+        y_shape, state, lens, pool_cache = self._cache
+        self._cache = None
+        T, B, F = y_shape
+        D = self.num_directions
+        dpooled = self.drop_out.backward(self.classifier.backward(dlogits))
+        dy = None
+        dstate: Any = None
+        if self.pooling == "last":
+            h = state[0] if isinstance(state, tuple) else state
+            dh = np.zeros_like(h)
+            dh[-D:] = dpooled.reshape(B, D, -1).transpose(1, 0, 2)
+            dstate = (dh, None) if isinstance(state, tuple) else dh
+        elif self.pooling == "mean":
+            mask = np.arange(T)[:, None] < lens[None, :]  # [T, B]
+            scale = (mask / lens[None, :]).astype(dpooled.dtype)
+            dy = scale[:, :, None] * dpooled[None, :, :]
+        else:
+            dy = np.zeros(y_shape, dtype=dpooled.dtype)
+            np.put_along_axis(dy, pool_cache[None], dpooled[None], axis=0)
+        dx, _ = self.rnn.backward(dy, dstate)
+        self.embedding.backward(self.drop_in.backward(dx))
+
+    # ---- Trainer protocol -------------------------------------------------------------------
+    def training_step(self, batch: ClassifierBatch) -> dict[str, float]:
+        """batch = (ids [T, B], lengths [B], labels [B]); returns loss, count and correct."""
+        ids, lengths, labels = batch
+        logits = self.forward(ids, lengths)
+        loss = self.criterion(logits, labels)
+        self.backward(self.criterion.backward())
+        correct = int((logits.argmax(axis=-1) == labels).sum())
+        return {"loss": loss, "count": int(labels.size), "correct": correct}
+
+    def validation_step(self, batch: ClassifierBatch) -> dict[str, float]:
+        ids, lengths, labels = batch
+        logits = self.forward(ids, lengths)
+        return {
+            "loss_sum": summed_cross_entropy(logits, labels),
+            "count": float(labels.size),
+            "correct": float((logits.argmax(axis=-1) == labels).sum()),
+        }
+
+    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """loss (mean cross-entropy) and accuracy."""
+        n = max(sums["count"], 1.0)
+        return {"loss": sums["loss_sum"] / n, "accuracy": sums.get("correct", 0.0) / n}
+
+    # ---- prediction -------------------------------------------------------------------------
+    def predict_proba(self, ids: Any, lengths: Any = None) -> np.ndarray:
+        """Class probabilities [B, C] (float64), computed in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return softmax(self.forward(ids, lengths))
+        finally:
+            self.train(was_training)
+
+    def predict(self, ids: Any, lengths: Any = None) -> np.ndarray:
+        """The most likely class of each sequence, int64 [B]."""
+        return self.predict_proba(ids, lengths).argmax(axis=-1)

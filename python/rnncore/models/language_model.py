@@ -1,0 +1,376 @@
+"""LanguageModel: embedding -> stacked RNN/LSTM/GRU -> linear over the vocabulary (word or char).
+
+Also the pieces the other task models share: :func:`make_rnn` (a cell name of a config -> a
+recurrent layer) and :func:`child_seeds`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..nn import GRU, LSTM, RNN, CrossEntropyLoss, Dropout, Embedding, Linear, Module
+from ..nn.layers import _FlatModule
+from . import register
+
+#: cell names of model configs -> (layer class, constructor keywords)
+CELLS: dict[str, tuple[type, dict[str, Any]]] = {
+    "rnn": (RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (RNN, {"nonlinearity": "relu"}),
+    "lstm": (LSTM, {}),
+    "gru": (GRU, {"reset_after": True}),
+    "gru_v1": (GRU, {"reset_after": False}),
+}
+
+
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    dtype: Any = "float32",
+    seed: int | None = None,
+    owner: str = "model",
+) -> RNN | LSTM | GRU:
+    """A time-major recurrent layer for a config's cell name.
+
+    Args:
+        cell: "rnn" (tanh), "rnn_relu", "lstm", "gru" (reset after, PyTorch's) or "gru_v1"
+            (reset before, Cho et al. 2014).
+        dropout: between stacked layers (the engine's), training only.
+        owner: the model's name, for error messages.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"{owner}: cell must be one of {sorted(CELLS)}, got {cell!r}")
+    cls, kw = CELLS[cell]
+    return cls(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dropout=dropout if num_layers > 1 else 0.0,
+        dtype=dtype,
+        seed=seed,
+        **kw,
+    )
+
+
+def child_seeds(seed: int | None, n: int) -> list[int | None]:
+    """n independent seeds derived from ``seed`` (all None when seed is None)."""
+    if seed is None:
+        return [None] * n
+    return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=n)]
+
+
+def check_dropout(p: Any, owner: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p < 1:
+        raise ValueError(f"{owner}: dropout must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def dtype_name(dtype: Any) -> str:
+    """'float32' or 'float64' (the config spelling of a dtype)."""
+    name = np.dtype(dtype).name
+    if name not in ("float32", "float64"):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return name
+
+
+class TiedDecoder(_FlatModule):
+    """The output layer of a weight-tied language model: logits = x · embedding.weightᵀ + bias.
+
+    Owns only ``bias`` [V]; the weight is the embedding's Parameter (so a checkpoint has
+    ``decoder.bias`` and no ``decoder.weight``), and backward accumulates into the embedding's
+    gradient. Shapes: x [..., E] -> [..., V].
+    """
+
+    def __init__(self, embedding: Embedding) -> None:
+        super().__init__()
+        # The Parameter, not the module: a Module attribute would be walked as a child and its
+        # weight listed twice.
+        self._weight = embedding.weight
+        self.in_features = embedding.embedding_dim
+        self.out_features = embedding.num_embeddings
+        self.dtype = embedding.dtype
+        self._allocate(self.dtype, [("bias", (self.out_features,))])
+        self.bias = self._parameters[0]  # starts at zero
+        self._x: np.ndarray | None = None
+        self._lead: tuple[int, ...] = ()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        y = _core.linear_forward(x2, self._weight.data, self.bias.data)
+        self._x = x2 if self.training else None
+        self._lead = lead
+        return y.reshape(lead + (self.out_features,))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._x is None:
+            raise RuntimeError("TiedDecoder.backward: needs a training-mode forward first")
+        dx = _core.linear_backward(
+            np.ascontiguousarray(dy).reshape(-1, self.out_features),
+            self._x,
+            self._weight.data,
+            self._weight.grad,
+            self.bias.grad,
+            True,
+        )
+        return dx.reshape(self._lead + (self.in_features,))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, tied"
+
+
+def summed_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100
+) -> float:
+    """Summed cross-entropy of logits [..., C] against targets [...], without a gradient."""
+    crit = CrossEntropyLoss(ignore_index=ignore_index, reduction="sum")
+    crit.eval()
+    return crit(logits, targets)
+
+
+def _copy_state(state: Any) -> Any:
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.copy() for s in state)
+    return state.copy()
+
+
+def _state_batch(state: Any) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+@register
+class LanguageModel(Module):
+    """Next-token model: ``embedding`` -> dropout -> ``rnn`` -> dropout -> ``decoder``.
+
+    Word or character level (the vocabulary decides). Trained with truncated BPTT: batches are
+    consecutive windows of a batchified stream (:class:`rnncore.data.BPTTBatches`), and
+    :meth:`training_step` starts each window from the previous window's final state (detached:
+    no gradient flows back into the previous window); :meth:`on_epoch_start` resets it, and
+    validation carries its own state the same way.
+
+    Args:
+        vocab_size: V.
+        embed_dim: E.
+        hidden_size: H of every recurrent layer.
+        num_layers: stacked layers.
+        cell: "lstm", "gru", "gru_v1", "rnn" or "rnn_relu".
+        dropout: probability on the embedding output, between recurrent layers and on the top
+            layer's output (Zaremba et al. 2014's non-recurrent dropout), training only.
+        tie_weights: the decoder uses ``embedding.weight`` (Press & Wolf 2017); needs
+            embed_dim == hidden_size.
+        dtype: "float32" or "float64".
+        seed: seed of the initialisation and dropout masks.
+
+    Shapes: ids int [T, B] -> logits [T, B, V]; state h [L, B, H] (LSTM: (h, c)).
+    """
+
+    MODEL_TYPE = "language_model"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        hidden_size: int,
+        num_layers: int = 2,
+        cell: str = "lstm",
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        owner = "LanguageModel"
+        if tie_weights and embed_dim != hidden_size:
+            raise ValueError(
+                f"{owner}: tie_weights needs embed_dim == hidden_size, got {embed_dim} and "
+                f"{hidden_size}"
+            )
+        self._config = dict(
+            vocab_size=int(vocab_size),
+            embed_dim=int(embed_dim),
+            hidden_size=int(hidden_size),
+            num_layers=int(num_layers),
+            cell=cell,
+            dropout=check_dropout(dropout, owner),
+            tie_weights=bool(tie_weights),
+            dtype=dtype_name(dtype),
+            seed=seed,
+        )
+        s = child_seeds(seed, 5)
+        self.embedding = Embedding(vocab_size, embed_dim, dtype=dtype, seed=s[0])
+        self.drop_in = Dropout(dropout, seed=s[1])
+        self.rnn = make_rnn(
+            cell,
+            embed_dim,
+            hidden_size,
+            num_layers,
+            dropout=dropout,
+            dtype=dtype,
+            seed=s[2],
+            owner=owner,
+        )
+        self.drop_out = Dropout(dropout, seed=s[3])
+        if tie_weights:
+            self.decoder: Linear | TiedDecoder = TiedDecoder(self.embedding)
+        else:
+            self.decoder = Linear(hidden_size, vocab_size, dtype=dtype, seed=s[4])
+        self.criterion = CrossEntropyLoss()
+        #: True for a character model: epoch_metrics then adds bits per character ("bpc")
+        self.char_level = False
+        self._train_state: Any = None
+        self._eval_state: Any = None
+
+    # ---- construction -----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (JSON-ready)."""
+        return dict(self._config)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._config["vocab_size"]
+
+    def init_uniform(self, scale: float, seed: int | None = None) -> None:
+        """Every parameter ~ U(-scale, scale) (Zaremba et al. 2014 use 0.1 for the small model)."""
+        rng = np.random.default_rng(seed)
+        for p in self.parameters():
+            p.data[...] = rng.uniform(-scale, scale, size=p.shape)
+
+    # ---- forward / backward ----------------------------------------------------------------
+    def forward(self, ids: Any, state: Any = None) -> tuple[np.ndarray, Any]:
+        """Logits for the next token at every position.
+
+        Args:
+            ids: int [T, B] token ids.
+            state: initial recurrent state, or None for zeros.
+
+        Returns:
+            logits [T, B, V] and the final state.
+        """
+        ids = np.asarray(ids)
+        if ids.ndim != 2:
+            raise ValueError(f"LanguageModel.forward: ids must be [T, B], got shape {ids.shape}")
+        x = self.drop_in(self.embedding(ids))
+        y, state = self.rnn(x, state=state)
+        return self.decoder(self.drop_out(y)), state
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Accumulate every parameter's gradient from dlogits [T, B, V] (one call per layer)."""
+        dy = self.drop_out.backward(self.decoder.backward(dlogits))
+        dx, _ = self.rnn.backward(dy)
+        self.embedding.backward(self.drop_in.backward(dx))
+
+    # ---- Trainer protocol -------------------------------------------------------------------
+    def on_epoch_start(self, training: bool) -> None:
+        """Reset the carried truncated-BPTT state of training (or of evaluation)."""
+        if training:
+            self._train_state = None
+        else:
+            self._eval_state = None
+
+    def _carried(self, state: Any, batch: int) -> Any:
+        return state if state is not None and _state_batch(state) == batch else None
+
+    def training_step(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        """One truncated-BPTT window: batch = (x [T, B], y [T, B]) with y the next tokens."""
+        x, y = batch
+        logits, state = self.forward(x, self._carried(self._train_state, x.shape[1]))
+        loss = self.criterion(logits, y)
+        self.backward(self.criterion.backward())
+        self._train_state = _copy_state(state)  # detached: backward never goes past this window
+        return {"loss": loss, "count": int(y.size)}
+
+    def validation_step(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        """Summed NLL of a window, carrying the evaluation state across windows."""
+        x, y = batch
+        logits, state = self.forward(x, self._carried(self._eval_state, x.shape[1]))
+        loss_sum = summed_cross_entropy(logits, y)
+        self._eval_state = _copy_state(state)
+        return {"loss_sum": loss_sum, "count": float(y.size)}
+
+    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """loss (mean NLL in nats), ppl = exp(loss) and, for a character model, bpc."""
+        loss = sums["loss_sum"] / max(sums["count"], 1.0)
+        out = {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+        if self.char_level:
+            out["bpc"] = loss / math.log(2.0)
+        return out
+
+    # ---- generation -------------------------------------------------------------------------
+    def sample(
+        self,
+        prompt_ids: Any,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """Continue a prompt by ``n`` tokens, each drawn from the model's next-token distribution.
+
+        The prompt runs through the network in one call; then each new token is one call (it
+        depends on the previous one).
+
+        Args:
+            prompt_ids: 1-D ids, at least one (e.g. ``<eos>`` to start a fresh sentence).
+            n: tokens to generate, >= 0.
+            temperature: > 0 divides the logits (lower = more conservative); 0 = greedy.
+            top_k: draw only among the k most likely tokens; None = all.
+            seed: seed of the draws.
+
+        Returns:
+            int64 [n], the generated ids (without the prompt).
+        """
+        where = "LanguageModel.sample"
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError(f"{where}: prompt_ids is empty; give at least one token")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{where}: n must be an integer >= 0, got {n!r}")
+        if not isinstance(temperature, (int, float)) or not temperature >= 0:
+            raise ValueError(f"{where}: temperature must be >= 0, got {temperature!r}")
+        V = self.vocab_size
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
+        ):
+            raise ValueError(f"{where}: top_k must be an integer >= 1 or None, got {top_k!r}")
+        rng = np.random.default_rng(seed)
+        was_training = self.training
+        self.eval()
+        out = np.empty(int(n), dtype=np.int64)
+        try:
+            logits, state = self.forward(ids[:, None])
+            last = logits[-1, 0].astype(np.float64)
+            for i in range(int(n)):
+                out[i] = _draw(last, temperature, top_k, rng, V)
+                logits, state = self.forward(out[i : i + 1, None], state)
+                last = logits[0, 0].astype(np.float64)
+        finally:
+            self.train(was_training)
+        return out
+
+
+def _draw(
+    logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator, V: int
+) -> int:
+    """One token id from logits [V] with temperature and top-k."""
+    if temperature == 0:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, V - top_k)[V - top_k]
+        z = np.where(z >= kth, z, -np.inf)
+    z = z - z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    return int(rng.choice(V, p=p))
