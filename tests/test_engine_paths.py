@@ -11,6 +11,18 @@ from rnncore import _blas, _core
 
 torch = pytest.importorskip("torch")
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plain_torch_kernels():
+    """ATen's own CPU kernels as the reference: torch's oneDNN LSTM path is far slower at
+    these sizes (see test_torch_parity.py)."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.backends.mkldnn.enabled = before
+
+
 CELLS = {
     "rnn": (rnncore.nn.RNN, torch.nn.RNN, {}),
     "lstm": (rnncore.nn.LSTM, torch.nn.LSTM, {}),
@@ -117,3 +129,26 @@ def test_step_grad_norms_equal_unrolled_torch():
         np.testing.assert_allclose(norms[layer], expected, rtol=1e-10)
     # The lesson: the gradient shrinks going back in time from where it entered.
     assert norms[1, 0] < norms[1, -1]
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("hidden", [40, 150])
+def test_small_batch_matrix_vector_path_float32(cell, batch, hidden):
+    """Batches of <= 4 use the transposed-weight matrix-vector kernels (AVX-512/AVX2 in float32)."""
+    T, I = 9, 7
+    rng = np.random.default_rng(4)
+    ours_cls, torch_cls, _ = CELLS[cell]
+    ours = ours_cls(I, hidden, num_layers=2, bidirectional=True, seed=1)
+    ref = torch_cls(I, hidden, num_layers=2, bidirectional=True)
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    x = rng.standard_normal((T, batch, I)).astype(np.float32)
+    lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=batch - 1)]
+    y, _ = ours(x, lengths=lengths)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, _ = ours.backward(dy)
+    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
+    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
+    for p in ours.parameters():
+        np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=1e-4)

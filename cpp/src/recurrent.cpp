@@ -236,10 +236,17 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
     const Range units = share(H, thread_count(), thread_id());
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
+    // Small batches get the block transposed, for the matrix-vector kernel.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * H;
-    for (Index g = 0; g < G; ++g)
-      copy_rows(units.size(), H, p.Wh + (g * H + units.begin) * H, H,
-                wh_own + g * units.size() * H, H);
+    const Index u = units.size();
+    const bool transposed = pk.B <= kGemvRows;
+    for (Index g = 0; g < G; ++g) {
+      const T* src = p.Wh + (g * H + units.begin) * H;
+      if (transposed)
+        view(wh_own + g * u, H, u, G * u) = cview(src, u, H, H).transpose();
+      else
+        copy_rows(u, H, src, H, wh_own + g * u * H, H);
+    }
     T* rec_own = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
     for (Index k = 0; k < pk.T; ++k) {
       const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];
@@ -250,6 +257,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
       s.j1 = units.end;
       s.gates = gates + pk.off[t] * GH;
       s.Wh_own = wh_own;
+      s.wh_transposed = transposed;
       s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, H);
       s.h = Y + pk.off[t] * ldy;
       s.ld_h = ldy;

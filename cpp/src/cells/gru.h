@@ -39,8 +39,7 @@ struct GruCell {
         RowArr<T>(s.aux + r * H + s.j0, u) = rg * ConstRowArr<T>(s.h_prev.row(r) + s.j0, u);
       }
       barrier();  // W_hn (r ⊙ h) needs every unit of r ⊙ h
-      gemm_nt(s.n, u, H, s.aux, H, s.Wh_own + 2 * u * H, H, s.gates + 2 * H + s.j0, 3 * H,
-              /*accumulate=*/true);
+      s.own_gate_product(3, 2, s.aux, H, s.gates + 2 * H + s.j0, 3 * H);
       for (Index r = 0; r < s.n; ++r) {
         ConstRowArr<T> z(s.gate(s.gates, 3, r, 1), u);
         RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);

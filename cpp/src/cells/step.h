@@ -6,6 +6,7 @@
 // thread needs values other threads produced (the full h for the next GEMM).
 #pragma once
 
+#include "../gemv.h"
 #include "../linalg.h"
 
 namespace rnncore::detail {
@@ -22,6 +23,11 @@ struct RowSrc {
   Index ldb = 0;
   const T* row(Index r) const { return r < na ? a + r * lda : b + (r - na) * ldb; }
 };
+
+// Up to this many rows (sequences in the batch), a step's recurrent product is one matrix-vector
+// product per row on a transposed weight copy: a GEMM would repack the weights on every step, which
+// costs more than the product itself.
+constexpr Index kGemvRows = 4;
 
 // C[0:n, :cols] (+)= src[0:n, :k] · W[cols, k]ᵀ with src given as a RowSrc.
 template <typename T>
@@ -50,7 +56,10 @@ struct Step {
   // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
   T* rec = nullptr;
   const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward)
-  const T* Wh_own = nullptr;  // [G*u, H] this thread's rows of W_hh, gate by gate (forward)
+  // Forward: this thread's rows of W_hh, gate by gate: [G*u, H], or transposed [H, G*u] when
+  // wh_transposed (small batches, see kGemvRows).
+  const T* Wh_own = nullptr;
+  bool wh_transposed = false;
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
   T* dh = nullptr;       // [n, H] in: dL/dh_t (carried + from the output); clobbered
@@ -65,8 +74,25 @@ struct Step {
   // one GEMM, since the thread's rows are contiguous in the blocked copy.
   void recurrent_gemm(Index G, Index g0, Index g1) const {
     const Index u = units();
+    if (wh_transposed) {
+      for (Index r = 0; r < n; ++r)
+        gemv_t((g1 - g0) * u, H, Wh_own + g0 * u, G * u, h_prev.row(r), rec + r * G * u + g0 * u,
+               /*accumulate=*/false);
+      return;
+    }
     gemm_src_nt(h_prev, n, (g1 - g0) * u, H, Wh_own + g0 * u * H, H, rec + g0 * u, G * u,
                 /*accumulate=*/false);
+  }
+  // out[r, 0:u] += a[r, 0:H] · (this thread's rows of gate block g)ᵀ for r < n (row strides lda,
+  // ldo): the GRU reset-before product W_hn (r ⊙ h).
+  void own_gate_product(Index G, Index g, const T* a, Index lda, T* out, Index ldo) const {
+    const Index u = units();
+    if (wh_transposed) {
+      for (Index r = 0; r < n; ++r)
+        gemv_t(u, H, Wh_own + g * u, G * u, a + r * lda, out + r * ldo, /*accumulate=*/true);
+      return;
+    }
+    gemm_nt(n, u, H, a, lda, Wh_own + g * u * H, H, out, ldo, /*accumulate=*/true);
   }
   // This thread's recurrent pre-activations of gate block g in row r.
   const T* rec_gate(Index G, Index r, Index g) const { return rec + r * G * units() + g * units(); }
