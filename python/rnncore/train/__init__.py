@@ -1,0 +1,22 @@
+"""Training toolkit: the Trainer, checkpoints, truncated BPTT and gradient diagnostics.
+
+- :class:`Trainer` — epochs, validation, clipping, LR schedules, early stopping, metrics history
+  (JSON/CSV/plots), best/last checkpoints and exact resumes; :class:`TrainingDiverged`.
+- :func:`save_checkpoint` / :func:`load_checkpoint` — checkpoint directories (model.safetensors,
+  checkpoint.json, optimizer.safetensors), written atomically.
+- :class:`StateCarrier` and friends — carry recurrent state across truncated-BPTT windows.
+- :func:`step_gradient_norms` / :func:`plot_step_gradient_norms` — vanishing/exploding gradients.
+- :func:`get_rng_state` / :func:`set_rng_state` — the random state of models and data pipelines.
+"""
+
+from __future__ import annotations
+
+from .tbptt import StateCarrier, detach_state, reset_state_columns, state_batch_size, zero_state
+
+__all__ = [
+    "StateCarrier",
+    "detach_state",
+    "zero_state",
+    "reset_state_columns",
+    "state_batch_size",
+]
