@@ -19,6 +19,7 @@ __all__ = [
     "get_num_threads",
     "has_openmp",
     "gemm_backend",
+    "cmake_dir",
 ]
 
 _blas.load()
@@ -48,3 +49,29 @@ def has_openmp() -> bool:
 def gemm_backend() -> str:
     """The matrix-product backend in use: "eigen" or "openblas (<core>)"."""
     return _core.gemm_backend()
+
+
+def cmake_dir() -> str:
+    """The folder of rnncore's CMake package files, for C++ programs that link the engine.
+
+    Give it to CMake (as pybind11's ``get_cmake_dir``)::
+
+        cmake -S . -B build -Drnncore_DIR="$(python -m rnncore --cmake-dir)"
+
+    then ``find_package(rnncore CONFIG REQUIRED)`` and link ``rnncore::rnncore``.
+
+    Raises:
+        FileNotFoundError: this installation has no C++ package files (built with
+            ``RNNCORE_INSTALL=OFF``, or an editable install made before they existed).
+    """
+    from pathlib import Path
+
+    for base in __path__:  # an editable install has the source folder and the installed one
+        folder = Path(base) / "share" / "cmake" / "rnncore"
+        if (folder / "rnncoreConfig.cmake").is_file():
+            return str(folder)
+    raise FileNotFoundError(
+        "rnncore.cmake_dir: this rnncore installation has no CMake package files "
+        f"(looked for share/cmake/rnncore/rnncoreConfig.cmake under {list(__path__)}); "
+        "reinstall it with `pip install .`"
+    )
