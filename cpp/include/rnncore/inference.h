@@ -1,0 +1,233 @@
+// Inference from checkpoints saved in Python: a language model and a sequence classifier in C++.
+//
+// A checkpoint is a directory (rnncore.train.save_checkpoint) holding
+//   model.safetensors  the model's state_dict: embedding.weight, rnn.weight_ih_l0, ...,
+//                      decoder.* (LanguageModel) or classifier.* (SequenceClassifier)
+//   checkpoint.json    {"format": "rnncore.checkpoint", "version": 1, "model_type", "model_config"
+//                      (the constructor's keyword arguments), "dtype", "vocab", ...}
+// The loader rebuilds the model from model_config, checks every tensor's name and shape against
+// it, and runs it with the engine (rnncore::Recurrent<float>) in float32 (float64 checkpoints are
+// converted on load). Shapes follow the engine's legend (recurrent.h): time-major, row-major;
+// T steps, B batch, V vocabulary, E embedding, H hidden, L layers, D directions, C classes.
+//
+// Errors. CheckpointError (a std::runtime_error) when the checkpoint cannot be used: a missing
+// directory or file, a truncated or garbled file, a missing tensor or one of the wrong shape, or a
+// model other than the program asks for (model type, or a field of ModelRequirements such as the
+// cell or a size). std::invalid_argument for bad arguments of a call (token ids out of range,
+// lengths outside [1, T], a negative temperature). Messages name the checkpoint and the field.
+//
+// Threads: a model object runs one call at a time (its calls reuse its workspaces); each call uses
+// the engine's OpenMP threads (rnncore::set_num_threads). Use one object per thread otherwise.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace rnncore {
+
+/// A checkpoint that cannot be loaded or is not the model the program asks for.
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The tokens of a checkpoint's "vocab" (rnncore.data.Vocab.to_dict): a token's id is its
+/// position. Special roles (pad, unk, bos, eos) name tokens of the list.
+class Vocabulary {
+ public:
+  Vocabulary() = default;
+  /// Throws std::invalid_argument on a duplicate token or a special that is not in `tokens`.
+  explicit Vocabulary(std::vector<std::string> tokens, const std::string& pad = "",
+                      const std::string& unk = "", const std::string& bos = "",
+                      const std::string& eos = "");
+
+  bool empty() const { return tokens_.empty(); }
+  std::int64_t size() const { return std::int64_t(tokens_.size()); }
+  const std::vector<std::string>& tokens() const { return tokens_; }
+  /// Throws std::invalid_argument when id is outside [0, size()).
+  const std::string& token(std::int64_t id) const;
+  bool contains(const std::string& token) const { return index_.count(token) > 0; }
+  /// The id of `token`; an unknown token gives unk_id() when the vocabulary has unk, otherwise
+  /// throws std::invalid_argument.
+  std::int64_t id(const std::string& token) const;
+  /// Ids of the special tokens, -1 when the vocabulary has none.
+  std::int64_t pad_id() const { return pad_; }
+  std::int64_t unk_id() const { return unk_; }
+  std::int64_t bos_id() const { return bos_; }
+  std::int64_t eos_id() const { return eos_; }
+
+ private:
+  std::vector<std::string> tokens_;
+  std::unordered_map<std::string, std::int64_t> index_;
+  std::int64_t pad_ = -1, unk_ = -1, bos_ = -1, eos_ = -1;
+};
+
+/// What checkpoint.json says (read_checkpoint_info reads it without loading any weights).
+struct CheckpointInfo {
+  std::string directory;
+  std::string model_type;  // e.g. "LanguageModel", "SequenceClassifier"
+  std::string dtype;       // "float32" or "float64" (the weights; inference runs in float32)
+  Vocabulary vocab;        // empty when "vocab" is null or absent
+  std::vector<std::string> labels;  // class names from "extra"."labels" when the task saved them
+  std::optional<std::int64_t> epoch;
+  std::optional<std::int64_t> step;
+  std::string json;  // the whole checkpoint.json, for fields not parsed here ("extra", "metrics")
+};
+
+/// Reads and checks DIR/checkpoint.json (format, version, model type, dtype, vocab).
+/// Throws CheckpointError.
+CheckpointInfo read_checkpoint_info(const std::string& directory);
+
+/// What the program requires of a checkpoint. Unset fields accept anything; a checkpoint whose
+/// model_config differs in a set field is rejected (CheckpointError naming the field). Cells are
+/// named as in model configs: "rnn" (tanh), "rnn_relu", "lstm", "gru" (PyTorch's GRU, reset
+/// after), "gru_v1" (reset before).
+struct ModelRequirements {
+  std::optional<std::string> cell;
+  std::optional<std::int64_t> vocab_size;
+  std::optional<std::int64_t> embed_dim;
+  std::optional<std::int64_t> hidden_size;
+  std::optional<std::int64_t> num_layers;
+  std::optional<std::int64_t> num_classes;  // SequenceClassifier only
+  std::optional<bool> bidirectional;        // SequenceClassifier only
+};
+
+/// Options of LanguageModel::sample.
+struct SampleOptions {
+  std::int64_t max_tokens = 100;  // tokens drawn after the prefix (>= 0)
+  double temperature = 1.0;       // > 0 scales the logits; 0 picks the most likely token
+  std::int64_t top_k = 0;         // > 0: draw among the k most likely tokens only
+  std::uint64_t seed = 0;         // the same seed gives the same tokens
+  std::int64_t stop_token = -1;   // >= 0: stop after drawing this id (e.g. vocab().eos_id())
+};
+
+/// Draws one id from log-probabilities (or logits) [V]: p ∝ exp(log_probs / temperature) over the
+/// top_k most likely ids (all when top_k is 0 or >= V); temperature 0 returns the most likely id
+/// (the lowest on ties). Deterministic for a given rng state on every platform.
+/// Throws std::invalid_argument on V < 1, a negative or non-finite temperature, top_k < 0 or NaN
+/// log-probabilities.
+std::int64_t sample_token(const float* log_probs, std::int64_t V, double temperature,
+                          std::int64_t top_k, std::mt19937_64& rng);
+
+/// Model configuration of a LanguageModel checkpoint (rnncore.models.LanguageModel).
+struct LanguageModelConfig {
+  std::int64_t vocab_size = 0;
+  std::int64_t embed_dim = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_layers = 2;
+  std::string cell = "lstm";
+  bool tie_weights = false;  // the decoder reuses embedding.weight (embed_dim == hidden_size)
+};
+
+/// embedding -> rnn (L layers, one direction) -> decoder (Linear H -> V): next-token
+/// log-probabilities, step by step or for whole sequences, and sampling.
+class LanguageModel {
+ public:
+  /// The recurrent state of B sequences between calls.
+  struct State {
+    std::int64_t batch = 0;
+    std::vector<float> h;  // [L, B, H]
+    std::vector<float> c;  // [L, B, H] for LSTM, empty otherwise
+  };
+
+  /// Loads DIR (model_type "LanguageModel"). Throws CheckpointError.
+  static LanguageModel load(const std::string& directory, const ModelRequirements& required = {});
+
+  LanguageModel(LanguageModel&&) noexcept;
+  LanguageModel& operator=(LanguageModel&&) noexcept;
+  ~LanguageModel();
+
+  const LanguageModelConfig& config() const;
+  const CheckpointInfo& info() const;
+  const Vocabulary& vocab() const { return info().vocab; }
+
+  /// The zero state for `batch` sequences (the state a sequence starts from).
+  State initial_state(std::int64_t batch = 1) const;
+
+  /// Log-probabilities of the next token at every position (teacher forcing).
+  ///   ids       [T, B] in [0, V)
+  ///   log_probs [T, B, V] out: log p(next | ids[0..t, b])
+  ///   state     nullptr: start from zeros; otherwise the start state of batch B, updated to the
+  ///             state after step T-1 (so long texts can be fed in chunks)
+  void log_probs(std::int64_t steps, std::int64_t batch, const std::int64_t* ids, float* log_probs,
+                 State* state = nullptr);
+
+  /// log p(next | prefix) [V] for one sequence from the zero state; prefix is non-empty.
+  std::vector<float> next_log_probs(const std::vector<std::int64_t>& prefix);
+
+  /// Feeds `tokens` (one sequence, non-empty) from `state` (batch 1, updated); returns the
+  /// log-probabilities [V] of the token that follows.
+  std::vector<float> feed(const std::vector<std::int64_t>& tokens, State& state);
+
+  /// One step for a batch: tokens [B] with B = state.batch, state updated, log_probs [B, V] out.
+  void step(const std::int64_t* tokens, State& state, float* log_probs);
+
+  /// Feeds `prefix` (non-empty), then draws up to options.max_tokens ids one at a time, each fed
+  /// back in; returns the drawn ids (the prefix not included).
+  std::vector<std::int64_t> sample(const std::vector<std::int64_t>& prefix,
+                                   const SampleOptions& options = {});
+
+ private:
+  struct Impl;
+  explicit LanguageModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Model configuration of a SequenceClassifier checkpoint (rnncore.models.SequenceClassifier).
+struct ClassifierConfig {
+  std::int64_t vocab_size = 0;
+  std::int64_t embed_dim = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_classes = 0;
+  std::int64_t num_layers = 1;
+  std::string cell = "lstm";
+  bool bidirectional = true;
+  std::string pooling = "last";  // "last", "mean" or "max"
+  std::int64_t padding_idx = 0;  // -1: none
+};
+
+/// embedding -> rnn -> pooling -> classifier (Linear D*H -> C): class probabilities of
+/// sequences. Pooling "last": the top layer's final states, forward then reverse direction
+/// ([B, D*H]); "mean" / "max": over each sequence's own steps of the top layer's output.
+class SequenceClassifier {
+ public:
+  /// Loads DIR (model_type "SequenceClassifier"). Throws CheckpointError.
+  static SequenceClassifier load(const std::string& directory,
+                                 const ModelRequirements& required = {});
+
+  SequenceClassifier(SequenceClassifier&&) noexcept;
+  SequenceClassifier& operator=(SequenceClassifier&&) noexcept;
+  ~SequenceClassifier();
+
+  const ClassifierConfig& config() const;
+  const CheckpointInfo& info() const;
+  const Vocabulary& vocab() const { return info().vocab; }
+
+  /// Class probabilities of a padded batch.
+  ///   ids     [T, B]: ids[t, b] in [0, V) for t < lengths[b]; entries past a sequence's end
+  ///           are ignored (any value)
+  ///   lengths [B] in [1, T], or nullptr: every sequence has T steps
+  ///   probs   [B, C] out
+  void predict_proba(std::int64_t steps, std::int64_t batch, const std::int64_t* ids,
+                     const std::int64_t* lengths, float* probs);
+
+  /// Class probabilities [B][C] of sequences of any lengths (each non-empty).
+  std::vector<std::vector<float>> predict_proba(
+      const std::vector<std::vector<std::int64_t>>& sequences);
+
+  /// The most probable class of each sequence (the lowest id on ties).
+  std::vector<std::int64_t> predict(const std::vector<std::vector<std::int64_t>>& sequences);
+
+ private:
+  struct Impl;
+  explicit SequenceClassifier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rnncore
