@@ -1,0 +1,80 @@
+// Prints the outputs of a checkpoint's model, one named row of numbers per line, for
+// tests/test_cpp_package.py to compare with the same model run in Python.
+//
+//   inference_dump lm  DIR T B ids[T*B]                  (ids time-major)
+//   inference_dump clf DIR T B ids[T*B] lengths[B]
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "rnncore/rnncore.h"
+
+namespace {
+
+void row(const char* name, const std::vector<float>& v) {
+  std::printf("%s", name);
+  for (float x : v) std::printf(" %.9g", x);
+  std::printf("\n");
+}
+
+void row(const char* name, const std::vector<std::int64_t>& v) {
+  std::printf("%s", name);
+  for (auto x : v) std::printf(" %lld", (long long)x);
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: inference_dump lm|clf DIR T B ids... [lengths...]\n");
+    return 2;
+  }
+  static_assert(RNNCORE_VERSION_MAJOR >= 0, "version.h is installed");
+  const std::string kind = argv[1], dir = argv[2];
+  const long T = std::atol(argv[3]), B = std::atol(argv[4]);
+  std::vector<std::int64_t> args;
+  for (int i = 5; i < argc; ++i) args.push_back(std::atoll(argv[i]));
+  try {
+    if (kind == "lm") {
+      rnncore::LanguageModel lm = rnncore::LanguageModel::load(dir);
+      const std::int64_t V = lm.config().vocab_size;
+      std::vector<float> lp(std::size_t(T * B * V));
+      lm.log_probs(T, B, args.data(), lp.data());
+      row("log_probs", lp);
+      std::vector<std::int64_t> seq0;
+      for (long t = 0; t < T; ++t) seq0.push_back(args[std::size_t(t * B)]);
+      row("next", lm.next_log_probs(seq0));
+      // The same through the stateful step API, one token at a time over the whole batch.
+      auto state = lm.initial_state(B);
+      std::vector<float> steps, one(std::size_t(B * V));
+      for (long t = 0; t < T; ++t) {
+        lm.step(args.data() + t * B, state, one.data());
+        steps.insert(steps.end(), one.begin(), one.end());
+      }
+      row("step_log_probs", steps);
+      rnncore::SampleOptions o;
+      o.max_tokens = 10;
+      o.temperature = 0.0;
+      row("greedy", lm.sample(seq0, o));
+      o.temperature = 0.9;
+      o.top_k = 4;
+      o.seed = 42;
+      row("sample", lm.sample(seq0, o));
+    } else if (kind == "clf") {
+      rnncore::SequenceClassifier clf = rnncore::SequenceClassifier::load(dir);
+      std::vector<float> probs(std::size_t(B * clf.config().num_classes));
+      clf.predict_proba(T, B, args.data(), args.data() + T * B, probs.data());
+      row("probs", probs);
+    } else {
+      std::fprintf(stderr, "inference_dump: unknown kind %s\n", kind.c_str());
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "inference_dump: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,355 @@
+"""C++ use of rnncore: find_package(rnncore) after `cmake --install` and from the pip-installed
+package, the example programs built standalone, and the same outputs in C++ as in Python for
+models trained and saved in Python.
+
+One engine build and install (plain CMake, no Python module) and one consumer build are shared by
+the tests of this module (about a minute and a half on two cores); the pip-package half builds a
+second, small consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rnncore
+from rnncore.models import LanguageModel, SequenceClassifier
+from rnncore.models.classifier import ClassifierBatch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSUMER = ROOT / "tests" / "cpp" / "consumer"
+EXAMPLES = ROOT / "cpp" / "examples"
+
+pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+
+
+# ---- building ---------------------------------------------------------------------------------
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Runs cmd; on failure, fails the test with the command's output."""
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        out = (result.stdout + "\n" + result.stderr)[-6000:]
+        pytest.fail(f"command failed ({result.returncode}): {' '.join(map(str, cmd))}\n{out}")
+    return result
+
+
+def _generator() -> list[str]:
+    return ["-G", "Ninja"] if shutil.which("ninja") else []
+
+
+def _build_consumer(build: Path, find_args: list[str], examples: bool) -> Path:
+    _run(
+        [
+            "cmake",
+            "-S",
+            CONSUMER,
+            "-B",
+            build,
+            *_generator(),
+            "-DCMAKE_BUILD_TYPE=Release",
+            *find_args,
+            *([f"-DRNNCORE_EXAMPLES_DIR={EXAMPLES}"] if examples else []),
+        ]
+    )
+    _run(["cmake", "--build", build, "--parallel", "2"])
+    return build
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The engine built with plain CMake (no Python module, no tests) and installed."""
+    tmp = tmp_path_factory.mktemp("engine")
+    build, prefix = tmp / "build", tmp / "prefix"
+    _run(
+        [
+            "cmake",
+            "-S",
+            ROOT,
+            "-B",
+            build,
+            *_generator(),
+            "-DRNNCORE_BUILD_TESTS=OFF",
+            "-DRNNCORE_BUILD_PYTHON=OFF",
+            f"-DCMAKE_INSTALL_PREFIX={prefix}",
+            f"-DPython_EXECUTABLE={sys.executable}",  # finds cmeel-eigen's Eigen
+        ]
+    )
+    _run(["cmake", "--build", build, "--parallel", "2"])
+    _run(["cmake", "--install", build])
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def consumer(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build folder of tests/cpp/consumer (+ the examples) against the installed prefix."""
+    build = tmp_path_factory.mktemp("consumer") / "build"
+    return _build_consumer(build, [f"-DCMAKE_PREFIX_PATH={prefix}"], examples=True)
+
+
+# ---- checkpoints written per the contract -------------------------------------------------------
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+
+
+def _save_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """safetensors file; through the `safetensors` package when it is installed."""
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        save_file = None
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    if save_file is not None:
+        save_file(arrays, str(path), metadata={"format": "rnncore"})
+        return
+    header: dict = {"__metadata__": {"format": "rnncore"}}
+    offset = 0
+    for name, a in arrays.items():
+        header[name] = {
+            "dtype": _ST_DTYPES[a.dtype],
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + a.nbytes],
+        }
+        offset += a.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for a in arrays.values():
+            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def _write_checkpoint(directory: Path, model, vocab: dict | None = None) -> Path:
+    """A checkpoint directory exactly as the checkpoint contract describes it."""
+    directory.mkdir(parents=True)
+    _save_safetensors(directory / "model.safetensors", model.state_dict())
+    meta = {
+        "format": "rnncore.checkpoint",
+        "version": 1,
+        "model_type": model.MODEL_TYPE,
+        "model_config": model.config(),
+        "dtype": "float32",
+        "vocab": vocab,
+        "extra": {"labels": ["neg", "neutral", "pos"]},
+        "epoch": 1,
+        "step": 3,
+        "metrics": {"loss": 1.0},
+    }
+    (directory / "checkpoint.json").write_text(json.dumps(meta))
+    return directory
+
+
+def _trained_lm(cell: str, layers: int, tie: bool, seed: int) -> LanguageModel:
+    V, E = 11, 8
+    model = LanguageModel(
+        V, E, 8 if tie else 6, num_layers=layers, cell=cell, tie_weights=tie, seed=seed
+    )
+    opt = rnncore.optim.Adam(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(3):  # a few real training steps, so that the weights are not the initial ones
+        x = rng.integers(0, V, size=(7, 3))
+        y = rng.integers(0, V, size=(7, 3))
+        model.zero_grad()
+        model.training_step((x, y))
+        opt.step()
+    model.on_epoch_start(True)
+    model.eval()
+    return model
+
+
+def _trained_classifier(cell: str, layers: int, bidir: bool, pooling: str, seed: int):
+    V = 13
+    model = SequenceClassifier(
+        V, 6, 5, 3, num_layers=layers, cell=cell, bidirectional=bidir, pooling=pooling, seed=seed
+    )
+    opt = rnncore.optim.Adam(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(3):
+        lengths = rng.integers(1, 8, size=4)
+        ids = rng.integers(1, V, size=(7, 4))
+        ids[np.arange(7)[:, None] >= lengths[None, :]] = 0
+        model.zero_grad()
+        model.training_step(ClassifierBatch(ids, lengths, rng.integers(0, 3, size=4)))
+        opt.step()
+    model.eval()
+    return model
+
+
+def _dump(consumer: Path, *args) -> dict[str, np.ndarray]:
+    out = _run([consumer / "inference_dump", *args]).stdout
+    rows = {}
+    for line in out.splitlines():
+        name, *values = line.split()
+        rows[name] = np.array([float(v) for v in values])
+    return rows
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+# ---- the installed package ----------------------------------------------------------------------
+def test_install_layout_needs_no_eigen(prefix: Path) -> None:
+    headers = sorted(p.name for p in (prefix / "include" / "rnncore").glob("*.h"))
+    for h in (
+        "rnncore.h",
+        "recurrent.h",
+        "ops.h",
+        "backend.h",
+        "inference.h",
+        "safetensors.h",
+        "version.h",
+    ):
+        assert h in headers
+    cmake_files = list(prefix.glob("lib*/cmake/rnncore/rnncoreConfig.cmake"))
+    assert len(cmake_files) == 1
+    assert list(prefix.glob("lib*/librnncore.*"))
+    # Consumers get no Eigen dependency: no installed header includes it.
+    for h in (prefix / "include" / "rnncore").glob("*.h"):
+        assert "Eigen" not in "".join(
+            line for line in h.read_text().splitlines() if line.startswith("#include")
+        ), h
+
+
+def test_examples_build_standalone_and_run(consumer: Path, tmp_path: Path) -> None:
+    lm = _trained_lm("lstm", 2, False, seed=1)
+    tokens = ["<eos>", *"abcdefghij"]
+    vocab = {
+        "format": "rnncore.data.Vocab",
+        "version": 1,
+        "tokens": tokens,
+        "specials": {"eos": "<eos>"},
+    }
+    lm_dir = _write_checkpoint(tmp_path / "lm", lm, vocab)
+    out = _run(
+        [
+            consumer / "examples" / "rnncore_lm_sample",
+            lm_dir,
+            "--prompt",
+            "abc",
+            "--tokens",
+            "20",
+            "--seed",
+            "3",
+            "--threads",
+            "1",
+        ]
+    ).stdout
+    assert "character vocabulary" in out and "# next 1: p=" in out
+    assert "\nabc" in out  # the prompt, then its continuation
+    clf = _trained_classifier("gru", 1, True, "last", seed=2)
+    clf_dir = _write_checkpoint(tmp_path / "clf", clf)
+    out = _run(
+        [consumer / "examples" / "rnncore_classify", clf_dir, "--ids", "1 2 3", "4 5"]
+    ).stdout
+    lines = [line for line in out.splitlines() if not line.startswith("#")]
+    assert len(lines) == 2 and lines[0].split()[0] in ("neg", "neutral", "pos")
+    # A checkpoint of another cell than asked for: a clear error, exit status 1.
+    bad = subprocess.run(
+        [consumer / "examples" / "rnncore_lm_sample", lm_dir, "--cell", "gru"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert "the cell is 'lstm' but the program expects 'gru'" in bad.stderr
+
+
+# ---- Python <-> C++ parity -------------------------------------------------------------------
+LM_CASES = [
+    ("lstm", 2, False),
+    ("gru", 1, True),
+    ("gru_v1", 2, False),
+    ("rnn_relu", 1, False),
+    ("rnn", 2, False),
+]
+
+
+@pytest.mark.parametrize(("cell", "layers", "tie"), LM_CASES)
+def test_language_model_same_in_cpp(consumer: Path, tmp_path: Path, cell, layers, tie) -> None:
+    model = _trained_lm(cell, layers, tie, seed=layers + len(cell))
+    ckpt = _write_checkpoint(tmp_path / "ckpt", model)
+    T, B, V = 6, 3, model.vocab_size
+    ids = np.random.default_rng(7).integers(0, V, size=(T, B))
+    rows = _dump(consumer, "lm", ckpt, T, B, *ids.reshape(-1))
+    logits, _ = model.forward(ids)
+    ref = _log_softmax(logits)  # [T, B, V]
+    np.testing.assert_allclose(rows["log_probs"].reshape(T, B, V), ref, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(rows["step_log_probs"].reshape(T, B, V), ref, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(rows["next"], ref[-1, 0], rtol=1e-4, atol=2e-5)
+    # Greedy continuation of sequence 0, followed in Python one token at a time (stopping the
+    # comparison at a near-tie, where float rounding may legitimately pick the other token).
+    greedy = rows["greedy"].astype(np.int64)
+    _, state = model.forward(ids[:, :1])
+    lp = ref[-1, 0]
+    for tok in greedy:
+        top2 = np.sort(lp)[-2:]
+        if top2[1] - top2[0] < 1e-4:
+            break
+        assert tok == int(np.argmax(lp))
+        logits, state = model.forward(np.array([[tok]]), state)
+        lp = _log_softmax(logits)[0, 0]
+    assert len(rows["sample"]) == 10 and rows["sample"].min() >= 0 and rows["sample"].max() < V
+
+
+CLF_CASES = [
+    ("lstm", 1, True, "last"),
+    ("gru", 2, True, "mean"),
+    ("gru_v1", 1, False, "max"),
+    ("rnn", 2, True, "last"),
+    ("lstm", 2, False, "mean"),
+]
+
+
+@pytest.mark.parametrize(("cell", "layers", "bidir", "pooling"), CLF_CASES)
+def test_classifier_same_in_cpp(consumer: Path, tmp_path: Path, cell, layers, bidir, pooling):
+    model = _trained_classifier(cell, layers, bidir, pooling, seed=layers * 10 + len(pooling))
+    ckpt = _write_checkpoint(tmp_path / "ckpt", model)
+    rng = np.random.default_rng(3)
+    T, B = 8, 5
+    lengths = np.array([8, 3, 1, 6, 8])
+    ids = rng.integers(1, 13, size=(T, B))
+    ids[np.arange(T)[:, None] >= lengths[None, :]] = 0
+    rows = _dump(consumer, "clf", ckpt, T, B, *ids.reshape(-1), *lengths)
+    logits = model.forward(ids, lengths)
+    ref = np.exp(_log_softmax(logits))
+    np.testing.assert_allclose(rows["probs"].reshape(B, 3), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoint_from_save_checkpoint(consumer: Path, tmp_path: Path) -> None:
+    """A checkpoint written by the training toolkit itself loads in C++ with the same outputs."""
+    checkpoint = pytest.importorskip("rnncore.train.checkpoint")
+    model = _trained_lm("lstm", 1, True, seed=5)
+    checkpoint.save_checkpoint(tmp_path / "ckpt", model, epoch=1)
+    ids = np.arange(8).reshape(4, 2) % model.vocab_size
+    rows = _dump(consumer, "lm", tmp_path / "ckpt", 4, 2, *ids.reshape(-1))
+    logits, _ = model.forward(ids)
+    np.testing.assert_allclose(
+        rows["log_probs"].reshape(4, 2, -1), _log_softmax(logits), rtol=1e-4, atol=2e-5
+    )
+
+
+# ---- the pip-installed package ----------------------------------------------------------------
+def test_pip_package_cmake_dir(tmp_path: Path) -> None:
+    try:
+        cmake_dir = rnncore.cmake_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the installed rnncore has no CMake package files ({exc})")
+    cli = _run([sys.executable, "-m", "rnncore", "--cmake-dir"]).stdout.strip()
+    assert cli == cmake_dir
+    build = _build_consumer(tmp_path / "build", [f"-Drnncore_DIR={cmake_dir}"], examples=False)
+    model = _trained_lm("gru", 1, False, seed=9)
+    ckpt = _write_checkpoint(tmp_path / "ckpt", model)
+    ids = np.array([[1, 2], [3, 4], [5, 6]])
+    rows = _dump(build, "lm", ckpt, 3, 2, *ids.reshape(-1))
+    logits, _ = model.forward(ids)
+    np.testing.assert_allclose(
+        rows["log_probs"].reshape(3, 2, -1), _log_softmax(logits), rtol=1e-4, atol=2e-5
+    )
