@@ -11,12 +11,30 @@
 
 from __future__ import annotations
 
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    tied_parameters,
+)
+from .rng import get_rng_state, named_modules, set_rng_state
 from .tbptt import StateCarrier, detach_state, reset_state_columns, state_batch_size, zero_state
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "tied_parameters",
     "StateCarrier",
     "detach_state",
     "zero_state",
     "reset_state_columns",
     "state_batch_size",
+    "get_rng_state",
+    "set_rng_state",
+    "named_modules",
 ]
