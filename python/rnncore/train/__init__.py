@@ -19,6 +19,7 @@ from .checkpoint import (
     save_checkpoint,
     tied_parameters,
 )
+from .diagnostics import plot_step_gradient_norms, recurrent_layers, step_gradient_norms
 from .rng import get_rng_state, named_modules, set_rng_state
 from .tbptt import StateCarrier, detach_state, reset_state_columns, state_batch_size, zero_state
 
@@ -34,6 +35,9 @@ __all__ = [
     "zero_state",
     "reset_state_columns",
     "state_batch_size",
+    "step_gradient_norms",
+    "plot_step_gradient_norms",
+    "recurrent_layers",
     "get_rng_state",
     "set_rng_state",
     "named_modules",
