@@ -22,8 +22,13 @@ from .checkpoint import (
 from .diagnostics import plot_step_gradient_norms, recurrent_layers, step_gradient_norms
 from .rng import get_rng_state, named_modules, set_rng_state
 from .tbptt import StateCarrier, detach_state, reset_state_columns, state_batch_size, zero_state
+from .trainer import Trainer, TrainingDiverged, plot_history, write_history
 
 __all__ = [
+    "Trainer",
+    "TrainingDiverged",
+    "plot_history",
+    "write_history",
     "Checkpoint",
     "CheckpointError",
     "save_checkpoint",
