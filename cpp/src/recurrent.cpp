@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -146,12 +147,13 @@ struct Scratch {
   AlignedVec<T> dh, dh2, dc, dc2;  // [B, H] each
   AlignedVec<T> hp_all;           // [N, H] gathered previous states for dW_hh of a ragged batch
   AlignedVec<T> bias;             // [G*H] folded input-side bias
-  AlignedVec<T> wh_blocked;       // [G*H, H] W_hh rows regrouped by thread (see lane_forward)
+  AlignedVec<T> wh_blocked;       // W_hh regrouped (or packed) by thread, see lane_forward
   void reserve(Index B, Index H, Index GH) {
     grow(rec, std::size_t(B * GH));
     for (auto* v : {&dh, &dh2, &dc, &dc2}) grow(*v, std::size_t(B * H));
     grow(bias, std::size_t(GH));
-    grow(wh_blocked, std::size_t(GH * H));
+    // Packed panels pad each thread's columns up to a multiple of kPanel.
+    grow(wh_blocked, std::size_t(GH * (H + kPanel * get_num_threads())));
   }
 };
 
@@ -236,11 +238,22 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
     const Range units = share(H, thread_count(), thread_id());
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
-    // Small batches get the block transposed, for the matrix-vector kernel.
+    // Small batches get the block transposed, for the matrix-vector kernel; on AVX-512 CPUs a
+    // float block is packed into panels for packed_gemm instead.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * H;
+    T* wh_region = sc.wh_blocked.data() + GH * (units.begin + kPanel * thread_id());
     const Index u = units.size();
     const bool transposed = pk.B <= kGemvRows;
-    for (Index g = 0; g < G; ++g) {
+    const T* wh_packed = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (!transposed && packed_gemm_available()) {
+        for (Index g = 0; g < G; ++g)
+          pack_transposed(u, H, p.Wh + (g * H + units.begin) * H, H,
+                          wh_region + g * packed_size(H, u));
+        wh_packed = wh_region;
+      }
+    }
+    for (Index g = 0; g < G && !wh_packed; ++g) {
       const T* src = p.Wh + (g * H + units.begin) * H;
       if (transposed)
         view(wh_own + g * u, H, u, G * u) = cview(src, u, H, H).transpose();
@@ -258,6 +271,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
       s.gates = gates + pk.off[t] * GH;
       s.Wh_own = wh_own;
       s.wh_transposed = transposed;
+      s.Wh_packed = wh_packed;
       s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, H);
       s.h = Y + pk.off[t] * ldy;
       s.ld_h = ldy;
@@ -305,6 +319,15 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
   {
     const Range units = share(H, thread_count(), thread_id());
     const Index j = units.begin, u = units.size();
+    // On AVX-512 CPUs (float) this thread's columns of W_hh are packed once for all steps.
+    const T* wh_packed = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_gemm_available() && u > 0) {
+        T* region = sc.wh_blocked.data() + GH * (j + kPanel * thread_id());
+        pack_rows(GH, u, p.Wh + j, H, region);
+        wh_packed = region;
+      }
+    }
     T* dh = sc.dh.data();
     T* dhp = sc.dh2.data();
     T* dc = sc.dc.data();
@@ -353,6 +376,7 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
       if (gru) s.aux = w.aux.data() + pk.off[t] * H;
       s.rec = sc.rec.data();
       s.Wh = p.Wh;
+      s.Wh_packed = wh_packed;
       s.dh = dh;
       s.dc = dc;
       s.dh_prev = dhp;

@@ -80,8 +80,7 @@ struct GruCell {
       return;
     }
     // d(r ⊙ h) = dn · W_hn for this thread's units, parked in rec [n, H].
-    gemm_nn(s.n, u, H, s.gates + 2 * H, 3 * H, s.Wh + 2 * H * H + s.j0, H, s.rec + s.j0, H,
-            /*accumulate=*/false);
+    s.weight_product_bwd(3, 2 * H, H, s.gates, 3 * H, s.rec + s.j0, H, /*accumulate=*/false);
     for (Index r = 0; r < s.n; ++r) {
       RowArr<T> rg(s.gate(s.gates, 3, r, 0), u);
       ConstRowArr<T> drh(s.rec + r * H + s.j0, u);

@@ -6,8 +6,11 @@
 // thread needs values other threads produced (the full h for the next GEMM).
 #pragma once
 
+#include <type_traits>
+
 #include "../gemv.h"
 #include "../linalg.h"
+#include "../packed_gemm.h"
 
 namespace rnncore::detail {
 
@@ -60,6 +63,9 @@ struct Step {
   // wh_transposed (small batches, see kGemvRows).
   const T* Wh_own = nullptr;
   bool wh_transposed = false;
+  // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
+  // per gate block [H, u] (packed_size(H, u) floats each); backward, W_hh[:, j0:j1] as [G*H, u].
+  const T* Wh_packed = nullptr;
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
   T* dh = nullptr;       // [n, H] in: dL/dh_t (carried + from the output); clobbered
@@ -74,6 +80,15 @@ struct Step {
   // one GEMM, since the thread's rows are contiguous in the blocked copy.
   void recurrent_gemm(Index G, Index g0, Index g1) const {
     const Index u = units();
+    if constexpr (std::is_same_v<T, float>) {
+      if (Wh_packed) {
+        const PackedRows rows{h_prev.a, h_prev.lda, h_prev.na, h_prev.b, h_prev.ldb};
+        for (Index g = g0; g < g1; ++g)
+          packed_gemm(n, u, H, rows, 0, Wh_packed + g * packed_size(H, u), H, rec + g * u, G * u,
+                      /*accumulate=*/false);
+        return;
+      }
+    }
     if (wh_transposed) {
       for (Index r = 0; r < n; ++r)
         gemv_t((g1 - g0) * u, H, Wh_own + g0 * u, G * u, h_prev.row(r), rec + r * G * u + g0 * u,
@@ -87,6 +102,13 @@ struct Step {
   // ldo): the GRU reset-before product W_hn (r ⊙ h).
   void own_gate_product(Index G, Index g, const T* a, Index lda, T* out, Index ldo) const {
     const Index u = units();
+    if constexpr (std::is_same_v<T, float>) {
+      if (Wh_packed) {
+        packed_gemm(n, u, H, PackedRows{a, lda, n, nullptr, 0}, 0,
+                    Wh_packed + g * packed_size(H, u), H, out, ldo, /*accumulate=*/true);
+        return;
+      }
+    }
     if (wh_transposed) {
       for (Index r = 0; r < n; ++r)
         gemv_t(u, H, Wh_own + g * u, G * u, a + r * lda, out + r * ldo, /*accumulate=*/true);
@@ -96,10 +118,21 @@ struct Step {
   }
   // This thread's recurrent pre-activations of gate block g in row r.
   const T* rec_gate(Index G, Index r, Index g) const { return rec + r * G * units() + g * units(); }
+  // C[:, 0:u] (+)= A[:, k0:k0+k] · W_hh[k0:k0+k, j0:j1] (A row stride lda, C row stride ldc).
+  void weight_product_bwd(Index G, Index k0, Index k, const T* A, Index lda, T* C, Index ldc,
+                          bool accumulate) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (Wh_packed) {
+        packed_gemm(n, units(), k, PackedRows{A, lda, n, nullptr, 0}, k0, Wh_packed, G * H, C, ldc,
+                    accumulate);
+        return;
+      }
+    }
+    gemm_nn(n, units(), k, A + k0, lda, Wh + k0 * H + j0, H, C, ldc, accumulate);
+  }
   // dh_prev[:, j0:j1] (+)= dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, j0:j1].
   void backward_gemm(Index G, Index g0, Index g1, bool accumulate) const {
-    gemm_nn(n, units(), (g1 - g0) * H, gates + g0 * H, G * H, Wh + g0 * H * H + j0, H,
-            dh_prev + j0, H, accumulate);
+    weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, dh_prev + j0, H, accumulate);
   }
 };
 
