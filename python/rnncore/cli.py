@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import __version__, set_num_threads, tasks
+from .tasks import _common as task_common  # eval, sample, predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=mod.HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter
         )
         mod.add_arguments(task_parser)
+    task_common.add_use_commands(sub)  # eval, sample, predict
     return parser
 
 
@@ -33,12 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         set_num_threads(args.threads)
-    if args.command == "demo":
-        from .demo import run_demo
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
 
-        run_demo()
-    elif args.command == "train":
-        tasks.load(args.task).run(args)
+            run_demo()
+        elif args.command == "train":
+            tasks.load(args.task).run(args)
+        elif args.command in task_common.USE_COMMANDS:
+            return task_common.run_use_command(args)
+    except task_common.user_errors() as e:
+        # bad data files, options or checkpoints: one line naming the problem, no traceback
+        print(f"rnncore: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,8 @@ from types import ModuleType
 
 # CLI word -> module under rnncore.tasks. Add a line here when adding a task module.
 TASK_MODULES: dict[str, str] = {}
+# issue 5: language models, sentiment, tagging
+TASK_MODULES.update(lm="lm", charlm="charlm", sentiment="sentiment", tagger="tagger")
 
 
 def load(name: str) -> ModuleType:

@@ -1,0 +1,548 @@
+"""What the task commands share: options, optimizers, batching, the train-and-report driver, and
+the `rnncore eval / sample / predict` commands that reopen a trained model's directory.
+
+Layout of an output directory ``DIR`` written by ``rnncore train TASK --out DIR``::
+
+    DIR/metrics.json        final validation and test metrics, epochs, wall time, history, options
+    DIR/history.json, .csv  the per-epoch history (rewritten after every epoch)
+    DIR/checkpoint/best/    checkpoint of the best epoch (by the task's validation metric)
+    DIR/checkpoint/last/    checkpoint of the last epoch (resumable)
+
+A checkpoint's ``extra`` holds ``{"task": NAME, ...}``, which tells ``rnncore eval`` and friends
+which task module reads it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import optim
+from ..data import BucketBatchSampler, DataFormatError
+from ..optim import Optimizer
+from ..optim.lr_scheduler import LRScheduler
+
+CELL_CHOICES = ("lstm", "gru", "gru_v1", "rnn", "rnn_relu")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+class TaskError(Exception):
+    """A problem with the user's input that the command line reports as ``rnncore: error: ...``
+    (exit status 2, no traceback)."""
+
+
+#: exceptions the command line turns into ``rnncore: error: <message>`` with exit status 2
+def user_errors() -> tuple[type[BaseException], ...]:
+    from ..train import CheckpointError
+
+    return (TaskError, DataFormatError, CheckpointError, OSError)
+
+
+# ---- options ----------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where it says something: not for required options, flags,
+    None defaults, or help texts that already state their default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.required
+            or action.default is None
+            or (
+                isinstance(action.default, bool)
+                and not isinstance(action, argparse.BooleanOptionalAction)
+            )
+            or action.default == ""
+            or "default" in text
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_common_arguments(
+    p: argparse.ArgumentParser,
+    defaults: dict[str, Any],
+    *,
+    data_help: str,
+    bidirectional: bool = False,
+    embed: bool = True,
+) -> None:
+    """Options every task has, with the task's defaults.
+
+    Args:
+        p: the task's subparser.
+        defaults: values for cell, layers, hidden, embed, dropout, epochs, batch_size, optimizer,
+            lr, clip, weight_decay (and bidirectional when ``bidirectional``).
+        data_help: what --data expects.
+        bidirectional: add --bidirectional / --no-bidirectional.
+        embed: add --embed.
+    """
+    io = p.add_argument_group("data and output")
+    p.formatter_class = HelpFormatter
+    io.add_argument("--data", required=True, metavar="PATH", help=data_help)
+    io.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory: metrics.json, history.json/.csv and checkpoint/{best,last}",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--cell",
+        choices=CELL_CHOICES,
+        default=defaults["cell"],
+        help="recurrent cell: lstm, gru (PyTorch's, reset after), gru_v1 (Cho et al.'s reset "
+        "before), rnn (tanh) or rnn_relu",
+    )
+    m.add_argument(
+        "--layers", type=int, default=defaults["layers"], metavar="N", help="stacked layers"
+    )
+    m.add_argument(
+        "--hidden",
+        type=int,
+        default=defaults["hidden"],
+        metavar="N",
+        help="hidden units per layer (and per direction)",
+    )
+    if embed:
+        m.add_argument(
+            "--embed", type=int, default=defaults["embed"], metavar="N", help="embedding size"
+        )
+    if bidirectional:
+        m.add_argument(
+            "--bidirectional",
+            action=argparse.BooleanOptionalAction,
+            default=defaults["bidirectional"],
+            help="read each sequence in both directions",
+        )
+    m.add_argument(
+        "--dropout",
+        type=float,
+        default=defaults["dropout"],
+        metavar="P",
+        help="dropout probability on the non-recurrent connections (0 = none)",
+    )
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=defaults["epochs"], metavar="N", help="epochs")
+    t.add_argument(
+        "--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="batch size"
+    )
+    t.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"], help="optimizer"
+    )
+    t.add_argument("--lr", type=float, default=defaults["lr"], metavar="X", help="learning rate")
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.get("weight_decay", 0.0),
+        metavar="X",
+        help="L2 weight decay (decoupled for adamw)",
+    )
+    t.add_argument(
+        "--clip",
+        type=float,
+        default=defaults["clip"],
+        metavar="X",
+        help="clip the global gradient norm to X (0 = no clipping)",
+    )
+    t.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop early after N epochs without improvement on validation (default: never)",
+    )
+    t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
+    t.add_argument(
+        "--max-batches",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use at most N training batches per epoch (quick trials; default: all)",
+    )
+    t.add_argument(
+        "--max-eval-batches",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use at most N batches of each validation/test set (quick trials; default: all)",
+    )
+    t.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (it is shown only on a terminal anyway)",
+    )
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """Reject option values that make no sense, naming the option."""
+    positive = ["layers", "hidden", "epochs", "batch_size"]
+    if hasattr(args, "embed"):
+        positive.append("embed")
+    for name in positive + ["patience", "max_batches", "max_eval_batches"]:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise TaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise TaskError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise TaskError(f"--lr must be > 0, got {args.lr}")
+    if args.clip < 0 or args.weight_decay < 0:
+        raise TaskError("--clip and --weight-decay must be >= 0")
+
+
+def make_optimizer(args: argparse.Namespace, params: list[Any]) -> Optimizer:
+    """The optimizer named by --optimizer with --lr and --weight-decay."""
+    lr, wd = args.lr, args.weight_decay
+    if args.optimizer == "sgd":
+        return optim.SGD(params, lr=lr, weight_decay=wd)
+    if args.optimizer == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=wd)
+    if args.optimizer == "adamw":
+        return optim.AdamW(params, lr=lr, weight_decay=wd)
+    if args.optimizer == "rmsprop":
+        return optim.RMSprop(params, lr=lr, weight_decay=wd)
+    return optim.Adagrad(params, lr=lr, weight_decay=wd)
+
+
+class DecayAfter(LRScheduler):
+    """lr = base_lr · decay^max(0, epoch + 1 - after): ``after`` epochs at the base rate, then
+    multiplied by ``decay`` every epoch (Zaremba et al. 2014: after=4, decay=0.5).
+
+    Args:
+        optimizer: the optimizer.
+        after: epochs at the base rate, >= 0.
+        decay: factor > 0 per later epoch.
+    """
+
+    def __init__(self, optimizer: Optimizer, after: int, decay: float) -> None:
+        self.after = int(after)
+        self.decay = float(decay)
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch: int) -> list[float]:
+        return [b * self.decay ** max(0, epoch + 1 - self.after) for b in self.base_lrs]
+
+
+# ---- batching ---------------------------------------------------------------------------------
+class Limited:
+    """At most ``n`` items of a re-iterable per iteration (None: all); keeps ``len`` and
+    ``set_epoch`` of the wrapped object."""
+
+    def __init__(self, batches: Any, n: int | None) -> None:
+        self.batches = batches
+        self.n = n
+
+    def __len__(self) -> int:
+        total = len(self.batches)
+        return total if self.n is None else min(total, self.n)
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.batches), self.n)
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch = getattr(self.batches, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+
+class SampledBatches:
+    """Batches of examples of similar length: indices from a :class:`BucketBatchSampler` turned
+    into arrays by ``collate(indices)``. Re-iterable; shuffled per epoch when training.
+
+    Args:
+        lengths: length of every example.
+        batch_size: examples per batch.
+        collate: indices int64 [b] -> batch.
+        shuffle: shuffle (training) or sort by length (evaluation).
+        seed: seed of the shuffling.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        collate: Callable[[np.ndarray], Any],
+        *,
+        shuffle: bool,
+        seed: int = 0,
+    ) -> None:
+        self.sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
+        self.collate = collate
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.sampler.shuffle:
+            self.sampler.set_epoch(0)
+        return (self.collate(idx) for idx in self.sampler)
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices): a seeded random ``fraction`` of range(n) held out."""
+    perm = np.random.default_rng([seed, 12345]).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    if k >= n:
+        raise TaskError(f"cannot hold out {k} of {n} examples for validation")
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# ---- training driver --------------------------------------------------------------------------
+def to_json_ready(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): to_json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [to_json_ready(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, Path):
+        return os.fspath(v)
+    return v
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write strict JSON (NaN/inf as null) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(
+        json.dumps(to_json_ready(obj), indent=1, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    os.replace(tmp, path)
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line options as a JSON-ready dict (no internal entries)."""
+    return {
+        k: v
+        for k, v in vars(args).items()
+        if not k.startswith("_") and k not in ("command", "task") and not callable(v)
+    }
+
+
+def train_and_report(
+    args: argparse.Namespace,
+    model: Any,
+    train_batches: Any,
+    val_batches: Any,
+    test_batches: Any,
+    *,
+    optimizer: Optimizer,
+    scheduler: Any = None,
+    monitor: str = "loss",
+    mode: str = "min",
+    vocab: Any = None,
+    vocabs: dict[str, Any] | None = None,
+    extra: dict[str, Any],
+    data_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train with the Trainer, evaluate the best epoch's model, write DIR/metrics.json.
+
+    Validation picks the best epoch (``monitor``/``mode``); its weights are reloaded for the
+    final validation and test numbers.
+
+    Returns:
+        The metrics.json content.
+    """
+    from ..train import Trainer, load_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise TaskError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoint"
+    n_eval = args.max_eval_batches
+    val = None if val_batches is None else Limited(val_batches, n_eval)
+    test = None if test_batches is None else Limited(test_batches, n_eval)
+    trainer = Trainer(
+        model,
+        optimizer,
+        scheduler=scheduler,
+        epochs=args.epochs,
+        clip_grad_norm=args.clip if args.clip > 0 else None,
+        early_stopping_patience=args.patience,
+        monitor=monitor,
+        mode=mode,
+        checkpoint_dir=ckpt_dir,
+        metrics_path=out / "history.json",
+        progress=args.progress,
+        seed=args.seed,
+        vocab=vocab,
+        vocabs=vocabs,
+        extra=extra,
+    )
+    start = time.perf_counter()
+    history = trainer.fit(Limited(train_batches, args.max_batches), val)
+    train_seconds = time.perf_counter() - start
+    if (ckpt_dir / "best").is_dir():
+        load_checkpoint(ckpt_dir / "best", model=model, restore_rng=False)
+    valid_metrics = trainer.evaluate(val) if val is not None else None
+    test_metrics = trainer.evaluate(test) if test is not None else None
+    result = {
+        "task": extra["task"],
+        "valid": valid_metrics,
+        "test": test_metrics,
+        "epochs": trainer.epoch,
+        "best_epoch": trainer.best_epoch,
+        "stopped_early": trainer.stopped_early,
+        "wall_seconds": time.perf_counter() - start,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(trainer.epoch, 1),
+        "parameters": int(sum(p.data.size for p in model.parameters())),
+        "model_type": model.MODEL_TYPE,
+        "model_config": model.config(),
+        "data": data_info or {},
+        "options": options(args),
+        "checkpoint": os.fspath(ckpt_dir / "best" if (ckpt_dir / "best").is_dir() else ckpt_dir),
+        "history": history,
+    }
+    write_json(out / "metrics.json", result)
+    print(f"valid: {_fmt(valid_metrics)}")
+    print(f"test:  {_fmt(test_metrics)}")
+    print(f"wrote {out / 'metrics.json'} and {ckpt_dir}")
+    return result
+
+
+def _fmt(metrics: dict[str, float] | None) -> str:
+    if not metrics:
+        return "(none)"
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+# ---- eval / sample / predict ------------------------------------------------------------------
+def open_model_dir(path: str) -> tuple[Any, Any]:
+    """(checkpoint, task module) for a directory written by ``rnncore train`` (its best
+    checkpoint, else the last) or a checkpoint directory itself."""
+    from ..train import load_checkpoint
+    from . import TASK_MODULES, load
+
+    p = Path(path)
+    if not p.exists():
+        raise TaskError(f"model directory not found: {p}")
+    ckpt = load_checkpoint(p / "checkpoint" if (p / "checkpoint").is_dir() else p)
+    task = (ckpt.extra or {}).get("task")
+    if task not in TASK_MODULES:
+        raise TaskError(
+            f"{ckpt.path}: the checkpoint names no known task (extra.task = {task!r}); it was not "
+            "written by `rnncore train`"
+        )
+    ckpt.model.eval()
+    return ckpt, load(task)
+
+
+def _need(module: Any, fn: str, command: str, task: str) -> Callable[..., Any]:
+    f = getattr(module, fn, None)
+    if f is None:
+        raise TaskError(f"`rnncore {command}` does not apply to a {task} model")
+    return f
+
+
+def add_use_commands(sub: Any) -> None:
+    """The subcommands eval, sample and predict (on a trained model's directory)."""
+    fmt = HelpFormatter
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained model on a dataset",
+        description="Evaluate the model in DIR (written by `rnncore train`) on the data at PATH, "
+        "in the task's format: a folder gives its validation and test splits, a single file is "
+        "evaluated whole. Prints the metrics as JSON.",
+        formatter_class=fmt,
+    )
+    ev.add_argument("dir", metavar="DIR", help="output directory of `rnncore train`")
+    ev.add_argument("--data", required=True, metavar="PATH", help="dataset folder or file")
+    ev.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batch size (default: language models the validation batch size, others 32)",
+    )
+    sa = sub.add_parser(
+        "sample",
+        help="generate text from a trained language model",
+        description="Continue PROMPT with text sampled from the language model in DIR.",
+        formatter_class=fmt,
+    )
+    sa.add_argument("dir", metavar="DIR", help="output directory of `rnncore train lm|charlm`")
+    sa.add_argument(
+        "--prompt",
+        default="",
+        metavar="TEXT",
+        help="text to continue (empty: start a fresh sentence / line)",
+    )
+    sa.add_argument(
+        "--length", type=int, default=100, metavar="N", help="tokens (words or characters)"
+    )
+    sa.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="sampling temperature (lower: more conservative; 0: always the likeliest)",
+    )
+    sa.add_argument(
+        "--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest only"
+    )
+    sa.add_argument("--seed", type=int, default=None, metavar="N", help="random seed")
+    pr = sub.add_parser(
+        "predict",
+        help="label a sentence with a trained classifier or tagger",
+        description="Print the sentiment of TEXT (sentiment models) or its tags (tagger models).",
+        formatter_class=fmt,
+    )
+    pr.add_argument("dir", metavar="DIR", help="output directory of `rnncore train`")
+    pr.add_argument("text", metavar="TEXT", help="the sentence")
+
+
+USE_COMMANDS = ("eval", "sample", "predict")
+
+
+def run_use_command(args: argparse.Namespace) -> int:
+    """Run eval / sample / predict; prints the result on stdout."""
+    ckpt, module = open_model_dir(args.dir)
+    task = ckpt.extra["task"]
+    if args.command == "eval":
+        if args.batch_size is not None and args.batch_size < 1:
+            raise TaskError(f"--batch-size must be >= 1, got {args.batch_size}")
+        metrics = _need(module, "evaluate", "eval", task)(ckpt, args)
+        print(json.dumps(to_json_ready(metrics), indent=1))
+    elif args.command == "sample":
+        if args.length < 0:
+            raise TaskError(f"--length must be >= 0, got {args.length}")
+        if not args.temperature >= 0:
+            raise TaskError(f"--temperature must be >= 0, got {args.temperature}")
+        if args.top_k is not None and args.top_k < 1:
+            raise TaskError(f"--top-k must be >= 1, got {args.top_k}")
+        print(_need(module, "sample", "sample", task)(ckpt, args))
+    else:
+        print(_need(module, "predict", "predict", task)(ckpt, args))
+    return 0
+
+
+def evaluate_splits(model: Any, splits: dict[str, Iterable[Any]]) -> dict[str, dict[str, float]]:
+    """{split name: metrics} of ``model`` on each split's batches (as the Trainer evaluates)."""
+    from ..train import Trainer
+
+    trainer = Trainer(model, optim.SGD(model.parameters(), lr=1.0), progress=False, log=None)
+    return {name: trainer.evaluate(batches) for name, batches in splits.items()}
+
+
+def warn(message: str) -> None:
+    print(f"rnncore: warning: {message}", file=sys.stderr)

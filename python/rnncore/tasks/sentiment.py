@@ -1,0 +1,263 @@
+"""`rnncore train sentiment`: a sentence/review classifier on SST, GLUE SST-2 or IMDB files.
+
+The classic exercise: a 2-layer bidirectional LSTM (or GRU) over word embeddings, its final states
+-> linear -> softmax, trained with Adam and gradient-norm clipping. Which dataset --data holds is
+recognised from its files (see :func:`load_sentiment`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import (
+    Vocab,
+    load_imdb,
+    load_sst,
+    pad_sequences,
+    read_sst,
+    read_sst2_tsv,
+    tokenize,
+)
+from ..models import SequenceClassifier
+from ..models.classifier import POOLINGS, ClassifierBatch
+from ._common import (
+    SampledBatches,
+    TaskError,
+    add_common_arguments,
+    check_common,
+    evaluate_splits,
+    holdout_split,
+    make_optimizer,
+    train_and_report,
+)
+
+NAME = "sentiment"
+HELP = "sentiment classifier on SST (stsa.* files), a GLUE SST-2 TSV, or IMDB (aclImdb)"
+DEFAULTS: dict[str, Any] = dict(
+    cell="lstm",
+    layers=2,
+    hidden=128,
+    embed=128,
+    bidirectional=True,
+    dropout=0.5,
+    epochs=10,
+    batch_size=32,
+    optimizer="adam",
+    lr=1e-3,
+    clip=5.0,
+)
+BINARY = ["negative", "positive"]
+FINE = ["very negative", "negative", "neutral", "positive", "very positive"]
+
+Examples = list[tuple[list[str], int]]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Train a many-to-one recurrent classifier (default: 2-layer bidirectional LSTM with "
+        "gradient clipping) on labelled sentences or reviews and report validation/test "
+        "accuracy. Words outside the training vocabulary become <unk>."
+    )
+    add_common_arguments(
+        p,
+        DEFAULTS,
+        data_help="SST folder (stsa.binary.{train,dev,test}; with --fine stsa.fine.*), a GLUE "
+        "SST-2 folder (train.tsv, dev.tsv: dev is the test set) or one .tsv file, one SST-format "
+        "file, or IMDB (a folder with aclImdb/, the aclImdb folder, or aclImdb_v1.tar.gz). "
+        "Without a dev split, --valid-fraction of the training data is held out",
+        bidirectional=True,
+    )
+    g = p.add_argument_group("classifier")
+    g.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="last",
+        help="sentence vector: the final states (last) or mean/max over time of the top layer",
+    )
+    g.add_argument(
+        "--fine", action="store_true", help="SST: the 5-class stsa.fine.* files instead of binary"
+    )
+    g.add_argument(
+        "--min-freq",
+        type=int,
+        default=1,
+        metavar="N",
+        help="words seen fewer times in training become <unk>",
+    )
+    g.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep only the first N tokens of each text (e.g. 400 for IMDB; default: all)",
+    )
+    g.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="fraction of the training data held out for validation when there is no dev split",
+    )
+
+
+def load_sentiment(
+    data: str, *, fine: bool = False, valid_fraction: float = 0.1, seed: int = 0
+) -> tuple[dict[str, Examples], str]:
+    """The splits of a sentiment dataset, recognised from what ``data`` holds.
+
+    Returns:
+        ({"train", "valid", and "test" when the data has one} -> examples, a short description).
+    """
+    p = Path(data)
+    kind = "fine" if fine else "binary"
+    if p.is_file():
+        name = p.name.lower()
+        if name.endswith((".tar.gz", ".tgz")):
+            splits, source = load_imdb(p), f"IMDB archive {p}"
+            return _with_holdout(splits["train"], splits["test"], valid_fraction, seed), source
+        if name.endswith(".tsv"):
+            train = read_sst2_tsv(p)
+            return _with_holdout(train, None, valid_fraction, seed), f"GLUE TSV {p}"
+        return _with_holdout(read_sst(p), None, valid_fraction, seed), f"SST-format file {p}"
+    if not p.is_dir():
+        raise FileNotFoundError(f"sentiment data not found: {p}")
+    if (p / f"stsa.{kind}.train").is_file():
+        splits = load_sst(p, fine=fine)
+        return {"train": splits["train"], "valid": splits["dev"], "test": splits["test"]}, (
+            f"SST {kind} {p}"
+        )
+    if (p / "train.tsv").is_file():
+        test = read_sst2_tsv(p / "dev.tsv") if (p / "dev.tsv").is_file() else None
+        train = read_sst2_tsv(p / "train.tsv")
+        return _with_holdout(train, test, valid_fraction, seed), f"GLUE SST-2 {p}"
+    if (
+        (p / "aclImdb").is_dir()
+        or (p / "train" / "pos").is_dir()
+        or (p / "aclImdb_v1.tar.gz").is_file()
+    ):
+        splits = load_imdb(p)
+        return _with_holdout(splits["train"], splits["test"], valid_fraction, seed), f"IMDB {p}"
+    raise TaskError(
+        f"no sentiment data found in {p}: expected stsa.{kind}.{{train,dev,test}} (SST), "
+        "train.tsv and dev.tsv (GLUE SST-2), or aclImdb/ or aclImdb_v1.tar.gz (IMDB)"
+    )
+
+
+def _with_holdout(
+    train: Examples, test: Examples | None, fraction: float, seed: int
+) -> dict[str, Examples]:
+    keep, held = holdout_split(len(train), fraction, seed)
+    out = {"train": [train[i] for i in keep], "valid": [train[i] for i in held]}
+    if test is not None:
+        out["test"] = test
+    return out
+
+
+def make_batches(
+    examples: Examples,
+    vocab: Vocab,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    max_len: int | None = None,
+) -> SampledBatches:
+    """Padded batches (ids [T, B], lengths [B], labels [B]) of similar-length examples."""
+    ids = [vocab.encode(toks[:max_len] if max_len else toks) for toks, _ in examples]
+    labels = np.array([y for _, y in examples], dtype=np.int64)
+    pad = vocab.pad_id
+
+    def collate(idx: np.ndarray) -> ClassifierBatch:
+        x, lengths = pad_sequences([ids[i] for i in idx], pad_id=pad)
+        return ClassifierBatch(x, lengths, labels[idx])
+
+    return SampledBatches([len(s) for s in ids], batch_size, collate, shuffle=shuffle, seed=seed)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    check_common(args)
+    if args.min_freq < 1 or (args.max_len is not None and args.max_len < 1):
+        raise TaskError("--min-freq and --max-len must be >= 1")
+    if not 0 < args.valid_fraction < 1:
+        raise TaskError(f"--valid-fraction must be in (0, 1), got {args.valid_fraction}")
+    splits, source = load_sentiment(
+        args.data, fine=args.fine, valid_fraction=args.valid_fraction, seed=args.seed
+    )
+    labels = [y for _, y in splits["train"]]
+    num_classes = 5 if args.fine else max(2, max(labels) + 1)
+    names = FINE if num_classes == 5 else BINARY if num_classes == 2 else None
+    names = names or [str(i) for i in range(num_classes)]
+    vocab = Vocab.build((toks for toks, _ in splits["train"]), min_freq=args.min_freq)
+    model = SequenceClassifier(
+        len(vocab),
+        args.embed,
+        args.hidden,
+        num_classes,
+        num_layers=args.layers,
+        cell=args.cell,
+        bidirectional=args.bidirectional,
+        pooling=args.pooling,
+        dropout=args.dropout,
+        padding_idx=vocab.pad_id,
+        seed=args.seed,
+    )
+    bs, ml = args.batch_size, args.max_len
+    train = make_batches(splits["train"], vocab, bs, shuffle=True, seed=args.seed, max_len=ml)
+    valid = make_batches(splits["valid"], vocab, bs, shuffle=False, max_len=ml)
+    test = (
+        make_batches(splits["test"], vocab, bs, shuffle=False, max_len=ml)
+        if ("test" in splits)
+        else None
+    )
+    info = {
+        "source": source,
+        "vocab_size": len(vocab),
+        **{f"{k}_examples": len(v) for k, v in splits.items()},
+    }
+    return train_and_report(
+        args,
+        model,
+        train,
+        valid,
+        test,
+        optimizer=make_optimizer(args, model.parameters()),
+        monitor="accuracy",
+        mode="max",
+        vocab=vocab,
+        extra={"task": NAME, "labels": names, "fine": args.fine, "max_len": ml},
+        data_info=info,
+    )
+
+
+def evaluate(ckpt: Any, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Accuracy on the dev/test splits of a dataset folder, or on one file."""
+    p = Path(args.data)
+    fine = bool(ckpt.extra.get("fine", False))
+    if p.is_file() and not p.name.lower().endswith((".tar.gz", ".tgz")):
+        reader = read_sst2_tsv if p.name.lower().endswith(".tsv") else read_sst
+        sets = {p.name: reader(p)}
+    else:
+        splits, _ = load_sentiment(args.data, fine=fine)
+        sets = {k: v for k, v in splits.items() if k != "train"}
+    bs = args.batch_size or 32
+    ml = ckpt.extra.get("max_len")
+    return evaluate_splits(
+        ckpt.model,
+        {k: make_batches(v, ckpt.vocab, bs, shuffle=False, max_len=ml) for k, v in sets.items()},
+    )
+
+
+def predict(ckpt: Any, args: argparse.Namespace) -> str:
+    """``label  name=p name=p ...`` for one text (tokenized and lower-cased as the data)."""
+    tokens = tokenize(args.text)
+    if not tokens:
+        raise TaskError("predict: TEXT has no words to classify")
+    ids = ckpt.vocab.encode(tokens)[:, None]
+    probs = ckpt.model.predict_proba(ids, np.array([ids.shape[0]]))[0]
+    names = ckpt.extra.get("labels") or [str(i) for i in range(probs.size)]
+    best = int(probs.argmax())
+    return f"{names[best]}  " + " ".join(f"{n}={p:.3f}" for n, p in zip(names, probs, strict=True))
