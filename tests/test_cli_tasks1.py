@@ -241,6 +241,13 @@ def test_bad_options_and_model_dirs(capsys, tmp_path, ptb_dir):
     opts = "--epochs 1 --batch-size 4 --max-batches 3"
     code, _, err = _run(capsys, f"train lm {FAST} {opts}", data=ptb_dir, out=out)
     assert code == 0 and _metrics(out)["history"][0]["steps"] == 3
+    code, _, err = _run(
+        capsys, f"train lm {FAST} {opts} --epochs 2 --resume", data=ptb_dir, out=out
+    )
+    assert code == 0, err
+    assert [h["epoch"] for h in _metrics(out)["history"]] == [1, 2]  # epoch 1 was not redone
+    code, _, err = _run(capsys, f"train lm {FAST} --resume", data=ptb_dir, out=tmp_path / "new")
+    assert code == 2 and "--resume: no checkpoint" in err
     code, _, err = _run(capsys, "predict", out, text="a b")
     assert code == 2 and "`rnncore predict` does not apply to a lm model" in err
     code, _, err = _run(capsys, "sample --top-k 0", out)

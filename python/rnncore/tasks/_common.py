@@ -3,10 +3,17 @@ the `rnncore eval / sample / predict` commands that reopen a trained model's dir
 
 Layout of an output directory ``DIR`` written by ``rnncore train TASK --out DIR``::
 
-    DIR/metrics.json        final validation and test metrics, epochs, wall time, history, options
+    DIR/metrics.json        final metrics and run facts (below)
     DIR/history.json, .csv  the per-epoch history (rewritten after every epoch)
     DIR/checkpoint/best/    checkpoint of the best epoch (by the task's validation metric)
     DIR/checkpoint/last/    checkpoint of the last epoch (resumable)
+
+metrics.json: ``valid`` and ``test`` (the metrics of the best epoch's model; ``test`` is null when
+the data has no test split), ``epochs`` (completed), ``best_epoch``, ``stopped_early``,
+``wall_seconds`` (training + final evaluation), ``train_seconds`` (the epochs, validation and
+checkpoints included), ``seconds_per_epoch``, ``parameters``, ``model_type``, ``model_config``,
+``data`` (sizes, source), ``options`` (the command line's), ``checkpoint`` and ``history`` (the
+Trainer's per-epoch rows).
 
 A checkpoint's ``extra`` holds ``{"task": NAME, ...}``, which tells ``rnncore eval`` and friends
 which task module reads it back.
@@ -164,6 +171,11 @@ def add_common_arguments(
     )
     t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from DIR/checkpoint/last (same options)",
+    )
+    t.add_argument(
         "--max-batches",
         type=int,
         default=None,
@@ -304,6 +316,8 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 # ---- training driver --------------------------------------------------------------------------
 def to_json_ready(v: Any) -> Any:
+    """``v`` with tuples as lists, numpy scalars as Python numbers, NaN/inf as None, paths as
+    str (for strict JSON)."""
     if isinstance(v, dict):
         return {str(k): to_json_ready(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -388,8 +402,13 @@ def train_and_report(
         vocabs=vocabs,
         extra=extra,
     )
+    resume = None
+    if getattr(args, "resume", False):
+        if not (ckpt_dir / "last").is_dir():
+            raise TaskError(f"--resume: no checkpoint to continue from at {ckpt_dir / 'last'}")
+        resume = ckpt_dir / "last"
     start = time.perf_counter()
-    history = trainer.fit(Limited(train_batches, args.max_batches), val)
+    history = trainer.fit(Limited(train_batches, args.max_batches), val, resume_from=resume)
     train_seconds = time.perf_counter() - start
     if (ckpt_dir / "best").is_dir():
         load_checkpoint(ckpt_dir / "best", model=model, restore_rng=False)
