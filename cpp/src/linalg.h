@@ -161,10 +161,11 @@ inline Range share(Index n, int nth, int tid, Index align = 16) {
 // Products below this many flops run on one thread: a fork/join costs more than it saves.
 constexpr double kParallelFlops = 1 << 21;
 
-// Same as gemm(), the output split across threads by its longer side.
+// Same as gemm(), the output split across threads by its longer side. row_bias [n] (optional) is
+// added to every row of C by the thread that computed it, while those rows are still in cache.
 template <typename T>
 void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda, const T* B,
-              Index ldb, T beta, T* C, Index ldc) {
+              Index ldb, T beta, T* C, Index ldc, const T* row_bias = nullptr) {
   const bool par = 2.0 * double(m) * double(n) * double(k) >= kParallelFlops;
 #ifdef _OPENMP
 #pragma omp parallel if (par)
@@ -174,14 +175,22 @@ void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda
     const int nth = thread_count(), tid = thread_id();
     if (m >= n) {  // rows of C: rows of A (or its columns when transposed)
       const Range r = share(m, nth, tid);
-      if (r.size() > 0)
+      if (r.size() > 0) {
         gemm(ta, tb, r.size(), n, k, ta ? A + r.begin : A + r.begin * lda, lda, B, ldb, beta,
              C + r.begin * ldc, ldc);
+        if (row_bias)
+          view(C + r.begin * ldc, r.size(), n, ldc).rowwise() +=
+              Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(row_bias, n);
+      }
     } else {  // columns of C: columns of B (or its rows when transposed)
       const Range c = share(n, nth, tid);
-      if (c.size() > 0)
+      if (c.size() > 0) {
         gemm(ta, tb, m, c.size(), k, A, lda, tb ? B + c.begin * ldb : B + c.begin, ldb, beta,
              C + c.begin, ldc);
+        if (row_bias)
+          view(C + c.begin, m, c.size(), ldc).rowwise() +=
+              Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(row_bias + c.begin, c.size());
+      }
     }
   }
 }

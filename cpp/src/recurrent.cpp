@@ -214,18 +214,18 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
 
   // 1. All steps' input projections in one GEMM, with every bias that adds to them folded in.
   if (phases & kProject) {
-  grow(w.gates, std::size_t(N * GH));
-  if (lstm) grow(w.cs, std::size_t(N * H));
-  if (gru) grow(w.aux, std::size_t(N * H));
-  par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), w.gates.data(), GH);
-  if (p.bx) {
-    auto bias = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
-    bias = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bx, GH);
-    const Index folded = (gru && ls.reset_after) ? 2 * H : GH;  // b_hn stays inside r ⊙ (·)
-    bias.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
-    T* gates = w.gates.data();
-    for_rows(N, GH, [&](Index r) { RowArr<T>(gates + r * GH, GH) += bias; });
-  }
+    grow(w.gates, std::size_t(N * GH));
+    if (lstm) grow(w.cs, std::size_t(N * H));
+    if (gru) grow(w.aux, std::size_t(N * H));
+    const T* bias = nullptr;
+    if (p.bx) {
+      auto b = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
+      b = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bx, GH);
+      const Index folded = (gru && ls.reset_after) ? 2 * H : GH;  // b_hn stays inside r ⊙ (·)
+      b.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
+      bias = sc.bias.data();
+    }
+    par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), w.gates.data(), GH, bias);
   }
   if (!(phases & kSteps)) return;
   T* gates = w.gates.data();

@@ -6,7 +6,7 @@ thin Python layer around it. Start with :mod:`rnncore.nn`.
 
 from __future__ import annotations
 
-from . import _blas, _core, data, metrics, nn, optim
+from . import _blas, _core, data, metrics, nn, optim, serialization, train
 from ._version import __version__
 
 __all__ = [
@@ -15,6 +15,8 @@ __all__ = [
     "optim",
     "data",
     "metrics",
+    "train",
+    "serialization",
     "set_num_threads",
     "get_num_threads",
     "has_openmp",

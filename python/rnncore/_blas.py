@@ -25,7 +25,18 @@ def load() -> str:
     try:
         import scipy_openblas32 as sob
 
-        lib = ctypes.CDLL(os.path.join(sob.get_lib_dir(), sob.get_library(True)))
+        # Start the library with one thread, so it never creates the worker pool whose idle
+        # threads would compete with the engine's; the variable is restored right after, so
+        # OpenBLAS copies loaded later (scipy's) keep their own defaults.
+        saved = os.environ.get("OPENBLAS_NUM_THREADS")
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        try:
+            lib = ctypes.CDLL(os.path.join(sob.get_lib_dir(), sob.get_library(True)))
+        finally:
+            if saved is None:
+                del os.environ["OPENBLAS_NUM_THREADS"]
+            else:
+                os.environ["OPENBLAS_NUM_THREADS"] = saved
         set_threads = lib.scipy_openblas_set_num_threads
         set_threads.argtypes = [ctypes.c_int]
         set_threads(1)
