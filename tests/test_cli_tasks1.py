@@ -4,6 +4,7 @@ checkpoint -> eval / sample / predict; bad input gives `rnncore: error: ...` and
 import json
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -164,6 +165,24 @@ def test_sentiment_from_a_glue_tsv_holds_out_validation(capsys, tmp_path):
     assert code == 0, err
     m = _metrics(out)
     assert m["data"]["valid_examples"] == 30 and m["test"] is None
+
+
+def test_sentiment_reads_imdb_folder_and_archive(capsys, tmp_path):
+    root = tmp_path / "imdb" / "aclImdb"
+    ex = data.synthetic_sentiment(80, seed=3)
+    for i, (toks, y) in enumerate(ex):
+        folder = root / ("train" if i < 60 else "test") / ("pos" if y else "neg")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}_7.txt").write_text(" ".join(toks).capitalize() + ".<br />", "utf-8")
+    with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname="aclImdb")
+    for src in (tmp_path / "imdb", tmp_path / "aclImdb_v1.tar.gz"):
+        out = tmp_path / f"out_{src.name}"
+        code, _, err = _run(capsys, f"train sentiment {FAST} --epochs 1", data=src, out=out)
+        assert code == 0, err
+        m = _metrics(out)
+        assert m["data"]["source"].startswith("IMDB") and m["data"]["test_examples"] == 20
+        assert m["data"]["train_examples"] + m["data"]["valid_examples"] == 60
 
 
 def test_tagger_train_eval_predict(capsys, tmp_path, conll_dir):
