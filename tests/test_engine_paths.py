@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import rnncore
 from rnncore import _blas, _core
 
 torch = pytest.importorskip("torch")
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,11 +38,17 @@ def _pair(cell, I, H, layers, bi, seed=0):
 
 def _torch_run(ref, x, lengths, dy):
     xt = torch.tensor(x, requires_grad=True)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        xt, torch.tensor(lengths), enforce_sorted=False
+    )
     y, _ = ref(packed)
     y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=x.shape[0])
     (y * torch.tensor(dy)).sum().backward()
-    return y.detach().numpy(), xt.grad.numpy(), {k: p.grad.numpy() for k, p in ref.named_parameters()}
+    return (
+        y.detach().numpy(),
+        xt.grad.numpy(),
+        {k: p.grad.numpy() for k, p in ref.named_parameters()},
+    )
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -114,7 +118,9 @@ def test_step_grad_norms_equal_unrolled_torch():
     hs_per_layer = []
     for layer in range(2):
         cell = torch.nn.LSTMCell(inp.shape[-1], H, dtype=torch.float64)
-        cell.load_state_dict({k.replace(f"_l{layer}", ""): v for k, v in sd.items() if k.endswith(f"_l{layer}")})
+        cell.load_state_dict(
+            {k.replace(f"_l{layer}", ""): v for k, v in sd.items() if k.endswith(f"_l{layer}")}
+        )
         h = c = torch.zeros(B, H, dtype=torch.float64)
         outs = []
         for t in range(T):

@@ -188,14 +188,18 @@ class _Recurrent(Module):
             h, c = state
         else:
             if isinstance(state, (tuple, list)):
-                raise TypeError(f"{where}: {name} of a {self._mode} must be an array h, not a tuple")
+                raise TypeError(
+                    f"{where}: {name} of a {self._mode} must be an array h, not a tuple"
+                )
             h, c = state, None
         return (
             None if h is None else np.ascontiguousarray(h) if isinstance(h, np.ndarray) else h,
             None if c is None else np.ascontiguousarray(c) if isinstance(c, np.ndarray) else c,
         )
 
-    def forward(self, x: np.ndarray, lengths: Any = None, state: State = None) -> tuple[np.ndarray, State]:
+    def forward(
+        self, x: np.ndarray, lengths: Any = None, state: State = None
+    ) -> tuple[np.ndarray, State]:
         """Run the whole sequence batch.
 
         Args:
@@ -215,7 +219,9 @@ class _Recurrent(Module):
             try:
                 lens = np.asarray(lengths)
             except (ValueError, TypeError, OverflowError) as e:
-                raise ValueError(f"{where}: lengths must be B integers, got {lengths!r} ({e})") from None
+                raise ValueError(
+                    f"{where}: lengths must be B integers, got {lengths!r} ({e})"
+                ) from None
             if lens.dtype == bool or lens.dtype.kind not in "iu":
                 raise TypeError(f"{where}: lengths must be integers, got dtype {lens.dtype}")
             if lens.ndim != 1:
@@ -316,8 +322,16 @@ class RNN(_Recurrent):
         self.nonlinearity = nonlinearity
         super().__init__(
             "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            dtype, seed, init,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
         )
 
 
@@ -345,8 +359,18 @@ class LSTM(_Recurrent):
         forget_bias: float | None = None,
     ) -> None:
         super().__init__(
-            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, dtype, seed, init, forget_bias,
+            "LSTM",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+            forget_bias,
         )
 
 
@@ -376,6 +400,16 @@ class GRU(_Recurrent):
         reset_after: bool = True,
     ) -> None:
         super().__init__(
-            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, dtype, seed, init, reset_after=reset_after,
+            "GRU",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+            reset_after=reset_after,
         )
