@@ -118,3 +118,25 @@ __all__ = [
     "synthetic_sentiment",
     "synthetic_tagging",
 ]
+
+# issue 6: synthetic scenes for captioning, MNIST IDX files for sequential digits
+from .mnist import load_mnist, pixel_sequences, read_idx, write_idx  # noqa: E402
+from .scenes import (  # noqa: E402
+    Scenes,
+    read_caption_data,
+    scene_features,
+    synthetic_scenes,
+    write_caption_data,
+)
+
+__all__ += [
+    "Scenes",
+    "synthetic_scenes",
+    "scene_features",
+    "read_caption_data",
+    "write_caption_data",
+    "read_idx",
+    "write_idx",
+    "load_mnist",
+    "pixel_sequences",
+]
