@@ -26,6 +26,11 @@ def build(model_type: str, config: dict[str, Any]) -> Any:
 
 __all__ = ["MODEL_REGISTRY", "register", "build"]
 
+# issue 6: encoder-decoder, captioning, forecasting and the long-range tasks
+from .sequence_regressor import SequenceRegressor  # noqa: E402
+
+__all__ += ["SequenceRegressor"]
+
 # Task models of issue 5 (imported last: they use ``register`` above).
 from .classifier import SequenceClassifier  # noqa: E402
 from .language_model import LanguageModel  # noqa: E402

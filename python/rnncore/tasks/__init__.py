@@ -16,6 +16,12 @@ from types import ModuleType
 TASK_MODULES: dict[str, str] = {}
 # issue 5: language models, sentiment, tagging
 TASK_MODULES.update(lm="lm", charlm="charlm", sentiment="sentiment", tagger="tagger")
+# issue 6: translation, captioning, forecasting and the long-range lesson
+TASK_MODULES.update(
+    adding="adding",
+    copy="copy",
+    seqdigits="seqdigits",
+)
 
 
 def load(name: str) -> ModuleType:

@@ -1,0 +1,272 @@
+"""SequenceRegressor: one recurrent stack + a linear read-out, for the long-range tasks.
+
+The model of the vanishing-gradient lesson: the adding problem (regression from the last step),
+the copy / memory task (a class at every step) and sequential pixel-by-pixel digits (a class from
+the last step). ``make_rnn`` is the cell factory the other models of this package share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import nn
+from . import register
+
+CELLS = ("rnn", "rnn_relu", "lstm", "gru", "gru_v1")
+# Command-line spellings: "irnn" is a ReLU RNN with identity recurrent weights (Le et al. 2015).
+CELL_ALIASES = {"irnn": ("rnn_relu", "identity"), "tanh": ("rnn", "uniform")}
+
+
+def resolve_cell(cell: str, init: str = "uniform") -> tuple[str, str]:
+    """(cell, init) for a command-line cell name: "irnn" -> ("rnn_relu", "identity")."""
+    if cell in CELL_ALIASES:
+        alias_cell, alias_init = CELL_ALIASES[cell]
+        return alias_cell, (alias_init if init == "uniform" else init)
+    if cell not in CELLS:
+        known = ", ".join(CELLS + tuple(CELL_ALIASES))
+        raise ValueError(f"cell must be one of {known}; got {cell!r}")
+    return cell, init
+
+
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    dtype: Any = "float32",
+    seed: int | None = None,
+    init: str = "uniform",
+    forget_bias: float | None = None,
+) -> nn.RNN | nn.LSTM | nn.GRU:
+    """A time-major recurrent layer for a config cell name.
+
+    Args:
+        cell: "rnn" (tanh), "rnn_relu", "lstm", "gru" (reset after, PyTorch's) or "gru_v1"
+            (reset before, Cho et al. 2014).
+        init: "uniform", "orthogonal" or "identity" (RNN cells only: IRNN).
+        forget_bias: LSTM only (e.g. 1.0), else must be None.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"make_rnn: cell must be one of {CELLS}, got {cell!r}")
+    common = dict(
+        num_layers=num_layers,
+        dropout=dropout,
+        bidirectional=bidirectional,
+        dtype=dtype,
+        seed=seed,
+        init=init,
+    )
+    if cell != "lstm" and forget_bias is not None:
+        raise ValueError(f"make_rnn: forget_bias is for the lstm cell only, got cell {cell!r}")
+    if cell in ("rnn", "rnn_relu"):
+        nonlinearity = "tanh" if cell == "rnn" else "relu"
+        return nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **common)
+    if cell == "lstm":
+        return nn.LSTM(input_size, hidden_size, forget_bias=forget_bias, **common)
+    return nn.GRU(input_size, hidden_size, reset_after=(cell == "gru"), **common)
+
+
+def hidden_of(state: Any) -> np.ndarray:
+    """h [L*D, B, H] of a layer state (the h of an LSTM's (h, c))."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+@register
+class SequenceRegressor(nn.Module):
+    """Inputs [T, B, I] (or ids [T, B]) -> recurrent stack -> Linear read-out.
+
+    Args:
+        input_size: features per step I (with ``vocab_size``: the embedding size).
+        hidden_size: H.
+        output_size: O, the outputs of the read-out (1 for the adding problem, classes otherwise).
+        num_layers: stacked layers.
+        cell: "rnn", "rnn_relu", "lstm", "gru" or "gru_v1" (see :func:`make_rnn`).
+        readout: "last" -- one output per sequence from the top layer's final hidden state (each
+            sequence's own last step when lengths differ) -> [B, O]; "all" -- an output at every
+            step -> [T, B, O].
+        loss: "mse" (regression; targets [B, O] or [B] when O == 1, or [T, B, O]) or
+            "cross_entropy" (classes; integer targets [B] or [T, B], ``ignore_index`` -100).
+        vocab_size: when given, inputs are integer ids [T, B] looked up in ``embedding``.
+        init: recurrent weight initialisation ("uniform", "orthogonal", "identity" = IRNN).
+        forget_bias: LSTM forget-gate bias (e.g. 1.0), or None.
+        dtype, seed: as for the layers.
+
+    Submodules (checkpoint names): ``embedding`` (only with vocab_size), ``rnn``, ``head``.
+    Batches for the Trainer: ``(x, y)`` or ``(x, y, lengths)``.
+    """
+
+    MODEL_TYPE = "sequence_regressor"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int = 1,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        readout: str = "last",
+        loss: str = "mse",
+        vocab_size: int | None = None,
+        init: str = "uniform",
+        forget_bias: float | None = None,
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if readout not in ("last", "all"):
+            raise ValueError(f"SequenceRegressor: readout must be 'last' or 'all', got {readout!r}")
+        if loss not in ("mse", "cross_entropy"):
+            raise ValueError(
+                f"SequenceRegressor: loss must be 'mse' or 'cross_entropy', got {loss!r}"
+            )
+        self._config = dict(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            output_size=output_size,
+            num_layers=num_layers,
+            cell=cell,
+            readout=readout,
+            loss=loss,
+            vocab_size=vocab_size,
+            init=init,
+            forget_bias=forget_bias,
+            dtype=str(np.dtype(dtype)),
+            seed=seed,
+        )
+        self.readout = readout
+        self.loss_kind = loss
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=3)]
+        if vocab_size is not None:
+            self.embedding = nn.Embedding(vocab_size, input_size, dtype=dtype, seed=seeds[0])
+        else:
+            self.embedding = None
+        self.rnn = make_rnn(
+            cell,
+            input_size,
+            hidden_size,
+            num_layers,
+            dtype=dtype,
+            seed=seeds[1],
+            init=init,
+            forget_bias=forget_bias,
+        )
+        self.head = nn.Linear(hidden_size, output_size, dtype=dtype, seed=seeds[2])
+        self.criterion = nn.MSELoss() if loss == "mse" else nn.CrossEntropyLoss()
+        self._num_layers = num_layers
+        self._hidden_size = hidden_size
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON-ready)."""
+        return dict(self._config)
+
+    # ---- forward / backward ----------------------------------------------------------------
+    def _inputs(self, x: Any) -> np.ndarray:
+        if self.embedding is not None:
+            return self.embedding(np.asarray(x))
+        x = np.asarray(x)
+        if x.ndim != 3:
+            raise ValueError(f"SequenceRegressor.forward: x must be [T, B, I], got {x.shape}")
+        return x.astype(self.dtype, copy=False)
+
+    def forward(self, x: Any, lengths: Any = None) -> np.ndarray:
+        """Outputs: [B, O] (readout "last") or [T, B, O] (readout "all")."""
+        out, state = self.rnn(self._inputs(x), lengths=lengths)
+        self._T, self._B = out.shape[0], out.shape[1]
+        self._state_like = state
+        if self.readout == "last":
+            return self.head(hidden_of(state)[-1])
+        return self.head(out)
+
+    def backward(self, dout: np.ndarray) -> None:
+        """Backward of the last training forward: accumulates every parameter gradient."""
+        dh = self.head.backward(np.ascontiguousarray(dout, dtype=self.dtype))
+        if self.readout == "last":
+            dh_n = np.zeros_like(hidden_of(self._state_like))
+            dh_n[-1] = dh
+            dstate = (dh_n, None) if isinstance(self._state_like, tuple) else dh_n
+            dx, _ = self.rnn.backward(None, dstate=dstate)
+        else:
+            dx, _ = self.rnn.backward(dh)
+        if self.embedding is not None:
+            self.embedding.backward(dx)
+
+    def _targets(self, y: Any, out: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        if self.loss_kind == "cross_entropy":
+            return y.astype(np.int64, copy=False)
+        y = y.astype(self.dtype, copy=False)
+        return y.reshape(out.shape) if y.size == out.size else y
+
+    def _unpack(self, batch: Any) -> tuple[Any, Any, Any]:
+        if len(batch) == 2:
+            return batch[0], batch[1], None
+        return batch[0], batch[1], batch[2]
+
+    def _sums(self, out: np.ndarray, y: np.ndarray, loss: float) -> dict[str, float]:
+        if self.loss_kind == "cross_entropy":
+            count = float(self.criterion.count)
+            valid = y != self.criterion.ignore_index
+            correct = float(((out.argmax(-1) == y) & valid).sum())
+            return {"loss_sum": loss * count, "count": count, "correct": correct}
+        return {"loss_sum": loss * y.size, "count": float(y.size)}
+
+    # ---- Trainer protocol ------------------------------------------------------------------
+    def training_step(self, batch: Any) -> dict[str, float]:
+        """Forward, loss (mean), backward on one ``(x, y[, lengths])`` batch."""
+        x, y, lengths = self._unpack(batch)
+        self.train()
+        out = self.forward(x, lengths)
+        y = self._targets(y, out)
+        loss = self.criterion(out, y)
+        self.backward(self.criterion.backward())
+        sums = self._sums(out, y, loss)
+        result = {"loss": loss, "count": sums["count"]}
+        if "correct" in sums:
+            result["correct"] = sums["correct"]
+        return result
+
+    def validation_step(self, batch: Any) -> dict[str, float]:
+        """Summed loss (and correct predictions for classes) of one batch, forward only."""
+        x, y, lengths = self._unpack(batch)
+        was = self.training
+        self.eval()
+        try:
+            out = self.forward(x, lengths)
+            y = self._targets(y, out)
+            loss = self.criterion(out, y)
+            return self._sums(out, y, loss)
+        finally:
+            self.train(was)
+
+    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """Mean loss; accuracy for classification."""
+        count = max(sums.get("count", 0.0), 1.0)
+        metrics = {"loss": sums["loss_sum"] / count}
+        if "correct" in sums:
+            metrics["accuracy"] = sums["correct"] / count
+        return metrics
+
+    def predict(self, x: Any, lengths: Any = None) -> np.ndarray:
+        """Outputs in eval mode (float array; take ``argmax(-1)`` for classes)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.forward(x, lengths)
+        finally:
+            self.train(was)
+
+    @property
+    def record_step_grad_norms(self) -> bool:
+        """When True, ``rnn.step_grad_norms`` [L, T] holds ||dL/dh_t|| after each backward."""
+        return self.rnn.record_step_grad_norms
+
+    @record_step_grad_norms.setter
+    def record_step_grad_norms(self, value: bool) -> None:
+        self.rnn.record_step_grad_norms = bool(value)
