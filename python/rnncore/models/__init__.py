@@ -27,9 +27,10 @@ def build(model_type: str, config: dict[str, Any]) -> Any:
 __all__ = ["MODEL_REGISTRY", "register", "build"]
 
 # issue 6: encoder-decoder, captioning, forecasting and the long-range tasks
+from .forecaster import Forecaster  # noqa: E402
 from .sequence_regressor import SequenceRegressor  # noqa: E402
 
-__all__ += ["SequenceRegressor"]
+__all__ += ["Forecaster", "SequenceRegressor"]
 
 # Task models of issue 5 (imported last: they use ``register`` above).
 from .classifier import SequenceClassifier  # noqa: E402
