@@ -27,7 +27,50 @@ def build_parser() -> argparse.ArgumentParser:
         )
         mod.add_arguments(task_parser)
     task_common.add_use_commands(sub)  # eval, sample, predict
+    _add_translate(sub)
     return parser
+
+
+def _add_translate(sub: argparse._SubParsersAction) -> None:
+    """`rnncore translate DIR TEXT` (issue 6): translate with a `rnncore train seq2seq` model."""
+    tr = sub.add_parser(
+        "translate",
+        help="translate a sentence with a trained seq2seq model",
+        description="Translate TEXT with the encoder-decoder in DIR (written by "
+        "`rnncore train seq2seq`), normalised as its training data.",
+    )
+    tr.add_argument("dir", metavar="DIR", help="output directory of `rnncore train seq2seq`")
+    tr.add_argument("text", metavar="TEXT", help="the sentence to translate")
+    tr.add_argument(
+        "--beam",
+        type=int,
+        default=None,
+        metavar="K",
+        help="beam width (default: the training run's --beam)",
+    )
+    tr.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N decoding steps (default: the training run's)",
+    )
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from .tasks.seq2seq import translate_text
+
+    ckpt, _ = task_common.open_model_dir(args.dir)
+    if (ckpt.extra or {}).get("task") != "seq2seq":
+        raise task_common.TaskError(
+            f"{args.dir}: not a seq2seq model (task {(ckpt.extra or {}).get('task')!r})"
+        )
+    for name in ("beam", "max_len"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise task_common.TaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    print(translate_text(ckpt, args.text, beam=args.beam, max_len=args.max_len))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             run_demo()
+        elif args.command == "translate":
+            return _translate(args)
         elif args.command == "train":
             tasks.load(args.task).run(args)
         elif args.command in task_common.USE_COMMANDS:

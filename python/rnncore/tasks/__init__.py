@@ -18,6 +18,7 @@ TASK_MODULES: dict[str, str] = {}
 TASK_MODULES.update(lm="lm", charlm="charlm", sentiment="sentiment", tagger="tagger")
 # issue 6: translation, captioning, forecasting and the long-range lesson
 TASK_MODULES.update(
+    seq2seq="seq2seq",
     forecast="forecast",
     adding="adding",
     copy="copy",
