@@ -27,11 +27,12 @@ def build(model_type: str, config: dict[str, Any]) -> Any:
 __all__ = ["MODEL_REGISTRY", "register", "build"]
 
 # issue 6: encoder-decoder, captioning, forecasting and the long-range tasks
+from .captioner import Captioner  # noqa: E402
 from .forecaster import Forecaster  # noqa: E402
 from .seq2seq import Seq2Seq  # noqa: E402
 from .sequence_regressor import SequenceRegressor  # noqa: E402
 
-__all__ += ["Forecaster", "Seq2Seq", "SequenceRegressor"]
+__all__ += ["Captioner", "Forecaster", "Seq2Seq", "SequenceRegressor"]
 
 # Task models of issue 5 (imported last: they use ``register`` above).
 from .classifier import SequenceClassifier  # noqa: E402

@@ -19,6 +19,7 @@ TASK_MODULES.update(lm="lm", charlm="charlm", sentiment="sentiment", tagger="tag
 # issue 6: translation, captioning, forecasting and the long-range lesson
 TASK_MODULES.update(
     seq2seq="seq2seq",
+    caption="caption",
     forecast="forecast",
     adding="adding",
     copy="copy",
