@@ -10,6 +10,7 @@ second, small consumer.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -26,13 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CONSUMER = ROOT / "tests" / "cpp" / "consumer"
 EXAMPLES = ROOT / "cpp" / "examples"
 
-pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+# The tools of the test extras (cmake, ninja) live next to the interpreter in a virtual
+# environment, which need not be on PATH.
+ENV = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cmake", path=ENV["PATH"]) is None, reason="cmake is not installed"
+)
 
 
 # ---- building ---------------------------------------------------------------------------------
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Runs cmd; on failure, fails the test with the command's output."""
-    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
+    result = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, env=ENV, **kwargs
+    )
     if result.returncode != 0:
         out = (result.stdout + "\n" + result.stderr)[-6000:]
         pytest.fail(f"command failed ({result.returncode}): {' '.join(map(str, cmd))}\n{out}")
@@ -40,7 +49,7 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def _generator() -> list[str]:
-    return ["-G", "Ninja"] if shutil.which("ninja") else []
+    return ["-G", "Ninja"] if shutil.which("ninja", path=ENV["PATH"]) else []
 
 
 def _build_consumer(build: Path, find_args: list[str], examples: bool) -> Path:
@@ -257,6 +266,7 @@ def test_examples_build_standalone_and_run(consumer: Path, tmp_path: Path) -> No
         [consumer / "examples" / "rnncore_lm_sample", lm_dir, "--cell", "gru"],
         capture_output=True,
         text=True,
+        env=ENV,
     )
     assert bad.returncode == 1
     assert "the cell is 'lstm' but the program expects 'gru'" in bad.stderr
