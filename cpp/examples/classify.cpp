@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
     std::fprintf(stderr,
                  "usage: rnncore_classify CHECKPOINT_DIR [--threads N] [--ids] [TEXT ...]\n"
-                 "  Prints the class probabilities of each TEXT (or of each line of stdin).\n"
+                 "  Prints the class probabilities of each TEXT (or of each line of stdin),\n"
+                 "  tokenised as rnncore.data.tokenize does (lower-cased words and symbols).\n"
                  "  --ids: the texts are token ids (\"3 17 5\") instead of words.\n");
     return argc < 2 ? 2 : 0;
   }
@@ -45,7 +46,12 @@ int main(int argc, char** argv) {
     if (vocab.empty()) ids_mode = true;  // nothing to map words with
     std::vector<std::vector<std::int64_t>> seqs;
     for (const auto& t : texts) {
-      seqs.push_back(ids_mode ? example::parse_ids(t) : example::encode(vocab, t));
+      if (ids_mode) {
+        seqs.push_back(example::parse_ids(t));
+      } else {
+        seqs.emplace_back();
+        for (const auto& tok : example::tokenize(t)) seqs.back().push_back(vocab.id(tok));
+      }
       if (seqs.back().empty()) throw std::invalid_argument("no tokens in \"" + t + "\"");
     }
     const auto& labels = clf.info().labels;

@@ -90,8 +90,12 @@ int main(int argc, char** argv) {
       prefix = {0};
     }
     if (prefix.empty()) throw std::invalid_argument("the prompt has no tokens");
-    auto name = [&](std::int64_t id) {
-      return vocab.empty() ? std::to_string(id) : vocab.token(id);
+    auto name = [&](std::int64_t id) {  // control characters escaped for the listing
+      if (vocab.empty()) return std::to_string(id);
+      std::string out;
+      for (char c : vocab.token(id))
+        out += c == '\n' ? "\\n" : c == '\t' ? "\\t" : std::string(1, c);
+      return out;
     };
 
     // The most likely next tokens after the prompt.

@@ -2,6 +2,7 @@
 // ordinary token is one character (UTF-8 code point), word-level (whitespace) otherwise.
 #pragma once
 
+#include <cctype>
 #include <cstdint>
 #include <sstream>
 #include <stdexcept>
@@ -57,6 +58,36 @@ inline std::string decode(const rnncore::Vocabulary& v, const std::vector<std::i
     } else {
       if (!chars && !out.empty() && out.back() != '\n') out += ' ';
       out += v.token(id);
+    }
+  }
+  return out;
+}
+
+// rnncore.data.tokenize (what the sentiment and tagging tasks train on) for ASCII text: lower-cased;
+// a token is a run of word characters (letters, digits, '_'; any non-ASCII byte counts as one)
+// with inner apostrophes ("don't"), or a single other non-space character ("end." -> end .).
+inline std::vector<std::string> tokenize(const std::string& text) {
+  auto word = [](unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; };
+  std::string s = text;
+  for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  std::vector<std::string> out;
+  const std::size_t n = s.size();
+  for (std::size_t i = 0; i < n;) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (std::isspace(c)) {
+      ++i;
+    } else if (word(c)) {
+      std::size_t j = i;
+      while (j < n && word(static_cast<unsigned char>(s[j]))) ++j;
+      while (j + 1 < n && s[j] == '\'' && word(static_cast<unsigned char>(s[j + 1]))) {
+        ++j;
+        while (j < n && word(static_cast<unsigned char>(s[j]))) ++j;
+      }
+      out.push_back(s.substr(i, j - i));
+      i = j;
+    } else {
+      out.push_back(s.substr(i, 1));
+      ++i;
     }
   }
   return out;
