@@ -17,7 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnncore {__version__}")
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="train RNN, LSTM and GRU on the adding problem and compare them")
+    from . import demo
+
+    demo.add_arguments(
+        sub.add_parser(
+            "demo",
+            help="train RNN, LSTM, GRU and IRNN on the adding problem and compare them",
+            description=demo.DESCRIPTION,
+        )
+    )
     train = sub.add_parser("train", help="train a model for a task and write DIR/metrics.json")
     task_sub = train.add_subparsers(dest="task", required=True, metavar="TASK")
     for name in sorted(tasks.TASK_MODULES):
@@ -80,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         set_num_threads(args.threads)
     try:
         if args.command == "demo":
-            from .demo import run_demo
+            from . import demo
 
-            run_demo()
+            demo.main(args)
         elif args.command == "translate":
             return _translate(args)
         elif args.command == "train":
