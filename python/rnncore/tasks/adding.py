@@ -208,6 +208,14 @@ def summarise_norms(norms: list[float]) -> dict[str, float]:
     }
 
 
+def power_of_ten(norms: list[float]) -> str:
+    """||dL/dh_0|| / ||dL/dh_T-1|| as "10^x", or "0 (underflow)"."""
+    x = summarise_norms(norms)["log10_first_over_last"]
+    if math.isnan(x):
+        return "-"
+    return "0 (underflow)" if math.isinf(x) else f"10^{x:.1f}"
+
+
 def finish_report(args: argparse.Namespace, result: dict[str, Any], **extra: Any) -> dict:
     """Add task numbers to metrics.json (rewritten) and print them."""
     from pathlib import Path
@@ -278,9 +286,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test_mse = result["test"]["loss"] if result.get("test") else math.nan
     print(
         f"adding problem T={T}, {args.cell}: test MSE {test_mse:.4f} vs baseline {baseline:.4f} "
-        f"(predicting 1.0); ||dL/dh_0|| / ||dL/dh_T-1|| = 10^"
-        f"{summarise_norms(norms_init)['log10_first_over_last']:.1f} at init, 10^"
-        f"{summarise_norms(norms_final)['log10_first_over_last']:.1f} after training"
+        f"(predicting 1.0); ||dL/dh_0|| / ||dL/dh_T-1|| = {power_of_ten(norms_init)} at init, "
+        f"{power_of_ten(norms_final)} after training"
     )
     return finish_report(
         args,
