@@ -322,6 +322,11 @@ def test_cli_trains_writes_metrics_and_translates(tmp_path, capsys):
     assert cli_main(["translate", str(out), "I am cold.", "--beam", "2"]) == 0
     assert capsys.readouterr().out.strip() != ""
     assert cli_main(["predict", str(out), "You are here."]) == 0
+    capsys.readouterr()
+    assert cli_main(["eval", str(out), "--data", str(tmp_path / "fra.txt")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["sentences"] == 36 and 0.0 <= evaluated["bleu"] <= 100.0
+    assert evaluated["loss"] > 0 and "ppl" in evaluated
     (tmp_path / "bad.txt").write_text("Hi.\tSalut.\n\tVide.\n" * 3, encoding="utf-8")
     rc = cli_main(
         ["train", "seq2seq", "--data", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "o2")]

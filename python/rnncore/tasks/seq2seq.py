@@ -355,6 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "task": NAME,
         "lower": args.lower,
         "strip_accents": args.strip_accents,
+        "reverse_pair": args.reverse_pair,
+        "max_words": args.max_words,
         "max_decode_len": args.max_decode_len,
         "beam": args.beam,
         "length_penalty": args.length_penalty,
@@ -424,6 +426,42 @@ def translate_text(
         length_penalty=float(extra.get("length_penalty", 1.0)),
     )[0]
     return detokenize(vocabs["tgt"].decode(out))
+
+
+def evaluate(ckpt: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``rnncore eval DIR --data PAIRS``: loss, perplexity and BLEU on every pair of a
+    tab-separated file (normalised and length-filtered as the training data)."""
+    from ._common import evaluate_splits
+
+    extra = ckpt.extra or {}
+    vocabs = ckpt.vocabs or {}
+    if "src" not in vocabs or "tgt" not in vocabs:
+        raise TaskError(f"{ckpt.path}: the checkpoint has no source/target vocabularies")
+    ns = argparse.Namespace(
+        data=args.data,
+        target=None,
+        reverse_pair=bool(extra.get("reverse_pair", False)),
+        max_words=int(extra.get("max_words", 0) or 0),
+        max_pairs=None,
+        lower=bool(extra.get("lower", True)),
+        strip_accents=bool(extra.get("strip_accents", False)),
+        skip_empty=False,
+    )
+    pairs = load_pairs(ns)
+    src, tgt = vocabs["src"], vocabs["tgt"]
+    batches = make_batches(ckpt.model, pairs, src, tgt, args.batch_size or 64, shuffle=False)
+    metrics: dict[str, Any] = evaluate_splits(ckpt.model, {"data": batches})["data"]
+    bleu = bleu_of(
+        ckpt.model,
+        pairs,
+        src,
+        tgt,
+        beam=int(extra.get("beam", 1)),
+        max_len=int(extra.get("max_decode_len", 30)),
+        length_penalty=float(extra.get("length_penalty", 1.0)),
+    )
+    metrics.update(bleu=bleu["bleu"], sentences=bleu["sentences"], examples=bleu["examples"][:3])
+    return metrics
 
 
 def predict(ckpt: Any, args: argparse.Namespace) -> str:
