@@ -76,6 +76,27 @@ double chunked_sum(std::int64_t n, F term) {
   return total;
 }
 
+// Σ x[i]² in double over the same fixed chunks; each chunk is one vectorised Eigen reduction
+// (a scalar double accumulator was latency-bound: ~10x slower on 5M-parameter models).
+template <typename T>
+double chunked_sum_of_squares(std::int64_t n, const T* x) {
+  if (n <= 0) return 0.0;
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<std::size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    part[static_cast<std::size_t>(c)] =
+        Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x + lo, hi - lo)
+            .template cast<double>()
+            .square()
+            .sum();
+  }
+  double total = 0.0;
+  for (double s : part) total += s;
+  return total;
+}
+
 // torch's lerp (aten/src/ATen/native/Lerp.h): self + w·(end - self), or from the other end when
 // |w| >= 0.5, in the buffer's type.
 template <typename T>
@@ -418,11 +439,7 @@ double sum_of_squares(const std::vector<Span<const T>>& buffers) {
   for (const auto& b : buffers) {
     require_size(b.size, "buffer size");
     require_ptr(b.data, b.size, "buffer");
-    const T* x = b.data;
-    total += chunked_sum(b.size, [x](std::int64_t i) {
-      const double v = static_cast<double>(x[i]);
-      return v * v;
-    });
+    total += chunked_sum_of_squares(b.size, b.data);
   }
   return total;
 }
