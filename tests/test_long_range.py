@@ -152,6 +152,34 @@ def test_adding_task_writes_metrics_and_gradient_norms(tmp_path):
     assert len(m["step_grad_norms_init"]) == 12 and len(m["step_grad_norms_final"]) == 12
     assert m["model_config"]["init"] == "identity" and m["model_config"]["cell"] == "rnn_relu"
     assert 0.1 < m["baseline_mse"] < 0.25 and m["test_mse"] == m["test"]["loss"]
+    rc = cli_main(
+        [
+            "train",
+            "adding",
+            "--out",
+            str(out),
+            "--steps",
+            "12",
+            "--train-size",
+            "640",
+            "--valid-size",
+            "64",
+            "--test-size",
+            "128",
+            "--epochs",
+            "3",
+            "--cell",
+            "irnn",
+            "--hidden",
+            "16",
+            "--no-progress",
+            "--resume",
+        ]
+    )
+    assert rc == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][:2] == m["history"]  # epochs 1-2 come from the checkpoint
 
 
 def test_copy_task_recalls_above_chance(tmp_path):

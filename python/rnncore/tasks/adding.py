@@ -131,6 +131,11 @@ def add_long_range_arguments(
     )
     t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from DIR/checkpoint/last (same options)",
+    )
+    t.add_argument(
         "--max-batches",
         type=int,
         default=None,
