@@ -141,7 +141,7 @@ def _write_checkpoint(directory: Path, model, vocab: dict | None = None) -> Path
         "version": 1,
         "model_type": model.MODEL_TYPE,
         "model_config": model.config(),
-        "dtype": "float32",
+        "dtype": model.config()["dtype"],
         "vocab": vocab,
         "extra": {"labels": ["neg", "neutral", "pos"]},
         "epoch": 1,
@@ -152,10 +152,19 @@ def _write_checkpoint(directory: Path, model, vocab: dict | None = None) -> Path
     return directory
 
 
-def _trained_lm(cell: str, layers: int, tie: bool, seed: int) -> LanguageModel:
+def _trained_lm(
+    cell: str, layers: int, tie: bool, seed: int, dtype: str = "float32"
+) -> LanguageModel:
     V, E = 11, 8
     model = LanguageModel(
-        V, E, 8 if tie else 6, num_layers=layers, cell=cell, tie_weights=tie, seed=seed
+        V,
+        E,
+        8 if tie else 6,
+        num_layers=layers,
+        cell=cell,
+        tie_weights=tie,
+        dtype=dtype,
+        seed=seed,
     )
     opt = rnncore.optim.Adam(model.parameters(), lr=0.05)
     rng = np.random.default_rng(seed)
@@ -273,18 +282,22 @@ def test_examples_build_standalone_and_run(consumer: Path, tmp_path: Path) -> No
 
 
 # ---- Python <-> C++ parity -------------------------------------------------------------------
+# float64 weights are converted to float32 on load: still the same outputs to float rounding.
 LM_CASES = [
-    ("lstm", 2, False),
-    ("gru", 1, True),
-    ("gru_v1", 2, False),
-    ("rnn_relu", 1, False),
-    ("rnn", 2, False),
+    ("lstm", 2, False, "float32"),
+    ("gru", 1, True, "float32"),
+    ("gru_v1", 2, False, "float32"),
+    ("rnn_relu", 1, False, "float32"),
+    ("rnn", 2, False, "float32"),
+    ("lstm", 1, False, "float64"),
 ]
 
 
-@pytest.mark.parametrize(("cell", "layers", "tie"), LM_CASES)
-def test_language_model_same_in_cpp(consumer: Path, tmp_path: Path, cell, layers, tie) -> None:
-    model = _trained_lm(cell, layers, tie, seed=layers + len(cell))
+@pytest.mark.parametrize(("cell", "layers", "tie", "dtype"), LM_CASES)
+def test_language_model_same_in_cpp(
+    consumer: Path, tmp_path: Path, cell, layers, tie, dtype
+) -> None:
+    model = _trained_lm(cell, layers, tie, seed=layers + len(cell), dtype=dtype)
     ckpt = _write_checkpoint(tmp_path / "ckpt", model)
     T, B, V = 6, 3, model.vocab_size
     ids = np.random.default_rng(7).integers(0, V, size=(T, B))
