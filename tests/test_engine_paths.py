@@ -210,3 +210,47 @@ def test_gru_reset_before_float32_matches_float64(batch):
         out.append((y, dx, layer.flat_gradients.copy()))
     for a, b in zip(out[0], out[1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
+
+
+_VARIANT_SCRIPT = """
+import json, sys
+import numpy as np
+import rnncore
+rng = np.random.default_rng(7)
+layer = rnncore.nn.GRU(5, 40, num_layers=2, bidirectional=True, seed=3)
+x = rng.standard_normal((6, 7, 5)).astype(np.float32)
+y, h = layer(x, lengths=[6, 5, 5, 3, 2, 2, 1])
+dx, _ = layer.backward(np.ones_like(y))
+print(json.dumps({"variant": rnncore.engine_variant(), "y": float(np.abs(y).sum()),
+                  "dx": float(np.abs(dx).sum()), "g": float(np.abs(layer.flat_gradients).sum())}))
+"""
+
+
+def test_every_engine_variant_the_cpu_runs_gives_the_same_numbers():
+    """The wheel carries portable, AVX2 and AVX-512 builds of the engine (rnncore._native picks
+    one); each that this CPU can run must compute the same function."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from rnncore import _native
+
+    flags = _native.cpu_flags()
+    runnable = ["baseline"] + [name for name, needs in _native._VARIANTS if needs <= flags]
+    results = {}
+    for name in runnable:
+        env = dict(os.environ, RNNCORE_ISA=name)
+        out = subprocess.run(
+            [sys.executable, "-c", _VARIANT_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[name] = json.loads(out.stdout)
+        assert results[name]["variant"] == name
+    base = results["baseline"]
+    for name, r in results.items():
+        for key in ("y", "dx", "g"):
+            assert r[key] == pytest.approx(base[key], rel=1e-5), (name, key)

@@ -194,7 +194,13 @@ void bind_recurrent(py::module_& m, const char* name) {
 // Training operations (embedding, linear, losses, optimizers, clipping): bind_ops.cpp.
 void bind_ops(py::module_& m);
 
-PYBIND11_MODULE(_core, m) {
+// The same bindings are built once per instruction-set variant (_core, _core_avx2, _core_avx512);
+// the build names the module, and rnncore/_native.py imports the best one for the CPU.
+#ifndef RNNCORE_MODULE_NAME
+#define RNNCORE_MODULE_NAME _core
+#endif
+
+PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.doc() = "rnncore's C++ engine (private: use rnncore.nn)";
   bind_recurrent<float>(m, "RecurrentF32");
   bind_recurrent<double>(m, "RecurrentF64");

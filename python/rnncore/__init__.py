@@ -6,8 +6,12 @@ thin Python layer around it. Start with :mod:`rnncore.nn`.
 
 from __future__ import annotations
 
-from . import _blas, _core, data, metrics, nn, optim, serialization, train
-from ._version import __version__
+from . import _native
+
+_native.load_core()  # rnncore._core: the engine build for this CPU (portable, AVX2 or AVX-512)
+
+from . import _blas, _core, data, metrics, nn, optim, serialization, train  # noqa: E402
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -21,6 +25,7 @@ __all__ = [
     "get_num_threads",
     "has_openmp",
     "gemm_backend",
+    "engine_variant",
     "cmake_dir",
 ]
 
@@ -46,6 +51,11 @@ def get_num_threads() -> int:
 def has_openmp() -> bool:
     """True when the engine was built with OpenMP."""
     return _core.has_openmp()
+
+
+def engine_variant() -> str:
+    """Instruction-set variant of the engine in use: "avx512", "avx2" or "baseline"."""
+    return _native.variant
 
 
 def gemm_backend() -> str:
