@@ -767,12 +767,25 @@ def measure_tiny(threads: int, rnncore, torch, quick: bool) -> dict:
         subjects["torch"] = TorchSubject(torch, cfg, "lstm", x, None)
         if rnncore is not None:
             subjects["torch"].load(subjects["rnncore"].state_dict())
+    # Each timed rep is a block of calls, alternating blocks between the libraries: a single
+    # call (~10 us) is far shorter than the time the other library's OpenMP threads keep
+    # spinning after its own call, so call-by-call alternation would time that spinning.
+    block = 10 if quick else 100
+
+    def blocked(run):
+        def go():
+            for _ in range(block):
+                run()
+
+        return go
+
     for name, s in subjects.items():
         case = s.train()
-        cases[name] = Case(case.run)  # gradients simply accumulate; nothing untimed per call
-    calls = 100 if quick else 3000
-    plan = Plan(target_s=0.0, min_reps=calls, max_reps=calls, warmup_s=0.05 if quick else 0.3)
-    times = measure(cases, plan)
+        cases[name] = Case(blocked(case.run))  # gradients simply accumulate; nothing untimed
+    reps = 10 if quick else 30
+    calls = reps * block
+    plan = Plan(target_s=0.0, min_reps=reps, max_reps=reps, warmup_s=0.05 if quick else 0.3)
+    times = {name: [t / block for t in ts] for name, ts in measure(cases, plan).items()}
     out: dict = {"threads": threads, "calls": calls}
     for name, ts in times.items():
         out[name] = {"median_us": statistics.median(ts) * 1e6, "min_us": min(ts) * 1e6}

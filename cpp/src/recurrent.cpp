@@ -717,11 +717,18 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   const Index I = cfg.input_size, B = pk.B, N = pk.N;
   const bool lstm = cfg.cell == CellType::kLstm;
 
-  const Index width = std::max(I, DH);
-  detail::grow(m.dA, std::size_t(N * width));
-  detail::grow(m.dB, std::size_t(N * width));
-  T* dYl = nullptr;  // [N, DH] gradient w.r.t. the current layer's output
-  if (dy) {
+  // Without lengths the packed layout is the caller's [T, B, ·] layout: dy is read in place and
+  // the first layer writes dx directly. Scratch is needed only for repacking and between layers.
+  const bool direct = !pk.ragged;
+  if (!direct || L > 1) {
+    const Index width = std::max(I, DH);
+    detail::grow(m.dA, std::size_t(N * width));
+    detail::grow(m.dB, std::size_t(N * width));
+  }
+  const T* dYl = nullptr;  // [N, DH] gradient w.r.t. the current layer's output
+  if (dy && direct) {
+    dYl = dy;
+  } else if (dy) {
     m.pack(dy, DH, m.dA.data());
     dYl = m.dA.data();
   }
@@ -734,7 +741,7 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   for (Index l = L - 1; l >= 0; --l) {
     const T* X = l == 0 ? m.x0.data() : (m.dropout_active ? m.Xd[l].data() : m.Y[l - 1].data());
     const Index ldx = l == 0 ? I : DH;
-    T* dXl = (dYl == m.dA.data()) ? m.dB.data() : m.dA.data();
+    T* dXl = (l == 0 && direct) ? dx : (dYl == m.dA.data()) ? m.dB.data() : m.dA.data();
     auto run = [&](Index d, int phases) {
       const Index k = l * D + d;
       const Index st = k * B * H;
@@ -764,7 +771,7 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   }
   if (step_grad_norms)
     for (Index i = 0; i < L * D * pk.T; ++i) step_grad_norms[i] = std::sqrt(step_grad_norms[i]);
-  m.unpack(dYl, I, dx);
+  if (!direct) m.unpack(dYl, I, dx);
   m.from_sorted(m.dh0s, dh0);
   if (lstm) m.from_sorted(m.dc0s, dc0);
 }
