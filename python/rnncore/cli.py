@@ -1,4 +1,4 @@
-"""The `rnncore` command line: `rnncore demo`, and `rnncore train TASK` for every registered task."""
+"""The `rnncore` command line: demo, train TASK, eval, sample, predict and translate."""
 
 from __future__ import annotations
 

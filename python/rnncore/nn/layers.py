@@ -8,25 +8,8 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from ._checks import float_dtype, positive_int
 from .module import Module, Parameter
-
-
-def _positive_int(value: Any, name: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _float_dtype(value: Any, owner: str) -> np.dtype:
-    try:
-        dt = np.dtype(value)
-    except TypeError:
-        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {value!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dt}")
-    return dt
 
 
 def _check_array(a: Any, name: str, where: str, dtype: np.dtype) -> np.ndarray:
@@ -104,8 +87,8 @@ class Embedding(_FlatModule):
     ) -> None:
         super().__init__()
         owner = "Embedding"
-        self.num_embeddings = _positive_int(num_embeddings, "num_embeddings", owner)
-        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim", owner)
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings", owner)
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim", owner)
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
                 raise TypeError(
@@ -117,7 +100,7 @@ class Embedding(_FlatModule):
                 raise ValueError(f"{owner}: padding_idx must be in [-{V}, {V}), got {padding_idx}")
             padding_idx = int(padding_idx) % V
         self.padding_idx = padding_idx
-        self.dtype = _float_dtype(dtype, owner)
+        self.dtype = float_dtype(dtype, owner)
         self._allocate(self.dtype, [("weight", (self.num_embeddings, self.embedding_dim))])
         self.weight = self._parameters[0]
         self._rng = np.random.default_rng(seed)
@@ -215,9 +198,9 @@ class Linear(_FlatModule):
     ) -> None:
         super().__init__()
         owner = "Linear"
-        self.in_features = _positive_int(in_features, "in_features", owner)
-        self.out_features = _positive_int(out_features, "out_features", owner)
-        self.dtype = _float_dtype(dtype, owner)
+        self.in_features = positive_int(in_features, "in_features", owner)
+        self.out_features = positive_int(out_features, "out_features", owner)
+        self.dtype = float_dtype(dtype, owner)
         shapes = [("weight", (self.out_features, self.in_features))]
         if bias:
             shapes.append(("bias", (self.out_features,)))

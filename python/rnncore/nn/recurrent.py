@@ -12,30 +12,13 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from ._checks import float_dtype, positive_int
 from .module import Module, Parameter
 
 _CELLS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 _INITS = ("uniform", "orthogonal", "identity")
 
 State = Any  # h [L*D, B, H], or (h, c) for an LSTM
-
-
-def _positive_int(value: Any, name: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _dtype(value: Any, owner: str) -> np.dtype:
-    try:
-        dt = np.dtype(value)
-    except TypeError:
-        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {value!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dt}")
-    return dt
 
 
 class _Recurrent(Module):
@@ -61,9 +44,9 @@ class _Recurrent(Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.input_size = _positive_int(input_size, "input_size", owner)
-        self.hidden_size = _positive_int(hidden_size, "hidden_size", owner)
-        self.num_layers = _positive_int(num_layers, "num_layers", owner)
+        self.input_size = positive_int(input_size, "input_size", owner)
+        self.hidden_size = positive_int(hidden_size, "hidden_size", owner)
+        self.num_layers = positive_int(num_layers, "num_layers", owner)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
             raise TypeError(f"{owner}: dropout must be a number, got {type(dropout).__name__}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -75,7 +58,7 @@ class _Recurrent(Module):
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.reset_after = bool(reset_after)
-        self.dtype = _dtype(dtype, owner)
+        self.dtype = float_dtype(dtype, owner)
         self._cell = cell
         core_cls = _core.RecurrentF32 if self.dtype == np.float32 else _core.RecurrentF64
         self._core = core_cls(

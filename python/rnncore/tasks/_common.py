@@ -139,6 +139,12 @@ def add_common_arguments(
         metavar="P",
         help="dropout probability on the non-recurrent connections (0 = none)",
     )
+    add_training_arguments(p, defaults)
+
+
+def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """The "training" option group every task shares (epochs, batch size, optimizer, lr, weight
+    decay, clipping, early stopping, seed, resume, quick-trial limits, progress bar)."""
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=defaults["epochs"], metavar="N", help="epochs")
     t.add_argument(

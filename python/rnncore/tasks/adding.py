@@ -23,10 +23,10 @@ from ..data import adding_problem
 from ..models import SequenceRegressor
 from ..models.sequence_regressor import CELLS, resolve_cell
 from ._common import (
-    OPTIMIZERS,
     HelpFormatter,
     SampledBatches,
     TaskError,
+    add_training_arguments,
     check_common,
     make_optimizer,
     train_and_report,
@@ -105,56 +105,7 @@ def add_long_range_arguments(
             metavar="P",
             help="dropout probability on the non-recurrent connections (0 = none)",
         )
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=defaults["epochs"], metavar="N", help="epochs")
-    t.add_argument(
-        "--batch-size", type=int, default=defaults["batch_size"], metavar="N", help="batch size"
-    )
-    t.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"], help="optimizer"
-    )
-    t.add_argument("--lr", type=float, default=defaults["lr"], metavar="X", help="learning rate")
-    t.add_argument("--weight-decay", type=float, default=0.0, metavar="X", help="L2 weight decay")
-    t.add_argument(
-        "--clip",
-        type=float,
-        default=defaults["clip"],
-        metavar="X",
-        help="clip the global gradient norm to X (0 = no clipping)",
-    )
-    t.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop early after N epochs without improvement on validation (default: never)",
-    )
-    t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
-    t.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from DIR/checkpoint/last (same options)",
-    )
-    t.add_argument(
-        "--max-batches",
-        type=int,
-        default=None,
-        metavar="N",
-        help="use at most N training batches per epoch (quick trials; default: all)",
-    )
-    t.add_argument(
-        "--max-eval-batches",
-        type=int,
-        default=None,
-        metavar="N",
-        help="use at most N batches of each validation/test set (quick trials; default: all)",
-    )
-    t.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        help="no progress bar (it is shown only on a terminal anyway)",
-    )
+    add_training_arguments(p, defaults)
     if long_range:
         p.set_defaults(dropout=0.0)
 

@@ -1,0 +1,27 @@
+"""Argument checks shared by the layers of rnncore.nn: errors name the layer and the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def positive_int(value: Any, name: str, owner: str) -> int:
+    """``value`` as an int >= 1, else TypeError/ValueError naming ``owner`` and ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+    return int(value)
+
+
+def float_dtype(value: Any, owner: str) -> np.dtype:
+    """``value`` as numpy float32 or float64, else TypeError naming ``owner``."""
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {value!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dt}")
+    return dt
