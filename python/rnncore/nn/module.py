@@ -66,8 +66,10 @@ class Module:
         for key, value in vars(self).items():
             if isinstance(value, Module):
                 yield key, value
-            elif isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, Module) for v in value
+            elif (
+                isinstance(value, (list, tuple))
+                and value
+                and all(isinstance(v, Module) for v in value)
             ):
                 for i, v in enumerate(value):
                     yield f"{key}.{i}", v
