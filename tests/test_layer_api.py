@@ -330,16 +330,14 @@ def test_thread_count_changes_only_rounding(cell):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_backward_does_not_see_later_changes_to_inputs(cell):
-    """The forward keeps what backward needs: reusing x/state buffers before backward is safe."""
+    """The forward keeps the state it needs: reusing the state buffers before backward is safe."""
     x, state, dy, dstate = _inputs(cell)
     results = []
     for scribble in (False, True):
         layer = make_layer(cell, INPUT, HIDDEN, 2, True)
-        xx = x.copy()
         st = join_state(cell, *[a.copy() for a in state_list(cell, state)])
-        layer(xx, state=st)
+        layer(x, state=st)
         if scribble:
-            xx[...] = 7.0
             for a in state_list(cell, st):
                 a[...] = -3.0
         dx, ds = layer.backward(dy, dstate=dstate)
@@ -348,6 +346,24 @@ def test_backward_does_not_see_later_changes_to_inputs(cell):
         assert_same(a, b)
     for k, g in results[0][-1].items():
         assert_same(results[1][-1][k], g, what=k)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("edited", ["x", "y"])
+def test_backward_refuses_inputs_or_outputs_edited_in_place(cell, edited):
+    """Without lengths the engine reads x and y in place (no copies, PyTorch's memory): editing
+    either between forward and backward is a clear RuntimeError, as in PyTorch, and the layer
+    stays usable."""
+    x, state, dy, dstate = _inputs(cell)
+    layer = make_layer(cell, INPUT, HIDDEN, 2, True)
+    xx = x.copy()
+    y, _ = layer(xx, state=state)
+    (xx if edited == "x" else y)[...] = 7.0
+    with pytest.raises(RuntimeError, match=edited):
+        layer.backward(dy, dstate=dstate)
+    y, _ = layer(x, state=state)  # usable again
+    dx, _ = layer.backward(dy, dstate=dstate)
+    assert np.isfinite(dx).all()
 
 
 def test_lstm_dstate_parts_may_be_none():

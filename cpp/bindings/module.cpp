@@ -25,6 +25,9 @@ template <typename T>
 struct PyRecurrent {
   Recurrent<T> core;
   std::mutex mu;  // one engine call at a time per layer (the GIL is released inside)
+  // A training forward without lengths reads x and writes y in place and backward reads them
+  // again: the arrays are kept alive here until then.
+  py::object saved_x, saved_y;
   explicit PyRecurrent(const RecurrentConfig& c) : core(c) {}
 
   std::string state_shape(int B) const {
@@ -76,6 +79,8 @@ struct PyRecurrent {
       std::lock_guard<std::mutex> lock(mu);
       core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed);
     }
+    saved_x = training ? py::object(x) : py::object();
+    saved_y = training ? py::object(y) : py::object();
     if (lstm) return py::make_tuple(y, hn, cn);
     return py::make_tuple(y, hn, py::none());
   }
@@ -121,6 +126,8 @@ struct PyRecurrent {
       std::lock_guard<std::mutex> lock(mu);
       core.backward(dyp, dhnp, dcnp, dxp, dh0p, dc0p, normsp);
     }
+    saved_x = py::object();
+    saved_y = py::object();
     py::object norms_out = step_grad_norms ? py::object(norms) : py::object(py::none());
     if (lstm) return py::make_tuple(dx, dh0, dc0, norms_out);
     return py::make_tuple(dx, dh0, py::none(), norms_out);

@@ -444,6 +444,22 @@ inline std::uint64_t mix64(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// A 64-bit hash of a buffer's bytes (one multiply per 8 bytes): detects a caller editing, between
+// forward and backward, an array the engine reads in place.
+template <typename T>
+std::uint64_t content_hash(const T* p, Index n) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(p);
+  const std::size_t size = std::size_t(n) * sizeof(T), words = size / 8;
+  std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ size;
+  for (std::size_t i = 0; i < words; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, bytes + 8 * i, 8);
+    h = (h ^ w) * 0x100000001b3ULL + (h >> 29);
+  }
+  for (std::size_t i = 8 * words; i < size; ++i) h = (h ^ bytes[i]) * 0x100000001b3ULL;
+  return h;
+}
+
 }  // namespace detail
 
 using detail::Index;
@@ -462,7 +478,12 @@ struct Recurrent<T>::Impl {
   // The saved forward (valid while `saved`).
   bool saved = false;
   detail::Packing pk;
-  detail::AlignedVec<T> x0;                  // [N, I] packed input
+  // Without lengths the packed layout is the caller's: the first layer reads x in place and the
+  // last layer writes y in place (both kept for backward and checked unchanged by a hash).
+  const T* x_in = nullptr;                   // [N, I] the caller's x, or null (then x0)
+  T* y_out = nullptr;                        // [N, D*H] the caller's y, or null (then Y[L-1])
+  std::uint64_t x_hash = 0, y_hash = 0;
+  detail::AlignedVec<T> x0;                  // [N, I] packed input (ragged batches)
   std::vector<detail::AlignedVec<T>> Y;      // per layer [N, D*H] packed outputs
   std::vector<detail::AlignedVec<T>> Xd;     // per layer >= 1 [N, D*H] dropped inputs
   std::vector<detail::AlignedVec<T>> mask;   // per layer >= 1 [N, D*H] dropout scales
@@ -531,6 +552,9 @@ struct Recurrent<T>::Impl {
     }
     return p;
   }
+
+  const T* input0() const { return x_in ? x_in : x0.data(); }
+  T* output(Index l) { return (l == cfg.num_layers - 1 && y_out) ? y_out : Y[l].data(); }
 
   detail::LaneSpec lane_spec(int d) const {
     return {cfg.cell, cfg.gru_reset_after, d == 1, Index(cfg.hidden_size)};
@@ -640,8 +664,13 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   const Index I = cfg.input_size, B = pk.B, N = pk.N;
   const bool lstm = cfg.cell == CellType::kLstm;
 
-  detail::grow(m.x0, std::size_t(N * I));
-  m.pack(x, I, m.x0.data());
+  const bool direct = !pk.ragged;
+  m.x_in = direct ? x : nullptr;
+  m.y_out = direct ? y : nullptr;
+  if (!direct) {
+    detail::grow(m.x0, std::size_t(N * I));
+    m.pack(x, I, m.x0.data());
+  }
   m.to_sorted(h0, m.h0s);
   if (lstm) m.to_sorted(c0, m.c0s);
   m.hns.assign(std::size_t(L * D * B * H), T(0));
@@ -649,11 +678,11 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   for (auto& sc : m.sc) sc.reserve(B, H, cfg.gates() * H);
   m.dropout_active = training && cfg.dropout > 0.0 && L > 1;
 
-  const T* X = m.x0.data();
+  const T* X = m.input0();
   Index ldx = I;
   for (Index l = 0; l < L; ++l) {
     if (l > 0) {
-      const T* prev = m.Y[l - 1].data();
+      const T* prev = m.output(l - 1);
       if (m.dropout_active) {  // inverted dropout on the previous layer's output
         detail::grow(m.mask[l], std::size_t(N * DH));
         detail::grow(m.Xd[l], std::size_t(N * DH));
@@ -677,12 +706,13 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
       }
       ldx = DH;
     }
-    detail::grow(m.Y[l], std::size_t(N * DH));
+    if (!(l == L - 1 && direct)) detail::grow(m.Y[l], std::size_t(N * DH));
+    T* Yl = m.output(l);
     auto run = [&](Index d, int phases) {
       const Index k = l * D + d;
       const Index st = k * B * H;
       detail::lane_forward(m.lane_spec(int(d)), pk, m.lane_params(int(k)), X, ldx,
-                           m.Y[l].data() + d * H, DH, m.h0s.data() + st,
+                           Yl + d * H, DH, m.h0s.data() + st,
                            lstm ? m.c0s.data() + st : nullptr, m.hns.data() + st,
                            lstm ? m.cns.data() + st : nullptr, m.work[k], m.sc[d], phases);
     };
@@ -696,9 +726,13 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
       for (Index d = 0; d < D; ++d) run(d, detail::kAll);
     }
   }
-  m.unpack(m.Y[L - 1].data(), DH, y);
+  if (!direct) m.unpack(m.Y[L - 1].data(), DH, y);
   m.from_sorted(m.hns, hn);
   if (lstm) m.from_sorted(m.cns, cn);
+  if (training && direct) {
+    m.x_hash = detail::content_hash(x, N * I);
+    m.y_hash = detail::content_hash(y, N * DH);
+  }
   m.saved = training;
 }
 
@@ -713,6 +747,16 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   m.saved = false;  // the gate buffers turn into dG below
   const RecurrentConfig& cfg = m.cfg;
   const auto& pk = m.pk;
+  if (m.x_in || m.y_out) {
+    const Index n = pk.N, in = cfg.input_size, out = cfg.directions() * cfg.hidden_size;
+    if (detail::content_hash(m.x_in, n * in) != m.x_hash)
+      throw std::runtime_error(
+          "x was modified in place after forward; backward needs the x of that forward");
+    if (detail::content_hash(m.y_out, n * out) != m.y_hash)
+      throw std::runtime_error(
+          "y (the forward output) was modified in place; backward needs it unchanged "
+          "(copy it before editing)");
+  }
   const Index L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size, DH = D * H;
   const Index I = cfg.input_size, B = pk.B, N = pk.N;
   const bool lstm = cfg.cell == CellType::kLstm;
@@ -739,14 +783,14 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   if (lstm) m.dc0s.assign(std::size_t(L * D * B * H), T(0));
 
   for (Index l = L - 1; l >= 0; --l) {
-    const T* X = l == 0 ? m.x0.data() : (m.dropout_active ? m.Xd[l].data() : m.Y[l - 1].data());
+    const T* X = l == 0 ? m.input0() : (m.dropout_active ? m.Xd[l].data() : m.output(l - 1));
     const Index ldx = l == 0 ? I : DH;
     T* dXl = (l == 0 && direct) ? dx : (dYl == m.dA.data()) ? m.dB.data() : m.dA.data();
     auto run = [&](Index d, int phases) {
       const Index k = l * D + d;
       const Index st = k * B * H;
       detail::lane_backward(m.lane_spec(int(d)), pk, m.lane_params(int(k)), X, ldx,
-                            m.Y[l].data() + d * H, DH, dYl ? dYl + d * H : nullptr,
+                            m.output(l) + d * H, DH, dYl ? dYl + d * H : nullptr,
                             m.h0s.data() + st, lstm ? m.c0s.data() + st : nullptr,
                             dhn ? m.dhns.data() + st : nullptr,
                             (lstm && dcn) ? m.dcns.data() + st : nullptr, m.dh0s.data() + st,

@@ -86,6 +86,9 @@ class Recurrent {
   ///   hn, cn  [L*D,B,H] out; the state at each sequence's own last step (cn: LSTM, may be null)
   /// training=true keeps what backward needs (and applies dropout between layers, drawn from
   /// dropout_seed); training=false keeps nothing. Throws std::invalid_argument on bad sizes.
+  /// Without lengths, a training forward reads x and writes y in place and keeps pointers to
+  /// both: they must stay alive and unchanged until backward (which checks, and throws
+  /// std::runtime_error if either was modified).
   void forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths,
                const Scalar* h0, const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn,
                bool training, std::uint64_t dropout_seed = 0);
