@@ -33,15 +33,13 @@ batch to a full epoch, to plan full runs.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _quality import machine_info, write_result  # noqa: E402 (bench/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -88,16 +86,6 @@ RECIPES: dict[str, tuple[str, str, str, tuple[str, str, str, float]]] = {
         ("test", "accuracy", ">=", 0.92),
     ),
 }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _override(options: str, flag: str, value: object) -> str:
@@ -286,29 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
 
     import rnncore
-    from rnncore.tasks._common import to_json_ready
 
     if args.threads is not None:
         rnncore.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
-    machine = {
-        "python": sys.version.split()[0],
-        "rnncore": rnncore.__version__,
-        "threads": rnncore.get_num_threads(),
-        "gemm": rnncore.gemm_backend(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "commit": _git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    machine = machine_info(rnncore)
     summary = []
     for name in names:
         result = run_recipe(name, args)
         result["machine"] = machine
         path = args.results / f"quality_{name}.json"
-        text = json.dumps(to_json_ready(result), indent=1, allow_nan=False, default=_plain)
-        path.write_text(text + "\n")
+        write_result(path, result)
         summary.append(result)
         print(f"wrote {path}", flush=True)
 
@@ -330,14 +306,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
-
-
-def _plain(v: object) -> object:
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
 
 
 if __name__ == "__main__":

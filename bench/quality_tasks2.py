@@ -30,16 +30,14 @@ short epochs), so its estimates plan the full runs.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _quality import machine_info, write_result  # noqa: E402 (bench/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -95,16 +93,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "target": ("test_mse", "<", 0.01),
     },
 }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _override(options: str, extra: str) -> str:
@@ -213,24 +201,6 @@ def run_recipe(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _plain(v: Any) -> Any:
-    if hasattr(v, "tolist"):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON-able: {type(v).__name__}")
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
@@ -268,25 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         rnncore.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
-    machine = {
-        "python": sys.version.split()[0],
-        "rnncore": rnncore.__version__,
-        "threads": rnncore.get_num_threads(),
-        "gemm": rnncore.gemm_backend(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "commit": _git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    machine = machine_info(rnncore)
     summary = []
     for name in names:
         result = run_recipe(name, args)
         result["machine"] = machine
         result["quick"] = args.quick
         path = args.results / f"quality_{name}{'_quick' if args.quick else ''}.json"
-        text = json.dumps(_finite(result), indent=1, allow_nan=False, default=_plain)
-        path.write_text(text + "\n")
+        write_result(path, result)
         summary.append(result)
         print(f"wrote {path}", flush=True)
 
