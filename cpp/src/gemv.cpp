@@ -1,12 +1,14 @@
 // Matrix-vector kernels with run-time CPU dispatch (AVX-512, AVX2+FMA, portable), for small batches.
 //
-// y[0:m] = Σ_j x[j] · Wt[j, 0:m]: a block of y stays in registers while every x[j] is broadcast
-// and multiplied into one contiguous run of the transposed weight. The wide versions are compiled
+// y_r[i] = W[i, :] · x_r: a few weight rows at a time are streamed once against every x_r (which
+// stay in L1), with one vector accumulator per (row, vector) pair and a horizontal sum at the end.
+// Reading W's rows in place beats a transposed copy twice over: a transposed [k, m] copy is read
+// a stride apart (half the L2 bandwidth, measured 10.7 vs 6 us for 512 KB at 1 thread), and
+// making any copy costs a call as much as 100 steps of the product. The wide versions are compiled
 // for their instruction sets through target attributes (no Eigen inside, so nothing compiled for
-// AVX-512 can leak into code that runs on older CPUs), and picked once with __builtin_cpu_supports.
+// AVX-512 can leak into code that runs on older CPUs), and picked once with
+// __builtin_cpu_supports.
 #include "gemv.h"
-
-#include <cstdint>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -17,93 +19,156 @@ namespace rnncore::detail {
 namespace {
 
 template <typename T>
-void gemv_t_portable(std::ptrdiff_t m, std::ptrdiff_t k, const T* Wt, std::ptrdiff_t ldw,
-                     const T* x, T* y, bool accumulate) {
-  constexpr std::ptrdiff_t kBlock = 64;
-  for (std::ptrdiff_t i0 = 0; i0 < m; i0 += kBlock) {
-    const std::ptrdiff_t n = m - i0 < kBlock ? m - i0 : kBlock;
-    T acc[kBlock];
-    for (std::ptrdiff_t i = 0; i < n; ++i) acc[i] = accumulate ? y[i0 + i] : T(0);
-    for (std::ptrdiff_t j = 0; j < k; ++j) {
-      const T xj = x[j];
-      const T* w = Wt + j * ldw + i0;
-      for (std::ptrdiff_t i = 0; i < n; ++i) acc[i] += xj * w[i];
+void gemv_rows_portable(std::ptrdiff_t m, std::ptrdiff_t k, const T* W, std::ptrdiff_t ldw, int n,
+                        const T* const* x, T* y, std::ptrdiff_t ldy, bool accumulate) {
+  for (std::ptrdiff_t i = 0; i < m; ++i) {
+    const T* w = W + i * ldw;
+    for (int r = 0; r < n; ++r) {
+      T acc = 0;
+      for (std::ptrdiff_t j = 0; j < k; ++j) acc += w[j] * x[r][j];
+      T& out = y[r * ldy + i];
+      out = accumulate ? out + acc : acc;
     }
-    for (std::ptrdiff_t i = 0; i < n; ++i) y[i0 + i] = acc[i];
   }
 }
 
 #ifdef RNNCORE_X86_DISPATCH
-// 8 accumulators of 16 floats: a block of 128 outputs per pass over x.
-__attribute__((target("avx512f"))) void gemv_t_avx512(std::ptrdiff_t m, std::ptrdiff_t k,
-                                                       const float* Wt, std::ptrdiff_t ldw,
-                                                       const float* x, float* y,
-                                                       bool accumulate) {
-  std::ptrdiff_t i0 = 0;
-  for (; i0 + 128 <= m; i0 += 128) {
-    __m512 a[8];
-    for (int q = 0; q < 8; ++q)
-      a[q] = accumulate ? _mm512_loadu_ps(y + i0 + 16 * q) : _mm512_setzero_ps();
-    for (std::ptrdiff_t j = 0; j < k; ++j) {
-      const __m512 xb = _mm512_set1_ps(x[j]);
-      const float* w = Wt + j * ldw + i0;
-      for (int q = 0; q < 8; ++q) a[q] = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * q), xb, a[q]);
+// NO weight rows against NR vectors: NO*NR accumulators of 16 lanes; the tail of k masked.
+template <int NR, int NO>
+__attribute__((target("avx512f"))) inline void dots_avx512(std::ptrdiff_t no, std::ptrdiff_t k,
+                                                           const float* W, std::ptrdiff_t ldw,
+                                                           const float* const* x, float* y,
+                                                           std::ptrdiff_t ldy, bool accumulate) {
+  __m512 acc[NO][NR];
+  for (int o = 0; o < NO; ++o)
+    for (int r = 0; r < NR; ++r) acc[o][r] = _mm512_setzero_ps();
+  // Rows past `no` (the last block of m) re-read row 0 and are dropped at the end.
+  const float* w[NO];
+  for (int o = 0; o < NO; ++o) w[o] = W + (o < no ? o : 0) * ldw;
+  std::ptrdiff_t j = 0;
+  for (; j + 16 <= k; j += 16) {
+    __m512 xv[NR];
+    for (int r = 0; r < NR; ++r) xv[r] = _mm512_loadu_ps(x[r] + j);
+    for (int o = 0; o < NO; ++o) {
+      const __m512 wv = _mm512_loadu_ps(w[o] + j);
+      for (int r = 0; r < NR; ++r) acc[o][r] = _mm512_fmadd_ps(wv, xv[r], acc[o][r]);
     }
-    for (int q = 0; q < 8; ++q) _mm512_storeu_ps(y + i0 + 16 * q, a[q]);
   }
-  for (; i0 < m; i0 += 16) {  // the rest, 16 (or fewer, masked) at a time
-    const std::ptrdiff_t n = m - i0 < 16 ? m - i0 : 16;
-    const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
-    __m512 a = accumulate ? _mm512_maskz_loadu_ps(mask, y + i0) : _mm512_setzero_ps();
-    for (std::ptrdiff_t j = 0; j < k; ++j)
-      a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, Wt + j * ldw + i0), _mm512_set1_ps(x[j]), a);
-    _mm512_mask_storeu_ps(y + i0, mask, a);
+  if (j < k) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (k - j)) - 1u);
+    __m512 xv[NR];
+    for (int r = 0; r < NR; ++r) xv[r] = _mm512_maskz_loadu_ps(mask, x[r] + j);
+    for (int o = 0; o < NO; ++o) {
+      const __m512 wv = _mm512_maskz_loadu_ps(mask, w[o] + j);
+      for (int r = 0; r < NR; ++r) acc[o][r] = _mm512_fmadd_ps(wv, xv[r], acc[o][r]);
+    }
+  }
+  for (int o = 0; o < no; ++o)
+    for (int r = 0; r < NR; ++r) {
+      const float s = _mm512_reduce_add_ps(acc[o][r]);
+      float& out = y[r * ldy + o];
+      out = accumulate ? out + s : s;
+    }
+}
+
+template <int NR>
+__attribute__((target("avx512f"))) void gemv_rows_avx512_n(std::ptrdiff_t m, std::ptrdiff_t k,
+                                                            const float* W, std::ptrdiff_t ldw,
+                                                            const float* const* x, float* y,
+                                                            std::ptrdiff_t ldy, bool accumulate) {
+  constexpr int NO = NR <= 2 ? 8 : 4;  // 8 or 16 accumulators, 8 or more chains of FMAs
+  for (std::ptrdiff_t i = 0; i < m; i += NO) {
+    const std::ptrdiff_t no = m - i < NO ? m - i : NO;
+    dots_avx512<NR, NO>(no, k, W + i * ldw, ldw, x, y + i, ldy, accumulate);
   }
 }
 
-// 8 accumulators of 8 floats: a block of 64 outputs per pass over x.
-__attribute__((target("avx2,fma"))) void gemv_t_avx2(std::ptrdiff_t m, std::ptrdiff_t k,
-                                                      const float* Wt, std::ptrdiff_t ldw,
-                                                      const float* x, float* y, bool accumulate) {
-  std::ptrdiff_t i0 = 0;
-  for (; i0 + 64 <= m; i0 += 64) {
-    __m256 a[8];
-    for (int q = 0; q < 8; ++q)
-      a[q] = accumulate ? _mm256_loadu_ps(y + i0 + 8 * q) : _mm256_setzero_ps();
-    for (std::ptrdiff_t j = 0; j < k; ++j) {
-      const __m256 xb = _mm256_set1_ps(x[j]);
-      const float* w = Wt + j * ldw + i0;
-      for (int q = 0; q < 8; ++q) a[q] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * q), xb, a[q]);
-    }
-    for (int q = 0; q < 8; ++q) _mm256_storeu_ps(y + i0 + 8 * q, a[q]);
+__attribute__((target("avx512f"))) void gemv_rows_avx512(std::ptrdiff_t m, std::ptrdiff_t k,
+                                                          const float* W, std::ptrdiff_t ldw,
+                                                          int n, const float* const* x, float* y,
+                                                          std::ptrdiff_t ldy, bool accumulate) {
+  switch (n) {
+    case 1: return gemv_rows_avx512_n<1>(m, k, W, ldw, x, y, ldy, accumulate);
+    case 2: return gemv_rows_avx512_n<2>(m, k, W, ldw, x, y, ldy, accumulate);
+    case 3: return gemv_rows_avx512_n<3>(m, k, W, ldw, x, y, ldy, accumulate);
+    default: return gemv_rows_avx512_n<4>(m, k, W, ldw, x, y, ldy, accumulate);
   }
-  if (i0 < m) gemv_t_portable<float>(m - i0, k, Wt + i0, ldw, x, y + i0, accumulate);
+}
+
+// The same with 8 lanes; the tail of k in scalar code.
+template <int NR>
+__attribute__((target("avx2,fma"))) void gemv_rows_avx2_n(std::ptrdiff_t m, std::ptrdiff_t k,
+                                                           const float* W, std::ptrdiff_t ldw,
+                                                           const float* const* x, float* y,
+                                                           std::ptrdiff_t ldy, bool accumulate) {
+  constexpr int NO = 4;
+  const std::ptrdiff_t k8 = k - k % 8;
+  for (std::ptrdiff_t i = 0; i < m; i += NO) {
+    const std::ptrdiff_t no = m - i < NO ? m - i : NO;
+    __m256 acc[NO][NR];
+    for (int o = 0; o < NO; ++o)
+      for (int r = 0; r < NR; ++r) acc[o][r] = _mm256_setzero_ps();
+    const float* w[NO];
+    for (int o = 0; o < NO; ++o) w[o] = W + (i + (o < no ? o : 0)) * ldw;
+    for (std::ptrdiff_t j = 0; j < k8; j += 8) {
+      __m256 xv[NR];
+      for (int r = 0; r < NR; ++r) xv[r] = _mm256_loadu_ps(x[r] + j);
+      for (int o = 0; o < NO; ++o) {
+        const __m256 wv = _mm256_loadu_ps(w[o] + j);
+        for (int r = 0; r < NR; ++r) acc[o][r] = _mm256_fmadd_ps(wv, xv[r], acc[o][r]);
+      }
+    }
+    for (int o = 0; o < no; ++o)
+      for (int r = 0; r < NR; ++r) {
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, acc[o][r]);
+        float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+                  ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        for (std::ptrdiff_t j = k8; j < k; ++j) s += w[o][j] * x[r][j];
+        float& out = y[r * ldy + i + o];
+        out = accumulate ? out + s : s;
+      }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void gemv_rows_avx2(std::ptrdiff_t m, std::ptrdiff_t k,
+                                                         const float* W, std::ptrdiff_t ldw, int n,
+                                                         const float* const* x, float* y,
+                                                         std::ptrdiff_t ldy, bool accumulate) {
+  switch (n) {
+    case 1: return gemv_rows_avx2_n<1>(m, k, W, ldw, x, y, ldy, accumulate);
+    case 2: return gemv_rows_avx2_n<2>(m, k, W, ldw, x, y, ldy, accumulate);
+    case 3: return gemv_rows_avx2_n<3>(m, k, W, ldw, x, y, ldy, accumulate);
+    default: return gemv_rows_avx2_n<4>(m, k, W, ldw, x, y, ldy, accumulate);
+  }
 }
 #endif
 
-using GemvF = void (*)(std::ptrdiff_t, std::ptrdiff_t, const float*, std::ptrdiff_t, const float*,
-                       float*, bool);
+using GemvF = void (*)(std::ptrdiff_t, std::ptrdiff_t, const float*, std::ptrdiff_t, int,
+                       const float* const*, float*, std::ptrdiff_t, bool);
 
 GemvF pick_gemv() {
 #ifdef RNNCORE_X86_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return gemv_t_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gemv_t_avx2;
+  if (__builtin_cpu_supports("avx512f")) return gemv_rows_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gemv_rows_avx2;
 #endif
-  return gemv_t_portable<float>;
+  return gemv_rows_portable<float>;
 }
 
 }  // namespace
 
-void gemv_t(std::ptrdiff_t m, std::ptrdiff_t k, const float* Wt, std::ptrdiff_t ldw,
-            const float* x, float* y, bool accumulate) {
+void gemv_rows(std::ptrdiff_t m, std::ptrdiff_t k, const float* W, std::ptrdiff_t ldw, int n,
+               const float* const* x, float* y, std::ptrdiff_t ldy, bool accumulate) {
   static const GemvF impl = pick_gemv();
-  impl(m, k, Wt, ldw, x, y, accumulate);
+  if (m <= 0 || n <= 0) return;
+  impl(m, k, W, ldw, n, x, y, ldy, accumulate);
 }
 
-void gemv_t(std::ptrdiff_t m, std::ptrdiff_t k, const double* Wt, std::ptrdiff_t ldw,
-            const double* x, double* y, bool accumulate) {
-  gemv_t_portable<double>(m, k, Wt, ldw, x, y, accumulate);
+void gemv_rows(std::ptrdiff_t m, std::ptrdiff_t k, const double* W, std::ptrdiff_t ldw, int n,
+               const double* const* x, double* y, std::ptrdiff_t ldy, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  gemv_rows_portable<double>(m, k, W, ldw, n, x, y, ldy, accumulate);
 }
 
 }  // namespace rnncore::detail

@@ -238,28 +238,24 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
     const Range units = share(H, thread_count(), thread_id());
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
-    // Small batches get the block transposed, for the matrix-vector kernel; on AVX-512 CPUs a
-    // float block is packed into panels for packed_gemm instead.
+    // Small batches need no copy: the matrix-vector kernel streams W_hh's rows in place (its
+    // thread's rows, cache-resident after the first step). On AVX-512 CPUs a float block is
+    // packed into panels for packed_gemm instead.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * H;
     T* wh_region = sc.wh_blocked.data() + GH * (units.begin + kPanel * thread_id());
     const Index u = units.size();
-    const bool transposed = pk.B <= kGemvRows;
+    const bool small_batch = pk.B <= kGemvRows;
     const T* wh_packed = nullptr;
     if constexpr (std::is_same_v<T, float>) {
-      if (!transposed && packed_gemm_available()) {
+      if (!small_batch && packed_gemm_available()) {
         for (Index g = 0; g < G; ++g)
           pack_transposed(u, H, p.Wh + (g * H + units.begin) * H, H,
                           wh_region + g * packed_size(H, u));
         wh_packed = wh_region;
       }
     }
-    for (Index g = 0; g < G && !wh_packed; ++g) {
-      const T* src = p.Wh + (g * H + units.begin) * H;
-      if (transposed)
-        view(wh_own + g * u, H, u, G * u) = cview(src, u, H, H).transpose();
-      else
-        copy_rows(u, H, src, H, wh_own + g * u * H, H);
-    }
+    for (Index g = 0; g < G && !wh_packed && !small_batch; ++g)
+      copy_rows(u, H, p.Wh + (g * H + units.begin) * H, H, wh_own + g * u * H, H);
     T* rec_own = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
     for (Index k = 0; k < pk.T; ++k) {
       const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];
@@ -270,7 +266,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
       s.j1 = units.end;
       s.gates = gates + pk.off[t] * GH;
       s.Wh_own = wh_own;
-      s.wh_transposed = transposed;
+      s.small_batch = small_batch;
       s.Wh_packed = wh_packed;
       s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, H);
       s.h = Y + pk.off[t] * ldy;

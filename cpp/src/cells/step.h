@@ -27,10 +27,10 @@ struct RowSrc {
   const T* row(Index r) const { return r < na ? a + r * lda : b + (r - na) * ldb; }
 };
 
-// Up to this many rows (sequences in the batch), a step's recurrent product is one matrix-vector
-// product per row on a transposed weight copy: a GEMM would repack the weights on every step, which
+// Up to this many rows (sequences in the batch), a step's recurrent product is a matrix-vector
+// product per row, straight from W_hh's rows: a GEMM would repack the weights on every step, which
 // costs more than the product itself.
-constexpr Index kGemvRows = 4;
+constexpr Index kGemvRows = kGemvMaxRows;
 
 // C[0:n, :cols] (+)= src[0:n, :k] · W[cols, k]ᵀ with src given as a RowSrc.
 template <typename T>
@@ -58,11 +58,11 @@ struct Step {
   // Forward: this thread's recurrent pre-activations [n, G*u] (row stride G*u, gate blocks of u
   // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
   T* rec = nullptr;
-  const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward)
-  // Forward: this thread's rows of W_hh, gate by gate: [G*u, H], or transposed [H, G*u] when
-  // wh_transposed (small batches, see kGemvRows).
+  const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward; forward when small_batch)
+  // Forward: this thread's rows of W_hh, gate by gate: [G*u, H] (unused when small_batch: batches
+  // of at most kGemvRows read W_hh's rows in place).
   const T* Wh_own = nullptr;
-  bool wh_transposed = false;
+  bool small_batch = false;
   // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
   // per gate block [H, u] (packed_size(H, u) floats each); backward, W_hh[:, j0:j1] as [G*H, u].
   const T* Wh_packed = nullptr;
@@ -89,10 +89,12 @@ struct Step {
         return;
       }
     }
-    if (wh_transposed) {
-      for (Index r = 0; r < n; ++r)
-        gemv_t((g1 - g0) * u, H, Wh_own + g0 * u, G * u, h_prev.row(r), rec + r * G * u + g0 * u,
-               /*accumulate=*/false);
+    if (small_batch) {
+      const T* xs[kGemvMaxRows];
+      for (Index r = 0; r < n; ++r) xs[r] = h_prev.row(r);
+      for (Index g = g0; g < g1; ++g)
+        gemv_rows(u, H, Wh + (g * H + j0) * H, H, int(n), xs, rec + g * u, G * u,
+                  /*accumulate=*/false);
       return;
     }
     gemm_src_nt(h_prev, n, (g1 - g0) * u, H, Wh_own + g0 * u * H, H, rec + g0 * u, G * u,
@@ -109,9 +111,10 @@ struct Step {
         return;
       }
     }
-    if (wh_transposed) {
-      for (Index r = 0; r < n; ++r)
-        gemv_t(u, H, Wh_own + g * u, G * u, a + r * lda, out + r * ldo, /*accumulate=*/true);
+    if (small_batch) {
+      const T* xs[kGemvMaxRows];
+      for (Index r = 0; r < n; ++r) xs[r] = a + r * lda;
+      gemv_rows(u, H, Wh + (g * H + j0) * H, H, int(n), xs, out, ldo, /*accumulate=*/true);
       return;
     }
     gemm_nt(n, u, H, a, lda, Wh_own + g * u * H, H, out, ldo, /*accumulate=*/true);
