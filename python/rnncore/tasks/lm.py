@@ -1,8 +1,11 @@
 """`rnncore train lm`: a word-level language model on Penn Treebank-format files.
 
 The defaults are the "small" model of Zaremba et al. (2014): 2 × 200 LSTM, truncated BPTT over 20
-steps, batch 20, plain SGD at lr 1 halved every epoch after the 4th, gradient norm clipped at 5,
-13 epochs, weights initialised U(-0.1, 0.1), no dropout (test perplexity 114.5 in the paper).
+steps, batch 20, plain SGD halved every epoch after the 4th, 13 epochs, weights initialised
+U(-0.1, 0.1), no dropout (test perplexity 114.5 in the paper). Their lr 1 and gradient-norm clip 5
+apply to a loss summed over the 20 steps of a window (and averaged over the batch); rnncore's
+loss is the mean over every token, 20 times smaller, so the same updates are lr 20 and clip 0.25
+here (PyTorch's word_language_model example uses the same pair for the same reason).
 The code here is shared with ``charlm``.
 """
 
@@ -37,8 +40,8 @@ DEFAULTS: dict[str, Any] = dict(
     epochs=13,
     batch_size=20,
     optimizer="sgd",
-    lr=1.0,
-    clip=5.0,
+    lr=20.0,  # = Zaremba's lr 1 on a loss summed over the BPTT window (see the module docstring)
+    clip=0.25,  # = their clip 5, likewise
 )
 
 
