@@ -139,10 +139,11 @@ def test_step_grad_norms_equal_unrolled_torch():
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
-@pytest.mark.parametrize("hidden", [40, 150])
-def test_small_batch_matrix_vector_path_float32(cell, batch, hidden):
-    """Batches of <= 4 use the matrix-vector kernels on W_hh's rows (AVX-512/AVX2 in float32), one
-    template per batch size; H=40 and 150 leave tails of 16 lanes and of the output blocks."""
+@pytest.mark.parametrize(("hidden", "threads"), [(40, 2), (150, 2), (150, 1), (300, 1)])
+def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads):
+    """Batches of <= 4 use the matrix-vector kernels on W_hh packed in 128-output panels (AVX-512 /
+    AVX2 in float32), one template per batch size. Each thread packs its H/threads units per gate:
+    20, 75, 150 and 300 leave partial 16x16 transpose tiles, partial panels and masked lanes."""
     T, I = 9, 7
     rng = np.random.default_rng(4)
     ours_cls, torch_cls, _ = CELLS[cell]
@@ -151,9 +152,13 @@ def test_small_batch_matrix_vector_path_float32(cell, batch, hidden):
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     x = rng.standard_normal((T, batch, I)).astype(np.float32)
     lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=batch - 1)]
-    y, _ = ours(x, lengths=lengths)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx, _ = ours.backward(dy)
+    before = rnncore.set_num_threads(threads)
+    try:
+        y, _ = ours(x, lengths=lengths)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx, _ = ours.backward(dy)
+    finally:
+        rnncore.set_num_threads(before)
     ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
     np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)

@@ -238,9 +238,8 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
     const Range units = share(H, thread_count(), thread_id());
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
-    // Small batches need no copy: the matrix-vector kernel streams W_hh's rows in place (its
-    // thread's rows, cache-resident after the first step). On AVX-512 CPUs a float block is
-    // packed into panels for packed_gemm instead.
+    // Small batches get each gate's block packed for the matrix-vector kernel (gemv.h); on
+    // AVX-512 CPUs a larger batch's float block is packed into panels for packed_gemm instead.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * H;
     T* wh_region = sc.wh_blocked.data() + GH * (units.begin + kPanel * thread_id());
     const Index u = units.size();
@@ -254,8 +253,13 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
         wh_packed = wh_region;
       }
     }
-    for (Index g = 0; g < G && !wh_packed && !small_batch; ++g)
-      copy_rows(u, H, p.Wh + (g * H + units.begin) * H, H, wh_own + g * u * H, H);
+    for (Index g = 0; g < G && !wh_packed; ++g) {
+      const T* src = p.Wh + (g * H + units.begin) * H;
+      if (small_batch)
+        pack_gemv_panels(u, H, src, H, wh_own + g * u * H);
+      else
+        copy_rows(u, H, src, H, wh_own + g * u * H, H);
+    }
     T* rec_own = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
     for (Index k = 0; k < pk.T; ++k) {
       const Index t = ls.reverse ? pk.T - 1 - k : k, n = pk.bs[t];

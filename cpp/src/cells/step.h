@@ -28,8 +28,8 @@ struct RowSrc {
 };
 
 // Up to this many rows (sequences in the batch), a step's recurrent product is a matrix-vector
-// product per row, straight from W_hh's rows: a GEMM would repack the weights on every step, which
-// costs more than the product itself.
+// product per row on a copy of W_hh packed once per call (see gemv.h): a GEMM would repack the
+// weights on every step, which costs more than the product itself.
 constexpr Index kGemvRows = kGemvMaxRows;
 
 // C[0:n, :cols] (+)= src[0:n, :k] · W[cols, k]ᵀ with src given as a RowSrc.
@@ -58,9 +58,9 @@ struct Step {
   // Forward: this thread's recurrent pre-activations [n, G*u] (row stride G*u, gate blocks of u
   // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
   T* rec = nullptr;
-  const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward; forward when small_batch)
-  // Forward: this thread's rows of W_hh, gate by gate: [G*u, H] (unused when small_batch: batches
-  // of at most kGemvRows read W_hh's rows in place).
+  const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward)
+  // Forward: this thread's rows of W_hh, gate by gate: [G*u, H], or when small_batch (batches of
+  // at most kGemvRows) each gate's [u, H] block packed by pack_gemv_panels (u*H values each).
   const T* Wh_own = nullptr;
   bool small_batch = false;
   // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
@@ -93,8 +93,8 @@ struct Step {
       const T* xs[kGemvMaxRows];
       for (Index r = 0; r < n; ++r) xs[r] = h_prev.row(r);
       for (Index g = g0; g < g1; ++g)
-        gemv_rows(u, H, Wh + (g * H + j0) * H, H, int(n), xs, rec + g * u, G * u,
-                  /*accumulate=*/false);
+        gemv_panels(u, H, Wh_own + g * u * H, int(n), xs, rec + g * u, G * u,
+                    /*accumulate=*/false);
       return;
     }
     gemm_src_nt(h_prev, n, (g1 - g0) * u, H, Wh_own + g0 * u * H, H, rec + g0 * u, G * u,
@@ -114,7 +114,7 @@ struct Step {
     if (small_batch) {
       const T* xs[kGemvMaxRows];
       for (Index r = 0; r < n; ++r) xs[r] = a + r * lda;
-      gemv_rows(u, H, Wh + (g * H + j0) * H, H, int(n), xs, out, ldo, /*accumulate=*/true);
+      gemv_panels(u, H, Wh_own + g * u * H, int(n), xs, out, ldo, /*accumulate=*/true);
       return;
     }
     gemm_nt(n, u, H, a, lda, Wh_own + g * u * H, H, out, ldo, /*accumulate=*/true);
