@@ -51,6 +51,18 @@ def _torch_run(ref, x, lengths, dy):
     )
 
 
+def _ours_run(ours, x, lengths, rng, threads):
+    """Forward and backward (with a random dy drawn from rng) at the given engine threads."""
+    before = rnncore.set_num_threads(threads)
+    try:
+        y, _ = ours(x, lengths=lengths)
+        dy = rng.standard_normal(y.shape).astype(y.dtype)
+        dx, _ = ours.backward(dy)
+    finally:
+        rnncore.set_num_threads(before)
+    return y, dy, dx
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -63,13 +75,7 @@ def test_threaded_steps_match_torch(cell, threads, bidirectional):
     lengths = rng.integers(1, T + 1, size=B)
     lengths[0] = T
     ours, ref = _pair(cell, I, H, 2, bidirectional)
-    before = rnncore.set_num_threads(threads)
-    try:
-        y, _ = ours(x, lengths=lengths)
-        dy = rng.standard_normal(y.shape)
-        dx, _ = ours.backward(dy)
-    finally:
-        rnncore.set_num_threads(before)
+    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
     ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
     np.testing.assert_allclose(y, ty, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dx, tdx, rtol=0, atol=1e-12)
@@ -152,13 +158,7 @@ def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads):
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     x = rng.standard_normal((T, batch, I)).astype(np.float32)
     lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=batch - 1)]
-    before = rnncore.set_num_threads(threads)
-    try:
-        y, _ = ours(x, lengths=lengths)
-        dy = rng.standard_normal(y.shape).astype(np.float32)
-        dx, _ = ours.backward(dy)
-    finally:
-        rnncore.set_num_threads(before)
+    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
     ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
     np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
@@ -180,13 +180,7 @@ def test_packed_weight_steps_float32(cell, bidirectional, threads):
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=B - 1)]
-    before = rnncore.set_num_threads(threads)
-    try:
-        y, _ = ours(x, lengths=lengths)
-        dy = rng.standard_normal(y.shape).astype(np.float32)
-        dx, _ = ours.backward(dy)
-    finally:
-        rnncore.set_num_threads(before)
+    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
     ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
     np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
