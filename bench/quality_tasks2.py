@@ -12,7 +12,7 @@ Recipes (real data from ../shared/data, see its README):
 
 - translation: English -> French on Tatoeba fra_eng (pairs of at most 10 words, a fixed 10% held
   out), 1-layer LSTM encoder-decoder 256 units, embeddings 128, words seen once -> <unk>, Adam
-  2e-3, clip 5, 10 epochs, greedy decoding; trained twice, without attention and with Luong
+  2e-3, clip 5, 2 epochs, greedy decoding; trained twice, without attention and with Luong
   (general) attention. Target: the attention model's test BLEU at least 5 above the other's.
 - caption: synthetic scenes (generated, 6000 for training, 600 held out), LSTM 128, Adam 3e-3,
   5 epochs. Target: >= 95% exactly right captions on the held-out scenes.
@@ -45,7 +45,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 S2S = (
     "--max-words 10 --test-fraction 0.1 --valid-fraction 0.05 --cell lstm --layers 1 "
-    "--hidden 256 --embed 128 --min-freq 2 --epochs 10 --batch-size 64 --optimizer adam "
+    "--hidden 256 --embed 128 --min-freq 2 --epochs 2 --batch-size 64 --optimizer adam "
     "--lr 2e-3 --clip 5"
 )
 ADDING = "--steps 200 --train-size 20000 --valid-size 1000 --test-size 2000 --hidden 64 --clip 1"
