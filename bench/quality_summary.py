@@ -38,10 +38,13 @@ def row(result: dict[str, Any]) -> list[str]:
         epochs = "/".join(_fmt(r.get("epochs")) for r in runs.values())
         per_epoch = "/".join(_fmt(r.get("seconds_per_epoch")) for r in runs.values())
     else:  # quality_tasks1: {split, metric, op, value}
-        goal = f"{target.get('split')} {target.get('metric')} {target.get('op')} {target.get('value')}"
+        goal = (
+            f"{target.get('split')} {target.get('metric')} {target.get('op')} {target.get('value')}"
+        )
         epochs = _fmt(result.get("epochs"))
         per_epoch = _fmt(result.get("seconds_per_epoch"))
     machine = result.get("machine") or {}
+    torch = result.get("torch") or {}
     return [
         result.get("recipe", "?"),
         goal,
@@ -50,6 +53,7 @@ def row(result: dict[str, Any]) -> list[str]:
         epochs,
         per_epoch,
         _fmt(result.get("full_length")),
+        _fmt(torch.get("rnncore_over_torch_time")),
         _fmt(machine.get("threads")),
         str(machine.get("date", "-"))[:10],
     ]
@@ -57,7 +61,18 @@ def row(result: dict[str, Any]) -> list[str]:
 
 def summary(results_dir: Path) -> str:
     """Markdown: one row per quality_<recipe>.json in results_dir (quick runs left out)."""
-    head = ["recipe", "target", "value", "met", "epochs", "s/epoch", "full", "threads", "date"]
+    head = [
+        "recipe",
+        "target",
+        "value",
+        "met",
+        "epochs",
+        "s/epoch",
+        "full",
+        "time / torch's",
+        "threads",
+        "date",
+    ]
     lines = [
         "# Quality of the lecture's tasks on real data",
         "",
@@ -65,6 +80,8 @@ def summary(results_dir: Path) -> str:
         "each comes from `bench/quality_tasks1.py` or `bench/quality_tasks2.py` (commands and",
         "recipes in those files' docstrings and in each JSON's `command`). s/epoch is wall time on",
         "the 2-core development machine, often shared with other runs: read it as an upper bound.",
+        "time / torch's: rnncore's time per training batch over PyTorch's for the same recipe,",
+        "measured in the same process at the same threads (PTB only; below 1, rnncore is faster).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

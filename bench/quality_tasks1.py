@@ -20,8 +20,8 @@ Recipes (data from ../shared/data, see its README):
   test perplexity <= 118 (paper 114.5). Also times the same recipe in PyTorch for one epoch (or
   --max-batches batches) in the same process, same threads, and reports the time ratio.
 - shakespeare: tiny Shakespeare char LM, 2 x 512 LSTM, embedding 64, BPTT 50 (state carried
-  across windows), batch 32, Adam 2e-3, clip 5, dropout 0.2, 8 epochs (~5 min each at 1 thread). Target: validation loss <= 1.55 nats/char; records a 300-character
-  sample.
+  across windows), batch 32, Adam 2e-3, clip 5, dropout 0.2, 8 epochs (~5-8 min each at 1
+  thread). Target: validation loss <= 1.55 nats/char; records a 300-character sample.
 - sst2: SST-2 sentences (stsa.binary.*), 2-layer bidirectional LSTM 150, embedding 300, max
   pooling over time, dropout 0.5, Adam 1e-3, clip 5, batch 32, 8 epochs (the final states alone,
   10 epochs: 78.9 %). Target: test accuracy >= 80 %.
