@@ -350,15 +350,20 @@ def test_backward_does_not_see_later_changes_to_inputs(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("edited", ["x", "y"])
-def test_backward_refuses_inputs_or_outputs_edited_in_place(cell, edited):
+@pytest.mark.parametrize("where", ["all", 0, 5, -1])
+def test_backward_refuses_inputs_or_outputs_edited_in_place(cell, edited, where):
     """Without lengths the engine reads x and y in place (no copies, PyTorch's memory): editing
-    either between forward and backward is a clear RuntimeError, as in PyTorch, and the layer
-    stays usable."""
+    either between forward and backward, all of it or a single value (first, one of another hash
+    lane, last), is a clear RuntimeError, as in PyTorch, and the layer stays usable."""
     x, state, dy, dstate = _inputs(cell)
     layer = make_layer(cell, INPUT, HIDDEN, 2, True)
     xx = x.copy()
     y, _ = layer(xx, state=state)
-    (xx if edited == "x" else y)[...] = 7.0
+    arr = xx if edited == "x" else y
+    if where == "all":
+        arr[...] = 7.0
+    else:
+        arr.reshape(-1)[where] += 1.0
     with pytest.raises(RuntimeError, match=edited):
         layer.backward(dy, dstate=dstate)
     y, _ = layer(x, state=state)  # usable again

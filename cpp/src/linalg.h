@@ -158,6 +158,24 @@ inline Range share(Index n, int nth, int tid, Index align = 16) {
   return {b, std::min(n, b + chunk)};
 }
 
+// f() once per thread of a new team when `parallel`, else once on this thread without entering
+// OpenMP at all: libgomp's `parallel if (false)` still makes a futex system call (~0.6 us) per
+// region, which was a third of a tiny (B=1, T=1, H=8) training step. Inside another region the
+// region is always entered (a team of one), so that thread_count() and thread_id() describe the
+// team f runs on, not the enclosing one.
+template <typename F>
+inline void team(bool parallel, F&& f) {
+#ifdef _OPENMP
+  if (parallel || omp_in_parallel()) {
+#pragma omp parallel if (parallel)
+    f();
+    return;
+  }
+#endif
+  (void)parallel;
+  f();
+}
+
 // Products below this many flops run on one thread: a fork/join costs more than it saves.
 constexpr double kParallelFlops = 1 << 21;
 
@@ -167,11 +185,7 @@ template <typename T>
 void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda, const T* B,
               Index ldb, T beta, T* C, Index ldc, const T* row_bias = nullptr) {
   const bool par = 2.0 * double(m) * double(n) * double(k) >= kParallelFlops;
-#ifdef _OPENMP
-#pragma omp parallel if (par)
-#endif
-  {
-    (void)par;
+  team(par, [&] {
     const int nth = thread_count(), tid = thread_id();
     if (m >= n) {  // rows of C: rows of A (or its columns when transposed)
       const Range r = share(m, nth, tid);
@@ -192,22 +206,19 @@ void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda
               Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(row_bias + c.begin, c.size());
       }
     }
-  }
+  });
 }
 
 // out[n] += Σ_rows A[rows, n]   (bias gradients), split across threads by columns.
 template <typename T>
 void par_colsum_acc(Index rows, Index n, const T* A, Index lda, T* out) {
   if (rows == 0 || n == 0) return;
-#ifdef _OPENMP
-#pragma omp parallel if (rows * n >= (1 << 16))
-#endif
-  {
+  team(rows * n >= (1 << 16), [&] {
     const Range c = share(n, thread_count(), thread_id());
     if (c.size() > 0)
       Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out + c.begin, c.size()) +=
           cview(A + c.begin, rows, c.size(), lda).colwise().sum();
-  }
+  });
 }
 
 // C[m,n] += A[k,m]ᵀ · B[k,n]   (weight gradients summed over all rows), over the team.

@@ -231,10 +231,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
   T* gates = w.gates.data();
 
   // 2. The serial part: per step, the recurrent GEMM and the gate math, split by hidden units.
-#ifdef _OPENMP
-#pragma omp parallel if (parallel_steps(pk.B, G, H))
-#endif
-  {
+  team(parallel_steps(pk.B, G, H), [&] {
     const Range units = share(H, thread_count(), thread_id());
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
@@ -291,7 +288,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
       }
       barrier();  // the next step's GEMM reads every unit of h
     }
-  }
+  });
   if (ls.reverse) {
     copy_rows(pk.B, H, Y, ldy, hn, H);
     if (lstm && cn) copy_rows(pk.B, H, w.cs.data(), H, cn, H);
@@ -312,11 +309,7 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
   T* gates = w.gates.data();
 
   // 1. The serial part, in reverse processing order, split by hidden units.
-  if (phases & kSteps) {
-#ifdef _OPENMP
-#pragma omp parallel if (parallel_steps(B, G, H))
-#endif
-  {
+  if (phases & kSteps) team(parallel_steps(B, G, H), [&] {
     const Range units = share(H, thread_count(), thread_id());
     const Index j = units.begin, u = units.size();
     // On AVX-512 CPUs (float) this thread's columns of W_hh are packed once for all steps.
@@ -388,10 +381,11 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
       if (lstm && dc0) copy_rows(n - m, u, dcp + m * H + j, H, dc0 + m * H + j, H);
       std::swap(dh, dhp);
       std::swap(dc, dcp);
-      barrier();
+      // No barrier here: the next step reads and writes only this thread's columns of dh, dc
+      // and its own units' dG until the cell's barrier before the dG·W_hh product (a second
+      // barrier per step measured as idle time when the threads' products finish unevenly).
     }
-  }
-  }
+  });
   if (!(phases & kGrads)) return;
 
   // 2. Weight gradients and the input gradient: large GEMMs over all steps at once.
@@ -407,9 +401,15 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
              p.Wx + 2 * H * p.I, p.I, T(1), dX, p.I);
   }
   if (p.dbx) {
-    par_colsum_acc(N, gx, dG, GH, p.dbx);
+    // Both biases' gradients are column sums of the same dG: one pass over it (the n block of
+    // the reset-after GRU's input side comes from aux instead).
+    using Vec = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+    T* colsum = sc.bias.data();  // [GH] free in backward (the forward's folded bias)
+    Vec(colsum, GH).setZero();
+    par_colsum_acc(N, GH, dG, GH, colsum);
+    Vec(p.dbh, GH) += Vec(colsum, GH);
+    Vec(p.dbx, gx) += Vec(colsum, gx);
     if (split_n) par_colsum_acc(N, H, static_cast<const T*>(w.aux.data()), H, p.dbx + 2 * H);
-    par_colsum_acc(N, GH, dG, GH, p.dbh);
   }
   // dW_hh = Σ_t dG_tᵀ · h_prev(t). Reset-before GRU: the n block pairs with r ⊙ h instead.
   const Index gh = (gru && !ls.reset_after) ? 2 * H : GH;
@@ -444,20 +444,24 @@ inline std::uint64_t mix64(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// A 64-bit hash of a buffer's bytes (one multiply per 8 bytes): detects a caller editing, between
-// forward and backward, an array the engine reads in place.
+// A 64-bit hash of a buffer's bytes: detects a caller editing, between forward and backward, an
+// array the engine reads in place. Four independent lanes (one multiply per 8 bytes each) keep
+// the multiplier busy: a single dependent chain cost ~4% of a small training step.
 template <typename T>
 std::uint64_t content_hash(const T* p, Index n) {
   const auto* bytes = reinterpret_cast<const unsigned char*>(p);
-  const std::size_t size = std::size_t(n) * sizeof(T), words = size / 8;
-  std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ size;
-  for (std::size_t i = 0; i < words; ++i) {
-    std::uint64_t w;
-    std::memcpy(&w, bytes + 8 * i, 8);
-    h = (h ^ w) * 0x100000001b3ULL + (h >> 29);
+  const std::size_t size = std::size_t(n) * sizeof(T), blocks = size / 32;
+  std::uint64_t h[4] = {0x9e3779b97f4a7c15ULL ^ size, 0xbf58476d1ce4e5b9ULL, 0x94d049bb133111ebULL,
+                        0x2545f4914f6cdd1dULL};
+  for (std::size_t i = 0; i < blocks; ++i) {
+    std::uint64_t w[4];
+    std::memcpy(w, bytes + 32 * i, 32);
+    for (int l = 0; l < 4; ++l) h[l] = (h[l] ^ w[l]) * 0x100000001b3ULL + (h[l] >> 29);
   }
-  for (std::size_t i = 8 * words; i < size; ++i) h = (h ^ bytes[i]) * 0x100000001b3ULL;
-  return h;
+  std::uint64_t out = h[0];
+  for (int l = 1; l < 4; ++l) out = mix64(out ^ h[l]);
+  for (std::size_t i = 32 * blocks; i < size; ++i) out = (out ^ bytes[i]) * 0x100000001b3ULL;
+  return out;
 }
 
 }  // namespace detail
