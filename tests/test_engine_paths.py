@@ -1,7 +1,9 @@
-"""Engine paths the small-shape suites do not reach: multi-threaded steps, both GEMM backends,
+"""Engine paths the small-shape suites do not reach: multi-threaded steps, every GEMM backend,
 and the per-step gradient-norm diagnostic."""
 
 from __future__ import annotations
+
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -83,26 +85,49 @@ def test_threaded_steps_match_torch(cell, threads, bidirectional):
         np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-10, atol=1e-11)
 
 
-def test_eigen_and_blas_backends_agree():
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((6, 16, 12)).astype(np.float32)
-    lengths = rng.permutation([6, 5, 4, 3] * 4)
-    results = []
+def _mkl_installed() -> bool:
     try:
-        for backend in ("eigen", "blas"):
-            if backend == "eigen":
-                _core._set_blas(0, 0, "eigen")
-            else:
-                _blas.load()
-            layer = rnncore.nn.LSTM(12, 64, num_layers=2, seed=3)
-            y, _ = layer(x, lengths=lengths)
-            layer.backward(np.ones_like(y))
-            results.append((rnncore.gemm_backend(), y, layer.flat_gradients.copy()))
+        return bool(metadata.files("mkl"))
+    except metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("backend", ["eigen", "openblas", "mkl"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_gemm_backend_matches_torch(backend, dtype):
+    """Each BLAS the engine can be handed (MKL is in the test extras, so CI runs all three) gives
+    PyTorch's outputs and gradients on a stacked, bidirectional, ragged batch at 2 threads, large
+    enough for the multi-threaded steps and the split products."""
+    if backend == "mkl" and not _mkl_installed():
+        pytest.skip('the optional mkl wheel is not installed (pip install ".[mkl]")')
+    T, B, I, H = 10, 24, 12, 72
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.permutation(np.arange(B) % T + 1)
+    ours, ref = _pair("lstm", I, H, 2, True, seed=3)
+    if dtype == "float32":
+        ours = rnncore.nn.LSTM(I, H, num_layers=2, bidirectional=True, seed=3)
+        ref = ref.float()
+        ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+        x = x.astype(np.float32)
+    try:
+        used = rnncore.set_gemm_backend(backend)
+        assert used.startswith(backend), used
+        y, dy, dx = _ours_run(ours, x, lengths, rng, threads=2)
     finally:
         _blas.load()
-    assert results[0][0] == "eigen"
-    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-3, atol=1e-4)
+    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(y, ty, **tol)
+    np.testing.assert_allclose(dx, tdx, **tol)
+    for p in ours.parameters():
+        np.testing.assert_allclose(p.grad, tgrads[p.name], **tol)
+
+
+def test_gemm_backend_choice_is_checked():
+    with pytest.raises(ValueError, match="set_gemm_backend: name must be one of"):
+        rnncore.set_gemm_backend("blis")
+    assert rnncore.gemm_backend() == _core.gemm_backend()
 
 
 def test_step_grad_norms_equal_unrolled_torch():

@@ -163,7 +163,9 @@ def test_beam_search_finds_at_least_the_greedy_likelihood(trained):
     for s in src:
         g = trained.beam_search(s, 1, length_penalty=0.0)[1]
         b = trained.beam_search(s, 4, length_penalty=0.0)[1]
-        assert b >= g - 1e-9
+        # Beam 4 scores its hypotheses in batches of 4, greedy in batches of 1: the same sequence
+        # can differ by float32 rounding (seen: 2e-9 with MKL's GEMM), never by more.
+        assert b >= g - 1e-6 * (1.0 + abs(g))
 
 
 def test_config_rebuilds_the_model():

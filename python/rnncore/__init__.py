@@ -25,6 +25,7 @@ __all__ = [
     "get_num_threads",
     "has_openmp",
     "gemm_backend",
+    "set_gemm_backend",
     "engine_variant",
     "cmake_dir",
 ]
@@ -59,8 +60,23 @@ def engine_variant() -> str:
 
 
 def gemm_backend() -> str:
-    """The matrix-product backend in use: "eigen" or "openblas (<core>)"."""
+    """The matrix-product backend in use: "mkl (<version>, sequential)", "openblas (<core>)" or
+    "eigen"."""
     return _core.gemm_backend()
+
+
+def set_gemm_backend(name: str) -> str:
+    """Choose the library behind the engine's large matrix products; returns `gemm_backend()`.
+
+    Args:
+        name: "auto" (MKL when the optional ``mkl`` wheel is installed, else OpenBLAS), "mkl",
+            "openblas" or "eigen" (the engine's built-in kernels). A backend that cannot be
+            loaded falls back to the next with a RuntimeWarning. ``RNNCORE_BLAS`` sets the same
+            at import time. Results agree between backends to float rounding.
+    """
+    if not isinstance(name, str) or name.strip().lower() not in _blas.BACKENDS:
+        raise ValueError(f"set_gemm_backend: name must be one of {_blas.BACKENDS}, got {name!r}")
+    return _blas.load(name.strip().lower())
 
 
 def cmake_dir() -> str:
