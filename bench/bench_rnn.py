@@ -594,7 +594,9 @@ def bench_cell(
 
     rows = []
     for mode in ("infer", "train") if cfg.train else ("infer",):
+        cpu_before = _cpu_times()
         times = measure({name: getattr(s, mode)() for name, s in subjects.items()}, plan)
+        steal = _steal_pct(cpu_before, _cpu_times())
         flops = forward_flops(cfg, cell, tokens) * (3 if mode == "train" else 1)
         row: dict = {
             "threads": threads,
@@ -605,6 +607,7 @@ def bench_cell(
             "tokens": tokens,
             "gflop": flops / 1e9,
             "max_abs_diff": diff,
+            "steal_pct": steal,
         }
         for name, ts in times.items():
             st = summarize_times(ts)
@@ -660,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         "numpy": np.__version__,
         "torch": getattr(torch, "__version__", None),
         "rnncore": getattr(rnncore, "__version__", None) if rnncore is not None else None,
+        "rnncore_gemm": rnncore.gemm_backend() if rnncore is not None else None,
+        "rnncore_isa": rnncore.engine_variant() if rnncore is not None else None,
         "libraries": libs,
         "quick": quick,
         "plan": asdict(plan),
@@ -673,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {msg}; timings will be noisy.", file=sys.stderr)
     print(f"bench_rnn: {', '.join(libs)}; cpu {meta['cpu']} x{meta['cpu_count']}; quick={quick}")
 
+    cpu_start = _cpu_times()
     peaks = {n: measure_peak(n, torch, quick) for n in args.threads}
     print(aligned(list(HEADER)))
     results: list[dict] = []
@@ -703,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
             msg = "/proc/self/clear_refs is not writable; skipping the memory measurement."
             print(f"NOTE: {msg}", file=sys.stderr)
 
+    meta["steal_pct_run"] = _steal_pct(cpu_start, _cpu_times())
     summary = summarize(results, args.threads)
     report = {
         "meta": meta,
@@ -742,6 +749,28 @@ def _loadavg() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None where it is not readable.
+
+    On a virtual machine, steal is the time the hypervisor ran someone else on our cores: rows
+    measured while it is high are slow for reasons that are not the libraries'.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])
+
+
+def _steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Percent of CPU time stolen between two _cpu_times() readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _cpu_model() -> str:
@@ -839,6 +868,7 @@ HEADER = (
     "%peak",
     "torch GF/s",
     "torch %peak",
+    "steal %",
 )
 
 
@@ -857,10 +887,11 @@ def row_cells(r: dict) -> list[str]:
         fmt(rc and rc["frac_peak"] and 100 * rc["frac_peak"], ".0f"),
         fmt(tc and tc["gflops"], ".1f"),
         fmt(tc and tc["frac_peak"] and 100 * tc["frac_peak"], ".0f"),
+        fmt(r.get("steal_pct"), ".0f"),
     ]
 
 
-WIDTHS = (3, 13, 4, 5, 10, 10, 7, 13, 12, 5, 10, 11)
+WIDTHS = (3, 13, 4, 5, 10, 10, 7, 13, 12, 5, 10, 11, 7)
 
 
 def aligned(cells: list[str]) -> str:
@@ -886,8 +917,11 @@ def render(report: dict, markdown: bool) -> str:
         lines += ["# rnncore benchmark", ""]
     lines.append(
         f"{meta['date']}  cpu: {meta['cpu']} x{meta['cpu_count']}  numpy {meta['numpy']}  "
-        f"torch {meta['torch'] or '-'}  rnncore {meta['rnncore'] or '-'}  quick={meta['quick']}  "
-        f"load before start {fmt(meta['loadavg_start'], '.2f')}"
+        f"torch {meta['torch'] or '-'}  rnncore {meta['rnncore'] or '-'} "
+        f"({meta.get('rnncore_isa') or '-'}, GEMM {meta.get('rnncore_gemm') or '-'})  "
+        f"quick={meta['quick']}  "
+        f"load before start {fmt(meta['loadavg_start'], '.2f')}  "
+        f"CPU steal during the run {fmt(meta.get('steal_pct_run'), '.1f')}%"
     )
     lines.append("")
     peak_rows = [
