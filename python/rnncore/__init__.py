@@ -60,8 +60,7 @@ def engine_variant() -> str:
 
 
 def gemm_backend() -> str:
-    """The matrix-product backend in use: "mkl (<version>, sequential)", "openblas (<core>)" or
-    "eigen"."""
+    """The matrix-product backend in use: "openblas (<core>)" or "eigen"."""
     return _core.gemm_backend()
 
 
@@ -69,10 +68,9 @@ def set_gemm_backend(name: str) -> str:
     """Choose the library behind the engine's large matrix products; returns `gemm_backend()`.
 
     Args:
-        name: "auto" (MKL when the optional ``mkl`` wheel is installed, else OpenBLAS), "mkl",
-            "openblas" or "eigen" (the engine's built-in kernels). A backend that cannot be
-            loaded falls back to the next with a RuntimeWarning. ``RNNCORE_BLAS`` sets the same
-            at import time. Results agree between backends to float rounding.
+        name: "auto" (OpenBLAS when it loads, else Eigen), "openblas" or "eigen" (the engine's
+            built-in kernels). ``RNNCORE_BLAS`` sets the same at import time. Results agree
+            between backends to float rounding.
     """
     if not isinstance(name, str) or name.strip().lower() not in _blas.BACKENDS:
         raise ValueError(f"set_gemm_backend: name must be one of {_blas.BACKENDS}, got {name!r}")

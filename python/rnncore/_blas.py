@@ -1,68 +1,34 @@
-"""Hands the engine a fast single-threaded CBLAS: Intel MKL when the optional `mkl` wheel is
-installed (``pip install "rnncore[mkl]"``), else OpenBLAS from the scipy-openblas32 wheel.
+"""Hands the engine a fast single-threaded CBLAS (OpenBLAS from the scipy-openblas32 wheel).
 
-The engine's own GEMM is Eigen's; OpenBLAS's kernels run about twice as fast on AVX-512 machines,
-and MKL's another 10-30% on the input projection and input-gradient products (measured on the
-2-core AVX-512 development VM: a medium LSTM training step 10% faster than with OpenBLAS).
+The engine's own GEMM is Eigen's; OpenBLAS's kernels run about twice as fast on AVX-512 machines.
 rnncore splits every product across its own OpenMP threads, so the library is set to one thread
-(MKL's sequential layer; rnncore's private copy of OpenBLAS): numpy's, scipy's and torch's thread
-settings are untouched.
+(this is rnncore's private copy of OpenBLAS: numpy's and scipy's thread settings are untouched).
 
 ``RNNCORE_BLAS`` in the environment picks the backend when rnncore is imported: ``auto`` (the
-default: the first of mkl, openblas that loads), ``mkl``, ``openblas`` or ``eigen``.
+default: OpenBLAS when it loads, else Eigen), ``openblas`` or ``eigen``.
+
+Intel MKL (the `mkl` wheel) was measured as a third backend: 10-30% faster than OpenBLAS on the
+input projection and input-gradient products, ~10% on a medium LSTM training step. It is not
+offered: PyTorch's CPU wheel exports the MKL it links statically, so with the wheel's MKL loaded
+first the two bind to each other's symbols, and torch's matrix products then ran on one thread
+(torch.mm at 2 threads: 124 instead of 203 GFLOP/s) in any process that also imports torch.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import re
 import warnings
-from importlib import metadata
 
 from . import _core
 
-BACKENDS = ("auto", "mkl", "openblas", "eigen")
+BACKENDS = ("auto", "openblas", "eigen")
 
 _handle: ctypes.CDLL | None = None  # kept alive: the engine holds pointers into it
 
-_MKL_THREADING_SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL in mkl_service.h
-
-
-def _gemm_pointers(lib: ctypes.CDLL, prefix: str) -> tuple[int, int]:
-    s = ctypes.cast(getattr(lib, prefix + "cblas_sgemm"), ctypes.c_void_p).value
-    d = ctypes.cast(getattr(lib, prefix + "cblas_dgemm"), ctypes.c_void_p).value
-    return s, d
-
-
-def _load_mkl() -> tuple[ctypes.CDLL, int, int, str] | None:
-    """MKL's single dynamic library from the `mkl` wheel, switched to its sequential layer."""
-    try:
-        files = metadata.files("mkl") or []
-    except metadata.PackageNotFoundError:
-        return None
-    paths = [f.locate() for f in files if f.name.startswith("libmkl_rt.so")]
-    if not paths:
-        return None
-    try:
-        lib = ctypes.CDLL(str(paths[0]))
-        layer = lib.MKL_Set_Threading_Layer
-        layer.argtypes = [ctypes.c_int]
-        # Another copy of MKL already running with threads in this process would put its own
-        # team inside each of the engine's threads: refuse it rather than oversubscribe.
-        if layer(_MKL_THREADING_SEQUENTIAL) != _MKL_THREADING_SEQUENTIAL:
-            return None
-        sgemm, dgemm = _gemm_pointers(lib, "")
-        buf = ctypes.create_string_buffer(256)
-        lib.MKL_Get_Version_String(buf, len(buf))
-    except (OSError, AttributeError):
-        return None
-    found = re.search(r"Version (\d[\d.]*)", buf.value.decode(errors="replace"))
-    return lib, sgemm, dgemm, f"mkl ({found.group(1) if found else '?'}, sequential)"
-
 
 def _load_openblas() -> tuple[ctypes.CDLL, int, int, str] | None:
-    """OpenBLAS from scipy-openblas32, started with one thread."""
+    """OpenBLAS from scipy-openblas32, started with one thread; None when it cannot be loaded."""
     try:
         import scipy_openblas32 as sob
 
@@ -83,7 +49,8 @@ def _load_openblas() -> tuple[ctypes.CDLL, int, int, str] | None:
         set_threads(1)
         core = lib.scipy_openblas_get_corename
         core.restype = ctypes.c_char_p
-        sgemm, dgemm = _gemm_pointers(lib, "scipy_")
+        sgemm = ctypes.cast(lib.scipy_cblas_sgemm, ctypes.c_void_p).value
+        dgemm = ctypes.cast(lib.scipy_cblas_dgemm, ctypes.c_void_p).value
     except (ImportError, OSError, AttributeError, IndexError):
         return None
     return lib, sgemm, dgemm, f"openblas ({core().decode(errors='replace')})"
@@ -93,8 +60,8 @@ def load(name: str | None = None) -> str:
     """Register a BLAS with the engine; returns the backend in use (`rnncore.gemm_backend()`).
 
     Args:
-        name: one of BACKENDS; None reads ``RNNCORE_BLAS`` (unset: "auto"). A named backend that
-            cannot be loaded falls back to the next one with a RuntimeWarning.
+        name: one of BACKENDS; None reads ``RNNCORE_BLAS`` (unset: "auto"). "openblas" that
+            cannot be loaded falls back to Eigen with a RuntimeWarning.
     """
     global _handle
     if name is None:
@@ -103,17 +70,15 @@ def load(name: str | None = None) -> str:
             name = "eigen"
     if name not in BACKENDS:
         raise ValueError(f"RNNCORE_BLAS / backend must be one of {BACKENDS}, got {name!r}")
-    order = {"auto": ("mkl", "openblas"), "mkl": ("mkl", "openblas"), "openblas": ("openblas",)}
-    for candidate in order.get(name, ()):
-        found = _load_mkl() if candidate == "mkl" else _load_openblas()
+    if name != "eigen":
+        found = _load_openblas()
         if found is not None:
             _handle, sgemm, dgemm, label = found
             _core._set_blas(sgemm, dgemm, label)
             return _core.gemm_backend()
-        if candidate == name:
-            hint = ' (pip install "rnncore[mkl]")' if name == "mkl" else ""
+        if name == "openblas":
             warnings.warn(
-                f"rnncore: the {name} backend could not be loaded{hint}; falling back",
+                "rnncore: OpenBLAS (scipy-openblas32) could not be loaded; using Eigen's GEMM",
                 RuntimeWarning,
                 stacklevel=2,
             )
