@@ -160,11 +160,13 @@ def test_step_grad_norms_equal_unrolled_torch():
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
 @pytest.mark.parametrize(("hidden", "threads"), [(40, 2), (150, 2), (150, 1), (300, 1)])
-def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads):
-    """Batches of <= 4 use the matrix-vector kernels on W_hh packed in 128-output panels (AVX-512 /
-    AVX2 in float32), one template per batch size. Each thread packs its H/threads units per gate:
-    20, 75, 150 and 300 leave partial 16x16 transpose tiles, partial panels and masked lanes."""
-    T, I = 9, 7
+@pytest.mark.parametrize("steps", [9, 33])
+def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads, steps):
+    """Batches of <= 4 use matrix-vector products: calls of fewer than 32 steps on W_hh in place,
+    longer ones on W_hh packed in 128-output panels (AVX-512 / AVX2 kernels in float32), one
+    template per batch size. Each thread packs its H/threads units per gate: 20, 75, 150 and 300
+    leave partial 16x16 transpose tiles, partial panels and masked lanes."""
+    T, I = steps, 7
     rng = np.random.default_rng(4)
     ours_cls, torch_cls, _ = CELLS[cell]
     ours = ours_cls(I, hidden, num_layers=2, bidirectional=True, seed=1)
@@ -202,11 +204,35 @@ def test_packed_weight_steps_float32(cell, bidirectional, threads):
         np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("batch", [3, 13])
-def test_gru_reset_before_float32_matches_float64(batch):
-    """GRU reset_after=False has no torch twin: float32 (packed / matrix-vector paths) against the
-    float64 engine, itself checked by finite differences and the NumPy reference."""
-    T, I, H = 7, 5, 45
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize(("steps", "batch"), [(1, 1), (1, 4), (2, 2), (3, 5)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decoding_shaped_calls_float32(cell, steps, batch, threads):
+    """Calls of a step or two with a batch of a few (decoding a token at a time): with at most 4
+    rows in all the input projection is one matrix-vector product per row on W_ih as it lies,
+    and the steps multiply W_hh in place (no packing). H=300 gives both threads units."""
+    I, H = 24, 300
+    rng = np.random.default_rng(8)
+    ours_cls, torch_cls, _ = CELLS[cell]
+    ours = ours_cls(I, H, num_layers=2, bidirectional=True, seed=4)
+    ref = torch_cls(I, H, num_layers=2, bidirectional=True)
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    x = rng.standard_normal((steps, batch, I)).astype(np.float32)
+    lengths = [steps] * batch
+    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
+    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
+    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
+    for p in ours.parameters():
+        np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize(("batch", "steps"), [(3, 7), (3, 40), (13, 7)])
+def test_gru_reset_before_float32_matches_float64(batch, steps):
+    """GRU reset_after=False has no torch twin: float32 (packed GEMM, packed and in-place
+    matrix-vector paths) against the float64 engine, itself checked by finite differences and the
+    NumPy reference."""
+    T, I, H = steps, 5, 45
     rng = np.random.default_rng(6)
     layers = [
         rnncore.nn.GRU(I, H, num_layers=2, bidirectional=True, reset_after=False, dtype=dt, seed=3)

@@ -122,14 +122,17 @@ def test_linear_gradcheck(bias):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_linear_equals_torch(dtype):
+@pytest.mark.parametrize("rows", [(7, 3), (1,), (4,), (5,)])
+def test_linear_equals_torch(dtype, rows):
+    """Up to 4 rows (a decoder's output layer, one token at a time) the engine multiplies the
+    weight as it lies, one matrix-vector product per row; above, a GEMM."""
     torch = pytest.importorskip("torch")
     lin = Linear(16, 24, dtype=dtype, seed=2)
     tlin = torch.nn.Linear(16, 24, dtype=getattr(torch, dtype))
     tlin.load_state_dict({k: torch.tensor(v) for k, v in lin.state_dict().items()})
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((7, 3, 16)).astype(dtype)
-    dy = rng.standard_normal((7, 3, 24)).astype(dtype)
+    x = rng.standard_normal((*rows, 16)).astype(dtype)
+    dy = rng.standard_normal((*rows, 24)).astype(dtype)
     tx = torch.tensor(x, requires_grad=True)
     ty = tlin(tx)
     ty.backward(torch.tensor(dy))

@@ -176,6 +176,10 @@ inline void team(bool parallel, F&& f) {
   f();
 }
 
+// Products with at most this many rows of A (untransposed, B transposed) run as matrix-vector
+// products in par_gemm.
+constexpr Index kFewRows = 4;
+
 // Products below this many flops run on one thread: a fork/join costs more than it saves.
 constexpr double kParallelFlops = 1 << 21;
 
@@ -185,6 +189,27 @@ template <typename T>
 void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda, const T* B,
               Index ldb, T beta, T* C, Index ldc, const T* row_bias = nullptr) {
   const bool par = 2.0 * double(m) * double(n) * double(k) >= kParallelFlops;
+  if (!ta && tb && m <= kFewRows) {
+    // A few rows times a PyTorch-layout weight (the input projection of a one-step call, a
+    // decoder's output layer): one matrix-vector product per row on the weight as it lies. A
+    // BLAS GEMM repacks the whole weight on every call (OpenBLAS: a third of a B=1, T=1 LSTM).
+    using Vec = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+    using CVec = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+    team(par, [&] {
+      const Range c = share(n, thread_count(), thread_id());
+      if (c.size() == 0) return;
+      const auto w = cview(B + c.begin * ldb, c.size(), k, ldb);
+      for (Index r = 0; r < m; ++r) {
+        Vec out(C + r * ldc + c.begin, c.size());
+        if (beta == T(0))
+          out.noalias() = w * CVec(A + r * lda, k);
+        else
+          out.noalias() += w * CVec(A + r * lda, k);
+        if (row_bias) out += CVec(row_bias + c.begin, c.size());
+      }
+    });
+    return;
+  }
   team(par, [&] {
     const int nth = thread_count(), tid = thread_id();
     if (m >= n) {  // rows of C: rows of A (or its columns when transposed)

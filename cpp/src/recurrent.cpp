@@ -235,12 +235,14 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
     const Range units = share(H, thread_count(), thread_id());
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
-    // Small batches get each gate's block packed for the matrix-vector kernel (gemv.h); on
-    // AVX-512 CPUs a larger batch's float block is packed into panels for packed_gemm instead.
+    // Small batches get each gate's block packed for the matrix-vector kernel (gemv.h), or for
+    // calls of a few steps use W_hh in place (step.h, kGemvPackMinSteps); on AVX-512 CPUs a
+    // larger batch's float block is packed into panels for packed_gemm instead.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * H;
     T* wh_region = sc.wh_blocked.data() + GH * (units.begin + kPanel * thread_id());
     const Index u = units.size();
     const bool small_batch = pk.B <= kGemvRows;
+    const bool gemv_in_place = small_batch && pk.T < kGemvPackMinSteps;
     const T* wh_packed = nullptr;
     if constexpr (std::is_same_v<T, float>) {
       if (!small_batch && packed_gemm_available()) {
@@ -250,7 +252,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
         wh_packed = wh_region;
       }
     }
-    for (Index g = 0; g < G && !wh_packed; ++g) {
+    for (Index g = 0; g < G && !wh_packed && !gemv_in_place; ++g) {
       const T* src = p.Wh + (g * H + units.begin) * H;
       if (small_batch)
         pack_gemv_panels(u, H, src, H, wh_own + g * u * H);
@@ -268,6 +270,7 @@ void lane_forward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p,
       s.gates = gates + pk.off[t] * GH;
       s.Wh_own = wh_own;
       s.small_batch = small_batch;
+      s.gemv_in_place = gemv_in_place;
       s.Wh_packed = wh_packed;
       s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, H);
       s.h = Y + pk.off[t] * ldy;

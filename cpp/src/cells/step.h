@@ -31,6 +31,11 @@ struct RowSrc {
 // product per row on a copy of W_hh packed once per call (see gemv.h): a GEMM would repack the
 // weights on every step, which costs more than the product itself.
 constexpr Index kGemvRows = kGemvMaxRows;
+// Calls of fewer steps than this (decoding one token at a time, say) multiply W_hh where it lies
+// instead: packing costs ~100 us per MB of weights, while the in-place product (Eigen's row-major
+// matrix-vector kernel, dot products) is only ~15% slower per step; for H = 256 the two meet at
+// ~45 steps. A B=1, T=1 LSTM call at 1 thread: 115 -> 20 us.
+constexpr Index kGemvPackMinSteps = 32;
 
 // C[0:n, :cols] (+)= src[0:n, :k] · W[cols, k]ᵀ with src given as a RowSrc.
 template <typename T>
@@ -63,6 +68,9 @@ struct Step {
   // at most kGemvRows) each gate's [u, H] block packed by pack_gemv_panels (u*H values each).
   const T* Wh_own = nullptr;
   bool small_batch = false;
+  // Short calls of a small batch (see kGemvPackMinSteps): Wh_own is unused and gate g's block of
+  // this thread's units is rows [g*H + j0, g*H + j1) of Wh itself.
+  bool gemv_in_place = false;
   // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
   // per gate block [H, u] (packed_size(H, u) floats each); backward, W_hh[:, j0:j1] as [G*H, u].
   const T* Wh_packed = nullptr;
@@ -74,12 +82,22 @@ struct Step {
   T* dc_prev = nullptr;  // [n, H] out (=), LSTM
 
   Index units() const { return j1 - j0; }
+  using VecMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+  using CVecMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+  // Rows of W_hh for gate block g and this thread's units: [u, H] (gemv_in_place).
+  ConstMatView<T> own_rows(Index g) const { return cview(Wh + (g * H + j0) * H, units(), H, H); }
   // This thread's units of gate block g in row r of a [n, G*H] buffer.
   T* gate(T* base, Index G, Index r, Index g) const { return base + r * G * H + g * H + j0; }
   // rec[:, g0*u : g1*u] = h_prev · (rows of gate blocks [g0, g1) of W_hh for this thread's units)ᵀ:
   // one GEMM, since the thread's rows are contiguous in the blocked copy.
   void recurrent_gemm(Index G, Index g0, Index g1) const {
     const Index u = units();
+    if (gemv_in_place) {
+      for (Index g = g0; g < g1; ++g)
+        for (Index r = 0; r < n; ++r)
+          VecMap(rec + r * G * u + g * u, u).noalias() = own_rows(g) * CVecMap(h_prev.row(r), H);
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
         const PackedRows rows{h_prev.a, h_prev.lda, h_prev.na, h_prev.b, h_prev.ldb};
@@ -104,6 +122,11 @@ struct Step {
   // ldo): the GRU reset-before product W_hn (r ⊙ h).
   void own_gate_product(Index G, Index g, const T* a, Index lda, T* out, Index ldo) const {
     const Index u = units();
+    if (gemv_in_place) {
+      for (Index r = 0; r < n; ++r)
+        VecMap(out + r * ldo, u).noalias() += own_rows(g) * CVecMap(a + r * lda, H);
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
         packed_gemm(n, u, H, PackedRows{a, lda, n, nullptr, 0}, 0,
