@@ -157,6 +157,22 @@ def test_step_grad_norms_equal_unrolled_torch():
     assert norms[1, 0] < norms[1, -1]
 
 
+def _float32_matches_torch(cell, x, lengths, hidden, bidirectional, threads, seed, grad_atol):
+    """A 2-layer float32 layer of ours and torch's with the same weights: outputs, dx and every
+    parameter gradient agree to float32 rounding. x [T, B, I] float32."""
+    ours_cls, torch_cls, _ = CELLS[cell]
+    ours = ours_cls(x.shape[2], hidden, num_layers=2, bidirectional=bidirectional, seed=seed)
+    ref = torch_cls(x.shape[2], hidden, num_layers=2, bidirectional=bidirectional)
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    rng = np.random.default_rng(seed)
+    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
+    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
+    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
+    for p in ours.parameters():
+        np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=grad_atol)
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
 @pytest.mark.parametrize(("hidden", "threads"), [(40, 2), (150, 2), (150, 1), (300, 1)])
@@ -168,18 +184,9 @@ def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads, st
     leave partial 16x16 transpose tiles, partial panels and masked lanes."""
     T, I = steps, 7
     rng = np.random.default_rng(4)
-    ours_cls, torch_cls, _ = CELLS[cell]
-    ours = ours_cls(I, hidden, num_layers=2, bidirectional=True, seed=1)
-    ref = torch_cls(I, hidden, num_layers=2, bidirectional=True)
-    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     x = rng.standard_normal((T, batch, I)).astype(np.float32)
     lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=batch - 1)]
-    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
-    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
-    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
-    np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
-    for p in ours.parameters():
-        np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=1e-4)
+    _float32_matches_torch(cell, x, lengths, hidden, True, threads, seed=1, grad_atol=1e-4)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -190,18 +197,9 @@ def test_packed_weight_steps_float32(cell, bidirectional, threads):
     (a full 12-row tile and a 1-row tail), H=45 (a partial 32-column panel)."""
     T, B, I, H = 8, 13, 6, 45
     rng = np.random.default_rng(5)
-    ours_cls, torch_cls, _ = CELLS[cell]
-    ours = ours_cls(I, H, num_layers=2, bidirectional=bidirectional, seed=2)
-    ref = torch_cls(I, H, num_layers=2, bidirectional=bidirectional)
-    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=B - 1)]
-    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
-    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
-    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
-    np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
-    for p in ours.parameters():
-        np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=2e-4)
+    _float32_matches_torch(cell, x, lengths, H, bidirectional, threads, seed=2, grad_atol=2e-4)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -212,19 +210,8 @@ def test_decoding_shaped_calls_float32(cell, steps, batch, threads):
     rows in all the input projection is one matrix-vector product per row on W_ih as it lies,
     and the steps multiply W_hh in place (no packing). H=300 gives both threads units."""
     I, H = 24, 300
-    rng = np.random.default_rng(8)
-    ours_cls, torch_cls, _ = CELLS[cell]
-    ours = ours_cls(I, H, num_layers=2, bidirectional=True, seed=4)
-    ref = torch_cls(I, H, num_layers=2, bidirectional=True)
-    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
-    x = rng.standard_normal((steps, batch, I)).astype(np.float32)
-    lengths = [steps] * batch
-    y, dy, dx = _ours_run(ours, x, lengths, rng, threads)
-    ty, tdx, tgrads = _torch_run(ref, x, lengths, dy)
-    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=2e-5)
-    np.testing.assert_allclose(dx, tdx, rtol=1e-4, atol=2e-5)
-    for p in ours.parameters():
-        np.testing.assert_allclose(p.grad, tgrads[p.name], rtol=1e-3, atol=2e-4)
+    x = np.random.default_rng(8).standard_normal((steps, batch, I)).astype(np.float32)
+    _float32_matches_torch(cell, x, [steps] * batch, H, True, threads, seed=4, grad_atol=2e-4)
 
 
 @pytest.mark.parametrize(("batch", "steps"), [(3, 7), (3, 40), (13, 7)])
