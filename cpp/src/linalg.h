@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <cstring>
@@ -267,17 +268,25 @@ inline void copy_rows(Index rows, Index cols, const T* src, Index lds, T* dst, I
 // Element-wise work below this many scalars runs on one thread.
 constexpr Index kParallelWork = 1 << 14;
 
-// f(r) for r in [0, n), over the team when the work is large enough (called outside regions).
+// f(i) for i in [0, n), split statically over a new team when `parallel`, else a plain loop on
+// this thread that never enters OpenMP (see team()).
 template <typename F>
-inline void for_rows(Index n, Index work_per_row, F&& f) {
+inline void parallel_for(std::int64_t n, bool parallel, F&& f) {
 #ifdef _OPENMP
-  if (n > 1 && n * work_per_row >= kParallelWork) {
+  if (parallel) {
 #pragma omp parallel for schedule(static)
-    for (Index r = 0; r < n; ++r) f(r);
+    for (std::int64_t i = 0; i < n; ++i) f(i);
     return;
   }
 #endif
-  for (Index r = 0; r < n; ++r) f(r);
+  (void)parallel;
+  for (std::int64_t i = 0; i < n; ++i) f(i);
+}
+
+// f(r) for r in [0, n), over the team when the work is large enough (called outside regions).
+template <typename F>
+inline void for_rows(Index n, Index work_per_row, F&& f) {
+  parallel_for(n, n > 1 && n * work_per_row >= kParallelWork, f);
 }
 
 }  // namespace rnncore::detail

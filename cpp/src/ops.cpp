@@ -16,6 +16,8 @@ namespace rnncore {
 namespace {
 
 using detail::Index;
+using detail::parallel_for;
+using detail::team;
 using detail::thread_count;
 using detail::thread_id;
 
@@ -64,13 +66,12 @@ double chunked_sum(std::int64_t n, F term) {
   if (n <= 0) return 0.0;
   const std::int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> part(static_cast<std::size_t>(chunks), 0.0);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (std::int64_t c = 0; c < chunks; ++c) {
+  parallel_for(chunks, n >= kParallelMin, [&](std::int64_t c) {
     const std::int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
     double s = 0.0;
     for (std::int64_t i = lo; i < hi; ++i) s += term(i);
     part[static_cast<std::size_t>(c)] = s;
-  }
+  });
   double total = 0.0;
   for (double s : part) total += s;
   return total;
@@ -83,15 +84,14 @@ double chunked_sum_of_squares(std::int64_t n, const T* x) {
   if (n <= 0) return 0.0;
   const std::int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> part(static_cast<std::size_t>(chunks), 0.0);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (std::int64_t c = 0; c < chunks; ++c) {
+  parallel_for(chunks, n >= kParallelMin, [&](std::int64_t c) {
     const std::int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
     part[static_cast<std::size_t>(c)] =
         Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x + lo, hi - lo)
             .template cast<double>()
             .square()
             .sum();
-  }
+  });
   double total = 0.0;
   for (double s : part) total += s;
   return total;
@@ -127,9 +127,9 @@ void embedding_forward(std::int64_t N, std::int64_t V, std::int64_t E, const std
   check_ids(N, V, ids, "ids");
   require_ptr(weight, V * E, "weight");
   require_ptr(out, N * E, "out");
-#pragma omp parallel for schedule(static) if (N * E >= kParallelMin)
-  for (std::int64_t n = 0; n < N; ++n)
+  parallel_for(N, N * E >= kParallelMin, [&](std::int64_t n) {
     std::memcpy(out + n * E, weight + ids[n] * E, sizeof(T) * static_cast<std::size_t>(E));
+  });
 }
 
 template <typename T>
@@ -143,8 +143,7 @@ void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const st
   require_ptr(dweight, V * E, "dweight");
   // Each thread owns a slice of the vocabulary and scans all ids: no two threads touch one row,
   // and every row adds its contributions in n order (deterministic for any thread count).
-#pragma omp parallel if (N * E >= kParallelMin)
-  {
+  team(N * E >= kParallelMin, [&] {
     const int nt = thread_count(), t = thread_id();
     const std::int64_t lo = V * t / nt, hi = V * (t + 1) / nt;
     for (std::int64_t n = 0; n < N; ++n) {
@@ -154,7 +153,7 @@ void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const st
       const T* src = dout + n * E;
       for (std::int64_t e = 0; e < E; ++e) row[e] += src[e];
     }
-  }
+  });
 }
 
 // ---- Linear -----------------------------------------------------------------------------------
@@ -229,8 +228,7 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
   // Rows are independent; each runs vectorised (Eigen's exp): a scalar std::exp per class made
   // this a third of a PTB training step (10k classes).
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-#pragma omp parallel if (N * C >= kParallelMin)
-  {
+  team(N * C >= kParallelMin, [&] {
     Arr scratch(dlogits ? 0 : C);  // the exponentials when there is no gradient to keep them in
 #pragma omp for schedule(static)
     for (std::int64_t n = 0; n < N; ++n) {
@@ -257,7 +255,7 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
         d[t] = (e_target * inv_s - q_target) * g;
       }
     }
-  }
+  });
   double total = 0.0;
   for (double l : row_loss) total += l;
   LossResult r;
@@ -284,8 +282,9 @@ double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduct
   });
   if (dpred) {
     const T g = T(2.0 * grad_scale / denom);
-#pragma omp parallel for schedule(static) if (N >= kParallelMin)
-    for (std::int64_t i = 0; i < N; ++i) dpred[i] = g * (pred[i] - target[i]);
+    parallel_for(N, N >= kParallelMin, [&](std::int64_t i) {
+      dpred[i] = g * (pred[i] - target[i]);
+    });
   }
   return sum / denom;
 }
@@ -309,8 +308,7 @@ void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool fir
   if (o.momentum != 0.0) require_ptr(momentum_buf, P, "momentum_buf");
   const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), damp = T(1.0 - o.dampening);
   const bool use_wd = o.weight_decay != 0.0, use_mom = o.momentum != 0.0, nesterov = o.nesterov;
-#pragma omp parallel for schedule(static) if (P >= kParallelMin)
-  for (std::int64_t i = 0; i < P; ++i) {
+  parallel_for(P, P >= kParallelMin, [&](std::int64_t i) {
     T g = grad[i];
     if (use_wd) g = g + wd * param[i];
     if (use_mom) {
@@ -319,7 +317,7 @@ void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool fir
       g = nesterov ? g + mom * b : b;
     }
     param[i] = param[i] + (-lr) * g;
-  }
+  });
 }
 
 template <typename T>
@@ -343,8 +341,7 @@ void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_s
   const T wd = T(o.weight_decay), decay = T(1.0 - o.lr * o.weight_decay);
   const T w1 = T(1.0 - o.beta1), beta2 = T(o.beta2), w2 = T(1.0 - o.beta2);
   const T neg_step_size = T(-(o.lr / bc1)), bc2_sqrt = T(std::sqrt(bc2)), eps = T(o.eps);
-#pragma omp parallel for schedule(static) if (P >= kParallelMin)
-  for (std::int64_t i = 0; i < P; ++i) {
+  parallel_for(P, P >= kParallelMin, [&](std::int64_t i) {
     T p = param[i], g = grad[i];
     if (use_wd) {
       if (decoupled)
@@ -363,7 +360,7 @@ void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_s
     }
     const T denom = std::sqrt(vhat) / bc2_sqrt + eps;
     param[i] = p + neg_step_size * (m / denom);
-  }
+  });
 }
 
 template <typename T>
@@ -383,8 +380,7 @@ void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* gra
   const bool use_wd = o.weight_decay != 0.0, centered = o.centered, use_mom = o.momentum > 0.0;
   const T lr = T(o.lr), alpha = T(o.alpha), w = T(1.0 - o.alpha), eps = T(o.eps);
   const T wd = T(o.weight_decay), mom = T(o.momentum);
-#pragma omp parallel for schedule(static) if (P >= kParallelMin)
-  for (std::int64_t i = 0; i < P; ++i) {
+  parallel_for(P, P >= kParallelMin, [&](std::int64_t i) {
     T g = grad[i];
     if (use_wd) g = g + wd * param[i];
     const T sq = square_avg[i] * alpha + w * g * g;
@@ -405,7 +401,7 @@ void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* gra
     } else {
       param[i] = param[i] + (-lr) * (g / avg);
     }
-  }
+  });
 }
 
 template <typename T>
@@ -423,15 +419,14 @@ void adagrad_step(std::int64_t P, T* param, const T* grad, T* state_sum, std::in
   const bool use_wd = o.weight_decay != 0.0;
   const double clr = o.lr / (1.0 + static_cast<double>(step - 1) * o.lr_decay);
   const T neg_clr = T(-clr), wd = T(o.weight_decay), eps = T(o.eps);
-#pragma omp parallel for schedule(static) if (P >= kParallelMin)
-  for (std::int64_t i = 0; i < P; ++i) {
+  parallel_for(P, P >= kParallelMin, [&](std::int64_t i) {
     T g = grad[i];
     if (use_wd) g = g + wd * param[i];
     const T s = state_sum[i] + T(1) * g * g;
     state_sum[i] = s;
     const T std_ = std::sqrt(s) + eps;
     param[i] = param[i] + neg_clr * (g / std_);
-  }
+  });
 }
 
 // ---- Gradient clipping and checks -------------------------------------------------------------
@@ -455,8 +450,9 @@ void scale_buffers(const std::vector<Span<T>>& buffers, double factor) {
     require_ptr(b.data, b.size, "buffer");
     T* x = b.data;
     const std::int64_t n = b.size;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (std::int64_t i = 0; i < n; ++i) x[i] *= f;
+    parallel_for(n, n >= kParallelMin, [&](std::int64_t i) {
+      x[i] *= f;
+    });
   }
 }
 
@@ -487,11 +483,10 @@ void clip_grad_value(const std::vector<Span<T>>& buffers, double clip_value) {
     require_ptr(b.data, b.size, "buffer");
     T* x = b.data;
     const std::int64_t n = b.size;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (std::int64_t i = 0; i < n; ++i) {
+    parallel_for(n, n >= kParallelMin, [&](std::int64_t i) {
       const T v = x[i];
       x[i] = v < lo ? lo : (v > hi ? hi : v);  // NaN compares false both ways: stays NaN
-    }
+    });
   }
 }
 
@@ -504,8 +499,12 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
     const std::int64_t n = b.size;
     bool ok = true;
     // x - x is 0 for finite x and NaN for NaN/inf: a branch-free test the compiler vectorizes.
-#pragma omp parallel for schedule(static) reduction(&& : ok) if (n >= kParallelMin)
-    for (std::int64_t i = 0; i < n; ++i) ok = ok && (x[i] - x[i] == T(0));
+    if (n >= kParallelMin) {
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+      for (std::int64_t i = 0; i < n; ++i) ok = ok && (x[i] - x[i] == T(0));
+    } else {  // no OpenMP region for short buffers (see detail::team)
+      for (std::int64_t i = 0; i < n; ++i) ok = ok && (x[i] - x[i] == T(0));
+    }
     if (!ok) return false;
   }
   return true;

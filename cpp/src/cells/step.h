@@ -120,7 +120,7 @@ struct Step {
   }
   // out[r, 0:u] += a[r, 0:H] · (this thread's rows of gate block g)ᵀ for r < n (row strides lda,
   // ldo): the GRU reset-before product W_hn (r ⊙ h).
-  void own_gate_product(Index G, Index g, const T* a, Index lda, T* out, Index ldo) const {
+  void own_gate_product(Index /*G*/, Index g, const T* a, Index lda, T* out, Index ldo) const {
     const Index u = units();
     if (gemv_in_place) {
       for (Index r = 0; r < n; ++r)
