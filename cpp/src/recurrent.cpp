@@ -385,8 +385,8 @@ void lane_backward(const LaneSpec& ls, const Packing& pk, const LaneParams<T>& p
       std::swap(dh, dhp);
       std::swap(dc, dcp);
       // No barrier here: the next step reads and writes only this thread's columns of dh, dc
-      // and its own units' dG until the cell's barrier before the dG·W_hh product (a second
-      // barrier per step measured as idle time when the threads' products finish unevenly).
+      // and its own units' dG until the cell's barrier before the dG·W_hh product, so a thread
+      // whose product ended first starts its element-wise work instead of waiting.
     }
   });
   if (!(phases & kGrads)) return;
