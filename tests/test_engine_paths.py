@@ -114,9 +114,16 @@ def test_every_gemm_backend_matches_torch(backend, dtype):
 
 
 def test_gemm_backend_choice_is_checked():
+    """An unknown backend is refused with the valid names and leaves the engine's as it was."""
+    before = rnncore.gemm_backend()
     with pytest.raises(ValueError, match="set_gemm_backend: name must be one of"):
         rnncore.set_gemm_backend("blis")
-    assert rnncore.gemm_backend() == _core.gemm_backend()
+    assert _core.gemm_backend() == before
+    try:
+        assert rnncore.set_gemm_backend("eigen") == "eigen" == _core.gemm_backend()
+    finally:
+        _blas.load()
+    assert rnncore.gemm_backend() == before
 
 
 def test_step_grad_norms_equal_unrolled_torch():

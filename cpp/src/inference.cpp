@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "json.h"
+#include "linalg.h"
 #include "rnncore/ops.h"
 #include "rnncore/recurrent.h"
 #include "rnncore/safetensors.h"
@@ -402,22 +403,15 @@ void require_ptr(const void* p, const char* name) {
 
 // rows[n, :] -= logsumexp(rows[n, :]) for n in [0, N).   rows [N, V]
 void log_softmax_rows(std::int64_t N, std::int64_t V, float* rows) {
-  auto row = [&](std::int64_t n) {
+  // One token's row while sampling runs without an OpenMP region (see detail::team).
+  detail::parallel_for(N, N * V >= (std::int64_t(1) << 16), [&](std::int64_t n) {
     float* r = rows + n * V;
     const float m = *std::max_element(r, r + V);
     double s = 0.0;
     for (std::int64_t v = 0; v < V; ++v) s += std::exp(double(r[v]) - double(m));
     const float lse = float(double(m) + std::log(s));
     for (std::int64_t v = 0; v < V; ++v) r[v] -= lse;
-  };
-  if (N * V >= (std::int64_t(1) << 16)) {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t n = 0; n < N; ++n) row(n);
-    return;
-  }
-  // One token's row while sampling: no OpenMP region (libgomp's `parallel if (false)` still
-  // costs a futex system call).
-  for (std::int64_t n = 0; n < N; ++n) row(n);
+  });
 }
 
 void softmax_rows(std::int64_t N, std::int64_t V, float* rows) {
