@@ -2,45 +2,48 @@
 
 import numpy as np
 import rnncore
-from rnncore.reference import reference_forward
+from rnncore.reference import CELLS as REFERENCE_CELLS
+from rnncore.reference import reference_cell_forward
 
-# id -> (rnncore.nn class name, constructor keywords, reference_forward keywords)
-CELLS = {
-    "rnn_tanh": ("RNN", {"nonlinearity": "tanh"}, {"nonlinearity": "tanh"}),
-    "rnn_relu": ("RNN", {"nonlinearity": "relu"}, {"nonlinearity": "relu"}),
-    "lstm": ("LSTM", {}, {}),
-    "gru": ("GRU", {"reset_after": True}, {"reset_after": True}),
-    "gru_reset_before": ("GRU", {"reset_after": False}, {"reset_after": False}),
-}
+# Every registered cell (the engine's registry): a cell added there is tested by every suite that
+# parametrizes over CELLS. Values: the registry entry (layer, gates, states, ...).
+CELLS = dict(rnncore.nn.CELLS)
+# Older spellings some tests use.
+_ALIASES = {"rnn_tanh": "rnn", "gru_reset_before": "gru_v1"}
 # cells that torch.nn implements (GRU reset_after=False has no torch counterpart)
-TORCH_CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+TORCH_CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
 
 # max |got - want| allowed, relative to max(1, max |want|)
 TOL = {"float32": 1e-5, "float64": 1e-10}
 
 
+def cell_name(cell):
+    """The registry name of a test's cell id."""
+    return _ALIASES.get(cell, cell)
+
+
 def mode_of(cell):
-    return CELLS[cell][0]
+    """ "RNN", "LSTM" or "GRU": the PyTorch-style mode of the cell's weights."""
+    return REFERENCE_CELLS[cell_name(cell)][0]
 
 
 def is_lstm(cell):
-    return CELLS[cell][0] == "LSTM"
+    """True for a cell whose state is (h, c)."""
+    return CELLS[cell_name(cell)]["states"] == 2
 
 
 def make_layer(
     cell, input_size, hidden_size, num_layers=1, bidirectional=False, dtype="float64", seed=0, **kw
 ):
     """An rnncore.nn layer for the cell id; extra keywords go to the constructor."""
-    name, ctor, _ = CELLS[cell]
-    cls = getattr(rnncore.nn, name)
-    return cls(
+    return rnncore.nn.recurrent_layer(
+        cell_name(cell),
         input_size,
         hidden_size,
         num_layers=num_layers,
         bidirectional=bidirectional,
         dtype=dtype,
         seed=seed,
-        **ctor,
         **kw,
     )
 
@@ -53,8 +56,8 @@ def weights64(layer):
 def reference(cell, layer, x, lengths=None, state=None, num_layers=1, bidirectional=False):
     """reference_forward with the layer's current weights; x time-major. Returns (y, h, c|None)."""
     h0, c0 = split_state(cell, state)
-    return reference_forward(
-        mode_of(cell),
+    return reference_cell_forward(
+        cell_name(cell),
         x,
         weights64(layer),
         num_layers=num_layers,
@@ -62,7 +65,6 @@ def reference(cell, layer, x, lengths=None, state=None, num_layers=1, bidirectio
         lengths=lengths,
         h0=h0,
         c0=c0,
-        **CELLS[cell][2],
     )
 
 

@@ -155,3 +155,37 @@ def test_char_level_reports_bits_per_character():
     assert "bpc" not in lm.epoch_metrics(sums)
     lm.char_level = True
     assert lm.epoch_metrics(sums)["bpc"] == pytest.approx(1.0)
+
+
+def test_lstm_projection_language_model():
+    """proj_size: gradients by finite differences (untied), shapes, config rebuild, tie checks."""
+    rng = np.random.default_rng(4)
+    V, T, B = 7, 4, 3
+    lm = LanguageModel(V, 5, 6, num_layers=2, proj_size=3, dtype="float64", seed=2)
+    assert lm.rnn.proj_size == 3 and lm.decoder.weight.shape == (V, 3)
+    assert lm.config()["proj_size"] == 3
+    x = rng.integers(0, V, size=(T, B))
+    y = rng.integers(0, V, size=(T, B))
+    state = (rng.standard_normal((2, B, 3)) * 0.5, rng.standard_normal((2, B, 6)) * 0.5)
+    logits, (h, c) = lm.forward(x, state)
+    assert logits.shape == (T, B, V) and h.shape == (2, B, 3) and c.shape == (2, B, 6)
+    crit = CrossEntropyLoss()
+    crit.eval()
+
+    def loss_fn():
+        return crit(lm.forward(x, state)[0], y)
+
+    def analytic():
+        lm._train_state = state
+        lm.training_step((x, y))
+
+    assert check_model_gradients(lm, loss_fn, analytic) == sum(p.data.size for p in lm.parameters())
+    other = models.build(LanguageModel.MODEL_TYPE, lm.config())
+    other.load_state_dict(lm.state_dict())
+    np.testing.assert_array_equal(lm(x)[0], other(x)[0])
+    assert "proj_size" not in LanguageModel(5, 2, 3).config()  # older readers see no new key
+    LanguageModel(11, 4, 6, proj_size=4, tie_weights=True)
+    with pytest.raises(ValueError, match="embed_dim == proj_size"):
+        LanguageModel(11, 6, 8, proj_size=4, tie_weights=True)
+    with pytest.raises(ValueError, match="proj_size is for the lstm cell only"):
+        LanguageModel(11, 6, 8, cell="gru", proj_size=4)

@@ -42,6 +42,8 @@ def _torch_twin(cell, layer, num_layers, bidirectional, bias, batch_first, dtype
         bidirectional=bidirectional,
         dtype=getattr(torch, dtype),
     )
+    if getattr(layer, "proj_size", 0):
+        kw["proj_size"] = layer.proj_size
     if cell.startswith("rnn_"):
         net = torch.nn.RNN(input_size, hidden, nonlinearity=cell[4:], **kw)
     else:
@@ -65,7 +67,7 @@ def _torch_run(cell, net, x, lengths, state, batch_first, r_y, r_h, r_c):
     h0t.requires_grad_(True)
     c0t = None
     if is_lstm(cell):
-        c0t = torch.from_numpy(c0.copy() if c0 is not None else np.zeros(shape, x.dtype))
+        c0t = torch.from_numpy(c0.copy() if c0 is not None else np.zeros(r_c.shape, x.dtype))
         c0t.requires_grad_(True)
     st = (h0t, c0t) if is_lstm(cell) else h0t
     if lengths is None:
@@ -128,23 +130,30 @@ def test_matches_torch_larger_sizes(cell):
 
 def _check_against_torch(
     cell, dtype, num_layers, bidirectional, use_lengths, use_state, batch_first, bias,
-    sizes=(STEPS, BATCH, INPUT, HIDDEN),
+    sizes=(STEPS, BATCH, INPUT, HIDDEN), proj_size=0,
 ):  # fmt: skip
     steps, batch, input_size, hidden = sizes
+    size = proj_size or hidden  # R: the width of h
     dirs = 2 if bidirectional else 1
     rng = np.random.default_rng(2024)
     layer = make_layer(
         cell, input_size, hidden, num_layers, bidirectional, dtype=dtype, seed=5, bias=bias,
-        batch_first=batch_first,
+        batch_first=batch_first, **({"proj_size": proj_size} if proj_size else {}),
     )  # fmt: skip
     shape = (batch, steps, input_size) if batch_first else (steps, batch, input_size)
     x = rng.standard_normal(shape).astype(dtype)
     lengths = random_lengths(rng, batch, steps) if use_lengths else None
-    state = random_state(rng, cell, num_layers, dirs, batch, hidden, dtype) if use_state else None
-    y_shape = shape[:2] + (dirs * hidden,)
+    state = None
+    if use_state:
+        state = random_state(rng, cell, num_layers, dirs, batch, hidden, dtype)
+        if proj_size:  # h is [L*D, B, P], c stays [L*D, B, H]
+            state = (rng.standard_normal((num_layers * dirs, batch, size)).astype(dtype), state[1])
+    y_shape = shape[:2] + (dirs * size,)
     r_y = rng.standard_normal(y_shape).astype(dtype)
-    r_h = rng.standard_normal((num_layers * dirs, batch, hidden)).astype(dtype)
-    r_c = rng.standard_normal(r_h.shape).astype(dtype) if is_lstm(cell) else None
+    r_h = rng.standard_normal((num_layers * dirs, batch, size)).astype(dtype)
+    r_c = None
+    if is_lstm(cell):
+        r_c = rng.standard_normal((num_layers * dirs, batch, hidden)).astype(dtype)
 
     net = _torch_twin(cell, layer, num_layers, bidirectional, bias, batch_first, dtype)
     want_y, want_h, want_c, want_dx, want_dh0, want_dc0, want_grads = _torch_run(
@@ -174,6 +183,46 @@ def _check_against_torch(
     for name, g in want_grads.items():
         assert params[name].grad.dtype == np.dtype(dtype)
         assert_close(params[name].grad, g, dtype, f"d{name}")
+
+
+@pytest.mark.parametrize(
+    "dtype,num_layers,bidirectional,use_lengths,use_state,batch_first",
+    [
+        (dtype, num_layers, bi, use_lengths, use_state, batch_first)
+        for dtype, num_layers, bi, use_lengths, use_state, batch_first in itertools.product(
+            ["float32", "float64"], [1, 2], [False, True], [False, True], [False, True], [False]
+        )
+    ] + [("float64", 2, True, True, True, True), ("float32", 2, True, True, False, True)],
+)  # fmt: skip
+def test_lstm_projection_matches_torch(
+    dtype, num_layers, bidirectional, use_lengths, use_state, batch_first
+):
+    """proj_size (LSTMP): outputs, final (h, c) and every gradient, weight_hr included."""
+    _check_against_torch(
+        "lstm", dtype, num_layers, bidirectional, use_lengths, use_state, batch_first, bias=True,
+        proj_size=3,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "sizes",
+    [(9, 6, 7, 64), (40, 3, 5, 48), (5, 2, 5, 48), (36, 40, 8, 64)],
+    ids=["split-units", "small-batch-packed", "small-batch-in-place", "both-directions-at-once"],
+)
+def test_lstm_projection_matches_torch_larger_sizes(threads, sizes):
+    """The engine's step paths (units and projection columns split over threads, the small-batch
+    matrix-vector kernels, directions side by side) with a projection."""
+    import rnncore
+
+    before = rnncore.set_num_threads(threads)
+    try:
+        for dtype, use_lengths in (("float64", True), ("float32", False)):
+            _check_against_torch(
+                "lstm", dtype, 2, True, use_lengths, True, False, True, sizes=sizes, proj_size=40
+            )
+    finally:
+        rnncore.set_num_threads(before)
 
 
 @pytest.mark.parametrize("cell", TORCH_CELLS)

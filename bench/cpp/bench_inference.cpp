@@ -46,7 +46,7 @@ void write_checkpoint(const fs::path& dir, const Model& m) {
   };
   add("embedding.weight", {m.V, m.E});
   rnncore::RecurrentConfig rc;
-  rc.cell = m.cell == "gru" ? rnncore::CellType::kGru : rnncore::CellType::kLstm;
+  rc.cell = rnncore::find_cell(m.cell)->id;  // "lstm" or "gru"
   rc.input_size = m.E;
   rc.hidden_size = m.H;
   rc.num_layers = m.L;

@@ -81,13 +81,14 @@ std::vector<std::int64_t> ragged_lengths(const Config& c) {
   return out;
 }
 
-int gates(const std::string& cell) { return cell == "lstm" ? 4 : cell == "gru" ? 3 : 1; }
-
-rnncore::CellType cell_type(const std::string& cell) {
-  return cell == "lstm" ? rnncore::CellType::kLstm
-         : cell == "gru" ? rnncore::CellType::kGru
-                         : rnncore::CellType::kRnnTanh;
+// The registry entry of a cell name ("rnn", "lstm", "gru", ...).
+const rnncore::CellInfo& cell_entry(const std::string& cell) {
+  const rnncore::CellInfo* c = rnncore::find_cell(cell);
+  if (!c) throw std::invalid_argument("unknown cell '" + cell + "'");
+  return *c;
 }
+int gates(const std::string& cell) { return cell_entry(cell).gates; }
+rnncore::CellType cell_type(const std::string& cell) { return cell_entry(cell).id; }
 
 double forward_flops(const Config& c, const std::string& cell, double tokens) {
   double total = 0;

@@ -15,7 +15,6 @@
 
 namespace py = pybind11;
 using rnncore::bindings::checked;
-using rnncore::CellType;
 using rnncore::Recurrent;
 using rnncore::RecurrentConfig;
 
@@ -30,20 +29,24 @@ struct PyRecurrent {
   py::object saved_x, saved_y;
   explicit PyRecurrent(const RecurrentConfig& c) : core(c) {}
 
-  std::string state_shape(int B) const {
+  // h-like states are [L*D, B, R] (R = proj_size or H), c-like [L*D, B, H].
+  std::string state_shape(int B, bool cell_state = false) const {
     const auto& c = core.config();
+    const std::string width = cell_state || c.proj_size == 0
+                                  ? "H=" + std::to_string(c.hidden_size)
+                                  : "proj_size=" + std::to_string(c.proj_size);
     return "[L*D=" + std::to_string(c.num_layers * c.directions()) + ", B=" + std::to_string(B) +
-           ", H=" + std::to_string(c.hidden_size) + "]";
+           ", " + width + "]";
   }
-  std::vector<py::ssize_t> state_dims(int B) const {
+  std::vector<py::ssize_t> state_dims(int B, bool cell_state = false) const {
     const auto& c = core.config();
-    return {c.num_layers * c.directions(), B, c.hidden_size};
+    return {c.num_layers * c.directions(), B, cell_state ? c.hidden_size : c.state_size()};
   }
 
   py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
                     py::handle c0_obj, bool training, std::uint64_t seed) {
     const auto& c = core.config();
-    const bool lstm = c.cell == CellType::kLstm;
+    const bool lstm = c.states() == 2;
     auto x = checked<T>(x_obj, "x", "[T, B, I=" + std::to_string(c.input_size) + "]",
                         {-1, -1, c.input_size});
     const py::ssize_t Tn = x.shape(0), B = x.shape(1);
@@ -60,13 +63,12 @@ struct PyRecurrent {
     if (!h0_obj.is_none()) h0 = checked<T>(h0_obj, "h0", state_shape(B32), state_dims(B32));
     if (!c0_obj.is_none()) {
       if (!lstm) throw py::value_error("c0: only an LSTM has a cell state");
-      c0 = checked<T>(c0_obj, "c0", state_shape(B32), state_dims(B32));
+      c0 = checked<T>(c0_obj, "c0", state_shape(B32, true), state_dims(B32, true));
     }
-    py::array_t<T> y({Tn, B, py::ssize_t(c.directions() * c.hidden_size)});
-    auto dims = state_dims(B32);
-    py::array_t<T> hn(dims);
+    py::array_t<T> y({Tn, B, py::ssize_t(c.directions() * c.state_size())});
+    py::array_t<T> hn(state_dims(B32));
     py::array_t<T> cn;
-    if (lstm) cn = py::array_t<T>(dims);
+    if (lstm) cn = py::array_t<T>(state_dims(B32, true));
     {
       const T* xp = x.data();
       const std::int64_t* lp = lengths_obj.is_none() ? nullptr : lengths.data();
@@ -88,30 +90,30 @@ struct PyRecurrent {
   py::tuple backward(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
                      bool step_grad_norms) {
     const auto& c = core.config();
-    const bool lstm = c.cell == CellType::kLstm;
+    const bool lstm = c.states() == 2;
     if (!core.has_saved_forward())
       throw std::runtime_error(
           "backward needs a training-mode forward first (backward after eval(), before any "
           "forward, or twice for one forward is not possible)");
     const auto shape = core.saved_shape();
     const int Tn = shape.steps, B = shape.batch;
-    const int DH = c.directions() * c.hidden_size;
+    const int DH = c.directions() * c.state_size();
     py::array_t<T> dy, dhn, dcn;
     if (!dy_obj.is_none())
       dy = checked<T>(dy_obj, "dy",
                       "[T=" + std::to_string(Tn) + ", B=" + std::to_string(B) +
-                          ", D*H=" + std::to_string(DH) + "] like the forward output",
+                          ", D*R=" + std::to_string(DH) + "] like the forward output",
                       {Tn, B, DH});
     if (!dhn_obj.is_none()) dhn = checked<T>(dhn_obj, "dhn", state_shape(B), state_dims(B));
     if (!dcn_obj.is_none()) {
       if (!lstm) throw py::value_error("dcn: only an LSTM has a cell state");
-      dcn = checked<T>(dcn_obj, "dcn", state_shape(B), state_dims(B));
+      dcn = checked<T>(dcn_obj, "dcn", state_shape(B, true), state_dims(B, true));
     }
     py::array_t<T> dx({py::ssize_t(Tn), py::ssize_t(B), py::ssize_t(c.input_size)});
     auto dims = state_dims(B);
     py::array_t<T> dh0(dims);
     py::array_t<T> dc0;
-    if (lstm) dc0 = py::array_t<T>(dims);
+    if (lstm) dc0 = py::array_t<T>(state_dims(B, true));
     py::array_t<double> norms;
     if (step_grad_norms) norms = py::array_t<double>({py::ssize_t(dims[0]), py::ssize_t(Tn)});
     {
@@ -138,22 +140,26 @@ template <typename T>
 void bind_recurrent(py::module_& m, const char* name) {
   using Cls = PyRecurrent<T>;
   py::class_<Cls>(m, name, "Stacked, optionally bidirectional RNN/LSTM/GRU over whole sequences.")
-      .def(py::init([](int cell, int input_size, int hidden_size, int num_layers,
-                       bool bidirectional, bool bias, bool reset_after, double dropout) {
-             if (cell < 0 || cell > 3) throw py::value_error("cell: must be 0..3");
+      .def(py::init([](const std::string& cell, int input_size, int hidden_size, int num_layers,
+                       bool bidirectional, bool bias, double dropout, const std::string& device,
+                       int proj_size) {
+             const rnncore::CellInfo* info = rnncore::find_cell(cell);
+             if (!info) throw py::value_error("cell: '" + cell + "' is not a registered cell");
              RecurrentConfig c;
-             c.cell = static_cast<CellType>(cell);
+             c.cell = info->id;
              c.input_size = input_size;
              c.hidden_size = hidden_size;
              c.num_layers = num_layers;
              c.bidirectional = bidirectional;
              c.bias = bias;
-             c.gru_reset_after = reset_after;
              c.dropout = dropout;
+             c.device = rnncore::parse_device(device);
+             c.proj_size = proj_size;
              return new Cls(c);
            }),
            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
-           py::arg("bidirectional"), py::arg("bias"), py::arg("reset_after"), py::arg("dropout"))
+           py::arg("bidirectional"), py::arg("bias"), py::arg("dropout"),
+           py::arg("device") = "cpu", py::arg("proj_size") = 0)
       .def_property_readonly(
           "params",
           [](py::object self) {
@@ -188,11 +194,11 @@ void bind_recurrent(py::module_& m, const char* name) {
       .def("forward", &Cls::forward, py::arg("x"), py::arg("lengths") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("training") = true,
            py::arg("seed") = 0,
-           "x [T,B,I], lengths int64 [B] or None, h0/c0 [L*D,B,H] or None -> (y [T,B,D*H], "
-           "hn [L*D,B,H], cn or None)")
+           "x [T,B,I], lengths int64 [B] or None, h0 [L*D,B,R] / c0 [L*D,B,H] or None -> "
+           "(y [T,B,D*R], hn [L*D,B,R], cn [L*D,B,H] or None); R = proj_size or H")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
            py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
-           "dy [T,B,D*H] or None, dhn/dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 or None, "
+           "dy [T,B,D*R] or None, dhn [L*D,B,R] / dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 or None, "
            "norms [L*D,T] of dL/dh_t or None); parameter gradients accumulate into grads");
 }
 
@@ -214,6 +220,33 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.def("set_num_threads", &rnncore::set_num_threads, py::arg("n"),
         "Set the engine's thread count (OpenMP); returns the previous value.");
   m.def("get_num_threads", &rnncore::get_num_threads);
+  m.def(
+      "cells",
+      [] {
+        py::list out;
+        for (const auto& c : rnncore::registered_cells()) {
+          py::dict d;
+          d["name"] = c.name;
+          d["torch_mode"] = c.torch_mode;
+          d["layer"] = c.layer;
+          d["layer_option"] = c.layer_option;
+          d["gates"] = c.gates;
+          d["states"] = c.states;
+          out.append(d);
+        }
+        return out;
+      },
+      "The cell registry: [{name, torch_mode, layer, layer_option, gates, states}] per cell.");
+  m.def("has_cuda", &rnncore::has_cuda, "True when this build has the CUDA backend.");
+  m.def(
+      "require_device",
+      [](const std::string& device) {
+        rnncore::require_device(rnncore::parse_device(device));
+        return std::string(rnncore::device_name(rnncore::parse_device(device)));
+      },
+      py::arg("device"),
+      "The canonical name of a device this build can use; ValueError for an unknown name, "
+      "RuntimeError for one this build lacks (CUDA without the CUDA backend).");
   m.def("has_openmp", &rnncore::has_openmp);
   m.def(
       "_set_blas",

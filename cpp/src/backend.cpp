@@ -30,6 +30,23 @@ std::string gemm_backend() {
   return detail::g_blas_name;
 }
 
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda" || name == "cuda:0") return Device::kCuda;
+  throw std::invalid_argument("device must be 'cpu' or 'cuda', got '" + name + "'");
+}
+
+const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
+
+bool has_cuda() { return false; }
+
+void require_device(Device device) {
+  if (device == Device::kCuda && !has_cuda())
+    throw std::runtime_error(
+        "device 'cuda': this build of rnncore has no CUDA backend (built without CUDA); use "
+        "device='cpu'");
+}
+
 int set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
   const int previous = get_num_threads();

@@ -256,30 +256,31 @@ Meta read_meta(const std::string& directory) {
   return m;
 }
 
-// Engine settings of a config cell name.
-struct CellSpec {
-  CellType cell;
-  bool reset_after;
-  const char* canonical;
-};
-
-std::optional<CellSpec> parse_cell(const std::string& name) {
-  const std::string n = normalized(name);
-  if (n == "rnn" || n == "rnntanh" || n == "tanh") return CellSpec{CellType::kRnnTanh, true, "rnn"};
-  if (n == "rnnrelu" || n == "relu") return CellSpec{CellType::kRnnRelu, true, "rnn_relu"};
-  if (n == "lstm") return CellSpec{CellType::kLstm, true, "lstm"};
-  if (n == "gru") return CellSpec{CellType::kGru, true, "gru"};
-  if (n == "gruv1") return CellSpec{CellType::kGru, false, "gru_v1"};
-  return std::nullopt;
+// The registered cell a config names: the registry's name in any case, '_' optional, or one of
+// the aliases "rnn_tanh"/"tanh" (rnn) and "relu" (rnn_relu); null when none matches.
+const CellInfo* parse_cell(const std::string& name) {
+  std::string n = normalized(name);
+  if (n == "rnntanh" || n == "tanh") n = "rnn";
+  if (n == "relu") n = "rnnrelu";
+  for (const auto& c : registered_cells())
+    if (normalized(c.name) == n) return &c;
+  return nullptr;
 }
 
-CellSpec cell_of(const Meta& m) {
+// "rnn, rnn_relu, lstm, ..." for error messages.
+std::string cell_names() {
+  std::string out;
+  for (const auto& c : registered_cells()) out += (out.empty() ? "" : ", ") + std::string(c.name);
+  return out;
+}
+
+const CellInfo& cell_of(const Meta& m) {
   const std::string name = m.string("cell", "lstm");
-  const auto spec = parse_cell(name);
-  if (!spec)
-    throw CheckpointError(m.key_where("cell") + " " + in_quotes(name) +
-                          " is not one of rnn, rnn_relu, lstm, gru, gru_v1");
-  return *spec;
+  const CellInfo* cell = parse_cell(name);
+  if (!cell)
+    throw CheckpointError(m.key_where("cell") + " " + in_quotes(name) + " is not one of " +
+                          cell_names());
+  return *cell;
 }
 
 void check_model_type(const Meta& m, const char* expected) {
@@ -298,15 +299,15 @@ void require_same(const Meta& m, const char* field, const std::optional<V>& want
   throw CheckpointError(os.str());
 }
 
-void require_cell(const Meta& m, const ModelRequirements& req, const CellSpec& cell) {
+void require_cell(const Meta& m, const ModelRequirements& req, const CellInfo& cell) {
   if (!req.cell) return;
-  const auto want = parse_cell(*req.cell);
+  const CellInfo* want = parse_cell(*req.cell);
   if (!want)
     throw std::invalid_argument("ModelRequirements.cell " + in_quotes(*req.cell) +
-                                " is not one of rnn, rnn_relu, lstm, gru, gru_v1");
-  if (std::string(want->canonical) != cell.canonical)
-    throw CheckpointError(m.where + ": the cell is " + in_quotes(cell.canonical) +
-                          " but the program expects " + in_quotes(want->canonical));
+                                " is not one of " + cell_names());
+  if (want->id != cell.id)
+    throw CheckpointError(m.where + ": the cell is " + in_quotes(cell.name) +
+                          " but the program expects " + in_quotes(want->name));
 }
 
 // The weights of one checkpoint: tensors are taken by name and shape; leftovers are an error.
@@ -386,8 +387,9 @@ Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::str
 
 std::string rnn_why(const RecurrentConfig& c, const char* cell) {
   return std::string("an rnn of cell ") + cell + ", input " + std::to_string(c.input_size) +
-         ", hidden " + std::to_string(c.hidden_size) + ", " + std::to_string(c.num_layers) +
-         " layer(s)" + (c.bidirectional ? ", bidirectional" : "");
+         ", hidden " + std::to_string(c.hidden_size) +
+         (c.proj_size ? ", proj_size " + std::to_string(c.proj_size) : std::string()) + ", " +
+         std::to_string(c.num_layers) + " layer(s)" + (c.bidirectional ? ", bidirectional" : "");
 }
 
 int as_int(std::int64_t v, const char* name) {
@@ -486,24 +488,25 @@ struct LanguageModel::Impl {
   LanguageModelConfig cfg;
   Recurrent<float> rnn;
   std::vector<float> embedding;  // [V, E]
-  std::vector<float> dec_w;      // [V, H]; empty when tied (embedding is used)
+  std::vector<float> dec_w;      // [V, R]; empty when tied (embedding is used)
   std::vector<float> dec_b;      // [V] or empty
-  std::vector<float> x, y, hn, cn;  // workspaces: [T*B, E], [T*B, H], [L, B, H] x 2
+  std::vector<float> x, y, hn, cn;  // workspaces: [T*B, E], [T*B, R], [L, B, R], [L, B, H]
 
   Impl(CheckpointInfo i, LanguageModelConfig c, Recurrent<float> r)
       : info(std::move(i)), cfg(std::move(c)), rnn(std::move(r)) {}
 
   const float* decoder_weight() const { return cfg.tie_weights ? embedding.data() : dec_w.data(); }
-  bool lstm() const { return rnn.config().cell == CellType::kLstm; }
+  bool lstm() const { return rnn.config().states() == 2; }  // carries a cell state c
 
   void check_state(const State& s, std::int64_t batch, const char* where) const {
-    const auto n = std::size_t(cfg.num_layers * batch * cfg.hidden_size);
-    if (s.batch != batch || s.h.size() != n || (lstm() ? s.c.size() != n : !s.c.empty()))
+    const auto n = std::size_t(cfg.num_layers * batch * cfg.state_size());
+    const auto nc = std::size_t(cfg.num_layers * batch * cfg.hidden_size);
+    if (s.batch != batch || s.h.size() != n || (lstm() ? s.c.size() != nc : !s.c.empty()))
       throw std::invalid_argument(std::string(where) + ": state is for batch " +
                                   std::to_string(s.batch) + " (h of " + std::to_string(s.h.size()) +
                                   " values), expected batch " + std::to_string(batch) +
-                                  " with h [L, B, H] = " + std::to_string(n) + " values" +
-                                  (lstm() ? " and c of the same size" : ""));
+                                  " with h [L, B, R] = " + std::to_string(n) + " values" +
+                                  (lstm() ? " and c [L, B, H] = " + std::to_string(nc) : ""));
   }
 
   // Runs the embedding and the recurrent stack over ids [T, B]; outputs in y [T*B, H], the final
@@ -512,11 +515,11 @@ struct LanguageModel::Impl {
     const int t = as_int(T, "steps"), b = as_int(B, "batch");
     require_ptr(ids, "ids");
     if (state) check_state(*state, B, where);
-    const std::int64_t V = cfg.vocab_size, E = cfg.embed_dim, H = cfg.hidden_size;
+    const std::int64_t V = cfg.vocab_size, E = cfg.embed_dim, R = cfg.state_size();
     x.resize(std::size_t(T * B * E));
-    y.resize(std::size_t(T * B * H));
-    hn.resize(std::size_t(cfg.num_layers * B * H));
-    cn.resize(lstm() ? hn.size() : 0);
+    y.resize(std::size_t(T * B * R));
+    hn.resize(std::size_t(cfg.num_layers * B * R));
+    cn.resize(lstm() ? std::size_t(cfg.num_layers * B * cfg.hidden_size) : 0);
     embedding_forward<float>(T * B, V, E, ids, embedding.data(), x.data());
     const float* h0 = state ? state->h.data() : nullptr;
     const float* c0 = state && lstm() ? state->c.data() : nullptr;
@@ -528,9 +531,9 @@ struct LanguageModel::Impl {
     }
   }
 
-  // out [N, V] = log_softmax(decoder(rows [N, H]))
+  // out [N, V] = log_softmax(decoder(rows [N, R]))
   void decode(std::int64_t N, const float* rows, float* out) const {
-    linear_forward<float>(N, cfg.hidden_size, cfg.vocab_size, rows, decoder_weight(),
+    linear_forward<float>(N, cfg.state_size(), cfg.vocab_size, rows, decoder_weight(),
                           dec_b.empty() ? nullptr : dec_b.data(), out);
     log_softmax_rows(N, cfg.vocab_size, out);
   }
@@ -552,42 +555,48 @@ LanguageModel LanguageModel::load(const std::string& directory, const ModelRequi
   c.embed_dim = m.integer("embed_dim", std::nullopt, 1);
   c.hidden_size = m.integer("hidden_size", std::nullopt, 1);
   c.num_layers = m.integer("num_layers", 2, 1);
-  const CellSpec cell = cell_of(m);
-  c.cell = cell.canonical;
+  const CellInfo& cell = cell_of(m);
+  c.cell = cell.name;
   c.tie_weights = m.boolean("tie_weights", false);
+  c.proj_size = m.integer("proj_size", 0, 0);
+  if (c.proj_size > 0 && (cell.id != CellType::kLstm || c.proj_size >= c.hidden_size))
+    throw CheckpointError(m.key_where("proj_size") + " " + std::to_string(c.proj_size) +
+                          " needs the lstm cell and proj_size < hidden_size (" +
+                          std::to_string(c.hidden_size) + ")");
   require_cell(m, req, cell);
   require_same(m, "vocab_size", req.vocab_size, c.vocab_size);
   require_same(m, "embed_dim", req.embed_dim, c.embed_dim);
   require_same(m, "hidden_size", req.hidden_size, c.hidden_size);
   require_same(m, "num_layers", req.num_layers, c.num_layers);
-  if (c.tie_weights && c.embed_dim != c.hidden_size)
-    throw CheckpointError(m.where + ": model_config.tie_weights needs embed_dim == hidden_size, got " +
-                          std::to_string(c.embed_dim) + " and " + std::to_string(c.hidden_size));
+  if (c.tie_weights && c.embed_dim != c.state_size())
+    throw CheckpointError(m.where + ": model_config.tie_weights needs embed_dim == " +
+                          (c.proj_size ? "proj_size" : "hidden_size") + ", got " +
+                          std::to_string(c.embed_dim) + " and " + std::to_string(c.state_size()));
   if (!m.info.vocab.empty() && m.info.vocab.size() != c.vocab_size)
     throw CheckpointError(m.where + ": the vocab has " + std::to_string(m.info.vocab.size()) +
                           " tokens but model_config.vocab_size is " +
                           std::to_string(c.vocab_size));
 
   RecurrentConfig rc;
-  rc.cell = cell.cell;
-  rc.gru_reset_after = cell.reset_after;
+  rc.cell = cell.id;
   rc.input_size = int(c.embed_dim);
   rc.hidden_size = int(c.hidden_size);
   rc.num_layers = int(c.num_layers);
+  rc.proj_size = int(c.proj_size);
   Weights w(directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
   const std::string V = std::to_string(c.vocab_size);
   auto emb = w.take("embedding.weight", {c.vocab_size, c.embed_dim},
                     "an embedding of vocab_size " + V + ", embed_dim " + std::to_string(c.embed_dim));
-  Recurrent<float> rnn = load_rnn(w, rc, rnn_why(rc, cell.canonical));
+  Recurrent<float> rnn = load_rnn(w, rc, rnn_why(rc, cell.name));
   auto impl = std::make_unique<Impl>(std::move(m.info), c, std::move(rnn));
   impl->embedding = std::move(emb);
-  const std::string dec_why = "a decoder from hidden_size " + std::to_string(c.hidden_size) +
-                              " to vocab_size " + V;
+  const std::string dec_why = "a decoder from " + std::to_string(c.state_size()) +
+                              " features to vocab_size " + V;
   if (c.tie_weights) {
     w.skip("decoder.weight");  // tied: the embedding is the decoder weight
   } else {
-    impl->dec_w = w.take("decoder.weight", {c.vocab_size, c.hidden_size}, dec_why);
+    impl->dec_w = w.take("decoder.weight", {c.vocab_size, c.state_size()}, dec_why);
   }
   if (w.contains("decoder.bias")) impl->dec_b = w.take("decoder.bias", {c.vocab_size}, dec_why);
   w.check_all_used("LanguageModel");
@@ -601,9 +610,9 @@ LanguageModel::State LanguageModel::initial_state(std::int64_t batch) const {
   as_int(batch, "initial_state: batch");
   State s;
   s.batch = batch;
-  const auto n = std::size_t(impl_->cfg.num_layers * batch * impl_->cfg.hidden_size);
-  s.h.assign(n, 0.0f);
-  if (impl_->lstm()) s.c.assign(n, 0.0f);
+  const auto& c = impl_->cfg;
+  s.h.assign(std::size_t(c.num_layers * batch * c.state_size()), 0.0f);
+  if (impl_->lstm()) s.c.assign(std::size_t(c.num_layers * batch * c.hidden_size), 0.0f);
   return s;
 }
 
@@ -619,7 +628,7 @@ std::vector<float> LanguageModel::feed(const std::vector<std::int64_t>& tokens, 
   const auto T = std::int64_t(tokens.size());
   impl_->run(T, 1, tokens.data(), &state, "LanguageModel::feed");
   std::vector<float> out(std::size_t(impl_->cfg.vocab_size));
-  impl_->decode(1, impl_->y.data() + (T - 1) * impl_->cfg.hidden_size, out.data());
+  impl_->decode(1, impl_->y.data() + (T - 1) * impl_->cfg.state_size(), out.data());
   return out;
 }
 
@@ -693,8 +702,8 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
   c.hidden_size = m.integer("hidden_size", std::nullopt, 1);
   c.num_classes = m.integer("num_classes", std::nullopt, 1);
   c.num_layers = m.integer("num_layers", 1, 1);
-  const CellSpec cell = cell_of(m);
-  c.cell = cell.canonical;
+  const CellInfo& cell = cell_of(m);
+  c.cell = cell.name;
   c.bidirectional = m.boolean("bidirectional", true);
   c.pooling = m.string("pooling", "last");
   if (c.pooling != "last" && c.pooling != "mean" && c.pooling != "max")
@@ -721,8 +730,7 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
                           std::to_string(c.vocab_size));
 
   RecurrentConfig rc;
-  rc.cell = cell.cell;
-  rc.gru_reset_after = cell.reset_after;
+  rc.cell = cell.id;
   rc.input_size = int(c.embed_dim);
   rc.hidden_size = int(c.hidden_size);
   rc.num_layers = int(c.num_layers);
@@ -732,7 +740,7 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
   auto emb = w.take("embedding.weight", {c.vocab_size, c.embed_dim},
                     "an embedding of vocab_size " + std::to_string(c.vocab_size) + ", embed_dim " +
                         std::to_string(c.embed_dim));
-  Recurrent<float> rnn = load_rnn(w, rc, rnn_why(rc, cell.canonical));
+  Recurrent<float> rnn = load_rnn(w, rc, rnn_why(rc, cell.name));
   auto impl = std::make_unique<Impl>(std::move(m.info), c, std::move(rnn));
   impl->embedding = std::move(emb);
   const std::int64_t DH = (c.bidirectional ? 2 : 1) * c.hidden_size;

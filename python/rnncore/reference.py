@@ -27,12 +27,14 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "CELLS",
     "GATES",
     "gru_cell",
     "lstm_cell",
     "param_names",
     "param_shapes",
     "random_weights",
+    "reference_cell_forward",
     "reference_forward",
     "rnn_cell",
     "sigmoid",
@@ -113,8 +115,51 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=True):
     return (1.0 - z) * n + z * h, np.concatenate([a_rz, a_n], axis=1)
 
 
-def param_names(num_layers=1, bidirectional=False, bias=True):
-    """PyTorch's parameter names in PyTorch's order: layer, direction, ih/hh weights, biases."""
+# One step of each registered cell (the engine's registry names, rnncore.nn.CELLS), in one form:
+# (x [B, I], state tuple of [B, H] arrays, w_ih, w_hh, b_ih, b_hh) -> (new state, pre [B, G*H]).
+# A new cell adds its step function above and one line in CELLS.
+def _rnn_step(nonlinearity):
+    def step(x, state, w_ih, w_hh, b_ih, b_hh):
+        h, pre = rnn_cell(x, state[0], w_ih, w_hh, b_ih, b_hh, nonlinearity)
+        return (h,), pre
+
+    return step
+
+
+def _lstm_step(x, state, w_ih, w_hh, b_ih, b_hh):
+    h, c, pre = lstm_cell(x, state[0], state[1], w_ih, w_hh, b_ih, b_hh)
+    return (h, c), pre
+
+
+def _gru_step(reset_after):
+    def step(x, state, w_ih, w_hh, b_ih, b_hh):
+        h, pre = gru_cell(x, state[0], w_ih, w_hh, b_ih, b_hh, reset_after)
+        return (h,), pre
+
+    return step
+
+
+CELLS = {
+    "rnn": ("RNN", _rnn_step("tanh")),
+    "rnn_relu": ("RNN", _rnn_step("relu")),
+    "lstm": ("LSTM", _lstm_step),
+    "gru": ("GRU", _gru_step(True)),
+    "gru_v1": ("GRU", _gru_step(False)),
+}
+"""Registry name -> (PyTorch-style mode of its weights, one step of the cell)."""
+
+
+def _cell_name(mode, nonlinearity, reset_after):
+    if mode == "RNN":
+        return "rnn" if nonlinearity == "tanh" else "rnn_relu"
+    if mode == "GRU":
+        return "gru" if reset_after else "gru_v1"
+    return "lstm"
+
+
+def param_names(num_layers=1, bidirectional=False, bias=True, proj=False):
+    """PyTorch's parameter names in PyTorch's order: layer, direction, ih/hh weights, biases,
+    and with ``proj`` (an LSTM's proj_size) the projection weight_hr."""
     names = []
     for layer in range(num_layers):
         for d in range(2 if bidirectional else 1):
@@ -122,20 +167,31 @@ def param_names(num_layers=1, bidirectional=False, bias=True):
             names += [f"weight_ih{sfx}", f"weight_hh{sfx}"]
             if bias:
                 names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
+            if proj:
+                names.append(f"weight_hr{sfx}")
     return names
 
 
-def param_shapes(mode, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True):
-    """{name: shape} for a layer stack, with PyTorch's names and shapes (see the module legend)."""
+def param_shapes(
+    mode, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True, proj_size=0
+):
+    """{name: shape} for a layer stack, with PyTorch's names and shapes (see the module legend).
+
+    With proj_size P (LSTM only): weight_hh [4H, P], weight_ih above layer 0 [4H, D*P] and
+    weight_hr [P, H].
+    """
     gh = _gates(mode) * hidden_size
     dirs = 2 if bidirectional else 1
+    state = proj_size or hidden_size
     shapes = {}
-    for name in param_names(num_layers, bidirectional, bias):
+    for name in param_names(num_layers, bidirectional, bias, proj=proj_size > 0):
         layer = int(name.split("_l")[1].split("_")[0])
         if name.startswith("weight_ih"):
-            shapes[name] = (gh, input_size if layer == 0 else dirs * hidden_size)
+            shapes[name] = (gh, input_size if layer == 0 else dirs * state)
         elif name.startswith("weight_hh"):
-            shapes[name] = (gh, hidden_size)
+            shapes[name] = (gh, state)
+        elif name.startswith("weight_hr"):
+            shapes[name] = (state, hidden_size)
         else:
             shapes[name] = (gh,)
     return shapes
@@ -197,13 +253,46 @@ def reference_forward(
     Layer l > 0 takes layer l-1's output [T, B, D*H] as its input.
 
     Returns (y [T, B, D*H], hn [L*D, B, H], cn [L*D, B, H] for LSTM else None),
-    all float64.
+    all float64. An LSTM whose weights include weight_hr (proj_size P) gives y [T, B, D*P] and
+    hn [L*D, B, P] (h0 likewise), cn [L*D, B, H].
     """
     _gates(mode)
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(
             f"reference_forward: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
         )
+    return reference_cell_forward(
+        _cell_name(mode, nonlinearity, reset_after),
+        x,
+        weights,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        lengths=lengths,
+        h0=h0,
+        c0=c0,
+        trace=trace,
+    )
+
+
+def reference_cell_forward(
+    cell,
+    x,
+    weights,
+    *,
+    num_layers=1,
+    bidirectional=False,
+    lengths=None,
+    h0=None,
+    c0=None,
+    trace=None,
+):
+    """reference_forward for a registered cell name ("rnn", "rnn_relu", "lstm", "gru", "gru_v1").
+
+    Arguments and result as reference_forward (which names the cell by mode and options).
+    """
+    if cell not in CELLS:
+        raise ValueError(f"reference_forward: cell must be one of {sorted(CELLS)}, got {cell!r}")
+    mode, step = CELLS[cell]
     if num_layers < 1:
         raise ValueError(f"reference_forward: num_layers must be >= 1, got {num_layers}")
     x = np.asarray(x, dtype=np.float64)
@@ -213,18 +302,24 @@ def reference_forward(
     dirs = 2 if bidirectional else 1
     if "weight_hh_l0" not in weights:
         raise ValueError("reference_forward: weights has no 'weight_hh_l0'")
-    hidden = np.shape(weights["weight_hh_l0"])[1]
-    w = _check_weights(weights, mode, x.shape[2], hidden, num_layers, bidirectional)
+    # An LSTM with projections (proj_size P) has weight_hr [P, H]: h = W_hr (o * tanh(c)).
+    proj_size = np.shape(weights["weight_hr_l0"])[0] if "weight_hr_l0" in weights else 0
+    if proj_size and mode != "LSTM":
+        raise ValueError(f"reference_forward: weight_hr (proj_size) is for LSTM only, not {mode}")
+    hidden = np.shape(weights["weight_hr_l0" if proj_size else "weight_hh_l0"])[1]
+    size = proj_size or hidden  # R: the width of h
+    w = _check_weights(weights, mode, x.shape[2], hidden, num_layers, bidirectional, proj_size)
     lengths = _check_lengths(lengths, steps, batch)
-    state_shape = (num_layers * dirs, batch, hidden)
+    state_shape = (num_layers * dirs, batch, size)
+    cell_shape = (num_layers * dirs, batch, hidden)
     h0 = _check_state("h0", h0, state_shape)
     if mode == "LSTM":
-        c0 = _check_state("c0", c0, state_shape)
+        c0 = _check_state("c0", c0, cell_shape)
     elif c0 is not None:
         raise ValueError(f"reference_forward: c0 is for LSTM only, got it for {mode}")
 
     hn = np.zeros(state_shape)
-    cn = np.zeros(state_shape) if mode == "LSTM" else None
+    cn = np.zeros(cell_shape) if mode == "LSTM" else None
     inp = x
     with np.errstate(all="ignore"):  # NaN/inf inputs are allowed; they propagate quietly
         for layer in range(num_layers):
@@ -233,26 +328,25 @@ def reference_forward(
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 w_ih, w_hh = w[f"weight_ih{sfx}"], w[f"weight_hh{sfx}"]
                 b_ih, b_hh = w[f"bias_ih{sfx}"], w[f"bias_hh{sfx}"]
+                w_hr = w.get(f"weight_hr{sfx}")
                 k = layer * dirs + d
-                h = h0[k].copy()
-                c = c0[k].copy() if mode == "LSTM" else None
-                out = np.zeros((steps, batch, hidden))
+                state = (h0[k].copy(),) + ((c0[k].copy(),) if mode == "LSTM" else ())
+                out = np.zeros((steps, batch, size))
                 for t in range(steps - 1, -1, -1) if d else range(steps):
                     active = t < lengths  # [B]: step t belongs to sequence b
-                    if mode == "RNN":
-                        h_new, pre = rnn_cell(inp[t], h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
-                    elif mode == "LSTM":
-                        h_new, c_new, pre = lstm_cell(inp[t], h, c, w_ih, w_hh, b_ih, b_hh)
-                        c = np.where(active[:, None], c_new, c)
-                    else:
-                        h_new, pre = gru_cell(inp[t], h, w_ih, w_hh, b_ih, b_hh, reset_after)
-                    h = np.where(active[:, None], h_new, h)
-                    out[t] = np.where(active[:, None], h, 0.0)
+                    new, pre = step(inp[t], state, w_ih, w_hh, b_ih, b_hh)
+                    if w_hr is not None:  # LSTMP: h = W_hr (o * tanh(c))
+                        new = (new[0] @ w_hr.T,) + new[1:]
+                    # a finished (or not yet started) sequence keeps its state
+                    state = tuple(
+                        np.where(active[:, None], a, b) for a, b in zip(new, state, strict=True)
+                    )
+                    out[t] = np.where(active[:, None], state[0], 0.0)
                     if trace is not None:
                         trace.append((layer, d, t, active.copy(), pre))
-                hn[k] = h
+                hn[k] = state[0]
                 if mode == "LSTM":
-                    cn[k] = c
+                    cn[k] = state[1]
                 outs.append(out)
             inp = np.concatenate(outs, axis=2)
     return inp, hn, cn
@@ -264,10 +358,14 @@ def _gates(mode):
     return GATES[mode]
 
 
-def _check_weights(weights: Mapping, mode, input_size, hidden, num_layers, bidirectional):
+def _check_weights(
+    weights: Mapping, mode, input_size, hidden, num_layers, bidirectional, proj_size=0
+):
     """float64 copies of the parameters, zeros for absent biases; ValueError on a wrong shape."""
     has_bias = "bias_ih_l0" in weights
-    shapes = param_shapes(mode, input_size, hidden, num_layers, bidirectional, bias=True)
+    shapes = param_shapes(
+        mode, input_size, hidden, num_layers, bidirectional, bias=True, proj_size=proj_size
+    )
     out = {}
     for name, shape in shapes.items():
         if name not in weights:

@@ -25,16 +25,16 @@ void expect(bool ok, const std::string& what) {
 
 // loss = Σ y ⊙ Ry + Σ hn ⊙ Rh (+ Σ cn ⊙ Rc); checks d loss / d (params, x, h0, c0) by central
 // differences in double precision.
-void gradcheck(CellType cell, bool reset_after, const std::string& label) {
+void gradcheck(CellType cell, const std::string& label, int proj_size = 0) {
   RecurrentConfig c;
   c.cell = cell;
   c.input_size = 3;
   c.hidden_size = 4;
   c.num_layers = 2;
   c.bidirectional = true;
-  c.gru_reset_after = reset_after;
-  const int T = 5, B = 3, L = 2, D = 2, H = 4, I = 3;
-  const bool lstm = cell == CellType::kLstm;
+  c.proj_size = proj_size;
+  const int T = 5, B = 3, L = 2, D = 2, H = 4, I = 3, R = c.state_size();
+  const bool lstm = c.states() == 2;
   Recurrent<double> net(c);
   std::mt19937_64 gen(42);
   std::normal_distribution<double> normal(0.0, 0.5);
@@ -42,8 +42,8 @@ void gradcheck(CellType cell, bool reset_after, const std::string& label) {
     for (auto& e : v) e = normal(gen);
   };
   for (std::size_t i = 0; i < net.num_params(); ++i) net.params()[i] = normal(gen);
-  std::vector<double> x(T * B * I), h0(L * D * B * H), c0(L * D * B * H);
-  std::vector<double> Ry(T * B * D * H), Rh(L * D * B * H), Rc(L * D * B * H);
+  std::vector<double> x(T * B * I), h0(L * D * B * R), c0(L * D * B * H);
+  std::vector<double> Ry(T * B * D * R), Rh(L * D * B * R), Rc(L * D * B * H);
   for (auto* v : {&x, &h0, &c0, &Ry, &Rh, &Rc}) fill(*v);
   const std::vector<std::int64_t> lengths = {5, 2, 4};
   std::vector<double> y(Ry.size()), hn(Rh.size()), cn(Rc.size());
@@ -97,11 +97,43 @@ void expect_throw(F&& f, const std::string& what) {
 }  // namespace
 
 int main() {
-  gradcheck(CellType::kRnnTanh, true, "RNN_TANH");
-  gradcheck(CellType::kRnnRelu, true, "RNN_RELU");
-  gradcheck(CellType::kLstm, true, "LSTM");
-  gradcheck(CellType::kGru, true, "GRU reset-after");
-  gradcheck(CellType::kGru, false, "GRU reset-before");
+  // Every registered cell, so that a new cell is checked by adding it to the registry.
+  expect(rnncore::registered_cells().size() >= 5, "the registry lists the five built-in cells");
+  for (const auto& cell : rnncore::registered_cells()) {
+    expect(rnncore::find_cell(cell.name) == &cell, std::string("find_cell(") + cell.name + ")");
+    expect(rnncore::num_gates(cell.id) == cell.gates, std::string("gates of ") + cell.name);
+    gradcheck(cell.id, cell.name);
+  }
+  gradcheck(CellType::kLstm, "lstm proj_size=3", 3);
+  {
+    RecurrentConfig bad_proj;
+    bad_proj.input_size = 2;
+    bad_proj.hidden_size = 4;
+    bad_proj.proj_size = 4;
+    expect_throw([&] { Recurrent<float> r(bad_proj); }, "proj_size == hidden_size");
+    bad_proj.proj_size = 2;
+    bad_proj.cell = CellType::kGru;
+    expect_throw([&] { Recurrent<float> r(bad_proj); }, "proj_size on a gru");
+  }
+  expect(rnncore::find_cell("no such cell") == nullptr, "find_cell of an unknown name");
+  expect(rnncore::cell_info(CellType::kGruV1).gates == 3, "gru_v1 has 3 gates");
+
+  // A build without CUDA refuses the device by name.
+  RecurrentConfig on_gpu;
+  on_gpu.input_size = 2;
+  on_gpu.hidden_size = 3;
+  on_gpu.device = rnncore::Device::kCuda;
+  if (!rnncore::has_cuda()) {
+    try {
+      Recurrent<float> r(on_gpu);
+      expect(false, "device cuda did not throw in a build without CUDA");
+    } catch (const std::runtime_error& e) {
+      expect(std::string(e.what()).find("CUDA") != std::string::npos,
+             std::string("the cuda error names CUDA: ") + e.what());
+    }
+  }
+  expect(rnncore::parse_device("cpu") == rnncore::Device::kCpu, "parse_device(cpu)");
+  expect_throw([] { rnncore::parse_device("tpu"); }, "parse_device(tpu)");
 
   RecurrentConfig bad;
   bad.input_size = 0;

@@ -1,26 +1,32 @@
-// Activation functions and their derivatives from saved outputs, shared by CPU (and CUDA) code.
+// Activation derivatives from saved outputs, for scalars and Eigen arrays alike; shared by the
+// cells' CPU kernels (and, later, their CUDA ones).
 #pragma once
 
-#include <cmath>
+#include <type_traits>
 
 namespace rnncore {
 
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
-// Derivatives expressed through the activation's output y, which is what the workspace keeps.
-template <typename T>
-inline T d_sigmoid(T y) {
+namespace detail {
+template <typename Y, typename = void>
+struct ScalarOf {
+  using type = Y;
+};
+template <typename Y>
+struct ScalarOf<Y, std::void_t<typename Y::Scalar>> {
+  using type = typename Y::Scalar;
+};
+}  // namespace detail
+
+// The workspace keeps activated values y, so each derivative is written in terms of y.
+template <typename Y>
+inline auto d_sigmoid(const Y& y) {
+  using T = typename detail::ScalarOf<Y>::type;
   return y * (T(1) - y);
 }
-template <typename T>
-inline T d_tanh(T y) {
+template <typename Y>
+inline auto d_tanh(const Y& y) {
+  using T = typename detail::ScalarOf<Y>::type;
   return T(1) - y * y;
-}
-template <typename T>
-inline T d_relu(T y) {
-  return y > T(0) ? T(1) : T(0);
 }
 
 }  // namespace rnncore

@@ -1,9 +1,24 @@
-// Engine-wide settings: threads, and the GEMM backend (Eigen built in, or a CBLAS registered at run time).
+// Engine-wide settings: devices, threads, and the GEMM backend (Eigen built in, or a CBLAS
+// registered at run time).
 #pragma once
 
 #include <string>
 
 namespace rnncore {
+
+/// Where a layer's parameters live and its kernels run.
+enum class Device : int { kCpu = 0, kCuda = 1 };
+
+/// "cpu" or "cuda" (PyTorch's spellings; "cuda:0" names the first GPU). Throws
+/// std::invalid_argument naming the accepted values for anything else.
+Device parse_device(const std::string& name);
+/// "cpu" or "cuda".
+const char* device_name(Device device);
+/// True when this build has the CUDA backend. A build without it answers every request for
+/// Device::kCuda with std::runtime_error saying so.
+bool has_cuda();
+/// Throws std::runtime_error when `device` is not available in this build.
+void require_device(Device device);
 
 /// Threads used by the engine (OpenMP). n >= 1; returns the previous value.
 int set_num_threads(int n);

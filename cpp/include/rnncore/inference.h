@@ -122,17 +122,20 @@ struct LanguageModelConfig {
   std::int64_t hidden_size = 0;
   std::int64_t num_layers = 2;
   std::string cell = "lstm";
-  bool tie_weights = false;  // the decoder reuses embedding.weight (embed_dim == hidden_size)
+  bool tie_weights = false;  // the decoder reuses embedding.weight (embed_dim == R)
+  std::int64_t proj_size = 0;  // LSTM projections (LSTMP): h has P values, c stays H; 0: none
+  /// R: the size of h and of the decoder's input (proj_size if set, else hidden_size).
+  std::int64_t state_size() const { return proj_size > 0 ? proj_size : hidden_size; }
 };
 
-/// embedding -> rnn (L layers, one direction) -> decoder (Linear H -> V): next-token
+/// embedding -> rnn (L layers, one direction) -> decoder (Linear R -> V): next-token
 /// log-probabilities, step by step or for whole sequences, and sampling.
 class LanguageModel {
  public:
   /// The recurrent state of B sequences between calls.
   struct State {
     std::int64_t batch = 0;
-    std::vector<float> h;  // [L, B, H]
+    std::vector<float> h;  // [L, B, R] (R = config().state_size())
     std::vector<float> c;  // [L, B, H] for LSTM, empty otherwise
   };
 

@@ -8,6 +8,9 @@
 //   weight_ih [G*H, I_l], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H], where I_0 = I and
 //   I_l = D*H above the first layer. Parameters and their gradients live in one flat buffer each,
 //   in that order (l, d, weight_ih, weight_hh, bias_ih, bias_hh), so optimizers run in one call.
+//   An LSTM with proj_size P (R below; R = H without one) has h of size P: y [T,B,D*P], h states
+//   [L*D,B,P] (c stays [L*D,B,H]), weight_hh [4H, P], I_l = D*P, and weight_hr [P, H] after the
+//   biases of each lane.
 #pragma once
 
 #include <cstddef>
@@ -20,12 +23,32 @@
 
 namespace rnncore {
 
-enum class CellType : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3 };
+/// The engine's cells. Each is one header under cpp/src/cells/ and one entry of the registry
+/// (cpp/src/cells/registry.h); registered_cells() lists them with their names.
+enum class CellType : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3, kGruV1 = 4 };
+
+/// What the registry says of one cell.
+struct CellInfo {
+  CellType id;
+  const char* name;          // config, CLI and checkpoint name: "rnn", "lstm", "gru_v1", ...
+  const char* torch_mode;    // PyTorch's mode string ("RNN_TANH", "LSTM", "GRU", ...)
+  const char* layer;         // the rnncore.nn layer class ("RNN", "LSTM", "GRU")
+  const char* layer_option;  // "key=value" of that class's constructor that selects the cell, or ""
+  int gates;                 // G: gate blocks of H rows in weight_ih / weight_hh
+  int states;                // 1 (h) or 2 (h and the cell state c)
+};
+
+/// Every registered cell, in CellType order.
+const std::vector<CellInfo>& registered_cells();
+/// The registry entry of a cell; throws std::invalid_argument for an unknown id.
+const CellInfo& cell_info(CellType cell);
+/// The entry named `name` (CellInfo::name), or nullptr.
+const CellInfo* find_cell(const std::string& name);
 
 /// Number of gate blocks G of a cell (RNN 1, GRU 3, LSTM 4).
 int num_gates(CellType cell);
 
-/// Human-readable cell name ("RNN_TANH", "RNN_RELU", "LSTM", "GRU").
+/// PyTorch's mode string of the cell ("RNN_TANH", "RNN_RELU", "LSTM", "GRU").
 const char* cell_name(CellType cell);
 
 struct RecurrentConfig {
@@ -35,10 +58,18 @@ struct RecurrentConfig {
   int num_layers = 1;
   bool bidirectional = false;
   bool bias = true;
-  bool gru_reset_after = true;  // PyTorch/cuDNN GRU; false: Cho et al. (reset before W_hn)
   double dropout = 0.0;         // between layers, training only
+  Device device = Device::kCpu;  // a build without CUDA refuses kCuda (std::runtime_error)
+  // LSTM only (PyTorch's LSTMP): 0, or P in [1, H): h_t = W_hr (o_t ⊙ tanh(c_t)) has size P
+  // (c stays H), W_hh is [4H, P], layers above the first take D*P inputs, and each lane gets
+  // weight_hr [P, H] after its biases.
+  int proj_size = 0;
 
   int gates() const { return num_gates(cell); }
+  /// 2 for a cell with a cell state (LSTM's c), else 1.
+  int states() const { return cell_info(cell).states; }
+  /// R: the size of h (and of each direction's output): proj_size if set, else hidden_size.
+  int state_size() const { return proj_size > 0 ? proj_size : hidden_size; }
   int directions() const { return bidirectional ? 2 : 1; }
   /// Throws std::invalid_argument naming the first bad field.
   void validate() const;
@@ -81,9 +112,10 @@ class Recurrent {
   /// Whole-sequence forward.
   ///   x       [T,B,I]
   ///   lengths [B] in [1,T], or nullptr for all T (PyTorch packed-sequence semantics)
-  ///   h0, c0  [L*D,B,H] or nullptr for zeros (c0 only for LSTM)
-  ///   y       [T,B,D*H] out; zero past each sequence's end
-  ///   hn, cn  [L*D,B,H] out; the state at each sequence's own last step (cn: LSTM, may be null)
+  ///   h0      [L*D,B,R] or nullptr for zeros; c0 [L*D,B,H] or nullptr (cells with a c only)
+  ///   y       [T,B,D*R] out; zero past each sequence's end
+  ///   hn, cn  [L*D,B,R], [L*D,B,H] out; the state at each sequence's own last step (cn may be
+  ///           null)
   /// training=true keeps what backward needs (and applies dropout between layers, drawn from
   /// dropout_seed); training=false keeps nothing. Throws std::invalid_argument on bad sizes.
   /// Without lengths, a training forward reads x and writes y in place and keeps pointers to
@@ -95,10 +127,10 @@ class Recurrent {
 
   /// BPTT over the last training forward. Activation gradients are written (=), parameter
   /// gradients accumulate (+=). Consumes the saved forward: a second call throws.
-  ///   dy       [T,B,D*H] or nullptr (zeros)
-  ///   dhn, dcn [L*D,B,H] or nullptr (zeros): gradients of the final states
+  ///   dy       [T,B,D*R] or nullptr (zeros)
+  ///   dhn, dcn [L*D,B,R], [L*D,B,H] or nullptr (zeros): gradients of the final states
   ///   dx       [T,B,I] out
-  ///   dh0, dc0 [L*D,B,H] out (dc0 only for LSTM; either may be nullptr if not wanted)
+  ///   dh0, dc0 [L*D,B,R], [L*D,B,H] out (dc0 only for LSTM; either may be nullptr)
   ///   step_grad_norms [L*D,T] out or nullptr: ||dL/dh_t|| over the batch for every layer,
   ///            direction and step (the vanishing/exploding-gradient diagnostic)
   void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx,

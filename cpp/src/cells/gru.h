@@ -1,22 +1,39 @@
 // GRU cell (gate order r, z, n as PyTorch), forward and backward, in both published forms:
-//   reset-after (PyTorch/cuDNN): n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
-//   reset-before (Cho et al.):   n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
+//   "gru"    reset-after (PyTorch/cuDNN): n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+//   "gru_v1" reset-before (Cho et al.):   n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
 //   r, z = σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z}),  h' = (1 - z) ⊙ n + z ⊙ h.
 #pragma once
 
+#include "rnncore/activations.h"
 #include "step.h"
 
 namespace rnncore::detail {
 
+template <bool kResetAfter>
 struct GruCell {
+  static constexpr CellType kId = kResetAfter ? CellType::kGru : CellType::kGruV1;
+  static constexpr const char* kName = kResetAfter ? "gru" : "gru_v1";
+  static constexpr const char* kTorchMode = "GRU";  // torch.nn.GRU is the reset-after form only
+  static constexpr const char* kLayer = "GRU";
+  static constexpr const char* kLayerOption = kResetAfter ? "reset_after=1" : "reset_after=0";
   static constexpr int kGates = 3;
+  static constexpr int kStates = 1;
+  // Reset-after: b_hn sits inside r ⊙ (W_hn h + b_hn), so only b_hr, b_hz fold into the input
+  // projection and the step adds b_hn itself (Step::bh_n).
+  static constexpr int kFoldedHiddenBias = kResetAfter ? 2 : 3;
+  // aux [N, H]: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before), kept for backward.
+  static constexpr bool kAux = true;
+  // Reset-after: backward leaves the n block's input-side dG (dn, not dn ⊙ r) in aux.
+  static constexpr bool kAuxIsInputSideDG = kResetAfter;
+  // Reset-before: the n block of dW_hh pairs with r ⊙ h_prev (aux) rather than h_prev.
+  static constexpr bool kAuxIsRecurrentInput = !kResetAfter;
 
   // gates in: x·W_ihᵀ + b_ih + [b_hr, b_hz, (reset-before: b_hn | reset-after: 0)].
-  // gates out: r, z, n. aux out: W_hn h + b_hn (reset-after) or r ⊙ h (reset-before).
+  // gates out: r, z, n. aux out: see kAux.
   template <typename T>
-  static void forward(const Step<T>& s, bool reset_after) {
+  static void forward(const Step<T>& s) {
     const Index H = s.H, u = s.units();
-    if (reset_after) {
+    if constexpr (kResetAfter) {
       s.recurrent_gemm(3, 0, 3);
       for (Index r = 0; r < s.n; ++r) {
         RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
@@ -54,7 +71,7 @@ struct GruCell {
   // side of the n block; the r and z blocks are the same on both sides).
   // reset-before: gates out [dr, dz, dn] (both sides); aux (r ⊙ h) is left for dW_hn.
   template <typename T>
-  static void backward(const Step<T>& s, bool reset_after) {
+  static void backward(const Step<T>& s) {
     const Index H = s.H, u = s.units();
     Eigen::Array<T, 1, Eigen::Dynamic> dn(u);
     for (Index r = 0; r < s.n; ++r) {
@@ -62,34 +79,34 @@ struct GruCell {
       RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);
       ConstRowArr<T> dh(s.dh + r * H + s.j0, u);
       ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
-      dn = dh * (T(1) - z) * (T(1) - nn.square());
+      dn = dh * (T(1) - z) * d_tanh(nn);
       RowArr<T>(s.dh_prev + r * H + s.j0, u) = dh * z;
-      z = dh * (hp - nn) * z * (T(1) - z);
-      if (reset_after) {
+      z = dh * (hp - nn) * d_sigmoid(z);
+      if constexpr (kResetAfter) {
         RowArr<T> aux(s.aux + r * H + s.j0, u);
         nn = dn * rg;
-        rg = dn * aux * rg * (T(1) - rg);
+        rg = dn * aux * d_sigmoid(rg);
         aux = dn;
       } else {
         nn = dn;
       }
     }
     barrier();  // the GEMMs below read dG of every unit
-    if (reset_after) {
+    if constexpr (kResetAfter) {
       s.backward_gemm(3, 0, 3, /*accumulate=*/true);
-      return;
+    } else {
+      // d(r ⊙ h) = dn · W_hn for this thread's units, parked in rec [n, H].
+      s.weight_product_bwd(3, 2 * H, H, s.gates, 3 * H, s.rec + s.j0, H, /*accumulate=*/false);
+      for (Index r = 0; r < s.n; ++r) {
+        RowArr<T> rg(s.gate(s.gates, 3, r, 0), u);
+        ConstRowArr<T> drh(s.rec + r * H + s.j0, u);
+        ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
+        RowArr<T>(s.dh_prev + r * H + s.j0, u) += drh * rg;
+        rg = drh * hp * d_sigmoid(rg);
+      }
+      barrier();  // dr of every unit
+      s.backward_gemm(3, 0, 2, /*accumulate=*/true);
     }
-    // d(r ⊙ h) = dn · W_hn for this thread's units, parked in rec [n, H].
-    s.weight_product_bwd(3, 2 * H, H, s.gates, 3 * H, s.rec + s.j0, H, /*accumulate=*/false);
-    for (Index r = 0; r < s.n; ++r) {
-      RowArr<T> rg(s.gate(s.gates, 3, r, 0), u);
-      ConstRowArr<T> drh(s.rec + r * H + s.j0, u);
-      ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
-      RowArr<T>(s.dh_prev + r * H + s.j0, u) += drh * rg;
-      rg = drh * hp * rg * (T(1) - rg);
-    }
-    barrier();  // dr of every unit
-    s.backward_gemm(3, 0, 2, /*accumulate=*/true);
   }
 };
 

@@ -2,12 +2,23 @@
 //   i,f,o = σ(·), g = tanh(·), c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
 #pragma once
 
+#include "rnncore/activations.h"
 #include "step.h"
 
 namespace rnncore::detail {
 
 struct LstmCell {
+  static constexpr CellType kId = CellType::kLstm;
+  static constexpr const char* kName = "lstm";
+  static constexpr const char* kTorchMode = "LSTM";
+  static constexpr const char* kLayer = "LSTM";
+  static constexpr const char* kLayerOption = "";
   static constexpr int kGates = 4;
+  static constexpr int kStates = 2;            // h and the cell state c (kept for backward)
+  static constexpr int kFoldedHiddenBias = 4;  // b_hh adds to the input projection whole
+  static constexpr bool kAux = false;
+  static constexpr bool kAuxIsInputSideDG = false;
+  static constexpr bool kAuxIsRecurrentInput = false;
 
   template <typename T>
   static void forward(const Step<T>& s) {
@@ -37,13 +48,13 @@ struct LstmCell {
       ConstRowArr<T> dh(s.dh + r * H + s.j0, u);
       RowArr<T> dc(s.dc + r * H + s.j0, u);
       tmp = ConstRowArr<T>(s.c + r * H + s.j0, u).tanh();
-      dc += dh * o * (T(1) - tmp.square());  // total dL/dc_t
+      dc += dh * o * d_tanh(tmp);  // total dL/dc_t
       RowArr<T>(s.dc_prev + r * H + s.j0, u) = dc * f;
-      o = dh * tmp * o * (T(1) - o);         // do
-      tmp = dc * i * (T(1) - g.square());    // dg, parked while i is still needed
-      i = dc * g * i * (T(1) - i);           // di
+      o = dh * tmp * d_sigmoid(o);  // do
+      tmp = dc * i * d_tanh(g);     // dg, parked while i is still needed
+      i = dc * g * d_sigmoid(i);    // di
       g = tmp;
-      f = dc * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) * f * (T(1) - f);  // df
+      f = dc * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) * d_sigmoid(f);  // df
     }
     barrier();
     s.backward_gemm(4, 0, 4, /*accumulate=*/false);

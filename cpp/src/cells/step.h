@@ -11,6 +11,7 @@
 #include "../gemv.h"
 #include "../linalg.h"
 #include "../packed_gemm.h"
+#include "rnncore/recurrent.h"
 
 namespace rnncore::detail {
 
@@ -49,13 +50,18 @@ inline void gemm_src_nt(const RowSrc<T>& src, Index n, Index cols, Index k, cons
 template <typename T>
 struct Step {
   Index n = 0;  // active rows: a prefix of the length-sorted batch
-  Index H = 0;  // hidden size
+  Index H = 0;  // hidden size (cell units)
+  // State size: the width of h, the K of every product with W_hh [G*H, R]. H, or the LSTM's
+  // proj_size P, whose h = W_hr (o ⊙ tanh(c)) the driver computes from the cell's output.
+  Index R = 0;
   Index j0 = 0, j1 = 0;  // this thread's hidden units
+  Index q0 = 0, q1 = 0;  // this thread's columns of the state h (the same as j without projection)
   // Forward in: x·Wxᵀ + folded biases. Forward out: activated gates, kept for backward.
   // Backward out: dG, the gradient w.r.t. the gate pre-activations.
   T* gates = nullptr;  // [n, G*H], row stride G*H
-  RowSrc<T> h_prev;    // [n, H]
-  T* h = nullptr;      // [n, H], row stride ld_h: the new state (= this step's output)
+  RowSrc<T> h_prev;    // [n, R]
+  T* h = nullptr;      // [n, H], row stride ld_h: the cell's output (the new state, or with a
+                       // projection the driver's input to W_hr)
   Index ld_h = 0;
   RowSrc<T> c_prev;    // [n, H] LSTM cell state before the step
   T* c = nullptr;      // [n, H] LSTM cell state after the step, row stride H
@@ -63,29 +69,29 @@ struct Step {
   // Forward: this thread's recurrent pre-activations [n, G*u] (row stride G*u, gate blocks of u
   // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
   T* rec = nullptr;
-  const T* Wh = nullptr;    // [G*H, H] PyTorch layout (backward)
-  // Forward: this thread's rows of W_hh, gate by gate: [G*u, H], or when small_batch (batches of
-  // at most kGemvRows) each gate's [u, H] block packed by pack_gemv_panels (u*H values each).
+  const T* Wh = nullptr;    // [G*H, R] PyTorch layout (backward)
+  // Forward: this thread's rows of W_hh, gate by gate: [G*u, R], or when small_batch (batches of
+  // at most kGemvRows) each gate's [u, R] block packed by pack_gemv_panels (u*R values each).
   const T* Wh_own = nullptr;
   bool small_batch = false;
   // Short calls of a small batch (see kGemvPackMinSteps): Wh_own is unused and gate g's block of
   // this thread's units is rows [g*H + j0, g*H + j1) of Wh itself.
   bool gemv_in_place = false;
   // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
-  // per gate block [H, u] (packed_size(H, u) floats each); backward, W_hh[:, j0:j1] as [G*H, u].
+  // per gate block [R, u] (packed_size(R, u) floats each); backward, W_hh[:, q0:q1] as [G*H, uq].
   const T* Wh_packed = nullptr;
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
-  T* dh = nullptr;       // [n, H] in: dL/dh_t (carried + from the output); clobbered
+  T* dh = nullptr;       // [n, H] in: dL/d(cell output h_t) (carried + from the output); clobbered
   T* dc = nullptr;       // [n, H] in: carried dL/dc_t (LSTM); clobbered
-  T* dh_prev = nullptr;  // [n, H] out (=)
+  T* dh_prev = nullptr;  // [n, R] out (=)
   T* dc_prev = nullptr;  // [n, H] out (=), LSTM
 
   Index units() const { return j1 - j0; }
   using VecMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
   using CVecMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
-  // Rows of W_hh for gate block g and this thread's units: [u, H] (gemv_in_place).
-  ConstMatView<T> own_rows(Index g) const { return cview(Wh + (g * H + j0) * H, units(), H, H); }
+  // Rows of W_hh for gate block g and this thread's units: [u, R] (gemv_in_place).
+  ConstMatView<T> own_rows(Index g) const { return cview(Wh + (g * H + j0) * R, units(), R, R); }
   // This thread's units of gate block g in row r of a [n, G*H] buffer.
   T* gate(T* base, Index G, Index r, Index g) const { return base + r * G * H + g * H + j0; }
   // rec[:, g0*u : g1*u] = h_prev · (rows of gate blocks [g0, g1) of W_hh for this thread's units)ᵀ:
@@ -95,14 +101,14 @@ struct Step {
     if (gemv_in_place) {
       for (Index g = g0; g < g1; ++g)
         for (Index r = 0; r < n; ++r)
-          VecMap(rec + r * G * u + g * u, u).noalias() = own_rows(g) * CVecMap(h_prev.row(r), H);
+          VecMap(rec + r * G * u + g * u, u).noalias() = own_rows(g) * CVecMap(h_prev.row(r), R);
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
         const PackedRows rows{h_prev.a, h_prev.lda, h_prev.na, h_prev.b, h_prev.ldb};
         for (Index g = g0; g < g1; ++g)
-          packed_gemm(n, u, H, rows, 0, Wh_packed + g * packed_size(H, u), H, rec + g * u, G * u,
+          packed_gemm(n, u, R, rows, 0, Wh_packed + g * packed_size(R, u), R, rec + g * u, G * u,
                       /*accumulate=*/false);
         return;
       }
@@ -111,54 +117,54 @@ struct Step {
       const T* xs[kGemvMaxRows];
       for (Index r = 0; r < n; ++r) xs[r] = h_prev.row(r);
       for (Index g = g0; g < g1; ++g)
-        gemv_panels(u, H, Wh_own + g * u * H, int(n), xs, rec + g * u, G * u,
+        gemv_panels(u, R, Wh_own + g * u * R, int(n), xs, rec + g * u, G * u,
                     /*accumulate=*/false);
       return;
     }
-    gemm_src_nt(h_prev, n, (g1 - g0) * u, H, Wh_own + g0 * u * H, H, rec + g0 * u, G * u,
+    gemm_src_nt(h_prev, n, (g1 - g0) * u, R, Wh_own + g0 * u * R, R, rec + g0 * u, G * u,
                 /*accumulate=*/false);
   }
-  // out[r, 0:u] += a[r, 0:H] · (this thread's rows of gate block g)ᵀ for r < n (row strides lda,
+  // out[r, 0:u] += a[r, 0:R] · (this thread's rows of gate block g)ᵀ for r < n (row strides lda,
   // ldo): the GRU reset-before product W_hn (r ⊙ h).
   void own_gate_product(Index /*G*/, Index g, const T* a, Index lda, T* out, Index ldo) const {
     const Index u = units();
     if (gemv_in_place) {
       for (Index r = 0; r < n; ++r)
-        VecMap(out + r * ldo, u).noalias() += own_rows(g) * CVecMap(a + r * lda, H);
+        VecMap(out + r * ldo, u).noalias() += own_rows(g) * CVecMap(a + r * lda, R);
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
-        packed_gemm(n, u, H, PackedRows{a, lda, n, nullptr, 0}, 0,
-                    Wh_packed + g * packed_size(H, u), H, out, ldo, /*accumulate=*/true);
+        packed_gemm(n, u, R, PackedRows{a, lda, n, nullptr, 0}, 0,
+                    Wh_packed + g * packed_size(R, u), R, out, ldo, /*accumulate=*/true);
         return;
       }
     }
     if (small_batch) {
       const T* xs[kGemvMaxRows];
       for (Index r = 0; r < n; ++r) xs[r] = a + r * lda;
-      gemv_panels(u, H, Wh_own + g * u * H, int(n), xs, out, ldo, /*accumulate=*/true);
+      gemv_panels(u, R, Wh_own + g * u * R, int(n), xs, out, ldo, /*accumulate=*/true);
       return;
     }
-    gemm_nt(n, u, H, a, lda, Wh_own + g * u * H, H, out, ldo, /*accumulate=*/true);
+    gemm_nt(n, u, R, a, lda, Wh_own + g * u * R, R, out, ldo, /*accumulate=*/true);
   }
   // This thread's recurrent pre-activations of gate block g in row r.
   const T* rec_gate(Index G, Index r, Index g) const { return rec + r * G * units() + g * units(); }
-  // C[:, 0:u] (+)= A[:, k0:k0+k] · W_hh[k0:k0+k, j0:j1] (A row stride lda, C row stride ldc).
+  // C[:, 0:uq] (+)= A[:, k0:k0+k] · W_hh[k0:k0+k, q0:q1] (A row stride lda, C row stride ldc).
   void weight_product_bwd(Index G, Index k0, Index k, const T* A, Index lda, T* C, Index ldc,
                           bool accumulate) const {
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
-        packed_gemm(n, units(), k, PackedRows{A, lda, n, nullptr, 0}, k0, Wh_packed, G * H, C, ldc,
-                    accumulate);
+        packed_gemm(n, q1 - q0, k, PackedRows{A, lda, n, nullptr, 0}, k0, Wh_packed, G * H, C,
+                    ldc, accumulate);
         return;
       }
     }
-    gemm_nn(n, units(), k, A + k0, lda, Wh + k0 * H + j0, H, C, ldc, accumulate);
+    gemm_nn(n, q1 - q0, k, A + k0, lda, Wh + k0 * R + q0, R, C, ldc, accumulate);
   }
-  // dh_prev[:, j0:j1] (+)= dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, j0:j1].
+  // dh_prev[:, q0:q1] (+)= dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, q0:q1].
   void backward_gemm(Index G, Index g0, Index g1, bool accumulate) const {
-    weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, dh_prev + j0, H, accumulate);
+    weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, dh_prev + q0, R, accumulate);
   }
 };
 

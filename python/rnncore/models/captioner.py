@@ -16,8 +16,8 @@ import numpy as np
 
 from .. import nn
 from . import register
+from .language_model import make_rnn
 from .seq2seq import beam_search, teacher_forcing_batch
-from .sequence_regressor import make_rnn
 
 
 @register

@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import nn
 from . import register
-from .sequence_regressor import hidden_of, make_rnn
+from .language_model import make_rnn
+from .sequence_regressor import hidden_of
 
 MODES = ("many_to_one", "many_to_many")
 
@@ -46,7 +47,7 @@ class Forecaster(nn.Module):
     Args:
         input_size: I, features per step (1 for a univariate series).
         hidden_size, num_layers, cell: the recurrent stack (see
-            :func:`rnncore.models.sequence_regressor.make_rnn`).
+            :func:`rnncore.models.language_model.make_rnn`).
         horizon: h >= 1 steps predicted at once.
         mode: "many_to_one" or "many_to_many" (see the module docstring).
         dropout: between stacked layers.

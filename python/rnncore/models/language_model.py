@@ -12,44 +12,64 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ..nn import GRU, LSTM, RNN, CrossEntropyLoss, Dropout, Embedding, Linear, Module
+from ..nn import CELLS as nn_cells
+from ..nn import (
+    GRU,
+    LSTM,
+    RNN,
+    CrossEntropyLoss,
+    Dropout,
+    Embedding,
+    Linear,
+    Module,
+    recurrent_layer,
+)
 from ..nn.layers import _FlatModule
 from . import register
 
-#: cell names of model configs -> (layer class, constructor keywords)
-CELLS: dict[str, tuple[type, dict[str, Any]]] = {
-    "rnn": (RNN, {"nonlinearity": "tanh"}),
-    "rnn_relu": (RNN, {"nonlinearity": "relu"}),
-    "lstm": (LSTM, {}),
-    "gru": (GRU, {"reset_after": True}),
-    "gru_v1": (GRU, {"reset_after": False}),
-}
+#: cell names of model configs: the engine's registry (rnncore.nn.CELLS)
+CELLS = tuple(nn_cells)
 
 
 def make_rnn(
     cell: str,
     input_size: int,
     hidden_size: int,
-    num_layers: int,
+    num_layers: int = 1,
     *,
     bidirectional: bool = False,
     dropout: float = 0.0,
     dtype: Any = "float32",
     seed: int | None = None,
+    init: str = "uniform",
+    forget_bias: float | None = None,
+    proj_size: int = 0,
     owner: str = "model",
 ) -> RNN | LSTM | GRU:
-    """A time-major recurrent layer for a config's cell name.
+    """A time-major recurrent layer for a config's cell name; every task model builds its own here.
 
     Args:
-        cell: "rnn" (tanh), "rnn_relu", "lstm", "gru" (reset after, PyTorch's) or "gru_v1"
-            (reset before, Cho et al. 2014).
+        cell: a registered cell (:data:`rnncore.nn.CELLS`): "rnn" (tanh), "rnn_relu", "lstm",
+            "gru" (reset after, PyTorch's) or "gru_v1" (reset before, Cho et al. 2014).
         dropout: between stacked layers (the engine's), training only.
+        init: "uniform", "orthogonal" or "identity" (RNN cells only: IRNN).
+        forget_bias: LSTM only (e.g. 1.0), else must be None.
+        proj_size: LSTM only: the size P of its projected h (0: none; see rnncore.nn.LSTM).
         owner: the model's name, for error messages.
+
+    Shapes: x [T, B, input_size] -> y [T, B, D*R], R = proj_size or hidden_size.
     """
     if cell not in CELLS:
         raise ValueError(f"{owner}: cell must be one of {sorted(CELLS)}, got {cell!r}")
-    cls, kw = CELLS[cell]
-    return cls(
+    if cell != "lstm" and forget_bias is not None:
+        raise ValueError(f"{owner}: forget_bias is for the lstm cell only, got cell {cell!r}")
+    if cell != "lstm" and proj_size:
+        raise ValueError(f"{owner}: proj_size is for the lstm cell only, got cell {cell!r}")
+    extra: dict[str, Any] = {"forget_bias": forget_bias} if forget_bias is not None else {}
+    if proj_size:
+        extra["proj_size"] = proj_size
+    return recurrent_layer(
+        cell,
         input_size,
         hidden_size,
         num_layers=num_layers,
@@ -57,7 +77,8 @@ def make_rnn(
         dropout=dropout if num_layers > 1 else 0.0,
         dtype=dtype,
         seed=seed,
-        **kw,
+        init=init,
+        **extra,
     )
 
 
@@ -169,11 +190,13 @@ class LanguageModel(Module):
         dropout: probability on the embedding output, between recurrent layers and on the top
             layer's output (Zaremba et al. 2014's non-recurrent dropout), training only.
         tie_weights: the decoder uses ``embedding.weight`` (Press & Wolf 2017); needs
-            embed_dim == hidden_size.
+            embed_dim == R (R = proj_size or hidden_size).
         dtype: "float32" or "float64".
         seed: seed of the initialisation and dropout masks.
+        proj_size: LSTM only: P > 0 projects each layer's h to P values (LSTMP, Sak et al. 2014;
+            the decoder then reads P features). The C++ LanguageModel loads it too.
 
-    Shapes: ids int [T, B] -> logits [T, B, V]; state h [L, B, H] (LSTM: (h, c)).
+    Shapes: ids int [T, B] -> logits [T, B, V]; state h [L, B, R] (LSTM: (h, c), c [L, B, H]).
     """
 
     MODEL_TYPE = "language_model"
@@ -189,13 +212,15 @@ class LanguageModel(Module):
         tie_weights: bool = False,
         dtype: Any = "float32",
         seed: int | None = None,
+        proj_size: int = 0,
     ) -> None:
         super().__init__()
         owner = "LanguageModel"
-        if tie_weights and embed_dim != hidden_size:
+        features = proj_size or hidden_size  # what the decoder reads
+        if tie_weights and embed_dim != features:
+            what = "proj_size" if proj_size else "hidden_size"
             raise ValueError(
-                f"{owner}: tie_weights needs embed_dim == hidden_size, got {embed_dim} and "
-                f"{hidden_size}"
+                f"{owner}: tie_weights needs embed_dim == {what}, got {embed_dim} and {features}"
             )
         self._config = dict(
             vocab_size=int(vocab_size),
@@ -208,6 +233,8 @@ class LanguageModel(Module):
             dtype=dtype_name(dtype),
             seed=seed,
         )
+        if proj_size:  # written only when used: older checkpoints and readers stay as they were
+            self._config["proj_size"] = int(proj_size)
         s = child_seeds(seed, 5)
         self.embedding = Embedding(vocab_size, embed_dim, dtype=dtype, seed=s[0])
         self.drop_in = Dropout(dropout, seed=s[1])
@@ -219,13 +246,14 @@ class LanguageModel(Module):
             dropout=dropout,
             dtype=dtype,
             seed=s[2],
+            proj_size=proj_size,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])
         if tie_weights:
             self.decoder: Linear | TiedDecoder = TiedDecoder(self.embedding)
         else:
-            self.decoder = Linear(hidden_size, vocab_size, dtype=dtype, seed=s[4])
+            self.decoder = Linear(features, vocab_size, dtype=dtype, seed=s[4])
         self.criterion = CrossEntropyLoss()
         #: True for a character model: epoch_metrics then adds bits per character ("bpc")
         self.char_level = False

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import nn
 from . import register
-from .sequence_regressor import make_rnn
+from .language_model import make_rnn
 
 ATTENTION = (None, "dot", "general")
 BRIDGES = ("linear", "sum")

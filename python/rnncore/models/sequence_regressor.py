@@ -2,7 +2,7 @@
 
 The model of the vanishing-gradient lesson: the adding problem (regression from the last step),
 the copy / memory task (a class at every step) and sequential pixel-by-pixel digits (a class from
-the last step). ``make_rnn`` is the cell factory the other models of this package share.
+the last step).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import nn
 from . import register
+from .language_model import CELLS, make_rnn
 
-CELLS = ("rnn", "rnn_relu", "lstm", "gru", "gru_v1")
 # Command-line spellings: "irnn" is a ReLU RNN with identity recurrent weights (Le et al. 2015).
 CELL_ALIASES = {"irnn": ("rnn_relu", "identity"), "tanh": ("rnn", "uniform")}
 
@@ -28,47 +28,6 @@ def resolve_cell(cell: str, init: str = "uniform") -> tuple[str, str]:
         known = ", ".join(CELLS + tuple(CELL_ALIASES))
         raise ValueError(f"cell must be one of {known}; got {cell!r}")
     return cell, init
-
-
-def make_rnn(
-    cell: str,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int = 1,
-    *,
-    bidirectional: bool = False,
-    dropout: float = 0.0,
-    dtype: Any = "float32",
-    seed: int | None = None,
-    init: str = "uniform",
-    forget_bias: float | None = None,
-) -> nn.RNN | nn.LSTM | nn.GRU:
-    """A time-major recurrent layer for a config cell name.
-
-    Args:
-        cell: "rnn" (tanh), "rnn_relu", "lstm", "gru" (reset after, PyTorch's) or "gru_v1"
-            (reset before, Cho et al. 2014).
-        init: "uniform", "orthogonal" or "identity" (RNN cells only: IRNN).
-        forget_bias: LSTM only (e.g. 1.0), else must be None.
-    """
-    if cell not in CELLS:
-        raise ValueError(f"make_rnn: cell must be one of {CELLS}, got {cell!r}")
-    common = dict(
-        num_layers=num_layers,
-        dropout=dropout,
-        bidirectional=bidirectional,
-        dtype=dtype,
-        seed=seed,
-        init=init,
-    )
-    if cell != "lstm" and forget_bias is not None:
-        raise ValueError(f"make_rnn: forget_bias is for the lstm cell only, got cell {cell!r}")
-    if cell in ("rnn", "rnn_relu"):
-        nonlinearity = "tanh" if cell == "rnn" else "relu"
-        return nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **common)
-    if cell == "lstm":
-        return nn.LSTM(input_size, hidden_size, forget_bias=forget_bias, **common)
-    return nn.GRU(input_size, hidden_size, reset_after=(cell == "gru"), **common)
 
 
 def hidden_of(state: Any) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .layers import Dropout, Embedding, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter
-from .recurrent import GRU, LSTM, RNN
+from .recurrent import CELLS, GRU, LSTM, RNN, recurrent_layer
 
 __all__ = [
     "Module",
@@ -14,6 +14,8 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "CELLS",
+    "recurrent_layer",
     "Embedding",
     "Linear",
     "Dropout",

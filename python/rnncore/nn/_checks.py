@@ -25,3 +25,21 @@ def float_dtype(value: Any, owner: str) -> np.dtype:
     if dt not in (np.float32, np.float64):
         raise TypeError(f"{owner}: dtype must be 'float32' or 'float64', got {dt}")
     return dt
+
+
+def check_device(value: Any, owner: str) -> str:
+    """``value`` as a device name this build can use ("cpu"; "cuda" where built with CUDA).
+
+    Raises TypeError for a non-string, ValueError for an unknown name and RuntimeError naming
+    CUDA when the build has no CUDA backend (as ``torch`` does without one).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{owner}: device must be a string like 'cpu', got {type(value).__name__}")
+    from .. import _core
+
+    try:
+        return _core.require_device(value)
+    except ValueError as e:
+        raise ValueError(f"{owner}: {e}") from None
+    except RuntimeError as e:
+        raise RuntimeError(f"{owner}: {e}") from None

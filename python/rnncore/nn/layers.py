@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ._checks import float_dtype, positive_int
+from ._checks import check_device, float_dtype, positive_int
 from .module import Module, Parameter
 
 
@@ -72,6 +72,7 @@ class Embedding(_FlatModule):
             never receives a gradient, or None.
         dtype: 'float32' or 'float64'.
         seed: seed of the N(0, 1) initialisation (PyTorch's), or None.
+        device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
 
     Parameter: ``weight`` [V, E]. ``backward`` scatter-adds into ``weight.grad`` and returns None
     (ids have no gradient).
@@ -84,9 +85,11 @@ class Embedding(_FlatModule):
         padding_idx: int | None = None,
         dtype: Any = "float32",
         seed: int | None = None,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         owner = "Embedding"
+        self.device = check_device(device, owner)
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings", owner)
         self.embedding_dim = positive_int(embedding_dim, "embedding_dim", owner)
         if padding_idx is not None:
@@ -182,6 +185,7 @@ class Linear(_FlatModule):
         bias: whether to learn a bias [O].
         dtype: 'float32' or 'float64'.
         seed: seed of the U(-1/sqrt(I), 1/sqrt(I)) initialisation (PyTorch's), or None.
+        device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
 
     Parameters: ``weight`` [O, I], ``bias`` [O]; both in one flat buffer.
     Shapes: x [..., I] -> y [..., O]; ``backward(dy [..., O])`` -> dx [..., I]. ``backward`` uses
@@ -195,9 +199,11 @@ class Linear(_FlatModule):
         bias: bool = True,
         dtype: Any = "float32",
         seed: int | None = None,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         owner = "Linear"
+        self.device = check_device(device, owner)
         self.in_features = positive_int(in_features, "in_features", owner)
         self.out_features = positive_int(out_features, "out_features", owner)
         self.dtype = float_dtype(dtype, owner)

@@ -12,17 +12,24 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ._checks import float_dtype, positive_int
+from ._checks import check_device, float_dtype, positive_int
 from .module import Module, Parameter
 
-_CELLS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+#: The engine's cell registry by name: {"lstm": {"name", "torch_mode", "layer", "layer_option",
+#: "gates", "states"}, ...} (cpp/src/cells/registry.h is the one list).
+CELLS: dict[str, dict[str, Any]] = {c["name"]: c for c in _core.cells()}
 _INITS = ("uniform", "orthogonal", "identity")
 
 State = Any  # h [L*D, B, H], or (h, c) for an LSTM
 
 
 class _Recurrent(Module):
-    """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+    """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
+
+    ``cell`` is a registry name (:data:`CELLS`): the subclasses pick it from their PyTorch-style
+    options (``nonlinearity``, ``reset_after``). ``device`` is "cpu"; "cuda" raises RuntimeError
+    in a build without the CUDA backend.
+    """
 
     _mode = ""
 
@@ -40,13 +47,24 @@ class _Recurrent(Module):
         seed: int | None,
         init: str,
         forget_bias: float | None = None,
-        reset_after: bool = True,
+        device: str = "cpu",
+        proj_size: int = 0,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
         self.input_size = positive_int(input_size, "input_size", owner)
         self.hidden_size = positive_int(hidden_size, "hidden_size", owner)
         self.num_layers = positive_int(num_layers, "num_layers", owner)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+            raise TypeError(
+                f"{owner}: proj_size must be an integer, got {type(proj_size).__name__}"
+            )
+        if proj_size != 0 and not 0 < proj_size < self.hidden_size:
+            raise ValueError(
+                f"{owner}: proj_size must be 0 or in [1, hidden_size={self.hidden_size}), "
+                f"got {proj_size}"
+            )
+        self.proj_size = int(proj_size)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
             raise TypeError(f"{owner}: dropout must be a number, got {type(dropout).__name__}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -57,19 +75,21 @@ class _Recurrent(Module):
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        self.reset_after = bool(reset_after)
         self.dtype = float_dtype(dtype, owner)
-        self._cell = cell
+        self.device = check_device(device, owner)
+        self.cell = cell
+        self._has_c = CELLS[cell]["states"] == 2  # the state is (h, c)
         core_cls = _core.RecurrentF32 if self.dtype == np.float32 else _core.RecurrentF64
         self._core = core_cls(
-            _CELLS[cell],
+            cell,
             self.input_size,
             self.hidden_size,
             self.num_layers,
             self.bidirectional,
             self.bias,
-            self.reset_after,
             self.dropout,
+            self.device,
+            self.proj_size,
         )
         flat, gflat = self._core.params, self._core.grads
         for name, offset, shape in self._core.param_info():
@@ -122,7 +142,7 @@ class _Recurrent(Module):
         owner = type(self).__name__
         if init not in _INITS:
             raise ValueError(f"{owner}: init must be one of {_INITS}, got {init!r}")
-        if init == "identity" and not self._cell.startswith("RNN"):
+        if init == "identity" and CELLS[self.cell]["layer"] != "RNN":
             raise ValueError(f"{owner}: init='identity' (IRNN) is for RNN layers only")
         H = self.hidden_size
         k = 1.0 / math.sqrt(H)
@@ -136,12 +156,15 @@ class _Recurrent(Module):
                 p.data[...] = 0.0
             elif init == "identity":
                 p.data[...] = np.eye(H) if is_hh else rng.normal(0.0, 1e-3, size=p.shape)
-            else:  # orthogonal recurrent blocks
+            elif p.name.startswith("weight_hr"):  # the projection: as weight_ih
+                p.data[...] = rng.uniform(-k, k, size=p.shape)
+            else:  # orthogonal recurrent blocks ([H, R]: orthonormal columns when R < H)
+                R = p.shape[1]
                 for g in range(p.shape[0] // H):
-                    q, r = np.linalg.qr(rng.normal(size=(H, H)))
+                    q, r = np.linalg.qr(rng.normal(size=(H, R)))
                     p.data[g * H : (g + 1) * H] = q * np.sign(np.diag(r))
         if forget_bias is not None:
-            if self._cell != "LSTM":
+            if self.cell != "lstm":
                 raise ValueError(f"{owner}: forget_bias is for LSTM layers only")
             if not self.bias:
                 raise ValueError(f"{owner}: forget_bias needs bias=True")
@@ -150,6 +173,22 @@ class _Recurrent(Module):
                     p.data[H : 2 * H] = float(forget_bias)
                 elif p.name.startswith("bias_hh"):
                     p.data[H : 2 * H] = 0.0
+
+    @property
+    def state_size(self) -> int:
+        """R: the size of h and of each direction's output (proj_size if set, else hidden_size)."""
+        return self.proj_size or self.hidden_size
+
+    def zero_state(self, batch_size: int) -> State:
+        """The all-zero initial state for ``batch_size`` sequences, in the layer's dtype.
+
+        Returns h [L*D, B, R], or (h, c) with c [L*D, B, H] for a cell with a cell state (LSTM).
+        """
+        lead = (self.num_layers * self.num_directions, int(batch_size))
+        h = np.zeros(lead + (self.state_size,), dtype=self.dtype)
+        if not self._has_c:
+            return h
+        return h, np.zeros(lead + (self.hidden_size,), dtype=self.dtype)
 
     # ---- forward / backward ----------------------------------------------------------------
     def _time_major(self, a: Any, name: str, where: str) -> np.ndarray:
@@ -165,7 +204,7 @@ class _Recurrent(Module):
     def _state_arrays(self, state: Any, name: str, where: str) -> tuple[Any, Any]:
         if state is None:
             return None, None
-        if self._cell == "LSTM":
+        if self._has_c:
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{where}: {name} of an LSTM must be a tuple (h, c) or None")
             h, c = state
@@ -222,7 +261,7 @@ class _Recurrent(Module):
             raise type(e)(f"{where}: {msg}") from None
         if self.batch_first:
             y = y.transpose(1, 0, 2)
-        return y, ((hn, cn) if self._cell == "LSTM" else hn)
+        return y, ((hn, cn) if self._has_c else hn)
 
     def backward(self, dy: np.ndarray | None, dstate: State = None) -> tuple[np.ndarray, State]:
         """BPTT through the last training-mode forward (each forward allows one backward).
@@ -253,13 +292,15 @@ class _Recurrent(Module):
         self.step_grad_norms = norms
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
-        return dx, ((dh0, dc0) if self._cell == "LSTM" else dh0)
+        return dx, ((dh0, dc0) if self._has_c else dh0)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self._cell == "RNN_RELU":
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        if self.cell == "rnn_relu":
             s += ", nonlinearity='relu'"
         if not self.bias:
             s += ", bias=False"
@@ -269,10 +310,12 @@ class _Recurrent(Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
-        if self._cell == "GRU" and not self.reset_after:
+        if self.cell == "gru_v1":
             s += ", reset_after=False"
         if self.dtype != np.float32:
             s += f", dtype='{self.dtype}'"
+        if self.device != "cpu":
+            s += f", device='{self.device}'"
         return s
 
 
@@ -299,12 +342,13 @@ class RNN(_Recurrent):
         seed: int | None = None,
         *,
         init: str = "uniform",
+        device: str = "cpu",
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(
-            "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            "rnn" if nonlinearity == "tanh" else "rnn_relu",
             input_size,
             hidden_size,
             num_layers,
@@ -315,6 +359,7 @@ class RNN(_Recurrent):
             dtype,
             seed,
             init,
+            device=device,
         )
 
 
@@ -322,6 +367,11 @@ class LSTM(_Recurrent):
     """LSTM (gate order i, f, g, o as PyTorch): c' = f*c + i*g, h' = o*tanh(c').
 
     Shapes: x [T, B, I] -> y [T, B, D*H], state (h, c), each [L*D, B, H].
+
+    ``proj_size=P`` (0 < P < H) is PyTorch's LSTM with projections (LSTMP, Sak et al. 2014):
+    h' = W_hr (o*tanh(c')) has size P, so y [T, B, D*P], h [L*D, B, P], c [L*D, B, H],
+    weight_hh [4H, P], layers above the first take D*P inputs, and every layer and direction
+    has ``weight_hr_l{k}[_reverse]`` [P, H] (PyTorch's names: state_dicts move across).
     """
 
     _mode = "LSTM"
@@ -340,9 +390,11 @@ class LSTM(_Recurrent):
         *,
         init: str = "uniform",
         forget_bias: float | None = None,
+        device: str = "cpu",
+        proj_size: int = 0,
     ) -> None:
         super().__init__(
-            "LSTM",
+            "lstm",
             input_size,
             hidden_size,
             num_layers,
@@ -354,6 +406,8 @@ class LSTM(_Recurrent):
             seed,
             init,
             forget_bias,
+            device=device,
+            proj_size=proj_size,
         )
 
 
@@ -381,9 +435,11 @@ class GRU(_Recurrent):
         *,
         init: str = "uniform",
         reset_after: bool = True,
+        device: str = "cpu",
     ) -> None:
+        self.reset_after = bool(reset_after)
         super().__init__(
-            "GRU",
+            "gru" if self.reset_after else "gru_v1",
             input_size,
             hidden_size,
             num_layers,
@@ -394,5 +450,30 @@ class GRU(_Recurrent):
             dtype,
             seed,
             init,
-            reset_after=reset_after,
+            device=device,
         )
+
+
+def _option_value(text: str) -> Any:
+    """A registry layer_option's value: "relu" -> "relu", "0"/"1" -> int."""
+    return int(text) if text.isdigit() else text
+
+
+def recurrent_layer(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> _Recurrent:
+    """A recurrent layer for a registered cell name (see :data:`CELLS`).
+
+    "rnn" -> ``RNN(nonlinearity="tanh")``, "rnn_relu" -> ``RNN(nonlinearity="relu")``, "lstm" ->
+    ``LSTM``, "gru" -> ``GRU``, "gru_v1" -> ``GRU(reset_after=False)``: the registry names each
+    cell's layer class and the constructor keyword that selects it, so a new cell needs no edit
+    here. ``kwargs`` go to the class (num_layers, bidirectional, dropout, dtype, seed, init, ...).
+
+    Shapes: as the layer class, x [T, B, I] -> y [T, B, D*H].
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    info = CELLS[cell]
+    if info["layer_option"]:
+        key, value = info["layer_option"].split("=", 1)
+        kwargs[key] = _option_value(value)
+    layer_cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[info["layer"]]
+    return layer_cls(input_size, hidden_size, **kwargs)

@@ -36,10 +36,12 @@ import numpy as np
 
 from .. import optim
 from ..data import BucketBatchSampler, DataFormatError
+from ..models.language_model import CELLS as MODEL_CELLS
 from ..optim import Optimizer
 from ..optim.lr_scheduler import LRScheduler
 
-CELL_CHOICES = ("lstm", "gru", "gru_v1", "rnn", "rnn_relu")
+# --cell: every cell of the engine's registry (rnncore.nn.CELLS)
+CELL_CHOICES = MODEL_CELLS
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 
 

@@ -76,9 +76,7 @@ def zero_state(layer: Any, batch_size: int) -> State:
     Returns:
         h [L*D, B, H] (or (h, c) for an LSTM) in the layer's dtype.
     """
-    shape = (layer.num_layers * layer.num_directions, int(batch_size), layer.hidden_size)
-    h = np.zeros(shape, dtype=layer.dtype)
-    return (h, np.zeros_like(h)) if getattr(layer, "_cell", "") == "LSTM" else h
+    return layer.zero_state(batch_size)
 
 
 def reset_state_columns(state: State, mask: Any) -> State:

@@ -1,0 +1,68 @@
+// The device seam of the sequence layers: what a backend implements for one Recurrent layer.
+//
+// rnncore::Recurrent (recurrent.cpp) owns the configuration and the parameter layout, checks every
+// argument at the API boundary and then calls a backend, whose kernels trust their inputs. The
+// CPU backend is sequence_cpu.cpp; a CUDA backend implements the same class for its memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "rnncore/recurrent.h"
+
+namespace rnncore::detail {
+
+// One forward call, already checked: shapes as in Recurrent::forward (R = state_size()).
+template <typename T>
+struct ForwardCall {
+  int steps = 0, batch = 0;
+  const T* x = nullptr;                   // [T,B,I]
+  const std::int64_t* lengths = nullptr;  // [B] in [1,T], or null
+  const T* h0 = nullptr;                  // [L*D,B,R] or null
+  const T* c0 = nullptr;                  // [L*D,B,H] or null (cells with a cell state)
+  T* y = nullptr;                         // [T,B,D*R] out
+  T* hn = nullptr;                        // [L*D,B,R] out
+  T* cn = nullptr;                        // [L*D,B,H] out or null
+  bool training = false;
+  std::uint64_t dropout_seed = 0;
+};
+
+// One backward call over the saved forward, already checked: shapes as in Recurrent::backward.
+template <typename T>
+struct BackwardCall {
+  const T* dy = nullptr;   // [T,B,D*R] or null
+  const T* dhn = nullptr;  // [L*D,B,R] or null
+  const T* dcn = nullptr;  // [L*D,B,H] or null
+  T* dx = nullptr;         // [T,B,I] out
+  T* dh0 = nullptr;        // [L*D,B,R] out or null
+  T* dc0 = nullptr;        // [L*D,B,H] out or null
+  double* step_grad_norms = nullptr;  // [L*D,T] out or null
+};
+
+// Where one lane's (layer l, direction d; lane k = l*D + d) tensors start in the flat parameter
+// buffer (offsets in scalars; bias offsets are meaningless without biases).
+struct LaneLayout {
+  std::int64_t input_size;  // I_l
+  std::size_t Wx, Wh, bx, bh, Wr;  // Wr: weight_hr with proj_size (else meaningless)
+};
+
+template <typename T>
+class SequenceBackend {
+ public:
+  virtual ~SequenceBackend() = default;
+  // The flat parameter and gradient buffers [P] (device memory of the backend).
+  virtual T* params() = 0;
+  virtual T* grads() = 0;
+  virtual void zero_grad() = 0;
+  virtual void forward(const ForwardCall<T>& call) = 0;
+  // Throws std::runtime_error if the backend finds the saved forward's inputs changed.
+  virtual void backward(const BackwardCall<T>& call) = 0;
+};
+
+template <typename T>
+std::unique_ptr<SequenceBackend<T>> make_cpu_sequence(const RecurrentConfig& cfg,
+                                                      std::vector<LaneLayout> lanes,
+                                                      std::size_t num_params);
+
+}  // namespace rnncore::detail
