@@ -151,12 +151,15 @@ def test_linear_large_batch_uses_threads_and_matches_numpy():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((257, 64))
     dy = rng.standard_normal((257, 300))
-    np.testing.assert_allclose(lin(x), x @ lin.weight.data.T + lin.bias.data, rtol=1e-12)
-    np.testing.assert_allclose(lin.backward(dy), dy @ lin.weight.data, rtol=1e-12)
-    np.testing.assert_allclose(lin.weight.grad, dy.T @ x, rtol=1e-12)
+    # atol: entries that cancel to ~1e-4 differ in the last bits between BLAS kernels (AVX2 vs
+    # AVX-512 OpenBLAS), which a relative tolerance alone reads as a 5e-12 error.
+    tol = dict(rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(lin(x), x @ lin.weight.data.T + lin.bias.data, **tol)
+    np.testing.assert_allclose(lin.backward(dy), dy @ lin.weight.data, **tol)
+    np.testing.assert_allclose(lin.weight.grad, dy.T @ x, **tol)
     wide = Linear(8, 5000, dtype="float64", seed=1)  # more columns than rows: split by columns
     x2 = rng.standard_normal((30, 8))
-    np.testing.assert_allclose(wide(x2), x2 @ wide.weight.data.T + wide.bias.data, rtol=1e-12)
+    np.testing.assert_allclose(wide(x2), x2 @ wide.weight.data.T + wide.bias.data, **tol)
 
 
 def test_linear_flat_buffers_and_init():
