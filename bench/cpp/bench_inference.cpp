@@ -68,8 +68,9 @@ void write_checkpoint(const fs::path& dir, const Model& m) {
   cfg << "{\"vocab_size\": " << m.V << ", \"embed_dim\": " << m.E << ", \"hidden_size\": " << m.H
       << ", \"num_layers\": " << m.L << ", \"cell\": \"" << m.cell << "\"";
   if (m.type != "language_model")
-    cfg << ", \"num_classes\": " << m.C << ", \"bidirectional\": "
-        << (m.bidirectional ? "true" : "false") << ", \"pooling\": \"last\"";
+    cfg << ", \"num_classes\": " << m.C
+        << ", \"bidirectional\": " << (m.bidirectional ? "true" : "false")
+        << ", \"pooling\": \"last\"";
   cfg << "}";
   std::ofstream(dir / "checkpoint.json")
       << "{\"format\": \"rnncore.checkpoint\", \"version\": 1, \"model_type\": \"" << m.type
@@ -89,8 +90,8 @@ double median_seconds(F&& run, int reps) {
   return ts[ts.size() / 2];
 }
 
-void row(int threads, const std::string& model, const std::string& task, double ms,
-         double per_s, const char* unit) {
+void row(int threads, const std::string& model, const std::string& task, double ms, double per_s,
+         const char* unit) {
   std::printf("%-3d  %-22s  %-28s  %10.3f  %12.4g %s\n", threads, model.c_str(), task.c_str(), ms,
               per_s, unit);
   std::fflush(stdout);
@@ -131,7 +132,8 @@ int main(int argc, char** argv) {
       m.H = std::min(m.H, 32);
     }
   const int gen_tokens = quick ? 20 : 200, T = quick ? 10 : 100, B = quick ? 4 : 64;
-  const fs::path tmp = fs::temp_directory_path() / ("rnncore_bench_inference_" + std::to_string(getpid()));
+  const fs::path tmp =
+      fs::temp_directory_path() / ("rnncore_bench_inference_" + std::to_string(getpid()));
   std::printf("rnncore_bench_inference: rnncore %s, gemm %s; median of %d runs\n", RNNCORE_VERSION,
               rnncore::gemm_backend().c_str(), reps);
   std::printf("%-3s  %-22s  %-28s  %10s  %12s\n", "thr", "model", "task", "ms", "rate");
@@ -151,8 +153,7 @@ int main(int argc, char** argv) {
           o.max_tokens = gen_tokens;
           o.top_k = 40;
           const double s = median_seconds([&] { lm.sample({1, 2, 3}, o); }, reps);
-          row(n, m.name, "generate B=1 (per token)", s * 1e3 / gen_tokens, gen_tokens / s,
-              "tok/s");
+          row(n, m.name, "generate B=1 (per token)", s * 1e3 / gen_tokens, gen_tokens / s, "tok/s");
           std::vector<float> lp(std::size_t(T) * B * m.V);
           const double s2 =
               median_seconds([&] { lm.log_probs(T, B, ids.data(), lp.data()); }, reps);

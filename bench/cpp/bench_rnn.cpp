@@ -131,9 +131,9 @@ std::vector<double> measure(const std::function<void()>& run, const std::functio
   }
   int reps = plan.fixed_reps;
   if (reps <= 0)
-    reps = int(std::min<double>(plan.max_reps,
-                                std::max<double>(plan.min_reps,
-                                                 std::ceil(plan.target_s / std::max(estimate, 1e-7)))));
+    reps = int(std::min<double>(
+        plan.max_reps,
+        std::max<double>(plan.min_reps, std::ceil(plan.target_s / std::max(estimate, 1e-7)))));
   std::vector<double> ts;
   for (int i = 0; i < reps; ++i) ts.push_back(time_call(run, prep));
   return ts;
@@ -165,8 +165,8 @@ Blas load_blas(const std::string& path) {
     const std::string p = prefix;
     b.sgemm = reinterpret_cast<rnncore::SgemmFn>(dlsym(b.handle, (p + "cblas_sgemm").c_str()));
     b.dgemm = reinterpret_cast<rnncore::DgemmFn>(dlsym(b.handle, (p + "cblas_dgemm").c_str()));
-    b.set_threads = reinterpret_cast<void (*)(int)>(
-        dlsym(b.handle, (p.empty() ? "openblas_set_num_threads" : "scipy_openblas_set_num_threads")));
+    b.set_threads = reinterpret_cast<void (*)(int)>(dlsym(
+        b.handle, (p.empty() ? "openblas_set_num_threads" : "scipy_openblas_set_num_threads")));
     if (b.sgemm && b.dgemm) break;
   }
   if (!b.sgemm || !b.dgemm) throw std::runtime_error("--blas: " + path + " has no cblas_sgemm");
@@ -216,8 +216,8 @@ struct Row {
   int reps;
 };
 
-std::vector<Row> bench_cell(const Config& c, const std::string& cell, int threads,
-                            const Plan& plan, double peak) {
+std::vector<Row> bench_cell(const Config& c, const std::string& cell, int threads, const Plan& plan,
+                            double peak) {
   rnncore::RecurrentConfig rc;
   rc.cell = cell_type(cell);
   rc.input_size = c.I;
@@ -263,8 +263,9 @@ std::vector<Row> bench_cell(const Config& c, const std::string& cell, int thread
           [&] { layer.zero_grad(); }, plan);
     }
     const double flops = forward_flops(c, cell, tokens) * (mode == "train" ? 3 : 1);
-    Row r{threads, c.name, cell, mode, tokens, flops / 1e9, median(ts),
-          *std::min_element(ts.begin(), ts.end()), 0, 0, 0, int(ts.size())};
+    Row r{threads, c.name,      cell,       mode,
+          tokens,  flops / 1e9, median(ts), *std::min_element(ts.begin(), ts.end()),
+          0,       0,           0,          int(ts.size())};
     r.tokens_per_s = tokens / r.median_s;
     r.gflops = flops / r.median_s / 1e9;
     r.frac_peak = peak > 0 ? r.gflops / peak : 0;
@@ -292,8 +293,8 @@ double tiny_us(bool quick) {
 
 // ---- output -----------------------------------------------------------------------------------
 
-const char* kHeader[] = {"thr", "config", "cell", "mode", "rnncore ms", "rnncore tok/s",
-                         "rnncore GF/s", "%peak"};
+const char* kHeader[] = {"thr",        "config",        "cell",         "mode",
+                         "rnncore ms", "rnncore tok/s", "rnncore GF/s", "%peak"};
 const int kWidths[] = {3, 13, 4, 5, 10, 13, 12, 5};
 
 std::string fmt(double v, const char* spec) {
@@ -426,10 +427,10 @@ int main(int argc, char** argv) {
     if (std::fscanf(f, "%lf", &load) != 1) load = -1;
     std::fclose(f);
   }
-  std::printf("rnncore_bench: rnncore %s (C++), gemm %s, OpenMP %s, %ld cpus, quick=%d, load %.2f\n",
-              RNNCORE_VERSION, rnncore::gemm_backend().c_str(),
-              rnncore::has_openmp() ? "on" : "off", sysconf(_SC_NPROCESSORS_ONLN), int(quick),
-              load);
+  std::printf(
+      "rnncore_bench: rnncore %s (C++), gemm %s, OpenMP %s, %ld cpus, quick=%d, load %.2f\n",
+      RNNCORE_VERSION, rnncore::gemm_backend().c_str(), rnncore::has_openmp() ? "on" : "off",
+      sysconf(_SC_NPROCESSORS_ONLN), int(quick), load);
   if (load > 0.5) std::fprintf(stderr, "WARNING: the machine is busy; timings will be noisy.\n");
 
   std::vector<double> peaks;
@@ -469,8 +470,8 @@ int main(int argc, char** argv) {
   if (!json_path.empty()) {
     std::ofstream out(json_path);
     out << "{\"meta\": {\"rnncore\": " << json_string(RNNCORE_VERSION)
-        << ", \"gemm\": " << json_string(rnncore::gemm_backend()) << ", \"quick\": "
-        << (quick ? "true" : "false") << ", \"loadavg_start\": " << load
+        << ", \"gemm\": " << json_string(rnncore::gemm_backend())
+        << ", \"quick\": " << (quick ? "true" : "false") << ", \"loadavg_start\": " << load
         << ", \"flops\": \"forward per layer and direction 2*tokens*(I_l+H)*G*H; training step 3x "
            "forward\"},\n \"peak\": {";
     for (std::size_t i = 0; i < threads.size(); ++i)

@@ -239,9 +239,9 @@ void adam_step(py::handle param_obj, py::handle grad_obj, py::handle m_obj, py::
 }
 
 template <typename T>
-void rmsprop_step(py::handle param_obj, py::handle grad_obj, py::handle sq_obj,
-                  py::handle gavg_obj, py::handle buf_obj, double lr, double alpha, double eps,
-                  double weight_decay, double momentum, bool centered) {
+void rmsprop_step(py::handle param_obj, py::handle grad_obj, py::handle sq_obj, py::handle gavg_obj,
+                  py::handle buf_obj, double lr, double alpha, double eps, double weight_decay,
+                  double momentum, bool centered) {
   auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
   const py::ssize_t P = param.shape(0);
   auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
@@ -256,8 +256,8 @@ void rmsprop_step(py::handle param_obj, py::handle grad_obj, py::handle sq_obj,
 }
 
 template <typename T>
-void adagrad_step(py::handle param_obj, py::handle grad_obj, py::handle sum_obj,
-                  std::int64_t step, double lr, double lr_decay, double weight_decay, double eps) {
+void adagrad_step(py::handle param_obj, py::handle grad_obj, py::handle sum_obj, std::int64_t step,
+                  double lr, double lr_decay, double weight_decay, double eps) {
   auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
   const py::ssize_t P = param.shape(0);
   auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
@@ -366,8 +366,8 @@ void bind_ops(py::module_& m) {
         if (float_bits(logits, "logits") == 64)
           return cross_entropy<double>(logits, targets, ignore_index, reduction, label_smoothing,
                                        grad, grad_scale);
-        return cross_entropy<float>(logits, targets, ignore_index, reduction, label_smoothing,
-                                    grad, grad_scale);
+        return cross_entropy<float>(logits, targets, ignore_index, reduction, label_smoothing, grad,
+                                    grad_scale);
       },
       py::arg("logits"), py::arg("targets"), py::arg("ignore_index") = -100,
       py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0, py::arg("grad") = true,
@@ -402,8 +402,8 @@ void bind_ops(py::module_& m) {
   m.def(
       "adam_step",
       [](py::handle p, py::handle g, py::handle m1, py::handle m2, py::handle vmax,
-         std::int64_t step, double lr, double beta1, double beta2, double eps,
-         double weight_decay, bool decoupled) {
+         std::int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay,
+         bool decoupled) {
         if (float_bits(p, "param") == 64)
           adam_step<double>(p, g, m1, m2, vmax, step, lr, beta1, beta2, eps, weight_decay,
                             decoupled);
@@ -436,8 +436,8 @@ void bind_ops(py::module_& m) {
       "momentum_buf [P] when momentum > 0, else None.");
   m.def(
       "adagrad_step",
-      [](py::handle p, py::handle g, py::handle sum, std::int64_t step, double lr,
-         double lr_decay, double weight_decay, double eps) {
+      [](py::handle p, py::handle g, py::handle sum, std::int64_t step, double lr, double lr_decay,
+         double weight_decay, double eps) {
         if (float_bits(p, "param") == 64)
           adagrad_step<double>(p, g, sum, step, lr, lr_decay, weight_decay, eps);
         else
@@ -459,8 +459,7 @@ void bind_ops(py::module_& m) {
   m.def(
       "clip_grad_norm",
       [](py::handle buffers, double max_norm) {
-        if (!(max_norm > 0.0))
-          throw py::value_error("max_norm: must be > 0, got " + num(max_norm));
+        if (!(max_norm > 0.0)) throw py::value_error("max_norm: must be > 0, got " + num(max_norm));
         auto b = buffer_lists(buffers, "buffers", true);
         py::gil_scoped_release release;
         const double norm = std::sqrt(global_sum_of_squares(b));

@@ -4,7 +4,6 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
-#include <string>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -14,9 +13,9 @@
 #include "rnncore/recurrent.h"
 
 namespace py = pybind11;
-using rnncore::bindings::checked;
 using rnncore::Recurrent;
 using rnncore::RecurrentConfig;
+using rnncore::bindings::checked;
 
 namespace {
 
@@ -43,8 +42,8 @@ struct PyRecurrent {
     return {c.num_layers * c.directions(), B, cell_state ? c.hidden_size : c.state_size()};
   }
 
-  py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
-                    py::handle c0_obj, bool training, std::uint64_t seed) {
+  py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj, py::handle c0_obj,
+                    bool training, std::uint64_t seed) {
     const auto& c = core.config();
     const bool lstm = c.states() == 2;
     auto x = checked<T>(x_obj, "x", "[T, B, I=" + std::to_string(c.input_size) + "]",
@@ -57,8 +56,7 @@ struct PyRecurrent {
     const int T32 = int(Tn), B32 = int(B);
     py::array_t<std::int64_t> lengths;
     if (!lengths_obj.is_none())
-      lengths = checked<std::int64_t>(lengths_obj, "lengths", "[B=" + std::to_string(B) + "]",
-                                      {B});
+      lengths = checked<std::int64_t>(lengths_obj, "lengths", "[B=" + std::to_string(B) + "]", {B});
     py::array_t<T> h0, c0;
     if (!h0_obj.is_none()) h0 = checked<T>(h0_obj, "h0", state_shape(B32), state_dims(B32));
     if (!c0_obj.is_none()) {
@@ -158,8 +156,8 @@ void bind_recurrent(py::module_& m, const char* name) {
              return new Cls(c);
            }),
            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
-           py::arg("bidirectional"), py::arg("bias"), py::arg("dropout"),
-           py::arg("device") = "cpu", py::arg("proj_size") = 0)
+           py::arg("bidirectional"), py::arg("bias"), py::arg("dropout"), py::arg("device") = "cpu",
+           py::arg("proj_size") = 0)
       .def_property_readonly(
           "params",
           [](py::object self) {
@@ -182,15 +180,14 @@ void bind_recurrent(py::module_& m, const char* name) {
             py::list out;
             for (const auto& p : r.core.param_info()) {
               py::tuple shape = p.cols == 0 ? py::tuple(py::make_tuple(p.rows))
-                                           : py::tuple(py::make_tuple(p.rows, p.cols));
+                                            : py::tuple(py::make_tuple(p.rows, p.cols));
               out.append(py::make_tuple(p.name, p.offset, shape));
             }
             return out;
           },
           "[(name, offset, shape)] of every parameter inside the flat buffer, PyTorch's names.")
       .def("zero_grad", [](Cls& r) { r.core.zero_grad(); })
-      .def_property_readonly("has_saved_forward",
-                             [](Cls& r) { return r.core.has_saved_forward(); })
+      .def_property_readonly("has_saved_forward", [](Cls& r) { return r.core.has_saved_forward(); })
       .def("forward", &Cls::forward, py::arg("x"), py::arg("lengths") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("training") = true,
            py::arg("seed") = 0,
@@ -198,7 +195,8 @@ void bind_recurrent(py::module_& m, const char* name) {
            "(y [T,B,D*R], hn [L*D,B,R], cn [L*D,B,H] or None); R = proj_size or H")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
            py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
-           "dy [T,B,D*R] or None, dhn [L*D,B,R] / dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 or None, "
+           "dy [T,B,D*R] or None, dhn [L*D,B,R] / dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 "
+           "or None, "
            "norms [L*D,T] of dL/dh_t or None); parameter gradients accumulate into grads");
 }
 

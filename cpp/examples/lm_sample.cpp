@@ -50,16 +50,26 @@ int main(int argc, char** argv) {
       const std::string a = argv[i];
       if (i + 1 >= argc) throw std::invalid_argument("option " + a + " needs a value");
       const std::string v = argv[++i];
-      if (a == "--prompt") prompt = v;
-      else if (a == "--ids") ids_arg = v;
-      else if (a == "--tokens") opt.max_tokens = std::stoll(v);
-      else if (a == "--temperature") opt.temperature = std::stod(v);
-      else if (a == "--top-k") opt.top_k = std::stoll(v);
-      else if (a == "--seed") opt.seed = std::stoull(v);
-      else if (a == "--top") top = std::stoi(v);
-      else if (a == "--threads") rnncore::set_num_threads(std::stoi(v));
-      else if (a == "--cell") req.cell = v;
-      else throw std::invalid_argument("unknown option " + a);
+      if (a == "--prompt")
+        prompt = v;
+      else if (a == "--ids")
+        ids_arg = v;
+      else if (a == "--tokens")
+        opt.max_tokens = std::stoll(v);
+      else if (a == "--temperature")
+        opt.temperature = std::stod(v);
+      else if (a == "--top-k")
+        opt.top_k = std::stoll(v);
+      else if (a == "--seed")
+        opt.seed = std::stoull(v);
+      else if (a == "--top")
+        top = std::stoi(v);
+      else if (a == "--threads")
+        rnncore::set_num_threads(std::stoi(v));
+      else if (a == "--cell")
+        req.cell = v;
+      else
+        throw std::invalid_argument("unknown option " + a);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rnncore_lm_sample: %s\n", e.what());
@@ -71,12 +81,13 @@ int main(int argc, char** argv) {
     rnncore::LanguageModel lm = rnncore::LanguageModel::load(dir, req);
     const auto& cfg = lm.config();
     const rnncore::Vocabulary& vocab = lm.vocab();
-    std::printf("# %s: %s, %lld layer(s), hidden %lld, vocab %lld, %s vocabulary; %d thread(s), "
-                "gemm %s\n",
-                dir.c_str(), cfg.cell.c_str(), (long long)cfg.num_layers,
-                (long long)cfg.hidden_size, (long long)cfg.vocab_size,
-                vocab.empty() ? "no" : (example::char_level(vocab) ? "character" : "word"),
-                rnncore::get_num_threads(), rnncore::gemm_backend().c_str());
+    std::printf(
+        "# %s: %s, %lld layer(s), hidden %lld, vocab %lld, %s vocabulary; %d thread(s), "
+        "gemm %s\n",
+        dir.c_str(), cfg.cell.c_str(), (long long)cfg.num_layers, (long long)cfg.hidden_size,
+        (long long)cfg.vocab_size,
+        vocab.empty() ? "no" : (example::char_level(vocab) ? "character" : "word"),
+        rnncore::get_num_threads(), rnncore::gemm_backend().c_str());
 
     std::vector<std::int64_t> prefix;
     if (!ids_arg.empty()) {

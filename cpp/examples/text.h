@@ -18,7 +18,11 @@ inline std::vector<std::string> utf8_chars(const std::string& s) {
   std::vector<std::string> out;
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+    std::size_t n = c < 0x80           ? 1
+                    : (c >> 5) == 0x6  ? 2
+                    : (c >> 4) == 0xE  ? 3
+                    : (c >> 3) == 0x1E ? 4
+                                       : 1;
     if (i + n > s.size()) n = 1;
     out.push_back(s.substr(i, n));
     i += n;
@@ -63,9 +67,10 @@ inline std::string decode(const rnncore::Vocabulary& v, const std::vector<std::i
   return out;
 }
 
-// rnncore.data.tokenize (what the sentiment and tagging tasks train on) for ASCII text: lower-cased;
-// a token is a run of word characters (letters, digits, '_'; any non-ASCII byte counts as one)
-// with inner apostrophes ("don't"), or a single other non-space character ("end." -> end .).
+// rnncore.data.tokenize (what the sentiment and tagging tasks train on) for ASCII text:
+// lower-cased; a token is a run of word characters (letters, digits, '_'; any non-ASCII byte counts
+// as one) with inner apostrophes ("don't"), or a single other non-space character ("end." -> end
+// .).
 inline std::vector<std::string> tokenize(const std::string& text) {
   auto word = [](unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; };
   std::string s = text;

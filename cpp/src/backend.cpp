@@ -48,7 +48,8 @@ void require_device(Device device) {
 }
 
 int set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
+  if (n < 1)
+    throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
   const int previous = get_num_threads();
 #ifdef _OPENMP
   omp_set_num_threads(n);

@@ -37,9 +37,9 @@ void RecurrentConfig::validate() const {
   if (num_layers < 1)
     throw std::invalid_argument("num_layers must be >= 1, got " + std::to_string(num_layers));
   if (proj_size < 0 || (proj_size > 0 && proj_size >= hidden_size))
-    throw std::invalid_argument("proj_size must be 0 or in [1, hidden_size=" +
-                                std::to_string(hidden_size) + "), got " +
-                                std::to_string(proj_size));
+    throw std::invalid_argument(
+        "proj_size must be 0 or in [1, hidden_size=" + std::to_string(hidden_size) + "), got " +
+        std::to_string(proj_size));
   if (proj_size > 0 && cell != CellType::kLstm)
     throw std::invalid_argument(std::string("proj_size is for the lstm cell only, got cell ") +
                                 cell_info(cell).name);

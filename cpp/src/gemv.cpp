@@ -1,4 +1,5 @@
-// Matrix-vector kernels with run-time CPU dispatch (AVX-512, AVX2+FMA, portable), for small batches.
+// Matrix-vector kernels with run-time CPU dispatch (AVX-512, AVX2+FMA, portable), for small
+// batches.
 //
 // The weight is packed once per call, transposed into panels of kGemvPanel outputs: panel
 // [k, nb] holds, for each input j, the nb weights it contributes to the panel's outputs, so
@@ -91,7 +92,7 @@ __attribute__((target("avx512f"), always_inline)) inline void transpose16(__m512
 }
 
 __attribute__((target("avx512f"))) void pack_avx512(Idx m, Idx k, const float* W, Idx ldw,
-                                                     float* out) {
+                                                    float* out) {
   const Idx k16 = k - k % 16;
   for (Idx p0 = 0; p0 < m; p0 += kGemvPanel) {
     const Idx nb = panel_width(m, p0), nb16 = nb - nb % 16;
@@ -118,14 +119,14 @@ __attribute__((target("avx512f"))) inline void panel_avx512(Idx k, const float* 
   __mmask16 mask[NQ];
   for (int q = 0; q < NQ; ++q) {
     const Idx left = w - 16 * q;
-    mask[q] = left >= 16 ? __mmask16(0xFFFF)
-                         : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
+    mask[q] =
+        left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
   }
   __m512 acc[NR][NQ];
   for (int r = 0; r < NR; ++r)
     for (int q = 0; q < NQ; ++q)
-      acc[r][q] = accumulate ? _mm512_maskz_loadu_ps(mask[q], y + r * ldy + 16 * q)
-                             : _mm512_setzero_ps();
+      acc[r][q] =
+          accumulate ? _mm512_maskz_loadu_ps(mask[q], y + r * ldy + 16 * q) : _mm512_setzero_ps();
   for (Idx j = 0; j < k; ++j) {
     const float* pj = P + j * nb;
     __m512 wv[NQ];
@@ -142,8 +143,8 @@ __attribute__((target("avx512f"))) inline void panel_avx512(Idx k, const float* 
 // One panel for NR vectors: 8 x 16 outputs at once for one or two vectors, else 4 x 16 twice.
 template <int NR>
 __attribute__((target("avx512f"))) void panels_avx512_n(Idx m, Idx k, const float* packed,
-                                                         const float* const* x, float* y,
-                                                         Idx ldy, bool accumulate) {
+                                                        const float* const* x, float* y, Idx ldy,
+                                                        bool accumulate) {
   constexpr int NQ = NR <= 2 ? 8 : 4;
   for (Idx p0 = 0; p0 < m; p0 += kGemvPanel) {
     const Idx nb = panel_width(m, p0);
@@ -155,20 +156,24 @@ __attribute__((target("avx512f"))) void panels_avx512_n(Idx m, Idx k, const floa
 }
 
 __attribute__((target("avx512f"))) void gemv_avx512(Idx m, Idx k, const float* packed, int n,
-                                                     const float* const* x, float* y, Idx ldy,
-                                                     bool accumulate) {
+                                                    const float* const* x, float* y, Idx ldy,
+                                                    bool accumulate) {
   switch (n) {
-    case 1: return panels_avx512_n<1>(m, k, packed, x, y, ldy, accumulate);
-    case 2: return panels_avx512_n<2>(m, k, packed, x, y, ldy, accumulate);
-    case 3: return panels_avx512_n<3>(m, k, packed, x, y, ldy, accumulate);
-    default: return panels_avx512_n<4>(m, k, packed, x, y, ldy, accumulate);
+    case 1:
+      return panels_avx512_n<1>(m, k, packed, x, y, ldy, accumulate);
+    case 2:
+      return panels_avx512_n<2>(m, k, packed, x, y, ldy, accumulate);
+    case 3:
+      return panels_avx512_n<3>(m, k, packed, x, y, ldy, accumulate);
+    default:
+      return panels_avx512_n<4>(m, k, packed, x, y, ldy, accumulate);
   }
 }
 
 // 8 accumulators of 8 floats: 64 outputs of a panel per pass, one vector at a time.
 __attribute__((target("avx2,fma"))) void gemv_avx2(Idx m, Idx k, const float* packed, int n,
-                                                    const float* const* x, float* y, Idx ldy,
-                                                    bool accumulate) {
+                                                   const float* const* x, float* y, Idx ldy,
+                                                   bool accumulate) {
   for (Idx p0 = 0; p0 < m; p0 += kGemvPanel) {
     const Idx nb = panel_width(m, p0), nb64 = nb - nb % 64;
     const float* panel = packed + p0 * k;
@@ -233,8 +238,8 @@ void pack_gemv_panels(Idx m, Idx k, const double* W, Idx ldw, double* out) {
   pack_portable<double>(m, k, W, ldw, out);
 }
 
-void gemv_panels(Idx m, Idx k, const float* packed, int n, const float* const* x, float* y,
-                 Idx ldy, bool accumulate) {
+void gemv_panels(Idx m, Idx k, const float* packed, int n, const float* const* x, float* y, Idx ldy,
+                 bool accumulate) {
   static const GemvF impl = pick_gemv();
   if (m <= 0 || n <= 0) return;
   impl(m, k, packed, n, x, y, ldy, accumulate);

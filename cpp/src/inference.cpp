@@ -33,8 +33,7 @@ Vocabulary::Vocabulary(std::vector<std::string> tokens, const std::string& pad,
   for (std::size_t i = 0; i < tokens_.size(); ++i)
     if (!index_.emplace(tokens_[i], std::int64_t(i)).second)
       throw std::invalid_argument("Vocabulary: duplicate token '" + tokens_[i] + "' at ids " +
-                                  std::to_string(index_[tokens_[i]]) + " and " +
-                                  std::to_string(i));
+                                  std::to_string(index_[tokens_[i]]) + " and " + std::to_string(i));
   auto role = [&](const std::string& tok, const char* name) -> std::int64_t {
     if (tok.empty()) return -1;
     const auto it = index_.find(tok);
@@ -91,9 +90,9 @@ std::string read_text(const fs::path& p, const std::string& where) {
 struct Meta {
   CheckpointInfo info;
   Value root;
-  const Value* config = nullptr;  // model_config
+  const Value* config = nullptr;            // model_config
   std::map<std::string, std::string> tied;  // alias -> stored tensor name
-  std::string where;              // "checkpoint 'DIR'"
+  std::string where;                        // "checkpoint 'DIR'"
 
   std::string key_where(const std::string& key) const {
     return where + ": checkpoint.json model_config." + key;
@@ -112,8 +111,8 @@ struct Meta {
                             (v->is_number() ? v->text : detail::json::kind_name(v->kind)));
     const std::int64_t n = v->as_int64();
     if (n < min_value)
-      throw CheckpointError(key_where(key) + " must be >= " + std::to_string(min_value) +
-                            ", got " + std::to_string(n));
+      throw CheckpointError(key_where(key) + " must be >= " + std::to_string(min_value) + ", got " +
+                            std::to_string(n));
     return n;
   }
   std::string string(const std::string& key, const std::string& fallback) const {
@@ -136,7 +135,8 @@ struct Meta {
 
 Vocabulary parse_vocab(const Value& v, const std::string& where) {
   if (v.is_null()) return {};
-  if (!v.is_object()) throw CheckpointError(where + ": checkpoint.json vocab must be an object or null");
+  if (!v.is_object())
+    throw CheckpointError(where + ": checkpoint.json vocab must be an object or null");
   const Value* tokens = v.find("tokens");
   if (!tokens || !tokens->is_array())
     throw CheckpointError(where + ": checkpoint.json vocab.tokens must be a list of strings");
@@ -198,7 +198,8 @@ Meta read_meta(const std::string& directory) {
   if (!r.is_object()) throw CheckpointError(m.where + ": checkpoint.json must be a JSON object");
   const Value* format = r.find("format");
   if (!format || !format->is_string() || format->text != "rnncore.checkpoint")
-    throw CheckpointError(m.where + ": checkpoint.json format must be \"rnncore.checkpoint\", got " +
+    throw CheckpointError(m.where +
+                          ": checkpoint.json format must be \"rnncore.checkpoint\", got " +
                           (format && format->is_string() ? in_quotes(format->text) : "none"));
   const Value* version = r.find("version");
   if (!version || !version->is_integer())
@@ -232,7 +233,8 @@ Meta read_meta(const std::string& directory) {
   }
   // "tied": {alias: stored name} for parameters stored once under another name.
   if (const Value* t = r.find("tied"); t && !t->is_null()) {
-    if (!t->is_object()) throw CheckpointError(m.where + ": checkpoint.json tied must be an object");
+    if (!t->is_object())
+      throw CheckpointError(m.where + ": checkpoint.json tied must be an object");
     for (const auto& [alias, target] : t->object) {
       if (!target.is_string())
         throw CheckpointError(m.where + ": checkpoint.json tied." + alias + " must be a string");
@@ -285,8 +287,8 @@ const CellInfo& cell_of(const Meta& m) {
 
 void check_model_type(const Meta& m, const char* expected) {
   if (normalized(m.info.model_type) != normalized(expected))
-    throw CheckpointError(m.where + ": model_type is " + in_quotes(m.info.model_type) + " but the " +
-                          "program loads a " + expected);
+    throw CheckpointError(m.where + ": model_type is " + in_quotes(m.info.model_type) +
+                          " but the " + "program loads a " + expected);
 }
 
 // Compares a ModelRequirements field with the checkpoint's value.
@@ -487,9 +489,9 @@ struct LanguageModel::Impl {
   CheckpointInfo info;
   LanguageModelConfig cfg;
   Recurrent<float> rnn;
-  std::vector<float> embedding;  // [V, E]
-  std::vector<float> dec_w;      // [V, R]; empty when tied (embedding is used)
-  std::vector<float> dec_b;      // [V] or empty
+  std::vector<float> embedding;     // [V, E]
+  std::vector<float> dec_w;         // [V, R]; empty when tied (embedding is used)
+  std::vector<float> dec_b;         // [V] or empty
   std::vector<float> x, y, hn, cn;  // workspaces: [T*B, E], [T*B, R], [L, B, R], [L, B, H]
 
   Impl(CheckpointInfo i, LanguageModelConfig c, Recurrent<float> r)
@@ -511,7 +513,8 @@ struct LanguageModel::Impl {
 
   // Runs the embedding and the recurrent stack over ids [T, B]; outputs in y [T*B, H], the final
   // state in state (when given; it is also the start state).
-  void run(std::int64_t T, std::int64_t B, const std::int64_t* ids, State* state, const char* where) {
+  void run(std::int64_t T, std::int64_t B, const std::int64_t* ids, State* state,
+           const char* where) {
     const int t = as_int(T, "steps"), b = as_int(B, "batch");
     require_ptr(ids, "ids");
     if (state) check_state(*state, B, where);
@@ -523,8 +526,8 @@ struct LanguageModel::Impl {
     embedding_forward<float>(T * B, V, E, ids, embedding.data(), x.data());
     const float* h0 = state ? state->h.data() : nullptr;
     const float* c0 = state && lstm() ? state->c.data() : nullptr;
-    rnn.forward(t, b, x.data(), nullptr, h0, c0, y.data(), hn.data(),
-                lstm() ? cn.data() : nullptr, /*training=*/false);
+    rnn.forward(t, b, x.data(), nullptr, h0, c0, y.data(), hn.data(), lstm() ? cn.data() : nullptr,
+                /*training=*/false);
     if (state) {
       state->h.assign(hn.begin(), hn.end());
       if (lstm()) state->c.assign(cn.begin(), cn.end());
@@ -574,8 +577,7 @@ LanguageModel LanguageModel::load(const std::string& directory, const ModelRequi
                           std::to_string(c.embed_dim) + " and " + std::to_string(c.state_size()));
   if (!m.info.vocab.empty() && m.info.vocab.size() != c.vocab_size)
     throw CheckpointError(m.where + ": the vocab has " + std::to_string(m.info.vocab.size()) +
-                          " tokens but model_config.vocab_size is " +
-                          std::to_string(c.vocab_size));
+                          " tokens but model_config.vocab_size is " + std::to_string(c.vocab_size));
 
   RecurrentConfig rc;
   rc.cell = cell.id;
@@ -586,13 +588,14 @@ LanguageModel LanguageModel::load(const std::string& directory, const ModelRequi
   Weights w(directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
   const std::string V = std::to_string(c.vocab_size);
-  auto emb = w.take("embedding.weight", {c.vocab_size, c.embed_dim},
-                    "an embedding of vocab_size " + V + ", embed_dim " + std::to_string(c.embed_dim));
+  auto emb =
+      w.take("embedding.weight", {c.vocab_size, c.embed_dim},
+             "an embedding of vocab_size " + V + ", embed_dim " + std::to_string(c.embed_dim));
   Recurrent<float> rnn = load_rnn(w, rc, rnn_why(rc, cell.name));
   auto impl = std::make_unique<Impl>(std::move(m.info), c, std::move(rnn));
   impl->embedding = std::move(emb);
-  const std::string dec_why = "a decoder from " + std::to_string(c.state_size()) +
-                              " features to vocab_size " + V;
+  const std::string dec_why =
+      "a decoder from " + std::to_string(c.state_size()) + " features to vocab_size " + V;
   if (c.tie_weights) {
     w.skip("decoder.weight");  // tied: the embedding is the decoder weight
   } else {
@@ -648,8 +651,9 @@ void LanguageModel::step(const std::int64_t* tokens, State& state, float* log_pr
 std::vector<std::int64_t> LanguageModel::sample(const std::vector<std::int64_t>& prefix,
                                                 const SampleOptions& o) {
   if (prefix.empty())
-    throw std::invalid_argument("LanguageModel::sample: prefix must not be empty (start with "
-                                "e.g. the bos id)");
+    throw std::invalid_argument(
+        "LanguageModel::sample: prefix must not be empty (start with "
+        "e.g. the bos id)");
   if (o.max_tokens < 0)
     throw std::invalid_argument("LanguageModel::sample: max_tokens must be >= 0, got " +
                                 std::to_string(o.max_tokens));
@@ -677,10 +681,10 @@ struct SequenceClassifier::Impl {
   CheckpointInfo info;
   ClassifierConfig cfg;
   Recurrent<float> rnn;
-  std::vector<float> embedding;  // [V, E]
-  std::vector<float> cls_w;      // [C, D*H]
-  std::vector<float> cls_b;      // [C] or empty
-  std::vector<std::int64_t> ids;  // workspaces: [T*B], and below
+  std::vector<float> embedding;       // [V, E]
+  std::vector<float> cls_w;           // [C, D*H]
+  std::vector<float> cls_b;           // [C] or empty
+  std::vector<std::int64_t> ids;      // workspaces: [T*B], and below
   std::vector<float> x, y, hn, feat;  // [T*B, E], [T*B, D*H], [L*D, B, H], [B, D*H]
 
   Impl(CheckpointInfo i, ClassifierConfig c, Recurrent<float> r)
@@ -726,8 +730,7 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
   require_same(m, "bidirectional", req.bidirectional, c.bidirectional);
   if (!m.info.vocab.empty() && m.info.vocab.size() != c.vocab_size)
     throw CheckpointError(m.where + ": the vocab has " + std::to_string(m.info.vocab.size()) +
-                          " tokens but model_config.vocab_size is " +
-                          std::to_string(c.vocab_size));
+                          " tokens but model_config.vocab_size is " + std::to_string(c.vocab_size));
 
   RecurrentConfig rc;
   rc.cell = cell.id;
@@ -768,9 +771,8 @@ void SequenceClassifier::predict_proba(std::int64_t steps, std::int64_t batch,
   auto len = [&](std::int64_t b) { return lengths ? lengths[b] : std::int64_t(T); };
   for (std::int64_t b = 0; b < B; ++b)
     if (len(b) < 1 || len(b) > T)
-      throw std::invalid_argument("lengths[" + std::to_string(b) + "] = " +
-                                  std::to_string(len(b)) + " is outside [1, T=" +
-                                  std::to_string(T) + "]");
+      throw std::invalid_argument("lengths[" + std::to_string(b) + "] = " + std::to_string(len(b)) +
+                                  " is outside [1, T=" + std::to_string(T) + "]");
   // Steps past a sequence's end are never read by the engine; any id stands in for them.
   m.ids.assign(ids, ids + std::int64_t(T) * B);
   for (std::int64_t t = 0; t < T; ++t)
@@ -826,7 +828,8 @@ std::vector<std::vector<float>> SequenceClassifier::predict_proba(
   std::vector<float> flat(std::size_t(B * C));
   predict_proba(T, B, ids.data(), lengths.data(), flat.data());
   std::vector<std::vector<float>> out(static_cast<std::size_t>(B));
-  for (std::int64_t b = 0; b < B; ++b) out[std::size_t(b)].assign(flat.begin() + b * C, flat.begin() + (b + 1) * C);
+  for (std::int64_t b = 0; b < B; ++b)
+    out[std::size_t(b)].assign(flat.begin() + b * C, flat.begin() + (b + 1) * C);
   return out;
 }
 

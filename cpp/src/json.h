@@ -1,5 +1,6 @@
 // A small JSON reader for the two JSON texts the engine reads: safetensors headers and
-// checkpoint.json. Not a general-purpose library: values are parsed into a tree, nothing is written.
+// checkpoint.json. Not a general-purpose library: values are parsed into a tree, nothing is
+// written.
 #pragma once
 
 #include <cstdint>

@@ -10,8 +10,8 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #ifdef _OPENMP
@@ -42,9 +42,13 @@ struct CacheAligned {
   }
   void deallocate(T* p, std::size_t) { std::free(p); }
   template <typename U>
-  bool operator==(const CacheAligned<U>&) const { return true; }
+  bool operator==(const CacheAligned<U>&) const {
+    return true;
+  }
   template <typename U>
-  bool operator!=(const CacheAligned<U>&) const { return false; }
+  bool operator!=(const CacheAligned<U>&) const {
+    return false;
+  }
 };
 template <typename T>
 using AlignedVec = std::vector<T, CacheAligned<T>>;

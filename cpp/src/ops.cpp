@@ -137,8 +137,8 @@ void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const st
                         const T* dout, T* dweight, std::int64_t padding_idx) {
   require_positive(E, "E (embedding size)");
   check_ids(N, V, ids, "ids");
-  require(padding_idx < V, "padding_idx must be < V=" + std::to_string(V) + ", got " +
-                               std::to_string(padding_idx));
+  require(padding_idx < V,
+          "padding_idx must be < V=" + std::to_string(V) + ", got " + std::to_string(padding_idx));
   require_ptr(dout, N * E, "dout");
   require_ptr(dweight, V * E, "dweight");
   // Each thread owns a slice of the vocabulary and scans all ids: no two threads touch one row,
@@ -213,9 +213,8 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
     if (t == ignore) continue;
     if (t < 0 || t >= C)
       throw std::invalid_argument("targets: class " + std::to_string(t) + " at position " +
-                                  std::to_string(n) + " is out of range [0, " +
-                                  std::to_string(C) + ") (and is not ignore_index=" +
-                                  std::to_string(ignore) + ")");
+                                  std::to_string(n) + " is out of range [0, " + std::to_string(C) +
+                                  ") (and is not ignore_index=" + std::to_string(ignore) + ")");
     ++count;
   }
   const bool mean = options.reduction == Reduction::kMean;
@@ -282,9 +281,8 @@ double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduct
   });
   if (dpred) {
     const T g = T(2.0 * grad_scale / denom);
-    parallel_for(N, N >= kParallelMin, [&](std::int64_t i) {
-      dpred[i] = g * (pred[i] - target[i]);
-    });
+    parallel_for(N, N >= kParallelMin,
+                 [&](std::int64_t i) { dpred[i] = g * (pred[i] - target[i]); });
   }
   return sum / denom;
 }
@@ -450,9 +448,7 @@ void scale_buffers(const std::vector<Span<T>>& buffers, double factor) {
     require_ptr(b.data, b.size, "buffer");
     T* x = b.data;
     const std::int64_t n = b.size;
-    parallel_for(n, n >= kParallelMin, [&](std::int64_t i) {
-      x[i] *= f;
-    });
+    parallel_for(n, n >= kParallelMin, [&](std::int64_t i) { x[i] *= f; });
   }
 }
 
@@ -512,28 +508,28 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
 
 // ---- Instantiations ---------------------------------------------------------------------------
 
-#define RNNCORE_OPS_INSTANTIATE(T)                                                              \
-  template void embedding_forward<T>(std::int64_t, std::int64_t, std::int64_t,                 \
-                                     const std::int64_t*, const T*, T*);                       \
-  template void embedding_backward<T>(std::int64_t, std::int64_t, std::int64_t,                \
-                                      const std::int64_t*, const T*, T*, std::int64_t);        \
-  template void linear_forward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*, \
-                                  const T*, T*);                                               \
-  template void linear_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*,         \
-                                   const T*, const T*, T*, T*, T*);                            \
-  template LossResult cross_entropy<T>(std::int64_t, std::int64_t, const T*,                   \
-                                       const std::int64_t*, const CrossEntropyOptions&, T*);   \
-  template double mse_loss<T>(std::int64_t, const T*, const T*, Reduction, double, T*);        \
-  template void sgd_step<T>(std::int64_t, T*, const T*, T*, bool, const SgdOptions&);          \
-  template void adam_step<T>(std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,             \
-                             const AdamOptions&);                                              \
-  template void rmsprop_step<T>(std::int64_t, T*, const T*, T*, T*, T*, const RmspropOptions&); \
-  template void adagrad_step<T>(std::int64_t, T*, const T*, T*, std::int64_t,                  \
-                                const AdagradOptions&);                                        \
-  template double sum_of_squares<T>(const std::vector<Span<const T>>&);                        \
-  template void scale_buffers<T>(const std::vector<Span<T>>&, double);                         \
-  template double clip_grad_norm<T>(const std::vector<Span<T>>&, double);                      \
-  template void clip_grad_value<T>(const std::vector<Span<T>>&, double);                       \
+#define RNNCORE_OPS_INSTANTIATE(T)                                                                \
+  template void embedding_forward<T>(std::int64_t, std::int64_t, std::int64_t,                    \
+                                     const std::int64_t*, const T*, T*);                          \
+  template void embedding_backward<T>(std::int64_t, std::int64_t, std::int64_t,                   \
+                                      const std::int64_t*, const T*, T*, std::int64_t);           \
+  template void linear_forward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*,   \
+                                  const T*, T*);                                                  \
+  template void linear_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*,  \
+                                   const T*, T*, T*, T*);                                         \
+  template LossResult cross_entropy<T>(std::int64_t, std::int64_t, const T*, const std::int64_t*, \
+                                       const CrossEntropyOptions&, T*);                           \
+  template double mse_loss<T>(std::int64_t, const T*, const T*, Reduction, double, T*);           \
+  template void sgd_step<T>(std::int64_t, T*, const T*, T*, bool, const SgdOptions&);             \
+  template void adam_step<T>(std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,                \
+                             const AdamOptions&);                                                 \
+  template void rmsprop_step<T>(std::int64_t, T*, const T*, T*, T*, T*, const RmspropOptions&);   \
+  template void adagrad_step<T>(std::int64_t, T*, const T*, T*, std::int64_t,                     \
+                                const AdagradOptions&);                                           \
+  template double sum_of_squares<T>(const std::vector<Span<const T>>&);                           \
+  template void scale_buffers<T>(const std::vector<Span<T>>&, double);                            \
+  template double clip_grad_norm<T>(const std::vector<Span<T>>&, double);                         \
+  template void clip_grad_value<T>(const std::vector<Span<T>>&, double);                          \
   template bool all_finite<T>(const std::vector<Span<const T>>&);
 
 RNNCORE_OPS_INSTANTIATE(float)

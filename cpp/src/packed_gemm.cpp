@@ -41,7 +41,7 @@ void pack_rows(PIndex k, PIndex m, const float* B, PIndex ldb, float* out) {
 #ifdef RNNCORE_PACKED_AVX512
 namespace {
 
-constexpr PIndex kRows = 12;  // 12 × 2 accumulators + 2 panel registers + 1 broadcast <= 32
+constexpr PIndex kRows = 12;    // 12 × 2 accumulators + 2 panel registers + 1 broadcast <= 32
 constexpr PIndex kDepth = 512;  // k block: 12 rows of A (24 KB) stay in L1, the panel slice in L2
 
 // C[R, 32 (masked)] (+)= A[R, kc] · panel[kc, 32].
@@ -74,8 +74,8 @@ __attribute__((target("avx512f"))) void tile(const float* const* a, PIndex kc, c
 
 using TileFn = void (*)(const float* const*, PIndex, const float*, float*, PIndex, bool, __mmask16,
                         __mmask16);
-constexpr TileFn kTiles[kRows + 1] = {nullptr,  tile<1>, tile<2>, tile<3>,  tile<4>,
-                                      tile<5>,  tile<6>, tile<7>, tile<8>,  tile<9>,
+constexpr TileFn kTiles[kRows + 1] = {nullptr,  tile<1>,  tile<2>, tile<3>, tile<4>,
+                                      tile<5>,  tile<6>,  tile<7>, tile<8>, tile<9>,
                                       tile<10>, tile<11>, tile<12>};
 
 }  // namespace
@@ -93,8 +93,8 @@ bool packed_gemm_available() {
 #endif
 }
 
-void packed_gemm(PIndex n, PIndex m, PIndex k, const PackedRows& A, PIndex k0,
-                 const float* packed, PIndex k_total, float* C, PIndex ldc, bool accumulate) {
+void packed_gemm(PIndex n, PIndex m, PIndex k, const PackedRows& A, PIndex k0, const float* packed,
+                 PIndex k_total, float* C, PIndex ldc, bool accumulate) {
 #ifdef RNNCORE_PACKED_AVX512
   if (n <= 0 || m <= 0) return;
   const PIndex panels = (m + kPanel - 1) / kPanel;
@@ -105,8 +105,9 @@ void packed_gemm(PIndex n, PIndex m, PIndex k, const PackedRows& A, PIndex k0,
     for (PIndex p = 0; p < panels; ++p) {
       const PIndex c0 = p * kPanel, cols = std::min(kPanel, m - c0);
       const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
-      const __mmask16 m1 =
-          static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1u);
+      const __mmask16 m1 = static_cast<__mmask16>(cols >= 32   ? 0xFFFF
+                                                  : cols <= 16 ? 0
+                                                               : (1u << (cols - 16)) - 1u);
       const float* panel = packed + p * k_total * kPanel + (k0 + kb) * kPanel;
       // Row tiles of near-equal height (64 rows: 11,11,11,11,10,10 rather than 5 × 12 + 4): a
       // short remainder tile has too few accumulators to hide the FMA latency (measured 15%

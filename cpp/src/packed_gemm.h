@@ -34,7 +34,7 @@ struct PackedRows {
 
 /// C[0:n, 0:m] (+)= A[0:n, k0:k0+k] · B[k0:k0+k, 0:m], with B packed for K_total rows: `packed`
 /// points at the first panel, `k0` selects the row range of B (and the column offset into A).
-void packed_gemm(PIndex n, PIndex m, PIndex k, const PackedRows& A, PIndex k0,
-                 const float* packed, PIndex k_total, float* C, PIndex ldc, bool accumulate);
+void packed_gemm(PIndex n, PIndex m, PIndex k, const PackedRows& A, PIndex k0, const float* packed,
+                 PIndex k_total, float* C, PIndex ldc, bool accumulate);
 
 }  // namespace rnncore::detail

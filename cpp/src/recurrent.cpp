@@ -113,9 +113,8 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   if (lengths)
     for (int b = 0; b < batch; ++b)
       if (lengths[b] < 1 || lengths[b] > steps)
-        throw std::invalid_argument("lengths must be in [1, " + std::to_string(steps) +
-                                    "], got " + std::to_string(lengths[b]) + " at index " +
-                                    std::to_string(b));
+        throw std::invalid_argument("lengths must be in [1, " + std::to_string(steps) + "], got " +
+                                    std::to_string(lengths[b]) + " at index " + std::to_string(b));
   if (m.cfg.states() == 1 && c0)
     throw std::invalid_argument(std::string("c0: a ") + cell_info(m.cfg.cell).name +
                                 " cell has no cell state");

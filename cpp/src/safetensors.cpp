@@ -112,8 +112,7 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
     throw std::runtime_error(where + ": reading safetensors needs a little-endian machine");
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status))
-    throw std::runtime_error(where + ": no such file");
+  if (!std::filesystem::exists(status)) throw std::runtime_error(where + ": no such file");
   if (std::filesystem::is_directory(status))
     throw std::runtime_error(where + ": is a directory, not a file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
@@ -145,8 +144,8 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
   const std::string header(reinterpret_cast<const char*>(bytes_.data() + 8), std::size_t(n));
   const detail::json::Value root = detail::json::parse(header, where + " header");
   if (!root.is_object())
-    throw std::runtime_error(where + ": the header is a JSON " + detail::json::kind_name(root.kind) +
-                             ", expected an object");
+    throw std::runtime_error(where + ": the header is a JSON " +
+                             detail::json::kind_name(root.kind) + ", expected an object");
 
   for (const auto& [name, entry] : root.object) {
     const std::string at = where + ", tensor " + in_quotes(name);
@@ -234,9 +233,9 @@ const unsigned char* SafeTensorsFile::raw(const std::string& name) const {
 void SafeTensorsFile::check_shape(const TensorInfo& t,
                                   const std::vector<std::int64_t>& expected) const {
   if (t.shape != expected)
-    throw std::runtime_error("safetensors file " + in_quotes(path_) + ", tensor " + in_quotes(t.name) +
-                             ": shape " + shape_string(t.shape) + " does not match the expected " +
-                             shape_string(expected));
+    throw std::runtime_error("safetensors file " + in_quotes(path_) + ", tensor " +
+                             in_quotes(t.name) + ": shape " + shape_string(t.shape) +
+                             " does not match the expected " + shape_string(expected));
 }
 
 template <typename T>
@@ -259,8 +258,8 @@ std::vector<T> SafeTensorsFile::read_float(const std::string& name) const {
       for (std::size_t i = 0; i < n; ++i) out[i] = T(bf16_to_float(load<std::uint16_t>(p + 2 * i)));
       break;
     default:
-      throw std::runtime_error("safetensors file " + in_quotes(path_) + ", tensor " + in_quotes(name) +
-                               ": dtype " + dtype_name(t.dtype) +
+      throw std::runtime_error("safetensors file " + in_quotes(path_) + ", tensor " +
+                               in_quotes(name) + ": dtype " + dtype_name(t.dtype) +
                                " is not a floating-point type");
   }
   return out;
@@ -309,8 +308,9 @@ std::vector<std::int64_t> SafeTensorsFile::read_i64(const std::string& name) con
       for (std::size_t i = 0; i < n; ++i) out[i] = p[i];
       break;
     default:
-      throw std::runtime_error("safetensors file " + in_quotes(path_) + ", tensor " + in_quotes(name) +
-                               ": dtype " + dtype_name(t.dtype) + " is not an integer type");
+      throw std::runtime_error("safetensors file " + in_quotes(path_) + ", tensor " +
+                               in_quotes(name) + ": dtype " + dtype_name(t.dtype) +
+                               " is not an integer type");
   }
   return out;
 }

@@ -31,19 +31,19 @@ struct ForwardCall {
 // One backward call over the saved forward, already checked: shapes as in Recurrent::backward.
 template <typename T>
 struct BackwardCall {
-  const T* dy = nullptr;   // [T,B,D*R] or null
-  const T* dhn = nullptr;  // [L*D,B,R] or null
-  const T* dcn = nullptr;  // [L*D,B,H] or null
-  T* dx = nullptr;         // [T,B,I] out
-  T* dh0 = nullptr;        // [L*D,B,R] out or null
-  T* dc0 = nullptr;        // [L*D,B,H] out or null
+  const T* dy = nullptr;              // [T,B,D*R] or null
+  const T* dhn = nullptr;             // [L*D,B,R] or null
+  const T* dcn = nullptr;             // [L*D,B,H] or null
+  T* dx = nullptr;                    // [T,B,I] out
+  T* dh0 = nullptr;                   // [L*D,B,R] out or null
+  T* dc0 = nullptr;                   // [L*D,B,H] out or null
   double* step_grad_norms = nullptr;  // [L*D,T] out or null
 };
 
 // Where one lane's (layer l, direction d; lane k = l*D + d) tensors start in the flat parameter
 // buffer (offsets in scalars; bias offsets are meaningless without biases).
 struct LaneLayout {
-  std::int64_t input_size;  // I_l
+  std::int64_t input_size;         // I_l
   std::size_t Wx, Wh, bx, bh, Wr;  // Wr: weight_hr with proj_size (else meaningless)
 };
 

@@ -106,10 +106,10 @@ struct LaneWork {
 template <typename T>
 struct Workspace {
   AlignedVec<T> buf;
-  T* x0 = nullptr;                  // [N, I] packed input (ragged batches only)
-  std::vector<T*> Y;                // [L] of [N, D*H] layer outputs; the caller's y may stand in
-  std::vector<T*> Xd, mask;         // [L] of [N, D*H] dropped inputs and their scales (l >= 1)
-  std::vector<LaneWork<T>> lanes;   // [L*D]
+  T* x0 = nullptr;                 // [N, I] packed input (ragged batches only)
+  std::vector<T*> Y;               // [L] of [N, D*H] layer outputs; the caller's y may stand in
+  std::vector<T*> Xd, mask;        // [L] of [N, D*H] dropped inputs and their scales (l >= 1)
+  std::vector<LaneWork<T>> lanes;  // [L*D]
 
   // Scalars of each buffer rounded up to a cache line, so every view starts aligned.
   static std::size_t padded(Index n) {
@@ -291,11 +291,11 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
       }
       if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
       Cell::forward(s);
-      if (proj) {  // h[:, q0:q1] = m · W_hr[q0:q1, :]ᵀ
+      if (proj) {   // h[:, q0:q1] = m · W_hr[q0:q1, :]ᵀ
         barrier();  // the projection reads every unit of m
         if (uq > 0)
-          gemm_nt(n, uq, H, static_cast<const T*>(s.h), H, p.Wr + outs.begin * H, H,
-                  h + outs.begin, ldy, /*accumulate=*/false);
+          gemm_nt(n, uq, H, static_cast<const T*>(s.h), H, p.Wr + outs.begin * H, H, h + outs.begin,
+                  ldy, /*accumulate=*/false);
       }
       if (!ls.reverse) {  // sequences whose last step this was hand over their final state
         const Index m = pk.bs[t + 1];
@@ -329,96 +329,97 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
   if (proj) grow(sc.dhs, std::size_t(N * R));
 
   // 1. The serial part, in reverse processing order, split by hidden units (and by columns of h).
-  if (phases & kSteps) team(parallel_steps(B, G, H), [&] {
-    const Range units = share(H, thread_count(), thread_id());
-    const Range outs = proj ? share(R, thread_count(), thread_id()) : units;
-    const Index j = units.begin, u = units.size(), q = outs.begin, uq = outs.size();
-    // On AVX-512 CPUs (float) this thread's columns of W_hh are packed once for all steps.
-    const T* wh_packed = nullptr;
-    if constexpr (std::is_same_v<T, float>) {
-      if (packed_gemm_available() && uq > 0) {
-        T* region = sc.wh_blocked.data() + GH * (q + kPanel * thread_id());
-        pack_rows(GH, uq, p.Wh + q, R, region);
-        wh_packed = region;
-      }
-    }
-    T* dh = sc.dh.data();  // [B, R]
-    T* dhp = sc.dh2.data();
-    T* dc = sc.dc.data();  // [B, H]
-    T* dcp = sc.dc2.data();
-    // Rows [from, to) whose final state enters at this step take its gradient (or zero).
-    auto load_final = [&](Index from, Index to) {
-      for (Index r = from; r < to; ++r) {
-        RowArr<T> d(dh + r * R + q, uq);
-        if (dhn)
-          d = ConstRowArr<T>(dhn + r * R + q, uq);
-        else
-          d.setZero();
-        if constexpr (has_c) {
-          RowArr<T> e(dc + r * H + j, u);
-          if (dcn)
-            e = ConstRowArr<T>(dcn + r * H + j, u);
-          else
-            e.setZero();
+  if (phases & kSteps)
+    team(parallel_steps(B, G, H), [&] {
+      const Range units = share(H, thread_count(), thread_id());
+      const Range outs = proj ? share(R, thread_count(), thread_id()) : units;
+      const Index j = units.begin, u = units.size(), q = outs.begin, uq = outs.size();
+      // On AVX-512 CPUs (float) this thread's columns of W_hh are packed once for all steps.
+      const T* wh_packed = nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        if (packed_gemm_available() && uq > 0) {
+          T* region = sc.wh_blocked.data() + GH * (q + kPanel * thread_id());
+          pack_rows(GH, uq, p.Wh + q, R, region);
+          wh_packed = region;
         }
       }
-    };
-    Step<T> s;
-    s.H = H;
-    s.R = R;
-    s.j0 = units.begin;
-    s.j1 = units.end;
-    s.q0 = outs.begin;
-    s.q1 = outs.end;
-    s.rec = sc.rec.data();
-    s.Wh = p.Wh;
-    s.Wh_packed = wh_packed;
-    for (Index k = 0; k < Tn; ++k) {
-      const Index t = Tn - 1 - visit_step(ls, pk, k), n = pk.bs[t];
-      if (!ls.reverse)
-        load_final(pk.bs[t + 1], n);
-      else if (k == 0)
-        load_final(0, B);
-      if (dY) view(dh + q, n, uq, R) += cview(dY + pk.off[t] * ldy + q, n, uq, ldy);
-      if (step_sq) {
-        const double sq = double(view(dh + q, n, uq, R).squaredNorm());
+      T* dh = sc.dh.data();  // [B, R]
+      T* dhp = sc.dh2.data();
+      T* dc = sc.dc.data();  // [B, H]
+      T* dcp = sc.dc2.data();
+      // Rows [from, to) whose final state enters at this step take its gradient (or zero).
+      auto load_final = [&](Index from, Index to) {
+        for (Index r = from; r < to; ++r) {
+          RowArr<T> d(dh + r * R + q, uq);
+          if (dhn)
+            d = ConstRowArr<T>(dhn + r * R + q, uq);
+          else
+            d.setZero();
+          if constexpr (has_c) {
+            RowArr<T> e(dc + r * H + j, u);
+            if (dcn)
+              e = ConstRowArr<T>(dcn + r * H + j, u);
+            else
+              e.setZero();
+          }
+        }
+      };
+      Step<T> s;
+      s.H = H;
+      s.R = R;
+      s.j0 = units.begin;
+      s.j1 = units.end;
+      s.q0 = outs.begin;
+      s.q1 = outs.end;
+      s.rec = sc.rec.data();
+      s.Wh = p.Wh;
+      s.Wh_packed = wh_packed;
+      for (Index k = 0; k < Tn; ++k) {
+        const Index t = Tn - 1 - visit_step(ls, pk, k), n = pk.bs[t];
+        if (!ls.reverse)
+          load_final(pk.bs[t + 1], n);
+        else if (k == 0)
+          load_final(0, B);
+        if (dY) view(dh + q, n, uq, R) += cview(dY + pk.off[t] * ldy + q, n, uq, ldy);
+        if (step_sq) {
+          const double sq = double(view(dh + q, n, uq, R).squaredNorm());
 #ifdef _OPENMP
 #pragma omp atomic
 #endif
-        step_sq[t] += sq;
+          step_sq[t] += sq;
+        }
+        s.n = n;
+        s.gates = gates + pk.off[t] * GH;
+        s.h_prev = prev_state(pk, t, ls.reverse, Y, ldy, h0, R);
+        if constexpr (has_c) {
+          s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs), H, c0, H);
+          s.c = w.cs + pk.off[t] * H;
+        }
+        if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
+        s.dh = dh;
+        if (proj) {  // dL/dm = dh · W_hr for this thread's units; dh is kept for dW_hr
+          copy_rows(n, uq, dh + q, R, sc.dhs.data() + pk.off[t] * R + q, R);
+          barrier();  // dm reads every column of dh
+          gemm_nn(n, u, R, static_cast<const T*>(dh), R, p.Wr + j, H, sc.dm.data() + j, H,
+                  /*accumulate=*/false);
+          s.dh = sc.dm.data();
+        }
+        s.dc = dc;
+        s.dh_prev = dhp;
+        s.dc_prev = dcp;
+        Cell::backward(s);
+        // Rows that started at this step pass their gradient to the initial state.
+        const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
+        if (dh0) copy_rows(n - m, uq, dhp + m * R + q, R, dh0 + m * R + q, R);
+        if (has_c && dc0) copy_rows(n - m, u, dcp + m * H + j, H, dc0 + m * H + j, H);
+        std::swap(dh, dhp);
+        std::swap(dc, dcp);
+        // No barrier here: the next step reads and writes only this thread's columns of dh, dc
+        // and its own units' dG until the cell's barrier before the dG·W_hh product (or the
+        // projection's barrier), so a thread whose product ended first starts its element-wise
+        // work instead of waiting.
       }
-      s.n = n;
-      s.gates = gates + pk.off[t] * GH;
-      s.h_prev = prev_state(pk, t, ls.reverse, Y, ldy, h0, R);
-      if constexpr (has_c) {
-        s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs), H, c0, H);
-        s.c = w.cs + pk.off[t] * H;
-      }
-      if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
-      s.dh = dh;
-      if (proj) {  // dL/dm = dh · W_hr for this thread's units; dh is kept for dW_hr
-        copy_rows(n, uq, dh + q, R, sc.dhs.data() + pk.off[t] * R + q, R);
-        barrier();  // dm reads every column of dh
-        gemm_nn(n, u, R, static_cast<const T*>(dh), R, p.Wr + j, H, sc.dm.data() + j, H,
-                /*accumulate=*/false);
-        s.dh = sc.dm.data();
-      }
-      s.dc = dc;
-      s.dh_prev = dhp;
-      s.dc_prev = dcp;
-      Cell::backward(s);
-      // Rows that started at this step pass their gradient to the initial state.
-      const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
-      if (dh0) copy_rows(n - m, uq, dhp + m * R + q, R, dh0 + m * R + q, R);
-      if (has_c && dc0) copy_rows(n - m, u, dcp + m * H + j, H, dc0 + m * H + j, H);
-      std::swap(dh, dhp);
-      std::swap(dc, dcp);
-      // No barrier here: the next step reads and writes only this thread's columns of dh, dc
-      // and its own units' dG until the cell's barrier before the dG·W_hh product (or the
-      // projection's barrier), so a thread whose product ended first starts its element-wise
-      // work instead of waiting.
-    }
-  });
+    });
   if (!(phases & kGrads)) return;
 
   // 2. Weight gradients and the input gradient: large GEMMs over all steps at once.
@@ -455,8 +456,7 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
     const Index first_y = ls.reverse ? 0 : B;        // rows of dG whose h_prev is in Y
     const Index y_row = ls.reverse ? B : 0;
     par_gemm(true, false, gh, R, B, dG + first_init * GH, GH, h0, R, T(1), p.dWh, R);
-    par_gemm(true, false, gh, R, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, T(1), p.dWh,
-             R);
+    par_gemm(true, false, gh, R, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, T(1), p.dWh, R);
   } else {
     grow(sc.hp_all, std::size_t(N * R));
     for (Index t = 0; t < Tn; ++t) {
@@ -464,8 +464,8 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
       T* dst = sc.hp_all.data() + pk.off[t] * R;
       for (Index r = 0; r < pk.bs[t]; ++r) std::memcpy(dst + r * R, src.row(r), sizeof(T) * R);
     }
-    par_gemm(true, false, gh, R, N, dG, GH, static_cast<const T*>(sc.hp_all.data()), R, T(1),
-             p.dWh, R);
+    par_gemm(true, false, gh, R, N, dG, GH, static_cast<const T*>(sc.hp_all.data()), R, T(1), p.dWh,
+             R);
   }
   if constexpr (Cell::kAuxIsRecurrentInput)
     par_gemm(true, false, H, R, N, dG + gh, GH, aux, H, T(1), p.dWh + gh * R, R);
@@ -532,9 +532,9 @@ class CpuSequence final : public SequenceBackend<T> {
   std::uint64_t x_hash_ = 0, y_hash_ = 0;
   // States in sorted batch order: h-like [L*D, B, R], c-like [L*D, B, H].
   AlignedVec<T> h0s_, c0s_, hns_, cns_;
-  AlignedVec<T> dA_, dB_;                    // [N, max(I, D*R)] gradient ping-pong
+  AlignedVec<T> dA_, dB_;  // [N, max(I, D*R)] gradient ping-pong
   AlignedVec<T> dhns_, dcns_, dh0s_, dc0s_;
-  Scratch<T> sc_[2];                         // one per direction (the two may run at once)
+  Scratch<T> sc_[2];  // one per direction (the two may run at once)
   bool dropout_active_ = false;
 
   LaneParams<T> lane_params(Index k) {
@@ -599,8 +599,7 @@ class CpuSequence final : public SequenceBackend<T> {
   void pack(const T* src, Index C, T* dst) const {
     for (Index t = 0; t < pk_.T; ++t)
       for (Index i = 0; i < pk_.bs[t]; ++i)
-        std::memcpy(dst + (pk_.off[t] + i) * C, src + (t * pk_.B + pk_.perm[i]) * C,
-                    sizeof(T) * C);
+        std::memcpy(dst + (pk_.off[t] + i) * C, src + (t * pk_.B + pk_.perm[i]) * C, sizeof(T) * C);
   }
   void unpack(const T* src, Index C, T* dst) const {
     if (!pk_.ragged) {
@@ -738,8 +737,7 @@ class CpuSequence final : public SequenceBackend<T> {
     if (has_c) dc0s_.assign(std::size_t(L * D * B * H), T(0));
 
     for (Index l = L - 1; l >= 0; --l) {
-      const T* X = l == 0 ? input0()
-                          : (dropout_active_ ? ws_.Xd[std::size_t(l)] : output(l - 1));
+      const T* X = l == 0 ? input0() : (dropout_active_ ? ws_.Xd[std::size_t(l)] : output(l - 1));
       const Index ldx = l == 0 ? I : DH;
       T* dXl = (l == 0 && direct) ? call.dx : (dYl == dA_.data()) ? dB_.data() : dA_.data();
       auto run = [&](Index d, int phases) {
@@ -764,8 +762,7 @@ class CpuSequence final : public SequenceBackend<T> {
       }
       if (l > 0 && dropout_active_) {
         auto g = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dXl, N * DH);
-        g *= Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(ws_.mask[std::size_t(l)],
-                                                                   N * DH);
+        g *= Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(ws_.mask[std::size_t(l)], N * DH);
       }
       dYl = dXl;
     }
@@ -784,9 +781,11 @@ std::unique_ptr<SequenceBackend<T>> make_cpu_sequence(const RecurrentConfig& cfg
   return std::make_unique<CpuSequence<T>>(cfg, std::move(lanes), num_params);
 }
 
-template std::unique_ptr<SequenceBackend<float>> make_cpu_sequence<float>(
-    const RecurrentConfig&, std::vector<LaneLayout>, std::size_t);
-template std::unique_ptr<SequenceBackend<double>> make_cpu_sequence<double>(
-    const RecurrentConfig&, std::vector<LaneLayout>, std::size_t);
+template std::unique_ptr<SequenceBackend<float>> make_cpu_sequence<float>(const RecurrentConfig&,
+                                                                          std::vector<LaneLayout>,
+                                                                          std::size_t);
+template std::unique_ptr<SequenceBackend<double>> make_cpu_sequence<double>(const RecurrentConfig&,
+                                                                            std::vector<LaneLayout>,
+                                                                            std::size_t);
 
 }  // namespace rnncore::detail

@@ -90,8 +90,8 @@ void write_checkpoint(const fs::path& dir, const std::string& model_type,
   for (const auto& t : tensors) views.push_back({t.name, DType::kF32, t.shape, t.data.data()});
   rnncore::save_safetensors((dir / "model.safetensors").string(), views, {{"format", "pt"}});
   write_text(dir / "checkpoint.json",
-             "{\"format\": \"rnncore.checkpoint\", \"version\": 1, \"model_type\": \"" + model_type +
-                 "\", \"model_config\": " + config_json +
+             "{\"format\": \"rnncore.checkpoint\", \"version\": 1, \"model_type\": \"" +
+                 model_type + "\", \"model_config\": " + config_json +
                  ", \"dtype\": \"float32\", \"vocab\": " + vocab_json +
                  ", \"epoch\": 3, \"step\": 120, \"metrics\": {\"ppl\": 1.5e2}}");
 }
@@ -162,8 +162,9 @@ void test_safetensors_round_trip(const fs::path& tmp) {
                                    "int tensor read as float");
   expect_throw<std::invalid_argument>(
       [&] {
-        rnncore::save_safetensors((tmp / "dup.safetensors").string(),
-                                  {{"a", DType::kF32, {1}, f.data()}, {"a", DType::kF32, {1}, f.data()}});
+        rnncore::save_safetensors(
+            (tmp / "dup.safetensors").string(),
+            {{"a", DType::kF32, {1}, f.data()}, {"a", DType::kF32, {1}, f.data()}});
       },
       "duplicate", "duplicate names are rejected");
 
@@ -187,8 +188,8 @@ void test_safetensors_round_trip(const fs::path& tmp) {
   garbled[8] = '[';
   garbled[12] = '#';
   const std::string garbled_path = damaged("garbled.safetensors", garbled);
-  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{garbled_path}; },
-                                   "invalid JSON", "garbled header");
+  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{garbled_path}; }, "invalid JSON",
+                                   "garbled header");
   std::string huge = good;
   huge[7] = '\x7f';
   const std::string huge_path = damaged("huge.safetensors", huge);
@@ -248,7 +249,8 @@ void test_language_model(const fs::path& tmp) {
     double worst = 0;
     for (int t = 0; t < T; ++t) {
       lm.step(&seq[std::size_t(t)], stepwise, one.data());
-      for (int v = 0; v < V; ++v) worst = std::max(worst, double(std::abs(one[v] - lp[(t * B + b) * V + v])));
+      for (int v = 0; v < V; ++v)
+        worst = std::max(worst, double(std::abs(one[v] - lp[(t * B + b) * V + v])));
     }
     for (int v = 0; v < V; ++v) {
       const float ref = lp[((T - 1) * B + b) * V + v];
@@ -322,11 +324,12 @@ void test_classifier(const fs::path& tmp) {
     t.push_back({"classifier.weight", {C, 2 * H}, randn(C * 2 * H, gen)});
     t.push_back({"classifier.bias", {C}, randn(C, gen)});
     const fs::path dir = tmp / ("clf_" + pooling);
-    write_checkpoint(dir, "SequenceClassifier",
-                     "{\"vocab_size\": 7, \"embed_dim\": 5, \"hidden_size\": 6, \"num_classes\": 3, "
-                     "\"num_layers\": 1, \"cell\": \"gru\", \"bidirectional\": true, \"pooling\": \"" +
-                         pooling + "\", \"padding_idx\": 0}",
-                     t);
+    write_checkpoint(
+        dir, "SequenceClassifier",
+        "{\"vocab_size\": 7, \"embed_dim\": 5, \"hidden_size\": 6, \"num_classes\": 3, "
+        "\"num_layers\": 1, \"cell\": \"gru\", \"bidirectional\": true, \"pooling\": \"" +
+            pooling + "\", \"padding_idx\": 0}",
+        t);
     SequenceClassifier clf = SequenceClassifier::load(dir.string());
     const std::vector<std::vector<std::int64_t>> seqs = {{1, 2, 3, 4}, {5, 6}, {3}};
     const auto p = clf.predict_proba(seqs);

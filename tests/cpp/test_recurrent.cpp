@@ -145,9 +145,12 @@ int main() {
   Recurrent<float> r(ok);
   std::vector<float> x(4 * 2 * 2), y(4 * 2 * 3), hn(2 * 3), dx(x.size());
   const std::vector<std::int64_t> too_long = {5, 1};
-  expect_throw([&] { r.forward(4, 2, x.data(), too_long.data(), nullptr, nullptr, y.data(),
-                               hn.data(), nullptr, true); },
-               "length 5 > T=4");
+  expect_throw(
+      [&] {
+        r.forward(4, 2, x.data(), too_long.data(), nullptr, nullptr, y.data(), hn.data(), nullptr,
+                  true);
+      },
+      "length 5 > T=4");
   expect_throw([&] { r.backward(nullptr, nullptr, nullptr, dx.data(), nullptr, nullptr); },
                "backward before forward");
   r.forward(4, 2, x.data(), nullptr, nullptr, nullptr, y.data(), hn.data(), nullptr, false);

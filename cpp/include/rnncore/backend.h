@@ -31,8 +31,8 @@ using SgemmFn = void (*)(int order, int trans_a, int trans_b, int m, int n, int 
                          const float* a, int lda, const float* b, int ldb, float beta, float* c,
                          int ldc);
 using DgemmFn = void (*)(int order, int trans_a, int trans_b, int m, int n, int k, double alpha,
-                         const double* a, int lda, const double* b, int ldb, double beta,
-                         double* c, int ldc);
+                         const double* a, int lda, const double* b, int ldb, double beta, double* c,
+                         int ldc);
 
 /// Route the engine's matrix products to a CBLAS (e.g. OpenBLAS). The library must be
 /// single-threaded (the engine splits every product across its own OpenMP threads). Passing

@@ -122,7 +122,7 @@ struct LanguageModelConfig {
   std::int64_t hidden_size = 0;
   std::int64_t num_layers = 2;
   std::string cell = "lstm";
-  bool tie_weights = false;  // the decoder reuses embedding.weight (embed_dim == R)
+  bool tie_weights = false;    // the decoder reuses embedding.weight (embed_dim == R)
   std::int64_t proj_size = 0;  // LSTM projections (LSTMP): h has P values, c stays H; 0: none
   /// R: the size of h and of the decoder's input (proj_size if set, else hidden_size).
   std::int64_t state_size() const { return proj_size > 0 ? proj_size : hidden_size; }

@@ -58,7 +58,7 @@ struct RecurrentConfig {
   int num_layers = 1;
   bool bidirectional = false;
   bool bias = true;
-  double dropout = 0.0;         // between layers, training only
+  double dropout = 0.0;          // between layers, training only
   Device device = Device::kCpu;  // a build without CUDA refuses kCuda (std::runtime_error)
   // LSTM only (PyTorch's LSTMP): 0, or P in [1, H): h_t = W_hr (o_t ⊙ tanh(c_t)) has size P
   // (c stays H), W_hh is [4H, P], layers above the first take D*P inputs, and each lane gets
@@ -121,9 +121,9 @@ class Recurrent {
   /// Without lengths, a training forward reads x and writes y in place and keeps pointers to
   /// both: they must stay alive and unchanged until backward (which checks, and throws
   /// std::runtime_error if either was modified).
-  void forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths,
-               const Scalar* h0, const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn,
-               bool training, std::uint64_t dropout_seed = 0);
+  void forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths, const Scalar* h0,
+               const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn, bool training,
+               std::uint64_t dropout_seed = 0);
 
   /// BPTT over the last training forward. Activation gradients are written (=), parameter
   /// gradients accumulate (+=). Consumes the saved forward: a second call throws.
@@ -133,8 +133,8 @@ class Recurrent {
   ///   dh0, dc0 [L*D,B,R], [L*D,B,H] out (dc0 only for LSTM; either may be nullptr)
   ///   step_grad_norms [L*D,T] out or nullptr: ||dL/dh_t|| over the batch for every layer,
   ///            direction and step (the vanishing/exploding-gradient diagnostic)
-  void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx,
-                Scalar* dh0, Scalar* dc0, double* step_grad_norms = nullptr);
+  void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx, Scalar* dh0,
+                Scalar* dc0, double* step_grad_norms = nullptr);
 
   /// True between a training forward and the backward that consumes it.
   bool has_saved_forward() const;

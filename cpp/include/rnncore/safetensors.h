@@ -1,4 +1,5 @@
-// Reading and writing safetensors files (the weights of an rnncore checkpoint), without dependencies.
+// Reading and writing safetensors files (the weights of an rnncore checkpoint), without
+// dependencies.
 //
 // Format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N, a
 // JSON header of N bytes mapping each tensor name to {"dtype", "shape", "data_offsets": [begin,

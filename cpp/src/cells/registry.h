@@ -40,8 +40,8 @@ decltype(auto) with_cell(CellType id, F&& f) {
 
 template <typename... Cells>
 std::vector<CellInfo> make_cell_table(CellList<Cells...>) {
-  return {CellInfo{Cells::kId, Cells::kName, Cells::kTorchMode, Cells::kLayer,
-                   Cells::kLayerOption, Cells::kGates, Cells::kStates}...};
+  return {CellInfo{Cells::kId, Cells::kName, Cells::kTorchMode, Cells::kLayer, Cells::kLayerOption,
+                   Cells::kGates, Cells::kStates}...};
 }
 
 }  // namespace rnncore::detail

@@ -63,13 +63,13 @@ struct Step {
   T* h = nullptr;      // [n, H], row stride ld_h: the cell's output (the new state, or with a
                        // projection the driver's input to W_hr)
   Index ld_h = 0;
-  RowSrc<T> c_prev;    // [n, H] LSTM cell state before the step
-  T* c = nullptr;      // [n, H] LSTM cell state after the step, row stride H
-  T* aux = nullptr;    // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
+  RowSrc<T> c_prev;  // [n, H] LSTM cell state before the step
+  T* c = nullptr;    // [n, H] LSTM cell state after the step, row stride H
+  T* aux = nullptr;  // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
   // Forward: this thread's recurrent pre-activations [n, G*u] (row stride G*u, gate blocks of u
   // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
   T* rec = nullptr;
-  const T* Wh = nullptr;    // [G*H, R] PyTorch layout (backward)
+  const T* Wh = nullptr;  // [G*H, R] PyTorch layout (backward)
   // Forward: this thread's rows of W_hh, gate by gate: [G*u, R], or when small_batch (batches of
   // at most kGemvRows) each gate's [u, R] block packed by pack_gemv_panels (u*R values each).
   const T* Wh_own = nullptr;
@@ -155,8 +155,8 @@ struct Step {
                           bool accumulate) const {
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
-        packed_gemm(n, q1 - q0, k, PackedRows{A, lda, n, nullptr, 0}, k0, Wh_packed, G * H, C,
-                    ldc, accumulate);
+        packed_gemm(n, q1 - q0, k, PackedRows{A, lda, n, nullptr, 0}, k0, Wh_packed, G * H, C, ldc,
+                    accumulate);
         return;
       }
     }
