@@ -323,6 +323,10 @@ def test_language_model_same_in_cpp(
         logits, state = model.forward(np.array([[tok]]), state)
         lp = _log_softmax(logits)[0, 0]
     assert len(rows["sample"]) == 10 and rows["sample"].min() >= 0 and rows["sample"].max() < V
+    if dtype == "float32":  # one sampler and the same floats: the same tokens for the same seed
+        drawn = model.sample(ids[:, 0], 10, temperature=0.9, top_k=4, seed=42)
+        np.testing.assert_array_equal(drawn, rows["sample"].astype(np.int64))
+        np.testing.assert_array_equal(model.sample(ids[:, 0], 10, temperature=0), greedy)
 
 
 CLF_CASES = [

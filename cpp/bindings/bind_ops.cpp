@@ -8,16 +8,20 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "checks.h"
+#include "rnncore/checkpoint_format.h"
+#include "rnncore/inference.h"
 #include "rnncore/ops.h"
 
 namespace py = pybind11;
@@ -95,6 +99,47 @@ void embedding_backward(py::handle ids_obj, py::handle dout_obj, py::handle dwei
   py::gil_scoped_release release;
   rnncore::embedding_backward<T>(N, V, E, ip, dp, wp, pad);
 }
+
+// ---- Softmax and sampling ---------------------------------------------------------------------
+
+// (log-)softmax over the last axis of x [..., V] into a fresh array of the same shape and dtype.
+template <typename T>
+py::array_t<T> softmax_last_axis(py::handle x_obj, bool log) {
+  auto x = as_array(x_obj, "x");
+  if (x.ndim() < 1)
+    throw py::value_error("x: expected at least 1 dimension [..., V], got a scalar");
+  auto xc = checked<T>(x_obj, "x", "[..., V]", std::vector<py::ssize_t>(x.ndim(), -1));
+  const py::ssize_t V = xc.shape(x.ndim() - 1);
+  if (V < 1) throw py::value_error("x: the last axis (V) must not be empty");
+  std::vector<py::ssize_t> shape(xc.shape(), xc.shape() + xc.ndim());
+  py::array_t<T> out(shape);
+  const py::ssize_t N = xc.size() / V;
+  std::copy(xc.data(), xc.data() + xc.size(), out.mutable_data());
+  T* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (log)
+      rnncore::log_softmax_rows<T>(N, V, op);
+    else
+      rnncore::softmax_rows<T>(N, V, op);
+  }
+  return out;
+}
+
+// The generator of a sequence of draws (std::mt19937_64, as the C++ LanguageModel uses).
+struct Sampler {
+  std::mt19937_64 rng;
+  explicit Sampler(std::uint64_t seed) : rng(seed) {}
+
+  template <typename T>
+  std::int64_t draw(py::handle lp_obj, double temperature, std::int64_t top_k) {
+    auto lp = checked<T>(lp_obj, "log_probs", "[V]", {-1});
+    const T* p = lp.data();
+    const py::ssize_t V = lp.shape(0);
+    py::gil_scoped_release release;
+    return rnncore::sample_token<T>(p, V, temperature, top_k, rng);
+  }
+};
 
 // ---- Linear -----------------------------------------------------------------------------------
 
@@ -321,6 +366,43 @@ double global_sum_of_squares(const BufferLists& b) {
 
 void bind_ops(py::module_& m) {
   // Dispatch on the dtype of one leading argument; the others must match it (checked<T>).
+  for (const bool log : {true, false})
+    m.def(
+        log ? "log_softmax" : "softmax",
+        [log](py::handle x) -> py::object {
+          if (float_bits(x, "x") == 64) return softmax_last_axis<double>(x, log);
+          return softmax_last_axis<float>(x, log);
+        },
+        py::arg("x"),
+        log ? "log_softmax over the last axis: x [..., V] -> a new array, the engine's kernel."
+            : "softmax over the last axis: x [..., V] -> a new array, the engine's kernel.");
+  py::class_<Sampler>(m, "Sampler",
+                      "Draws token ids with rnncore::sample_token from a seeded std::mt19937_64: "
+                      "the same seed gives the same ids as the C++ LanguageModel::sample.")
+      .def(py::init<std::uint64_t>(), py::arg("seed"))
+      .def(
+          "draw",
+          [](Sampler& s, py::handle lp, double temperature, std::int64_t top_k) {
+            if (float_bits(lp, "log_probs") == 64) return s.draw<double>(lp, temperature, top_k);
+            return s.draw<float>(lp, temperature, top_k);
+          },
+          py::arg("log_probs"), py::arg("temperature") = 1.0, py::arg("top_k") = 0,
+          "One id from log_probs [V] (float32/64): p ∝ exp(log_probs / temperature) over the "
+          "top_k most likely ids (0: all); temperature 0 is the most likely id (lowest on ties).");
+  m.def(
+      "checkpoint_format",
+      [] {
+        namespace cf = rnncore::checkpoint_format;
+        py::dict d;
+        d["format"] = cf::kFormat;
+        d["version"] = cf::kVersion;
+        d["meta_file"] = cf::kMetaFile;
+        d["model_file"] = cf::kModelFile;
+        d["optimizer_file"] = cf::kOptimizerFile;
+        d["tensors_format"] = cf::kTensorsFormat;
+        return d;
+      },
+      "The checkpoint directory layout (rnncore/checkpoint_format.h): file names and format tags.");
   m.def(
       "embedding_forward",
       [](py::handle ids, py::handle weight) -> py::object {

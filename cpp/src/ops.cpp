@@ -104,6 +104,24 @@ inline T lerp(T self, T end, T w) {
   return std::abs(w) < T(0.5) ? self + w * (end - self) : end - (end - self) * (T(1) - w);
 }
 
+// The row statistics of a softmax: max z, Σ exp(z - max z) (in double) and the log-sum-exp.
+struct ExpSum {
+  double max, sum;
+  double lse() const { return max + std::log(sum); }
+};
+
+// e[0:C] = exp(z - max z) (e may be z). The engine's one softmax kernel: cross-entropy,
+// log_softmax_rows and softmax_rows all run it. Vectorised (Eigen's exp): a scalar std::exp per
+// class made the loss a third of a PTB training step (10k classes).
+template <typename T>
+ExpSum shifted_exp(const T* z, std::int64_t C, T* e) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const T m = Eigen::Map<const Arr>(z, C).maxCoeff();
+  Eigen::Map<Arr> es(e, C);
+  es = (Eigen::Map<const Arr>(z, C) - m).exp();
+  return {static_cast<double>(m), es.template cast<double>().sum()};
+}
+
 }  // namespace
 
 // ---- Embedding --------------------------------------------------------------------------------
@@ -192,6 +210,41 @@ void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy
 
 // ---- Losses -----------------------------------------------------------------------------------
 
+// ---- Softmax ----------------------------------------------------------------------------------
+
+template <typename T>
+void log_softmax_rows(std::int64_t N, std::int64_t V, T* rows) {
+  require_size(N, "N");
+  require_positive(V, "V");
+  require_ptr(rows, N * V, "rows");
+  // One token's row while sampling runs without an OpenMP region (see detail::team).
+  team(N * V >= kParallelMin, [&] {
+    std::vector<T> e(static_cast<std::size_t>(V));
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      T* r = rows + n * V;
+      const T lse = T(shifted_exp(r, V, e.data()).lse());
+      for (std::int64_t v = 0; v < V; ++v) r[v] -= lse;
+    }
+  });
+}
+
+template <typename T>
+void softmax_rows(std::int64_t N, std::int64_t V, T* rows) {
+  require_size(N, "N");
+  require_positive(V, "V");
+  require_ptr(rows, N * V, "rows");
+  team(N * V >= kParallelMin, [&] {
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      T* r = rows + n * V;
+      const T scale = T(1.0 / shifted_exp(r, V, r).sum);  // r = exp(r - max) in place
+      for (std::int64_t v = 0; v < V; ++v) r[v] *= scale;
+    }
+  });
+}
+
+// ---- Losses -----------------------------------------------------------------------------------
 template <typename T>
 LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
                          const std::int64_t* targets, const CrossEntropyOptions& options,
@@ -224,8 +277,7 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
   const T q_other = T(smooth), q_target = T(smooth + (1.0 - eps));
   std::vector<double> row_loss(static_cast<std::size_t>(N), 0.0);
 
-  // Rows are independent; each runs vectorised (Eigen's exp): a scalar std::exp per class made
-  // this a third of a PTB training step (10k classes).
+  // Rows are independent; each runs the engine's softmax kernel (shifted_exp).
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   team(N * C >= kParallelMin, [&] {
     Arr scratch(dlogits ? 0 : C);  // the exponentials when there is no gradient to keep them in
@@ -238,13 +290,10 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
         if (d) std::fill(d, d + C, T(0));
         continue;
       }
-      const T m = z.maxCoeff();
       Eigen::Map<Arr> e(d ? d : scratch.data(), C);
-      e = (z - m).exp();
-      // Σ exp(z - m) accumulated in double.
-      const double s = e.template cast<double>().sum();
+      const ExpSum es = shifted_exp(logits + n * C, C, e.data());
+      const double s = es.sum, lse = es.lse();
       const double zsum = eps > 0.0 ? z.template cast<double>().sum() : 0.0;
-      const double lse = static_cast<double>(m) + std::log(s);
       // -Σ_c q_c log p_c with q = (1-ε)·onehot(t) + ε/C and log p_c = z_c - lse.
       row_loss[static_cast<std::size_t>(n)] =
           lse - (1.0 - eps) * static_cast<double>(z[t]) - smooth * zsum;
@@ -517,6 +566,8 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
                                   const T*, T*);                                                  \
   template void linear_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*,  \
                                    const T*, T*, T*, T*);                                         \
+  template void log_softmax_rows<T>(std::int64_t, std::int64_t, T*);                              \
+  template void softmax_rows<T>(std::int64_t, std::int64_t, T*);                                  \
   template LossResult cross_entropy<T>(std::int64_t, std::int64_t, const T*, const std::int64_t*, \
                                        const CrossEntropyOptions&, T*);                           \
   template double mse_loss<T>(std::int64_t, const T*, const T*, Reduction, double, T*);           \

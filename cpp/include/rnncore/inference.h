@@ -1,6 +1,6 @@
 // Inference from checkpoints saved in Python: a language model and a sequence classifier in C++.
 //
-// A checkpoint is a directory (rnncore.train.save_checkpoint) holding
+// A checkpoint is a directory (rnncore.train.save_checkpoint; names in checkpoint_format.h)
 //   model.safetensors  the model's state_dict: embedding.weight, rnn.weight_ih_l0, ...,
 //                      decoder.* (LanguageModel) or classifier.* (SequenceClassifier)
 //   checkpoint.json    {"format": "rnncore.checkpoint", "version": 1, "model_type", "model_config"
@@ -28,6 +28,8 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "rnncore/checkpoint_format.h"
 
 namespace rnncore {
 
@@ -111,9 +113,15 @@ struct SampleOptions {
 /// top_k most likely ids (all when top_k is 0 or >= V); temperature 0 returns the most likely id
 /// (the lowest on ties). Deterministic for a given rng state on every platform.
 /// Throws std::invalid_argument on V < 1, a negative or non-finite temperature, top_k < 0 or NaN
-/// log-probabilities.
-std::int64_t sample_token(const float* log_probs, std::int64_t V, double temperature,
+/// log-probabilities. The one sampler of rnncore: Python's LanguageModel.sample draws through it
+/// too (rnncore._core.Sampler), so a seed gives the same tokens in both. T: float or double.
+template <typename T>
+std::int64_t sample_token(const T* log_probs, std::int64_t V, double temperature,
                           std::int64_t top_k, std::mt19937_64& rng);
+extern template std::int64_t sample_token<float>(const float*, std::int64_t, double, std::int64_t,
+                                                 std::mt19937_64&);
+extern template std::int64_t sample_token<double>(const double*, std::int64_t, double, std::int64_t,
+                                                  std::mt19937_64&);
 
 /// Model configuration of a LanguageModel checkpoint (rnncore.models.LanguageModel).
 struct LanguageModelConfig {

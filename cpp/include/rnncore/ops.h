@@ -60,6 +60,17 @@ template <typename T>
 void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy, const T* x,
                      const T* weight, T* dx, T* dweight, T* dbias);
 
+// ---- Softmax: the engine's one implementation (losses, inference, the sampler use it) ---------
+
+/// rows[n, :] = log_softmax(rows[n, :]) (in place); each row's sum of exponentials in double.
+///   rows [N, V]
+template <typename T>
+void log_softmax_rows(std::int64_t N, std::int64_t V, T* rows);
+
+/// rows[n, :] = softmax(rows[n, :]) (in place).   rows [N, V]
+template <typename T>
+void softmax_rows(std::int64_t N, std::int64_t V, T* rows);
+
 // ---- Losses -----------------------------------------------------------------------------------
 
 struct CrossEntropyOptions {

@@ -4,6 +4,7 @@
 
 #include "rnncore/activations.h"
 #include "rnncore/backend.h"
+#include "rnncore/checkpoint_format.h"
 #include "rnncore/inference.h"
 #include "rnncore/ops.h"
 #include "rnncore/recurrent.h"

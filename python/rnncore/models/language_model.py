@@ -354,7 +354,8 @@ class LanguageModel(Module):
             n: tokens to generate, >= 0.
             temperature: > 0 divides the logits (lower = more conservative); 0 = greedy.
             top_k: draw only among the k most likely tokens; None = all.
-            seed: seed of the draws.
+            seed: seed of the draws (None: fresh entropy). A float32 model draws the same tokens
+                as the C++ ``LanguageModel::sample`` of its checkpoint with the same seed.
 
         Returns:
             int64 [n], the generated ids (without the prompt).
@@ -367,38 +368,28 @@ class LanguageModel(Module):
             raise ValueError(f"{where}: n must be an integer >= 0, got {n!r}")
         if not isinstance(temperature, (int, float)) or not temperature >= 0:
             raise ValueError(f"{where}: temperature must be >= 0, got {temperature!r}")
-        V = self.vocab_size
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1
         ):
             raise ValueError(f"{where}: top_k must be an integer >= 1 or None, got {top_k!r}")
-        rng = np.random.default_rng(seed)
+        # The engine's sampler (the C++ LanguageModel's): the same seed draws the same tokens.
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        sampler = _core.Sampler(int(seed) % 2**64)
         was_training = self.training
         self.eval()
         out = np.empty(int(n), dtype=np.int64)
         try:
-            logits, state = self.forward(ids[:, None])
-            last = logits[-1, 0].astype(np.float64)
+            lp, state = self._next_log_probs(ids, None)
             for i in range(int(n)):
-                out[i] = _draw(last, temperature, top_k, rng, V)
-                logits, state = self.forward(out[i : i + 1, None], state)
-                last = logits[0, 0].astype(np.float64)
+                out[i] = sampler.draw(lp, float(temperature), top_k or 0)
+                lp, state = self._next_log_probs(out[i : i + 1], state)
         finally:
             self.train(was_training)
         return out
 
-
-def _draw(
-    logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator, V: int
-) -> int:
-    """One token id from logits [V] with temperature and top-k."""
-    if temperature == 0:
-        return int(np.argmax(logits))
-    z = logits / temperature
-    if top_k is not None and top_k < V:
-        kth = np.partition(z, V - top_k)[V - top_k]
-        z = np.where(z >= kth, z, -np.inf)
-    z = z - z.max()
-    p = np.exp(z)
-    p /= p.sum()
-    return int(rng.choice(V, p=p))
+    def _next_log_probs(self, ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """log p(next token) [V] after the 1-D ids, and the state: the decoder reads only the last
+        step, as the C++ LanguageModel does, so both compute the same floats (eval mode)."""
+        y, state = self.rnn(self.embedding(ids[:, None]), state=state)
+        return _core.log_softmax(self.decoder(y[-1]))[0], state

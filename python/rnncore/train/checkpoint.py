@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _version
+from .. import _core, _version
 from ..nn import Module
 from ..serialization import SafetensorsError, load_safetensors, save_safetensors
 from . import _jsonable
@@ -53,11 +53,15 @@ __all__ = [
     "tied_parameters",
 ]
 
-FORMAT = "rnncore.checkpoint"
-VERSION = 1
-MODEL_FILE = "model.safetensors"
-META_FILE = "checkpoint.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
+# The layout is declared once, in the engine (rnncore/checkpoint_format.h), which the C++ loaders
+# read; these are its values.
+_LAYOUT = _core.checkpoint_format()
+FORMAT: str = _LAYOUT["format"]
+VERSION: int = _LAYOUT["version"]
+MODEL_FILE: str = _LAYOUT["model_file"]
+META_FILE: str = _LAYOUT["meta_file"]
+OPTIMIZER_FILE: str = _LAYOUT["optimizer_file"]
+TENSORS_FORMAT: str = _LAYOUT["tensors_format"]
 
 PathLike = str | os.PathLike
 
@@ -335,11 +339,13 @@ def save_checkpoint(
         save_safetensors(
             tmp / MODEL_FILE,
             tensors,
-            {"format": "rnncore", "model_type": model_type or ""},
+            {"format": TENSORS_FORMAT, "model_type": model_type or ""},
             fsync=True,
         )
         if opt_tensors is not None:
-            save_safetensors(tmp / OPTIMIZER_FILE, opt_tensors, {"format": "rnncore"}, fsync=True)
+            save_safetensors(
+                tmp / OPTIMIZER_FILE, opt_tensors, {"format": TENSORS_FORMAT}, fsync=True
+            )
         _write_json(tmp / META_FILE, meta)  # last: its presence marks a complete checkpoint
         _fsync_dir(tmp)
         _commit(tmp, target)

@@ -1,0 +1,277 @@
+// Checkpoint directories: the vocabulary, checkpoint.json (Meta) and the model's tensors
+// (Weights), checked field by field before anything is built from them.
+#include "checkpoint.h"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <fstream>
+#include <stdexcept>
+
+namespace rnncore {
+
+// ---- Vocabulary ---------------------------------------------------------------------------------
+
+Vocabulary::Vocabulary(std::vector<std::string> tokens, const std::string& pad,
+                       const std::string& unk, const std::string& bos, const std::string& eos)
+    : tokens_(std::move(tokens)) {
+  index_.reserve(tokens_.size());
+  for (std::size_t i = 0; i < tokens_.size(); ++i)
+    if (!index_.emplace(tokens_[i], std::int64_t(i)).second)
+      throw std::invalid_argument("Vocabulary: duplicate token '" + tokens_[i] + "' at ids " +
+                                  std::to_string(index_[tokens_[i]]) + " and " + std::to_string(i));
+  auto role = [&](const std::string& tok, const char* name) -> std::int64_t {
+    if (tok.empty()) return -1;
+    const auto it = index_.find(tok);
+    if (it == index_.end())
+      throw std::invalid_argument(std::string("Vocabulary: the ") + name + " token '" + tok +
+                                  "' is not in the token list");
+    return it->second;
+  };
+  pad_ = role(pad, "pad");
+  unk_ = role(unk, "unk");
+  bos_ = role(bos, "bos");
+  eos_ = role(eos, "eos");
+}
+
+const std::string& Vocabulary::token(std::int64_t id) const {
+  if (id < 0 || id >= size())
+    throw std::invalid_argument("Vocabulary: id " + std::to_string(id) + " is outside [0, " +
+                                std::to_string(size()) + ")");
+  return tokens_[std::size_t(id)];
+}
+
+std::int64_t Vocabulary::id(const std::string& token) const {
+  const auto it = index_.find(token);
+  if (it != index_.end()) return it->second;
+  if (unk_ >= 0) return unk_;
+  throw std::invalid_argument("Vocabulary: unknown token '" + token +
+                              "' (and the vocabulary has no unk token)");
+}
+
+CheckpointInfo read_checkpoint_info(const std::string& directory) {
+  return detail::read_meta(directory).info;
+}
+
+namespace detail {
+
+std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
+
+std::string normalized(const std::string& s) {
+  std::string out;
+  for (char c : s)
+    if (c != '_' && c != '-' && c != ' ') out += char(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+namespace {
+
+std::string read_text(const fs::path& p, const std::string& where) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw CheckpointError(where + ": cannot open " + in_quotes(p.string()));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw CheckpointError(where + ": read error on " + in_quotes(p.string()));
+  return ss.str();
+}
+
+Vocabulary parse_vocab(const Value& v, const std::string& where) {
+  if (v.is_null()) return {};
+  if (!v.is_object())
+    throw CheckpointError(where + ": checkpoint.json vocab must be an object or null");
+  const Value* tokens = v.find("tokens");
+  if (!tokens || !tokens->is_array())
+    throw CheckpointError(where + ": checkpoint.json vocab.tokens must be a list of strings");
+  std::vector<std::string> list;
+  list.reserve(tokens->array.size());
+  for (const auto& t : tokens->array) {
+    if (!t.is_string())
+      throw CheckpointError(where + ": checkpoint.json vocab.tokens must be a list of strings");
+    list.push_back(t.text);
+  }
+  std::string roles[4];
+  const char* names[4] = {"pad", "unk", "bos", "eos"};
+  if (const Value* sp = v.find("specials"); sp && !sp->is_null()) {
+    if (!sp->is_object())
+      throw CheckpointError(where + ": checkpoint.json vocab.specials must be an object");
+    for (const auto& [role, tok] : sp->object) {
+      const auto* it = std::find(names, names + 4, role);
+      if (it == names + 4)
+        throw CheckpointError(where + ": checkpoint.json vocab.specials has an unknown role " +
+                              in_quotes(role));
+      if (!tok.is_null()) {
+        if (!tok.is_string())
+          throw CheckpointError(where + ": checkpoint.json vocab.specials." + role +
+                                " must be a string");
+        roles[it - names] = tok.text;
+      }
+    }
+  }
+  try {
+    return Vocabulary(std::move(list), roles[0], roles[1], roles[2], roles[3]);
+  } catch (const std::invalid_argument& e) {
+    throw CheckpointError(where + ": checkpoint.json vocab: " + e.what());
+  }
+}
+
+}  // namespace
+
+Meta read_meta(const std::string& directory) {
+  Meta m;
+  m.where = "checkpoint " + in_quotes(directory);
+  const fs::path dir(directory);
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) throw CheckpointError(m.where + ": no such directory");
+  if (!fs::is_directory(dir, ec))
+    throw CheckpointError(m.where +
+                          ": is not a directory (a checkpoint is a directory holding "
+                          "model.safetensors and checkpoint.json)");
+  const fs::path meta_path = dir / checkpoint_format::kMetaFile;
+  if (!fs::exists(meta_path, ec))
+    throw CheckpointError(m.where + ": missing checkpoint.json (not a checkpoint directory?)");
+  m.info.directory = directory;
+  m.info.json = read_text(meta_path, m.where);
+  try {
+    m.root = detail::json::parse(m.info.json, m.where + ": checkpoint.json");
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::runtime_error& e) {
+    throw CheckpointError(e.what());
+  }
+  const Value& r = m.root;
+  if (!r.is_object()) throw CheckpointError(m.where + ": checkpoint.json must be a JSON object");
+  const Value* format = r.find("format");
+  if (!format || !format->is_string() || format->text != checkpoint_format::kFormat)
+    throw CheckpointError(m.where + ": checkpoint.json format must be \"" +
+                          checkpoint_format::kFormat + "\", got " +
+                          (format && format->is_string() ? in_quotes(format->text) : "none"));
+  const Value* version = r.find("version");
+  if (!version || !version->is_integer())
+    throw CheckpointError(m.where + ": checkpoint.json version must be an integer");
+  if (version->as_int64() != checkpoint_format::kVersion)
+    throw CheckpointError(m.where + ": checkpoint.json version " + version->text +
+                          " is not supported (this reader knows version " +
+                          std::to_string(checkpoint_format::kVersion) + ")");
+  const Value* type = r.find("model_type");
+  if (!type || !type->is_string())
+    throw CheckpointError(m.where + ": checkpoint.json model_type must be a string");
+  m.info.model_type = type->text;
+  m.config = r.find("model_config");
+  if (!m.config || !m.config->is_object())
+    throw CheckpointError(m.where + ": checkpoint.json model_config must be an object");
+  // "dtype": one name, or the sorted list of names when the tensors differ.
+  m.info.dtype = "float32";
+  if (const Value* d = r.find("dtype"); d && !d->is_null()) {
+    std::vector<const Value*> names;
+    if (d->is_array()) {
+      for (const auto& e : d->array) names.push_back(&e);
+    } else {
+      names.push_back(d);
+    }
+    m.info.dtype.clear();
+    for (const Value* e : names) {
+      if (!e->is_string() || (e->text != "float32" && e->text != "float64"))
+        throw CheckpointError(m.where +
+                              ": checkpoint.json dtype must be \"float32\" or \"float64\"");
+      m.info.dtype += (m.info.dtype.empty() ? "" : ",") + e->text;
+    }
+  }
+  // "tied": {alias: stored name} for parameters stored once under another name.
+  if (const Value* t = r.find("tied"); t && !t->is_null()) {
+    if (!t->is_object())
+      throw CheckpointError(m.where + ": checkpoint.json tied must be an object");
+    for (const auto& [alias, target] : t->object) {
+      if (!target.is_string())
+        throw CheckpointError(m.where + ": checkpoint.json tied." + alias + " must be a string");
+      m.tied[alias] = target.text;
+    }
+  }
+  if (const Value* extra = r.find("extra"); extra && extra->is_object())
+    if (const Value* labels = extra->find("labels"); labels && labels->is_array()) {
+      for (const auto& l : labels->array)
+        if (l.is_string()) m.info.labels.push_back(l.text);
+      if (m.info.labels.size() != labels->array.size()) m.info.labels.clear();
+    }
+  if (const Value* v = r.find("vocab")) m.info.vocab = parse_vocab(*v, m.where);
+  auto opt_int = [&](const char* key) -> std::optional<std::int64_t> {
+    const Value* v = r.find(key);
+    if (v && v->is_integer()) return v->as_int64();
+    return std::nullopt;
+  };
+  m.info.epoch = opt_int("epoch");
+  m.info.step = opt_int("step");
+  return m;
+}
+
+const CellInfo* parse_cell(const std::string& name) {
+  std::string n = normalized(name);
+  if (n == "rnntanh" || n == "tanh") n = "rnn";
+  if (n == "relu") n = "rnnrelu";
+  for (const auto& c : registered_cells())
+    if (normalized(c.name) == n) return &c;
+  return nullptr;
+}
+
+std::string cell_names() {
+  std::string out;
+  for (const auto& c : registered_cells()) out += (out.empty() ? "" : ", ") + std::string(c.name);
+  return out;
+}
+
+const CellInfo& cell_of(const Meta& m) {
+  const std::string name = m.string("cell", "lstm");
+  const CellInfo* cell = parse_cell(name);
+  if (!cell)
+    throw CheckpointError(m.key_where("cell") + " " + in_quotes(name) + " is not one of " +
+                          cell_names());
+  return *cell;
+}
+
+void check_model_type(const Meta& m, const char* expected) {
+  if (normalized(m.info.model_type) != normalized(expected))
+    throw CheckpointError(m.where + ": model_type is " + in_quotes(m.info.model_type) +
+                          " but the " + "program loads a " + expected);
+}
+
+void require_cell(const Meta& m, const ModelRequirements& req, const CellInfo& cell) {
+  if (!req.cell) return;
+  const CellInfo* want = parse_cell(*req.cell);
+  if (!want)
+    throw std::invalid_argument("ModelRequirements.cell " + in_quotes(*req.cell) +
+                                " is not one of " + cell_names());
+  if (want->id != cell.id)
+    throw CheckpointError(m.where + ": the cell is " + in_quotes(cell.name) +
+                          " but the program expects " + in_quotes(want->name));
+}
+
+Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why) {
+  Recurrent<float> rnn(cfg);
+  for (const ParamInfo& p : rnn.param_info()) {
+    std::vector<std::int64_t> shape{std::int64_t(p.rows)};
+    if (p.cols != 0) shape.push_back(std::int64_t(p.cols));
+    const auto data = w.take("rnn." + p.name, shape, why);
+    std::copy(data.begin(), data.end(), rnn.params() + p.offset);
+  }
+  return rnn;
+}
+
+std::string rnn_why(const RecurrentConfig& c, const char* cell) {
+  return std::string("an rnn of cell ") + cell + ", input " + std::to_string(c.input_size) +
+         ", hidden " + std::to_string(c.hidden_size) +
+         (c.proj_size ? ", proj_size " + std::to_string(c.proj_size) : std::string()) + ", " +
+         std::to_string(c.num_layers) + " layer(s)" + (c.bidirectional ? ", bidirectional" : "");
+}
+
+int as_int(std::int64_t v, const char* name) {
+  if (v < 1 || v > INT_MAX)
+    throw std::invalid_argument(std::string(name) + " must be in [1, " + std::to_string(INT_MAX) +
+                                "], got " + std::to_string(v));
+  return int(v);
+}
+
+void require_ptr(const void* p, const char* name) {
+  if (!p) throw std::invalid_argument(std::string(name) + " must not be null");
+}
+
+}  // namespace detail
+}  // namespace rnncore
