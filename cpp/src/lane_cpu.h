@@ -1,0 +1,402 @@
+// One lane (layer × direction) of the CPU sequence driver, forward and BPTT, written once as
+// templates on the cell: batch packing, the per-step loop split by hidden units over the threads,
+// the small-batch matrix-vector and packed-GEMM paths, and the all-steps weight-gradient GEMMs.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cells/step.h"
+
+namespace rnncore::detail {
+
+// A variable-length batch laid out as PyTorch's PackedSequence: sequences sorted by length
+// (descending, stable), steps stored back to back, step t holding its bs[t] active rows. Without
+// lengths this is the plain [T*B] layout and perm is the identity. Lengths were checked to lie in
+// [1, T] at the API boundary.
+struct Packing {
+  Index T = 0, B = 0, N = 0;
+  bool ragged = false;      // some sequence is shorter than T
+  std::vector<Index> bs;    // [T+1] active rows per step; bs[T] = 0
+  std::vector<Index> off;   // [T+1] first packed row of each step; off[T] = N
+  std::vector<Index> perm;  // [B] sorted position -> batch index
+
+  void build(Index steps, Index batch, const std::int64_t* lengths) {
+    T = steps;
+    B = batch;
+    perm.resize(B);
+    std::iota(perm.begin(), perm.end(), Index(0));
+    bs.assign(T + 1, 0);
+    off.assign(T + 1, 0);
+    ragged = lengths && std::any_of(lengths, lengths + B, [&](std::int64_t n) { return n != T; });
+    if (!ragged) {
+      for (Index t = 0; t < T; ++t) bs[t] = B;
+    } else {
+      std::stable_sort(perm.begin(), perm.end(),
+                       [&](Index a, Index b) { return lengths[a] > lengths[b]; });
+      for (Index b = 0; b < B; ++b)
+        for (Index t = 0; t < lengths[b]; ++t) ++bs[t];
+    }
+    for (Index t = 0; t < T; ++t) off[t + 1] = off[t] + bs[t];
+    N = off[T];
+  }
+};
+
+template <typename V>
+void grow(V& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// Rows [0, bs[t]) of the state entering step t: the state after the previous step in processing
+// order, or the initial state for sequences that start here (the reverse direction starts each
+// sequence at its own last step). states is packed [N, ld]; init is [B, H].
+template <typename T>
+RowSrc<T> prev_state(const Packing& pk, Index t, bool reverse, const T* states, Index ld,
+                     const T* init, Index H) {
+  if (!reverse) {
+    if (t == 0) return {init, H, pk.B, nullptr, 0};
+    return {states + pk.off[t - 1] * ld, ld, pk.B, nullptr, 0};
+  }
+  if (t == pk.T - 1) return {init, H, pk.B, nullptr, 0};
+  const Index m = pk.bs[t + 1];
+  return {states + pk.off[t + 1] * ld, ld, m, init + m * H, H};
+}
+
+// Pointers of one lane into the flat parameter and gradient buffers.
+template <typename T>
+struct LaneParams {
+  Index I = 0;            // this layer's input size
+  const T* Wx = nullptr;  // [G*H, I]
+  const T* Wh = nullptr;  // [G*H, H]
+  const T* bx = nullptr;  // [G*H] or null
+  const T* bh = nullptr;  // [G*H] or null
+  const T* Wr = nullptr;  // [R, H] the LSTM's projection (proj_size), or null
+  T* dWx = nullptr;
+  T* dWh = nullptr;
+  T* dbx = nullptr;
+  T* dbh = nullptr;
+  T* dWr = nullptr;
+};
+
+// The sizes of one lane: H cell units, R = the width of its state h (H, or proj_size).
+struct LaneShape {
+  bool reverse = false;
+  Index H = 0, R = 0;
+  bool projected() const { return R != H; }
+};
+
+// What one lane keeps from forward to backward (views into the workspace), packed by step.
+template <typename T>
+struct LaneWork {
+  T* gates = nullptr;  // [N, G*H] activated gates, then dG in backward
+  T* cs = nullptr;     // [N, H] cell states (cells with kStates == 2)
+  T* aux = nullptr;    // [N, H] the cell's aux buffer (Cell::kAux)
+  T* m = nullptr;      // [N, H] the cell's output before the projection (proj_size), or null
+};
+
+// Scratch of one direction, reused by every lane and call (never kept for backward).
+template <typename T>
+struct Scratch {
+  AlignedVec<T> rec;               // [B, G*H]
+  AlignedVec<T> dh, dh2, dc, dc2;  // [B, H] each (dh, dh2 as [B, R])
+  AlignedVec<T> dm;                // [B, H] dL/d(cell output) of a projected lane
+  AlignedVec<T> dhs;               // [N, R] dL/dh of every step of a projected lane (for dW_hr)
+  AlignedVec<T> hp_all;            // [N, R] gathered previous states for dW_hh of a ragged batch
+  AlignedVec<T> bias;              // [G*H] folded input-side bias
+  AlignedVec<T> wh_blocked;        // W_hh regrouped (or packed) by thread, see lane_forward
+  void reserve(Index B, Index H, Index GH) {
+    grow(rec, std::size_t(B * GH));
+    for (auto* v : {&dh, &dh2, &dc, &dc2, &dm}) grow(*v, std::size_t(B * H));
+    grow(bias, std::size_t(GH));
+    // Packed panels pad each thread's columns up to a multiple of kPanel.
+    grow(wh_blocked, std::size_t(GH * (H + kPanel * get_num_threads())));
+  }
+};
+
+// Whether one step's recurrent work is worth a team of threads (else a fork/join per lane and a
+// barrier per step would cost more than they save).
+inline bool parallel_steps(Index B, Index G, Index H) {
+  return 2.0 * double(B) * double(G * H) * double(H) >= double(1 << 17) && H >= 32;
+}
+
+// The step a lane's forward visits k-th (backward visits them in the opposite order).
+inline Index visit_step(const LaneShape& ls, const Packing& pk, Index k) {
+  return ls.reverse ? pk.T - 1 - k : k;
+}
+
+// Phases of a lane, so that the driver can run the parallel-friendly GEMMs over the whole team
+// and the serial step loops of two directions side by side.
+enum Phase : int { kProject = 1, kSteps = 2, kGrads = 4, kAll = 7 };
+
+// Forward of one lane over the packed batch.
+//   X [N, I] (row stride ldx); Y [N, ldy] written in this lane's R columns; h0 [B, R], c0 [B, H];
+//   hn [B, R], cn [B, H] out (sorted order).
+template <typename Cell, typename T>
+void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
+                  Index ldx, T* Y, Index ldy, const T* h0, const T* c0, T* hn, T* cn,
+                  const LaneWork<T>& w, Scratch<T>& sc, int phases = kAll) {
+  constexpr Index G = Cell::kGates;
+  constexpr bool has_c = Cell::kStates == 2;
+  const Index H = ls.H, R = ls.R, GH = G * H, N = pk.N;
+  const bool proj = ls.projected();
+  T* gates = w.gates;
+
+  // 1. All steps' input projections in one GEMM, with every bias that adds to them folded in.
+  if (phases & kProject) {
+    const T* bias = nullptr;
+    if (p.bx) {
+      auto b = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(sc.bias.data(), GH);
+      b = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bx, GH);
+      const Index folded = Cell::kFoldedHiddenBias * H;
+      b.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
+      bias = sc.bias.data();
+    }
+    par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, bias);
+  }
+  if (!(phases & kSteps)) return;
+
+  // 2. The serial part: per step, the recurrent GEMM and the gate math, split by hidden units.
+  team(parallel_steps(pk.B, G, H), [&] {
+    const Range units = share(H, thread_count(), thread_id());
+    const Range outs = proj ? share(R, thread_count(), thread_id()) : units;  // columns of h
+    // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
+    // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
+    // Small batches get each gate's block packed for the matrix-vector kernel (gemv.h), or for
+    // calls of a few steps use W_hh in place (step.h, kGemvPackMinSteps); on AVX-512 CPUs a
+    // larger batch's float block is packed into panels for packed_gemm instead.
+    T* wh_own = sc.wh_blocked.data() + G * units.begin * R;
+    T* wh_region = sc.wh_blocked.data() + G * R * (units.begin + kPanel * thread_id());
+    const Index u = units.size(), uq = outs.size();
+    const bool small_batch = pk.B <= kGemvRows;
+    const bool gemv_in_place = small_batch && pk.T < kGemvPackMinSteps;
+    const T* wh_packed = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (!small_batch && packed_gemm_available()) {
+        for (Index g = 0; g < G; ++g)
+          pack_transposed(u, R, p.Wh + (g * H + units.begin) * R, R,
+                          wh_region + g * packed_size(R, u));
+        wh_packed = wh_region;
+      }
+    }
+    for (Index g = 0; g < G && !wh_packed && !gemv_in_place; ++g) {
+      const T* src = p.Wh + (g * H + units.begin) * R;
+      if (small_batch)
+        pack_gemv_panels(u, R, src, R, wh_own + g * u * R);
+      else
+        copy_rows(u, R, src, R, wh_own + g * u * R, R);
+    }
+    Step<T> s;
+    s.H = H;
+    s.R = R;
+    s.j0 = units.begin;
+    s.j1 = units.end;
+    s.q0 = outs.begin;
+    s.q1 = outs.end;
+    s.Wh_own = wh_own;
+    s.small_batch = small_batch;
+    s.gemv_in_place = gemv_in_place;
+    s.Wh_packed = wh_packed;
+    s.ld_h = proj ? H : ldy;  // a projected lane's cell writes m, the input of W_hr
+    s.rec = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
+    s.Wh = p.Wh;
+    // The hidden biases the input projection did not take (the GRU's b_hn) enter in the step.
+    s.bh_n = (Cell::kFoldedHiddenBias < G && p.bh) ? p.bh + Cell::kFoldedHiddenBias * H : nullptr;
+    for (Index k = 0; k < pk.T; ++k) {
+      const Index t = visit_step(ls, pk, k), n = pk.bs[t];
+      T* h = Y + pk.off[t] * ldy;
+      s.n = n;
+      s.gates = gates + pk.off[t] * GH;
+      s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, R);
+      s.h = proj ? w.m + pk.off[t] * H : h;
+      if constexpr (has_c) {
+        s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs), H, c0, H);
+        s.c = w.cs + pk.off[t] * H;
+      }
+      if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
+      Cell::forward(s);
+      if (proj) {   // h[:, q0:q1] = m · W_hr[q0:q1, :]ᵀ
+        barrier();  // the projection reads every unit of m
+        if (uq > 0)
+          gemm_nt(n, uq, H, static_cast<const T*>(s.h), H, p.Wr + outs.begin * H, H, h + outs.begin,
+                  ldy, /*accumulate=*/false);
+      }
+      if (!ls.reverse) {  // sequences whose last step this was hand over their final state
+        const Index m = pk.bs[t + 1];
+        copy_rows(n - m, uq, h + m * ldy + outs.begin, ldy, hn + m * R + outs.begin, R);
+        if (has_c && cn)
+          copy_rows(n - m, u, s.c + m * H + units.begin, H, cn + m * H + units.begin, H);
+      }
+      barrier();  // the next step's GEMM reads every unit of h
+    }
+  });
+  if (ls.reverse) {
+    copy_rows(pk.B, R, Y, ldy, hn, R);
+    if (has_c && cn) copy_rows(pk.B, H, static_cast<const T*>(w.cs), H, cn, H);
+  }
+}
+
+// BPTT of one lane over its saved forward.
+//   dY [N, ldy] this lane's columns of the output gradient, or null; Y, X, h0, c0 as in forward;
+//   dhn [B, R], dcn [B, H] or null; dh0 [B, R], dc0 [B, H] out (=); dX [N, I] out (= if
+//   !accumulate_dx, else +=); step_sq [T] or null: += ||dL/dh_t||² summed over the batch.
+template <typename Cell, typename T>
+void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
+                   Index ldx, const T* Y, Index ldy, const T* dY, const T* h0, const T* c0,
+                   const T* dhn, const T* dcn, T* dh0, T* dc0, T* dX, bool accumulate_dx,
+                   double* step_sq, const LaneWork<T>& w, Scratch<T>& sc, int phases = kAll) {
+  constexpr Index G = Cell::kGates;
+  constexpr bool has_c = Cell::kStates == 2;
+  const Index H = ls.H, R = ls.R, GH = G * H, N = pk.N, B = pk.B, Tn = pk.T;
+  const bool proj = ls.projected();
+  T* gates = w.gates;
+  if (proj) grow(sc.dhs, std::size_t(N * R));
+
+  // 1. The serial part, in reverse processing order, split by hidden units (and by columns of h).
+  if (phases & kSteps)
+    team(parallel_steps(B, G, H), [&] {
+      const Range units = share(H, thread_count(), thread_id());
+      const Range outs = proj ? share(R, thread_count(), thread_id()) : units;
+      const Index j = units.begin, u = units.size(), q = outs.begin, uq = outs.size();
+      // On AVX-512 CPUs (float) this thread's columns of W_hh are packed once for all steps.
+      const T* wh_packed = nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        if (packed_gemm_available() && uq > 0) {
+          T* region = sc.wh_blocked.data() + GH * (q + kPanel * thread_id());
+          pack_rows(GH, uq, p.Wh + q, R, region);
+          wh_packed = region;
+        }
+      }
+      T* dh = sc.dh.data();  // [B, R]
+      T* dhp = sc.dh2.data();
+      T* dc = sc.dc.data();  // [B, H]
+      T* dcp = sc.dc2.data();
+      // Rows [from, to) whose final state enters at this step take its gradient (or zero).
+      auto load_final = [&](Index from, Index to) {
+        for (Index r = from; r < to; ++r) {
+          RowArr<T> d(dh + r * R + q, uq);
+          if (dhn)
+            d = ConstRowArr<T>(dhn + r * R + q, uq);
+          else
+            d.setZero();
+          if constexpr (has_c) {
+            RowArr<T> e(dc + r * H + j, u);
+            if (dcn)
+              e = ConstRowArr<T>(dcn + r * H + j, u);
+            else
+              e.setZero();
+          }
+        }
+      };
+      Step<T> s;
+      s.H = H;
+      s.R = R;
+      s.j0 = units.begin;
+      s.j1 = units.end;
+      s.q0 = outs.begin;
+      s.q1 = outs.end;
+      s.rec = sc.rec.data();
+      s.Wh = p.Wh;
+      s.Wh_packed = wh_packed;
+      for (Index k = 0; k < Tn; ++k) {
+        const Index t = Tn - 1 - visit_step(ls, pk, k), n = pk.bs[t];
+        if (!ls.reverse)
+          load_final(pk.bs[t + 1], n);
+        else if (k == 0)
+          load_final(0, B);
+        if (dY) view(dh + q, n, uq, R) += cview(dY + pk.off[t] * ldy + q, n, uq, ldy);
+        if (step_sq) {
+          const double sq = double(view(dh + q, n, uq, R).squaredNorm());
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+          step_sq[t] += sq;
+        }
+        s.n = n;
+        s.gates = gates + pk.off[t] * GH;
+        s.h_prev = prev_state(pk, t, ls.reverse, Y, ldy, h0, R);
+        if constexpr (has_c) {
+          s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs), H, c0, H);
+          s.c = w.cs + pk.off[t] * H;
+        }
+        if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
+        s.dh = dh;
+        if (proj) {  // dL/dm = dh · W_hr for this thread's units; dh is kept for dW_hr
+          copy_rows(n, uq, dh + q, R, sc.dhs.data() + pk.off[t] * R + q, R);
+          barrier();  // dm reads every column of dh
+          gemm_nn(n, u, R, static_cast<const T*>(dh), R, p.Wr + j, H, sc.dm.data() + j, H,
+                  /*accumulate=*/false);
+          s.dh = sc.dm.data();
+        }
+        s.dc = dc;
+        s.dh_prev = dhp;
+        s.dc_prev = dcp;
+        Cell::backward(s);
+        // Rows that started at this step pass their gradient to the initial state.
+        const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
+        if (dh0) copy_rows(n - m, uq, dhp + m * R + q, R, dh0 + m * R + q, R);
+        if (has_c && dc0) copy_rows(n - m, u, dcp + m * H + j, H, dc0 + m * H + j, H);
+        std::swap(dh, dhp);
+        std::swap(dc, dcp);
+        // No barrier here: the next step reads and writes only this thread's columns of dh, dc
+        // and its own units' dG until the cell's barrier before the dG·W_hh product (or the
+        // projection's barrier), so a thread whose product ended first starts its element-wise
+        // work instead of waiting.
+      }
+    });
+  if (!(phases & kGrads)) return;
+
+  // 2. Weight gradients and the input gradient: large GEMMs over all steps at once.
+  const T* dG = gates;
+  const T* aux = w.aux;
+  // A cell may leave its last gate block's input-side dG in aux (the reset-after GRU's dn).
+  const Index gx = Cell::kAuxIsInputSideDG ? (G - 1) * H : GH;  // input-side rows in `gates`
+  par_gemm(true, false, gx, p.I, N, dG, GH, X, ldx, T(1), p.dWx, p.I);
+  par_gemm(false, false, N, p.I, gx, dG, GH, p.Wx, p.I, accumulate_dx ? T(1) : T(0), dX, p.I);
+  if constexpr (Cell::kAuxIsInputSideDG) {
+    par_gemm(true, false, H, p.I, N, aux, H, X, ldx, T(1), p.dWx + gx * p.I, p.I);
+    par_gemm(false, false, N, p.I, H, aux, H, p.Wx + gx * p.I, p.I, T(1), dX, p.I);
+  }
+  if (p.dbx) {
+    // Both biases' gradients are column sums of the same dG: one pass over it.
+    using Vec = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+    T* colsum = sc.bias.data();  // [GH] free in backward (the forward's folded bias)
+    Vec(colsum, GH).setZero();
+    par_colsum_acc(N, GH, dG, GH, colsum);
+    Vec(p.dbh, GH) += Vec(colsum, GH);
+    Vec(p.dbx, gx) += Vec(colsum, gx);
+    if constexpr (Cell::kAuxIsInputSideDG) par_colsum_acc(N, H, aux, H, p.dbx + gx);
+  }
+  // dW_hr = Σ_t dh_tᵀ · m_t.
+  if (proj)
+    par_gemm(true, false, R, H, N, static_cast<const T*>(sc.dhs.data()), R,
+             static_cast<const T*>(w.m), H, T(1), p.dWr, H);
+  // dW_hh = Σ_t dG_tᵀ · h_prev(t); a cell may pair its last gate block with aux instead.
+  const Index gh = Cell::kAuxIsRecurrentInput ? (G - 1) * H : GH;
+  if (!pk.ragged) {
+    // Every step has all B rows: h_prev is h0 for one step and the previous output for the rest.
+    const Index rest = N - B;
+    const Index first_init = ls.reverse ? rest : 0;  // rows of dG whose h_prev is h0
+    const Index first_y = ls.reverse ? 0 : B;        // rows of dG whose h_prev is in Y
+    const Index y_row = ls.reverse ? B : 0;
+    par_gemm(true, false, gh, R, B, dG + first_init * GH, GH, h0, R, T(1), p.dWh, R);
+    par_gemm(true, false, gh, R, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, T(1), p.dWh, R);
+  } else {
+    grow(sc.hp_all, std::size_t(N * R));
+    for (Index t = 0; t < Tn; ++t) {
+      const RowSrc<T> src = prev_state(pk, t, ls.reverse, Y, ldy, h0, R);
+      T* dst = sc.hp_all.data() + pk.off[t] * R;
+      for (Index r = 0; r < pk.bs[t]; ++r) std::memcpy(dst + r * R, src.row(r), sizeof(T) * R);
+    }
+    par_gemm(true, false, gh, R, N, dG, GH, static_cast<const T*>(sc.hp_all.data()), R, T(1), p.dWh,
+             R);
+  }
+  if constexpr (Cell::kAuxIsRecurrentInput)
+    par_gemm(true, false, H, R, N, dG + gh, GH, aux, H, T(1), p.dWh + gh * R, R);
+}
+
+}  // namespace rnncore::detail
