@@ -7,6 +7,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checks.h"
@@ -19,13 +20,31 @@ using rnncore::bindings::checked;
 
 namespace {
 
+// The layer's lock, taken without the GIL (so that a thread holding the lock can always get the
+// GIL back) and held for a whole forward or backward: checks against the saved forward, the
+// engine call (which releases the GIL) and the bookkeeping after it. Two Python threads on one
+// layer then run one call at a time, never one call's checks against another call's state.
+class CallLock {
+ public:
+  explicit CallLock(std::mutex& mu) : lock_(mu, std::defer_lock) {
+    py::gil_scoped_release release;
+    lock_.lock();
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
 template <typename T>
 struct PyRecurrent {
   Recurrent<T> core;
-  std::mutex mu;  // one engine call at a time per layer (the GIL is released inside)
+  std::mutex mu;  // held by CallLock for each forward and backward
   // A training forward without lengths reads x and writes y in place and backward reads them
   // again: the arrays are kept alive here until then.
   py::object saved_x, saved_y;
+  // The thread whose training forward backward will consume: backward from another thread would
+  // silently get that thread's gradients, so it is refused.
+  std::thread::id saved_by;
   explicit PyRecurrent(const RecurrentConfig& c) : core(c) {}
 
   // h-like states are [L*D, B, R] (R = proj_size or H), c-like [L*D, B, H].
@@ -44,6 +63,7 @@ struct PyRecurrent {
 
   py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj, py::handle c0_obj,
                     bool training, std::uint64_t seed) {
+    CallLock lock(mu);
     const auto& c = core.config();
     const bool lstm = c.states() == 2;
     auto x = checked<T>(x_obj, "x", "[T, B, I=" + std::to_string(c.input_size) + "]",
@@ -76,23 +96,28 @@ struct PyRecurrent {
       T* hnp = hn.mutable_data();
       T* cnp = lstm ? cn.mutable_data() : nullptr;
       py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mu);
       core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed);
     }
     saved_x = training ? py::object(x) : py::object();
     saved_y = training ? py::object(y) : py::object();
+    saved_by = std::this_thread::get_id();
     if (lstm) return py::make_tuple(y, hn, cn);
     return py::make_tuple(y, hn, py::none());
   }
 
   py::tuple backward(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
                      bool step_grad_norms) {
+    CallLock lock(mu);
     const auto& c = core.config();
     const bool lstm = c.states() == 2;
     if (!core.has_saved_forward())
       throw std::runtime_error(
           "backward needs a training-mode forward first (backward after eval(), before any "
           "forward, or twice for one forward is not possible)");
+    if (saved_by != std::this_thread::get_id())
+      throw std::runtime_error(
+          "backward: the last training forward of this layer ran in another thread; a thread "
+          "can only backpropagate through its own forward (use one layer per thread)");
     const auto shape = core.saved_shape();
     const int Tn = shape.steps, B = shape.batch;
     const int DH = c.directions() * c.state_size();
@@ -123,7 +148,6 @@ struct PyRecurrent {
       T* dh0p = dh0.mutable_data();
       T* dc0p = lstm ? dc0.mutable_data() : nullptr;
       py::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mu);
       core.backward(dyp, dhnp, dcnp, dxp, dh0p, dc0p, normsp);
     }
     saved_x = py::object();
@@ -186,7 +210,11 @@ void bind_recurrent(py::module_& m, const char* name) {
             return out;
           },
           "[(name, offset, shape)] of every parameter inside the flat buffer, PyTorch's names.")
-      .def("zero_grad", [](Cls& r) { r.core.zero_grad(); })
+      .def("zero_grad",
+           [](Cls& r) {
+             CallLock lock(r.mu);  // not while a backward of another thread accumulates
+             r.core.zero_grad();
+           })
       .def_property_readonly("has_saved_forward", [](Cls& r) { return r.core.has_saved_forward(); })
       .def("forward", &Cls::forward, py::arg("x"), py::arg("lengths") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("training") = true,

@@ -7,6 +7,7 @@ recurrent layer) and :func:`child_seeds`.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..nn import (
     Module,
     recurrent_layer,
 )
-from ..nn.layers import _FlatModule
+from ..nn.layers import _FlatModule, check_same_thread, one_call_at_a_time
 from . import register
 
 #: cell names of model configs: the engine's registry (rnncore.nn.CELLS)
@@ -120,22 +121,28 @@ class TiedDecoder(_FlatModule):
         self.out_features = embedding.num_embeddings
         self.dtype = embedding.dtype
         self._allocate(self.dtype, [("bias", (self.out_features,))])
+        # The embedding's lock: both modules accumulate into embedding.weight.grad.
+        self._call_lock = embedding._call_lock
         self.bias = self._parameters[0]  # starts at zero
         self._x: np.ndarray | None = None
         self._lead: tuple[int, ...] = ()
 
+    @one_call_at_a_time
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         y = _core.linear_forward(x2, self._weight.data, self.bias.data)
         self._x = x2 if self.training else None
+        self._forward_thread = threading.get_ident()
         self._lead = lead
         return y.reshape(lead + (self.out_features,))
 
+    @one_call_at_a_time
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._x is None:
             raise RuntimeError("TiedDecoder.backward: needs a training-mode forward first")
+        check_same_thread(self, "TiedDecoder.backward")
         dx = _core.linear_backward(
             np.ascontiguousarray(dy).reshape(-1, self.out_features),
             self._x,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +27,34 @@ def _check_array(a: Any, name: str, where: str, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def one_call_at_a_time(method: _F) -> _F:
+    """Runs a module's forward or backward under the module's lock (``_call_lock``).
+
+    The engine releases the GIL, so two threads on one module would otherwise race on the saved
+    input and on the ``+=`` into the gradients (and lose updates).
+    """
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._call_lock:
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
+
+def check_same_thread(module: Any, where: str) -> None:
+    """RuntimeError unless the module's last training forward ran in this thread: a backward
+    through another thread's forward would silently mix two batches' gradients."""
+    if module._forward_thread != threading.get_ident():
+        raise RuntimeError(
+            f"{where}: the last training forward of this module ran in another thread; a thread "
+            "can only backpropagate through its own forward (use one module per thread)"
+        )
+
+
 class _FlatModule(Module):
     """A module whose parameters are views into one flat buffer, and gradients into another.
 
@@ -32,6 +63,8 @@ class _FlatModule(Module):
     """
 
     def _allocate(self, dtype: np.dtype, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
+        self._call_lock = threading.Lock()  # see one_call_at_a_time
+        self._forward_thread: int | None = None  # the thread of the last training forward
         total = sum(math.prod(s) for _, s in shapes)
         self._flat = np.zeros(total, dtype=dtype)
         self._gflat = np.zeros(total, dtype=dtype)
@@ -117,6 +150,7 @@ class Embedding(_FlatModule):
         if self.padding_idx is not None:
             self.weight.data[self.padding_idx] = 0.0
 
+    @one_call_at_a_time
     def forward(self, ids: Any) -> np.ndarray:
         """Look up the rows of ``ids``.
 
@@ -137,6 +171,7 @@ class Embedding(_FlatModule):
         except ValueError:
             raise ValueError(f"{where}: {self._bad_id(ids, flat)}") from None
         self._ids = flat if self.training else None
+        self._forward_thread = threading.get_ident()
         self._shape = ids.shape
         return out.reshape(ids.shape + (self.embedding_dim,))
 
@@ -146,6 +181,7 @@ class Embedding(_FlatModule):
         index = tuple(int(i) for i in np.unravel_index(pos, ids.shape)) if ids.ndim > 1 else pos
         return f"input ids: id {int(flat[pos])} at index {index} is out of range [0, {V})"
 
+    @one_call_at_a_time
     def backward(self, dout: np.ndarray) -> None:
         """Accumulate the gradient of the last training forward into ``weight.grad``.
 
@@ -158,6 +194,7 @@ class Embedding(_FlatModule):
         where = "Embedding.backward"
         if self._ids is None:
             raise RuntimeError(f"{where}: needs a training-mode forward first")
+        check_same_thread(self, where)
         dout = _check_array(dout, "dout", where, self.dtype)
         expected = self._shape + (self.embedding_dim,)
         if dout.shape != expected:
@@ -223,6 +260,7 @@ class Linear(_FlatModule):
         k = 1.0 / math.sqrt(self.in_features)
         self._flat[...] = self._rng.uniform(-k, k, size=self._flat.shape)
 
+    @one_call_at_a_time
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x · weightᵀ + bias.
 
@@ -243,9 +281,11 @@ class Linear(_FlatModule):
             x2, self.weight.data, None if self.bias is None else self.bias.data
         )
         self._x = x2 if self.training else None
+        self._forward_thread = threading.get_ident()
         self._lead = x.shape[:-1]
         return y.reshape(self._lead + (self.out_features,))
 
+    @one_call_at_a_time
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Accumulate weight/bias gradients and return dx.
 
@@ -258,6 +298,7 @@ class Linear(_FlatModule):
         where = "Linear.backward"
         if self._x is None:
             raise RuntimeError(f"{where}: needs a training-mode forward first")
+        check_same_thread(self, where)
         dy = _check_array(dy, "dy", where, self.dtype)
         expected = self._lead + (self.out_features,)
         if dy.shape != expected:
