@@ -255,3 +255,14 @@ def test_trainer_checkpoint_dir_resolves_to_best_then_last(tmp_path):
     assert load_checkpoint(tmp_path / "run").epoch == 5
     save_checkpoint(tmp_path / "run" / "best", model, epoch=3)
     assert load_checkpoint(tmp_path / "run").epoch == 3
+
+
+def test_checkpoint_json_with_a_duplicate_member_is_refused(tmp_path):
+    """As the C++ loader does: Python's json would silently keep the last of the two."""
+    model = nn.Linear(3, 2, seed=0)
+    save_checkpoint(tmp_path / "ck", model)
+    meta = tmp_path / "ck" / "checkpoint.json"
+    text = meta.read_text()
+    meta.write_text(text.replace('"version": 1,', '"version": 1, "version": 1,', 1))
+    with pytest.raises(CheckpointError, match='duplicate member "version"'):
+        load_checkpoint(tmp_path / "ck", nn.Linear(3, 2))

@@ -119,6 +119,12 @@ def _write_raw(path, header: dict | bytes, data: bytes = b"", n: int | None = No
         ({"__metadata__": {"a": 1}}, b"", None, "__metadata__ must be an object of strings"),
         ({}, b"", 10**6, "header length 1000000 is larger"),
         ({}, b"", 2**63, "header length"),
+        # what the C++ reader refuses, Python refuses too (issue 13)
+        (b'{"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+         b'"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', b"\0" * 4, None,
+         'duplicate member "x"'),
+        (b'{"__metadata__": {"a": "1"}, "x": {"dtype": "F32", "shape": [NaN], '
+         b'"data_offsets": [0, 4]}}', b"\0" * 4, None, "NaN is not a JSON value"),
     ],
 )  # fmt: skip
 def test_garbled_files_raise_errors_naming_the_file(tmp_path, header, data, n, message):

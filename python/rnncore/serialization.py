@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SafetensorsError", "save_safetensors", "load_safetensors", "DTYPES"]
+__all__ = [
+    "SafetensorsError",
+    "save_safetensors",
+    "load_safetensors",
+    "DTYPES",
+    "strict_json_loads",
+]
 
 PathLike = str | os.PathLike
 
@@ -128,10 +134,32 @@ def save_safetensors(
             os.fsync(f.fileno())
 
 
+def strict_json_loads(text: str) -> Any:
+    """json.loads that refuses what rnncore's C++ reader refuses: duplicate member names (Python
+    would keep the last silently) and the non-standard NaN / Infinity literals. So both readers
+    accept and refuse the same safetensors headers and checkpoint.json files.
+
+    Raises ValueError (json.JSONDecodeError for malformed text).
+    """
+
+    def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f'duplicate member "{key}"')
+            out[key] = value
+        return out
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    return json.loads(text, object_pairs_hook=members, parse_constant=constant)
+
+
 def _parse_header(raw: bytes, where: str, data_size: int) -> tuple[dict[str, Any], dict[str, str]]:
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        header = strict_json_loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
         raise SafetensorsError(f"{where}: header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(

@@ -201,6 +201,36 @@ void test_safetensors_round_trip(const fs::path& tmp) {
   const std::string missing = (tmp / "missing.safetensors").string();
   expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{missing}; }, "no such file",
                                    "missing file");
+  // A header of 80,000 tensors (issue 13: duplicate names were found by a quadratic scan, 16-27 s
+  // here; a hash set makes it linear) reads back, and a duplicate name at its very end is caught.
+  {
+    const int n = 80000;
+    std::vector<std::string> names(n);
+    std::vector<rnncore::TensorView> views;
+    views.reserve(n);
+    for (int k = 0; k < n; ++k) {
+      names[std::size_t(k)] = "layer" + std::to_string(k) + ".weight";
+      views.push_back({names[std::size_t(k)], DType::kF32, {0}, nullptr});
+    }
+    const fs::path many = tmp / "many.safetensors";
+    rnncore::save_safetensors(many.string(), views);
+    expect(rnncore::SafeTensorsFile(many.string()).tensors().size() == std::size_t(n),
+           "80,000 tensors read back");
+    std::string bytes = read_bytes(many);
+    std::uint64_t len = 0;
+    for (int b = 7; b >= 0; --b)
+      len = (len << 8) | static_cast<unsigned char>(bytes[std::size_t(b)]);
+    std::string header = bytes.substr(8, std::size_t(len));
+    const std::size_t close = header.find_last_of('}');
+    header = header.substr(0, close) +
+             ",\"layer0.weight\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}";
+    std::string dup(8, '\0');
+    for (int b = 0; b < 8; ++b) dup[std::size_t(b)] = char((header.size() >> (8 * b)) & 0xff);
+    const std::string dup_path = damaged("dup_last.safetensors", dup + header);
+    expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{dup_path}; },
+                                     "duplicate member \"layer0.weight\"",
+                                     "a duplicate name after 80,000 others");
+  }
   // A header whose byte range disagrees with the shape.
   const std::string h = "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}";
   std::string bad_range(8, '\0');

@@ -34,7 +34,12 @@ import numpy as np
 
 from .. import _core, _version
 from ..nn import Module
-from ..serialization import SafetensorsError, load_safetensors, save_safetensors
+from ..serialization import (
+    SafetensorsError,
+    load_safetensors,
+    save_safetensors,
+    strict_json_loads,
+)
 from . import _jsonable
 from .rng import get_rng_state, set_rng_state
 
@@ -391,8 +396,8 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{file}: not UTF-8 text ({e}); corrupted checkpoint") from None
     try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
+        meta = strict_json_loads(text)
+    except ValueError as e:
         raise CheckpointError(
             f"{file}: not valid JSON ({e}); the checkpoint is truncated or corrupted"
         ) from None
