@@ -245,14 +245,33 @@ void require_cell(const Meta& m, const ModelRequirements& req, const CellInfo& c
 }
 
 Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why) {
-  Recurrent<float> rnn(cfg);
-  for (const ParamInfo& p : rnn.param_info()) {
+  // Each lane stores at least its two weights: a layer count the file cannot hold is refused
+  // before the layout (one entry per tensor) is even listed.
+  const std::int64_t lanes = std::int64_t(cfg.num_layers) * cfg.directions();
+  if (lanes < 1 || std::size_t(2 * lanes) > w.count())
+    throw CheckpointError(why + " needs " + std::to_string(2 * lanes) +
+                          " or more rnn tensors; model.safetensors holds " +
+                          std::to_string(w.count()) + " tensors in all");
+  const std::vector<ParamInfo> layout = Recurrent<float>::param_layout(cfg);
+  auto shape_of = [](const ParamInfo& p) {
     std::vector<std::int64_t> shape{std::int64_t(p.rows)};
     if (p.cols != 0) shape.push_back(std::int64_t(p.cols));
-    const auto data = w.take("rnn." + p.name, shape, why);
+    return shape;
+  };
+  for (const ParamInfo& p : layout) w.expect("rnn." + p.name, shape_of(p), why);
+  Recurrent<float> rnn(cfg);  // sizes now bounded by what the file holds
+  for (const ParamInfo& p : layout) {
+    const auto data = w.take("rnn." + p.name, shape_of(p), why);
     std::copy(data.begin(), data.end(), rnn.params() + p.offset);
   }
   return rnn;
+}
+
+int config_int(const Meta& m, const std::string& key, std::int64_t value) {
+  if (value < 0 || value > INT_MAX)
+    throw CheckpointError(m.key_where(key) + " " + std::to_string(value) + " is out of range [0, " +
+                          std::to_string(INT_MAX) + "]");
+  return int(value);
 }
 
 std::string rnn_why(const RecurrentConfig& c, const char* cell) {

@@ -122,9 +122,10 @@ class Weights {
   }
   bool contains(const std::string& name) const { return file_->contains(stored(name)); }
 
-  // The tensor as float32, which must have `shape`; `why` says which config field sets it.
-  std::vector<float> take(const std::string& wanted, const std::vector<std::int64_t>& shape,
-                          const std::string& why) {
+  // Throws CheckpointError unless tensor `wanted` is in the file with `shape` (read from the
+  // header only: the model is checked against the file before anything is allocated for it).
+  void expect(const std::string& wanted, const std::vector<std::int64_t>& shape,
+              const std::string& why) const {
     const std::string name = stored(wanted);
     if (!file_->contains(name))
       throw CheckpointError(where_ + ": model.safetensors has no tensor " + in_quotes(wanted) +
@@ -134,6 +135,13 @@ class Weights {
       throw CheckpointError(where_ + ": tensor " + in_quotes(name) + " has shape " +
                             shape_string(t.shape) + " but " + why + " needs " +
                             shape_string(shape));
+  }
+
+  // The tensor as float32, which must have `shape`; `why` says which config field sets it.
+  std::vector<float> take(const std::string& wanted, const std::vector<std::int64_t>& shape,
+                          const std::string& why) {
+    expect(wanted, shape, why);
+    const std::string name = stored(wanted);
     used_.insert(name);
     try {
       return file_->read_f32(name);
@@ -141,6 +149,9 @@ class Weights {
       throw CheckpointError(where_ + ": " + e.what());
     }
   }
+
+  // Tensors stored in the file (aliases of tied ones not counted).
+  std::size_t count() const { return file_->tensors().size(); }
 
   // Marks a tensor as accounted for without reading it (e.g. a tied decoder.weight).
   void skip(const std::string& name) { used_.insert(name); }
@@ -161,8 +172,13 @@ class Weights {
   std::set<std::string> used_;
 };
 
-// The recurrent stack with its weights loaded from "rnn.*" (PyTorch names and order).
+// The recurrent stack with its weights loaded from "rnn.*" (PyTorch names and order). Every
+// tensor's shape is checked against the file's header before the stack is allocated, so a
+// config with inflated sizes fails on what the file holds, not on memory.
 Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why);
+// model_config.<key> (already read as `value`) as an int for a RecurrentConfig field:
+// CheckpointError naming the key when it does not fit.
+int config_int(const Meta& m, const std::string& key, std::int64_t value);
 // "an rnn of cell lstm, input 8, hidden 6, 2 layer(s)": what the rnn.* tensors are checked for.
 std::string rnn_why(const RecurrentConfig& c, const char* cell);
 // v as an int in [1, INT_MAX], else std::invalid_argument naming it.

@@ -35,6 +35,7 @@ struct CacheAligned {
   template <typename U>
   CacheAligned(const CacheAligned<U>&) {}
   T* allocate(std::size_t n) {
+    if (n > (SIZE_MAX - kAlign) / sizeof(T)) throw std::bad_alloc();  // the byte count would wrap
     const std::size_t bytes = ((n * sizeof(T) + kAlign - 1) / kAlign) * kAlign;
     void* p = std::aligned_alloc(kAlign, bytes == 0 ? kAlign : bytes);
     if (!p) throw std::bad_alloc();

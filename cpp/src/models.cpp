@@ -17,6 +17,7 @@ namespace rnncore {
 using detail::as_int;
 using detail::cell_of;
 using detail::check_model_type;
+using detail::config_int;
 using detail::in_quotes;
 using detail::load_rnn;
 using detail::Meta;
@@ -126,10 +127,10 @@ LanguageModel LanguageModel::load(const std::string& directory, const ModelRequi
 
   RecurrentConfig rc;
   rc.cell = cell.id;
-  rc.input_size = int(c.embed_dim);
-  rc.hidden_size = int(c.hidden_size);
-  rc.num_layers = int(c.num_layers);
-  rc.proj_size = int(c.proj_size);
+  rc.input_size = config_int(m, "embed_dim", c.embed_dim);
+  rc.hidden_size = config_int(m, "hidden_size", c.hidden_size);
+  rc.num_layers = config_int(m, "num_layers", c.num_layers);
+  rc.proj_size = config_int(m, "proj_size", c.proj_size);
   Weights w(directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
   const std::string V = std::to_string(c.vocab_size);
@@ -279,9 +280,9 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
 
   RecurrentConfig rc;
   rc.cell = cell.id;
-  rc.input_size = int(c.embed_dim);
-  rc.hidden_size = int(c.hidden_size);
-  rc.num_layers = int(c.num_layers);
+  rc.input_size = config_int(m, "embed_dim", c.embed_dim);
+  rc.hidden_size = config_int(m, "hidden_size", c.hidden_size);
+  rc.num_layers = config_int(m, "num_layers", c.num_layers);
   rc.bidirectional = c.bidirectional;
   Weights w(directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");

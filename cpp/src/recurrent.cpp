@@ -9,6 +9,48 @@
 
 namespace rnncore {
 
+namespace {
+
+// The flat parameter buffer's layout, PyTorch's order: for each layer l and direction d,
+// weight_ih, weight_hh, bias_ih, bias_hh (with bias), weight_hr (with proj_size). Sizes in 64 bits:
+// a configuration is refused (by validate) or allocates what it says, never a wrapped-around size.
+struct Layout {
+  std::vector<ParamInfo> params;
+  std::vector<detail::LaneLayout> lanes;  // [L*D]
+  std::size_t size = 0;
+};
+
+Layout layout_of(const RecurrentConfig& cfg) {
+  cfg.validate();
+  const std::int64_t L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size;
+  const std::int64_t R = cfg.state_size();
+  const std::size_t GH = std::size_t(cfg.gates()) * std::size_t(H);
+  Layout out;
+  auto add = [&](const std::string& name, std::size_t rows, std::size_t cols) {
+    out.params.push_back({name, out.size, rows, cols});
+    out.size += cols == 0 ? rows : rows * cols;
+    return out.params.back().offset;
+  };
+  for (std::int64_t l = 0; l < L; ++l) {
+    for (std::int64_t d = 0; d < D; ++d) {
+      const std::string sfx = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
+      detail::LaneLayout lo{};
+      lo.input_size = l == 0 ? cfg.input_size : D * R;
+      lo.Wx = add("weight_ih" + sfx, GH, std::size_t(lo.input_size));
+      lo.Wh = add("weight_hh" + sfx, GH, std::size_t(R));
+      if (cfg.bias) {
+        lo.bx = add("bias_ih" + sfx, GH, 0);
+        lo.bh = add("bias_hh" + sfx, GH, 0);
+      }
+      if (cfg.proj_size > 0) lo.Wr = add("weight_hr" + sfx, std::size_t(R), std::size_t(H));
+      out.lanes.push_back(lo);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 template <typename T>
 struct Recurrent<T>::Impl {
   RecurrentConfig cfg;
@@ -19,38 +61,19 @@ struct Recurrent<T>::Impl {
   SequenceShape saved_shape;
 
   explicit Impl(const RecurrentConfig& c) : cfg(c) {
-    cfg.validate();
+    Layout layout = layout_of(cfg);
     require_device(cfg.device);
-    const int L = cfg.num_layers, D = cfg.directions(), H = cfg.hidden_size;
-    const int R = cfg.state_size();
-    const std::size_t GH = std::size_t(cfg.gates()) * std::size_t(H);
-    std::vector<detail::LaneLayout> lanes;
-    std::size_t off = 0;
-    auto add = [&](const std::string& name, std::size_t rows, std::size_t cols) {
-      info.push_back({name, off, rows, cols});
-      off += cols == 0 ? rows : rows * cols;
-      return info.back().offset;
-    };
-    for (int l = 0; l < L; ++l) {
-      for (int d = 0; d < D; ++d) {
-        const std::string sfx = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
-        detail::LaneLayout lo{};
-        lo.input_size = l == 0 ? cfg.input_size : D * R;
-        lo.Wx = add("weight_ih" + sfx, GH, std::size_t(lo.input_size));
-        lo.Wh = add("weight_hh" + sfx, GH, std::size_t(R));
-        if (cfg.bias) {
-          lo.bx = add("bias_ih" + sfx, GH, 0);
-          lo.bh = add("bias_hh" + sfx, GH, 0);
-        }
-        if (cfg.proj_size > 0) lo.Wr = add("weight_hr" + sfx, std::size_t(R), std::size_t(H));
-        lanes.push_back(lo);
-      }
-    }
-    num_params = off;
+    info = std::move(layout.params);
+    num_params = layout.size;
     // The only device today; a CUDA build adds its backend here.
-    backend = detail::make_cpu_sequence<T>(cfg, std::move(lanes), num_params);
+    backend = detail::make_cpu_sequence<T>(cfg, std::move(layout.lanes), num_params);
   }
 };
+
+template <typename T>
+std::vector<ParamInfo> Recurrent<T>::param_layout(const RecurrentConfig& config) {
+  return layout_of(config).params;
+}
 
 template <typename T>
 Recurrent<T>::Recurrent(const RecurrentConfig& config) : impl_(std::make_unique<Impl>(config)) {}

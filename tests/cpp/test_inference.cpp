@@ -418,6 +418,31 @@ void test_checkpoint_errors(const fs::path& tmp) {
                   fs::copy_options::overwrite_existing);
     return d;
   };
+  // Inflated sizes in model_config (issue 13): refused from the file's header, before the stack
+  // is allocated (hidden_size 8000 once cost 15.6 GB), and never truncated to an int.
+  auto with_config = [&](const std::string& name, const std::string& from, const std::string& to) {
+    const auto d = variant(name);
+    std::string meta = read_bytes(d / "checkpoint.json");
+    const auto at = meta.find(from);
+    expect(at != std::string::npos, name + ": config field found");
+    write_text(d / "checkpoint.json", meta.replace(at, from.size(), to));
+    return d;
+  };
+  expect_throw<CheckpointError>(
+      lm_at(with_config("hidden8000", "\"hidden_size\": 6", "\"hidden_size\": 8000")),
+      "has shape [24, 5] but an rnn of cell lstm, input 5, hidden 8000", "inflated hidden_size");
+  expect_throw<CheckpointError>(
+      lm_at(with_config("layers2e9", "\"num_layers\": 2", "\"num_layers\": 2000000000")),
+      "needs 4000000000 or more rnn tensors", "a layer count the file cannot hold");
+  expect_throw<CheckpointError>(
+      lm_at(with_config("layers2p32", "\"num_layers\": 2", "\"num_layers\": 4294967297")),
+      "num_layers 4294967297 is out of range", "num_layers 2^32 + 1 (was truncated to 1)");
+  expect_throw<CheckpointError>(
+      lm_at(with_config("layers2p62", "\"num_layers\": 2", "\"num_layers\": 4611686018427387905")),
+      "is out of range", "num_layers 2^62 + 1");
+  expect_throw<CheckpointError>(
+      lm_at(with_config("hidden2p29", "\"hidden_size\": 6", "\"hidden_size\": 536870912")),
+      "hidden 536870912", "hidden_size 2^29 (overflowed an int)");
   {
     const auto d = variant("no_weights");
     fs::remove(d / "model.safetensors");

@@ -100,6 +100,10 @@ class Recurrent {
   Recurrent(const Recurrent&) = delete;
   Recurrent& operator=(const Recurrent&) = delete;
 
+  /// The parameters a layer of `config` has, in the flat buffer's order (validates the config;
+  /// allocates nothing else): what a loader checks a file against before building the layer.
+  static std::vector<ParamInfo> param_layout(const RecurrentConfig& config);
+
   const RecurrentConfig& config() const;
   const std::vector<ParamInfo>& param_info() const;
   std::size_t num_params() const;
