@@ -267,6 +267,22 @@ Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::str
   return rnn;
 }
 
+RecurrentConfig rnn_config(const Meta& m, const CellInfo& cell, std::int64_t embed_dim,
+                           std::int64_t hidden_size, std::int64_t num_layers) {
+  RecurrentConfig rc;
+  rc.cell = cell.id;
+  rc.input_size = config_int(m, "embed_dim", embed_dim);
+  rc.hidden_size = config_int(m, "hidden_size", hidden_size);
+  rc.num_layers = config_int(m, "num_layers", num_layers);
+  return rc;
+}
+
+void check_vocab_size(const Meta& m, std::int64_t vocab_size) {
+  if (!m.info.vocab.empty() && m.info.vocab.size() != vocab_size)
+    throw CheckpointError(m.where + ": the vocab has " + std::to_string(m.info.vocab.size()) +
+                          " tokens but model_config.vocab_size is " + std::to_string(vocab_size));
+}
+
 int config_int(const Meta& m, const std::string& key, std::int64_t value) {
   if (value < 0 || value > INT_MAX)
     throw CheckpointError(m.key_where(key) + " " + std::to_string(value) + " is out of range [0, " +

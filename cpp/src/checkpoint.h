@@ -179,6 +179,12 @@ Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::str
 // model_config.<key> (already read as `value`) as an int for a RecurrentConfig field:
 // CheckpointError naming the key when it does not fit.
 int config_int(const Meta& m, const std::string& key, std::int64_t value);
+// The recurrent stack of a model_config: its cell, embed_dim (the input), hidden_size and
+// num_layers, each through config_int.
+RecurrentConfig rnn_config(const Meta& m, const CellInfo& cell, std::int64_t embed_dim,
+                           std::int64_t hidden_size, std::int64_t num_layers);
+// CheckpointError when the checkpoint's vocab (if any) does not have vocab_size tokens.
+void check_vocab_size(const Meta& m, std::int64_t vocab_size);
 // "an rnn of cell lstm, input 8, hidden 6, 2 layer(s)": what the rnn.* tensors are checked for.
 std::string rnn_why(const RecurrentConfig& c, const char* cell);
 // v as an int in [1, INT_MAX], else std::invalid_argument naming it.

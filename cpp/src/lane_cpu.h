@@ -129,6 +129,21 @@ inline Index visit_step(const LaneShape& ls, const Packing& pk, Index k) {
   return ls.reverse ? pk.T - 1 - k : k;
 }
 
+// The parts of a step every step of one thread shares: the sizes, this thread's hidden units
+// and columns of h, and W_hh.
+template <typename T>
+Step<T> thread_step(const LaneShape& ls, const Range& units, const Range& outs, const T* Wh) {
+  Step<T> s;
+  s.H = ls.H;
+  s.R = ls.R;
+  s.j0 = units.begin;
+  s.j1 = units.end;
+  s.q0 = outs.begin;
+  s.q1 = outs.end;
+  s.Wh = Wh;
+  return s;
+}
+
 // Phases of a lane, so that the driver can run the parallel-friendly GEMMs over the whole team
 // and the serial step loops of two directions side by side.
 enum Phase : int { kProject = 1, kSteps = 2, kGrads = 4, kAll = 7 };
@@ -190,20 +205,13 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
       else
         copy_rows(u, R, src, R, wh_own + g * u * R, R);
     }
-    Step<T> s;
-    s.H = H;
-    s.R = R;
-    s.j0 = units.begin;
-    s.j1 = units.end;
-    s.q0 = outs.begin;
-    s.q1 = outs.end;
+    Step<T> s = thread_step<T>(ls, units, outs, p.Wh);
     s.Wh_own = wh_own;
     s.small_batch = small_batch;
     s.gemv_in_place = gemv_in_place;
     s.Wh_packed = wh_packed;
     s.ld_h = proj ? H : ldy;  // a projected lane's cell writes m, the input of W_hr
     s.rec = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
-    s.Wh = p.Wh;
     // The hidden biases the input projection did not take (the GRU's b_hn) enter in the step.
     s.bh_n = (Cell::kFoldedHiddenBias < G && p.bh) ? p.bh + Cell::kFoldedHiddenBias * H : nullptr;
     for (Index k = 0; k < pk.T; ++k) {
@@ -292,15 +300,8 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
           }
         }
       };
-      Step<T> s;
-      s.H = H;
-      s.R = R;
-      s.j0 = units.begin;
-      s.j1 = units.end;
-      s.q0 = outs.begin;
-      s.q1 = outs.end;
+      Step<T> s = thread_step<T>(ls, units, outs, p.Wh);
       s.rec = sc.rec.data();
-      s.Wh = p.Wh;
       s.Wh_packed = wh_packed;
       for (Index k = 0; k < Tn; ++k) {
         const Index t = Tn - 1 - visit_step(ls, pk, k), n = pk.bs[t];

@@ -25,6 +25,7 @@ using detail::read_meta;
 using detail::require_cell;
 using detail::require_ptr;
 using detail::require_same;
+using detail::rnn_config;
 using detail::rnn_why;
 using detail::Weights;
 using detail::json::Value;
@@ -121,15 +122,9 @@ LanguageModel LanguageModel::load(const std::string& directory, const ModelRequi
     throw CheckpointError(m.where + ": model_config.tie_weights needs embed_dim == " +
                           (c.proj_size ? "proj_size" : "hidden_size") + ", got " +
                           std::to_string(c.embed_dim) + " and " + std::to_string(c.state_size()));
-  if (!m.info.vocab.empty() && m.info.vocab.size() != c.vocab_size)
-    throw CheckpointError(m.where + ": the vocab has " + std::to_string(m.info.vocab.size()) +
-                          " tokens but model_config.vocab_size is " + std::to_string(c.vocab_size));
+  check_vocab_size(m, c.vocab_size);
 
-  RecurrentConfig rc;
-  rc.cell = cell.id;
-  rc.input_size = config_int(m, "embed_dim", c.embed_dim);
-  rc.hidden_size = config_int(m, "hidden_size", c.hidden_size);
-  rc.num_layers = config_int(m, "num_layers", c.num_layers);
+  RecurrentConfig rc = rnn_config(m, cell, c.embed_dim, c.hidden_size, c.num_layers);
   rc.proj_size = config_int(m, "proj_size", c.proj_size);
   Weights w(directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
@@ -274,15 +269,9 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
   require_same(m, "num_layers", req.num_layers, c.num_layers);
   require_same(m, "num_classes", req.num_classes, c.num_classes);
   require_same(m, "bidirectional", req.bidirectional, c.bidirectional);
-  if (!m.info.vocab.empty() && m.info.vocab.size() != c.vocab_size)
-    throw CheckpointError(m.where + ": the vocab has " + std::to_string(m.info.vocab.size()) +
-                          " tokens but model_config.vocab_size is " + std::to_string(c.vocab_size));
+  check_vocab_size(m, c.vocab_size);
 
-  RecurrentConfig rc;
-  rc.cell = cell.id;
-  rc.input_size = config_int(m, "embed_dim", c.embed_dim);
-  rc.hidden_size = config_int(m, "hidden_size", c.hidden_size);
-  rc.num_layers = config_int(m, "num_layers", c.num_layers);
+  RecurrentConfig rc = rnn_config(m, cell, c.embed_dim, c.hidden_size, c.num_layers);
   rc.bidirectional = c.bidirectional;
   Weights w(directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
