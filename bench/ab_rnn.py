@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=br._json_default))
     out.with_suffix(".md").write_text(render(report))
     print(f"geomean base/new {report['geomean_ratio']:.3f}, slowest row {report['min_ratio']:.3f}, "
-          f"CPU steal {steal if steal is None else round(steal, 1)}%")  # fmt: skip
+          f"CPU steal {_pct(steal)}%")  # fmt: skip
     return 0
 
 
@@ -150,12 +150,16 @@ def bench_row(cfg: br.Config, cell: str, threads: int, libs: dict, plan: br.Plan
     return rows
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def render(report: dict) -> str:
     lines = [
         f"# A/B: this build against {report['baseline']['folder']}",
         "",
         f"{report['date']}, {report['cpu']}, engines {report['new']['isa']} / "
-        f"{report['baseline']['isa']}, CPU steal over the run {report['steal_pct']}%.",
+        f"{report['baseline']['isa']}, CPU steal over the run {_pct(report['steal_pct'])}%.",
         f"Ratio = baseline / new median time (> 1: the new build is faster). Geomean "
         f"{report['geomean_ratio']:.3f}, slowest row {report['min_ratio']:.3f}.",
         "",
@@ -163,7 +167,7 @@ def render(report: dict) -> str:
         "|---:|---|---|---|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
-        steal = "" if r["steal_pct"] is None else f"{r['steal_pct']:.1f}"
+        steal = _pct(r["steal_pct"])
         lines.append(
             f"| {r['threads']} | {r['config']} | {r['cell']} | {r['mode']} | {r['new_ms']:.3f} "
             f"| {r['baseline_ms']:.3f} | {r['ratio']:.3f} | {steal} |"
