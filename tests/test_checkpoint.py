@@ -266,3 +266,44 @@ def test_checkpoint_json_with_a_duplicate_member_is_refused(tmp_path):
     meta.write_text(text.replace('"version": 1,', '"version": 1, "version": 1,', 1))
     with pytest.raises(CheckpointError, match='duplicate member "version"'):
         load_checkpoint(tmp_path / "ck", nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("hidden_size", 8000), ("hidden_size", 2**29), ("num_layers", 2**32 + 1),
+     ("vocab_size", 2**40), ("embed_dim", 10**7)],
+)  # fmt: skip
+def test_inflated_model_config_is_refused_before_allocating(tmp_path, key, value):
+    """Issue 13: a 40 KB sentiment checkpoint with hidden_size 8000 peaked at 19.6 GB (73 s)
+    before its shape error. The model may not allocate more parameters than the file holds."""
+    from rnncore.models import SequenceClassifier
+
+    model = SequenceClassifier(50, 8, 6, 3, num_layers=1, seed=0)
+    save_checkpoint(tmp_path / "ck", model)
+    meta_file = tmp_path / "ck" / "checkpoint.json"
+    meta = json.loads(meta_file.read_text())
+    meta["model_config"][key] = value
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not fit model.safetensors"):
+        load_checkpoint(tmp_path / "ck")
+    assert load_checkpoint(tmp_path / "ck", SequenceClassifier(50, 8, 6, 3, num_layers=1))
+
+
+@pytest.mark.parametrize(
+    "cell,layers,bidir,bias,proj",
+    [(cell, *case) for cell in ("rnn", "lstm", "gru", "gru_v1")
+     for case in ((1, False, True, 0), (3, True, False, 0))]
+    + [("lstm", 2, True, True, 2), ("lstm", 2, False, True, 3)],
+)  # fmt: skip
+def test_recurrent_parameter_count_matches_the_engine(cell, layers, bidir, bias, proj):
+    """The budget check's count (computed without allocating) is the engine's layout's size."""
+    kw = {"proj_size": proj} if proj else {}
+    layer = rnncore.nn.recurrent_layer(
+        cell, 5, 7, num_layers=layers, bidirectional=bidir, bias=bias, **kw
+    )
+    assert layer._num_parameters() == layer.flat_parameters.size
+    with nn.parameter_budget(layer.flat_parameters.size - 1):
+        with pytest.raises(nn.ParameterBudgetError):
+            rnncore.nn.recurrent_layer(
+                cell, 5, 7, num_layers=layers, bidirectional=bidir, bias=bias, **kw
+            )

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import check_device, float_dtype, positive_int
-from .module import Module, Parameter
+from .module import Module, Parameter, reserve_parameters
 
 
 def _check_array(a: Any, name: str, where: str, dtype: np.dtype) -> np.ndarray:
@@ -66,6 +66,7 @@ class _FlatModule(Module):
         self._call_lock = threading.Lock()  # see one_call_at_a_time
         self._forward_thread: int | None = None  # the thread of the last training forward
         total = sum(math.prod(s) for _, s in shapes)
+        reserve_parameters(total, type(self).__name__)
         self._flat = np.zeros(total, dtype=dtype)
         self._gflat = np.zeros(total, dtype=dtype)
         offset = 0

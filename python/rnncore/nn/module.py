@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+# Parameters that modules built in this context may still allocate (None: no limit); see
+# parameter_budget.
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "rnncore_parameter_budget", default=None
+)
+
+
+class ParameterBudgetError(ValueError):
+    """A module asked for more parameters than the active :func:`parameter_budget` allows."""
+
+
+@contextlib.contextmanager
+def parameter_budget(n: int) -> Iterator[None]:
+    """Modules built inside the block allocate at most ``n`` parameters in all.
+
+    A module that would go past it raises :class:`ParameterBudgetError` *before* allocating:
+    ``load_checkpoint`` builds a model from an untrusted model_config with the budget of what the
+    file holds, so an inflated size (hidden_size 8000 in a 40 KB file) fails at once instead of
+    allocating gigabytes before the shape check.
+    """
+    token = _budget.set([int(n)])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def reserve_parameters(n: int, owner: str) -> None:
+    """Takes ``n`` parameters from the active budget (if any); ParameterBudgetError past it."""
+    left = _budget.get()
+    if left is None:
+        return
+    if n > left[0]:
+        raise ParameterBudgetError(
+            f"{owner}: needs {n} parameters, more than the {left[0]} left of the budget"
+        )
+    left[0] -= n
 
 
 class Parameter:

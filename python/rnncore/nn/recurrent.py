@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import check_device, float_dtype, positive_int
-from .module import Module, Parameter
+from .module import Module, Parameter, reserve_parameters
 
 #: The engine's cell registry by name: {"lstm": {"name", "torch_mode", "layer", "layer_option",
 #: "gates", "states"}, ...} (cpp/src/cells/registry.h is the one list).
@@ -79,6 +79,7 @@ class _Recurrent(Module):
         self.device = check_device(device, owner)
         self.cell = cell
         self._has_c = CELLS[cell]["states"] == 2  # the state is (h, c)
+        reserve_parameters(self._num_parameters(), owner)  # before the engine allocates
         core_cls = _core.RecurrentF32 if self.dtype == np.float32 else _core.RecurrentF64
         self._core = core_cls(
             cell,
@@ -173,6 +174,15 @@ class _Recurrent(Module):
                     p.data[H : 2 * H] = float(forget_bias)
                 elif p.name.startswith("bias_hh"):
                     p.data[H : 2 * H] = 0.0
+
+    def _num_parameters(self) -> int:
+        """P, the flat buffer's length, from the sizes alone (no allocation): per layer and
+        direction G*H*(I_l + R) weights, 2*G*H biases, R*H for a projection; I_l = D*R above
+        layer 0."""
+        G, H, R = CELLS[self.cell]["gates"], self.hidden_size, self.state_size
+        D, L = self.num_directions, self.num_layers
+        lane = G * H * R + (2 * G * H if self.bias else 0) + (R * H if self.proj_size else 0)
+        return D * (G * H * self.input_size + lane) + (L - 1) * D * (G * H * D * R + lane)
 
     @property
     def state_size(self) -> int:

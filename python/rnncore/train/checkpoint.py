@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core, _version
-from ..nn import Module
+from ..nn import Module, ParameterBudgetError, parameter_budget
 from ..serialization import (
     SafetensorsError,
     load_safetensors,
@@ -552,10 +552,27 @@ def load_checkpoint(
         from .. import models
 
         config = _jsonable.decode(meta.get("model_config")) or {}
+        # The model may hold no more parameters than the file stores (each tied alias counted
+        # again): an inflated model_config fails here, before anything big is allocated.
+        stored = {k: int(v.size) for k, v in tensors.items()}
+        budget = sum(stored.values()) + sum(
+            stored.get(str(t), 0) for t in (meta.get("tied") or {}).values()
+        )
         try:
-            model = models.build(model_type, config)
+            with parameter_budget(budget):
+                model = models.build(model_type, config)
         except KeyError as e:
             raise CheckpointError(f"{directory / META_FILE}: {e.args[0]}") from None
+        except ParameterBudgetError as e:
+            raise CheckpointError(
+                f"{directory / META_FILE}: model_config does not fit {MODEL_FILE}, which holds "
+                f"{budget} parameters ({e})"
+            ) from None
+        except MemoryError:
+            raise CheckpointError(
+                f"{directory / META_FILE}: model_config asks for more memory than this machine "
+                f"has ({MODEL_FILE} holds {budget} parameters)"
+            ) from None
     ties = dict(meta.get("tied") or {})
     ties.update(tied_parameters(model))
     for alias, stored in ties.items():
