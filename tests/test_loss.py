@@ -166,3 +166,12 @@ def test_mse_float32_and_bad_inputs():
         crit(pred, target[:5])
     with pytest.raises(ValueError, match="reduction"):
         MSELoss("max")
+
+
+def test_cross_entropy_uint64_target_beyond_int64_is_refused():
+    """2^64 - 100 as uint64 wrapped to -100 = ignore_index and was silently ignored (issue 13)."""
+    crit = CrossEntropyLoss()
+    logits = np.zeros((2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="beyond int64"):
+        crit(logits, np.array([1, 2**64 - 100], dtype=np.uint64))
+    assert crit(logits, np.array([1, 2], dtype=np.uint64)) == pytest.approx(np.log(3.0))

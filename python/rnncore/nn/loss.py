@@ -126,6 +126,12 @@ class CrossEntropyLoss(_Loss):
                 f"without the class axis), got {targets.shape}"
             )
         C = logits.shape[-1]
+        if targets.dtype == np.uint64 and targets.size and targets.max() > np.iinfo(np.int64).max:
+            # int64 would wrap it round to a negative index (2^64 - 100 -> -100 = ignore_index)
+            big = int(targets.max())
+            raise ValueError(
+                f"{where}: targets holds {big}, beyond int64; class indices must be in [0, C)"
+            )
         flat_t = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64)
         need_grad = self.training
         self._grad = None
