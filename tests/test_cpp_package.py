@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +384,38 @@ def test_pip_package_cmake_dir(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         rows["log_probs"].reshape(3, 2, -1), _log_softmax(logits), rtol=1e-4, atol=2e-5
     )
+
+
+def test_damaged_checkpoints_fail_cleanly_in_cpp(consumer: Path) -> None:
+    """The C++ loaders on 300 mutants of the fuzz corpus (tests/fuzz): exit 0 or a one-line error
+    (exit 1), never a signal, under a 2 GB address-space limit (no huge allocation) and 20 s."""
+    import resource
+
+    sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
+    import checkpoint_fuzz
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    args = {  # model kind and a batch: T=3, B=2, ids (and lengths for the classifier)
+        "classifier": ["clf", "3", "2", "1", "2", "3", "4", "5", "6", "3", "2"],
+        "lm_tied": ["lm", "3", "2", "1", "2", "3", "4", "5", "6"],
+        "lm_rnn": ["lm", "3", "2", "1", "2", "3", "4", "5", "6"],
+    }
+    outcomes = {0: 0, 1: 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, what in checkpoint_fuzz.mutants(seed=7, n=300, workdir=Path(tmp)):
+            kind = args[what.split("/")[0]]
+            r = subprocess.run(
+                [str(consumer / "inference_dump"), kind[0], str(path), *kind[1:]],
+                capture_output=True,
+                text=True,
+                errors="replace",  # messages quote the damaged bytes
+                timeout=20,
+                preexec_fn=limit,
+            )
+            assert r.returncode in (0, 1), f"{what}: exit {r.returncode}\n{r.stderr[-2000:]}"
+            if r.returncode == 1:
+                assert r.stderr.strip(), f"{what}: failed without a message"
+            outcomes[r.returncode] += 1
+    assert outcomes[1] > 100 and outcomes[0] > 10, outcomes

@@ -14,11 +14,52 @@ namespace {
 // Garbled input must not overflow the stack: checkpoints nest a few levels, never hundreds.
 constexpr int kMaxDepth = 200;
 
+// Index of the first byte of `s` that is not well-formed UTF-8 (RFC 3629: shortest forms only,
+// no surrogates, at most U+10FFFF), or npos.
+std::size_t invalid_utf8(const std::string& s) {
+  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned c = b[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;  // no overlong forms
+      if (c == 0xED) hi = 0x9F;  // no surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;  // at most U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + len > n || b[i + 1] < lo || b[i + 1] > hi) return i;
+    for (std::size_t k = 2; k < len; ++k)
+      if (b[i + k] < 0x80 || b[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
 class Parser {
  public:
   Parser(const std::string& text, const std::string& what) : s_(text), what_(what) {}
 
   Value document() {
+    // The whole text must be UTF-8, as Python's reader decodes it first: both readers then
+    // accept and refuse the same files (the checkpoint fuzzer found a name with stray bytes).
+    if (const std::size_t bad = invalid_utf8(s_); bad != std::string::npos) {
+      pos_ = bad;
+      fail("not valid UTF-8");
+    }
     skip_space();
     Value v = value(0);
     skip_space();

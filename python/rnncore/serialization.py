@@ -159,7 +159,7 @@ def strict_json_loads(text: str) -> Any:
 def _parse_header(raw: bytes, where: str, data_size: int) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         header = strict_json_loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise SafetensorsError(f"{where}: header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(

@@ -190,6 +190,11 @@ void test_safetensors_round_trip(const fs::path& tmp) {
   const std::string garbled_path = damaged("garbled.safetensors", garbled);
   expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{garbled_path}; }, "invalid JSON",
                                    "garbled header");
+  std::string bad_utf8 = good;
+  bad_utf8[good.find('"', 8) + 1] = '\xff';  // inside the first name: as Python, refused
+  const std::string utf8_path = damaged("utf8.safetensors", bad_utf8);
+  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{utf8_path}; }, "not valid UTF-8",
+                                   "a header that is not UTF-8");
   std::string huge = good;
   huge[7] = '\x7f';
   const std::string huge_path = damaged("huge.safetensors", huge);

@@ -22,11 +22,12 @@ declare ties it implements by copying, with a ``tied_parameters`` attribute or m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,31 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read (missing part, truncated, corrupted, wrong format), or a
     checkpoint that does not fit the model/optimizer it is restored into. The message names the
     file."""
+
+
+# What interpreting a damaged file's contents can raise anywhere below (a wrong type where a dict
+# was expected, a missing key, a number too large, JSON nested too deep, a constructor refusing a
+# config value): each becomes a CheckpointError naming the file, as the C++ loader does.
+_CONTENT_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+)
+
+
+@contextlib.contextmanager
+def _reading(file: Path, what: str) -> Iterator[None]:
+    """Turns the errors of interpreting ``file``'s contents into CheckpointError."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except _CONTENT_ERRORS as e:
+        raise CheckpointError(f"{file}: {what}: {type(e).__name__}: {e}") from None
 
 
 # ---- tied parameters --------------------------------------------------------------------------
@@ -397,7 +423,7 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: not UTF-8 text ({e}); corrupted checkpoint") from None
     try:
         meta = strict_json_loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(
             f"{file}: not valid JSON ({e}); the checkpoint is truncated or corrupted"
         ) from None
@@ -408,6 +434,13 @@ def _read_meta(directory: Path) -> dict[str, Any]:
             f"{file}: checkpoint version {meta.get('version')!r} is not supported "
             f"(this rnncore reads version {VERSION})"
         )
+    tied = meta.get("tied")
+    if tied is not None and not (
+        isinstance(tied, dict) and all(isinstance(v, str) for v in tied.values())
+    ):
+        raise CheckpointError(f"{file}: tied must be an object of parameter names")
+    if not isinstance(meta.get("model_type"), (str, type(None))):
+        raise CheckpointError(f"{file}: model_type must be a string or null")
     return meta
 
 
@@ -470,25 +503,27 @@ class Checkpoint:
         file = self.path / OPTIMIZER_FILE
         if info is None:
             raise CheckpointError(f"{self.path / META_FILE}: no optimizer state was saved")
-        if info.get("class") != type(optimizer).__name__:
+        if not isinstance(info, dict) or info.get("class") != type(optimizer).__name__:
+            saved = info.get("class") if isinstance(info, dict) else info
             raise CheckpointError(
-                f"{self.path / META_FILE}: the optimizer state is {info.get('class')}'s, "
+                f"{self.path / META_FILE}: the optimizer state is {saved!r}'s, "
                 f"cannot restore it into {type(optimizer).__name__}"
             )
         tensors = _read_tensors(file)
-        state: dict[int, dict[str, Any]] = {
-            int(i): {"step": int(s)} for i, s in info.get("steps", {}).items()
-        }
-        for name, arr in tensors.items():
-            parts = name.split(".")
-            if len(parts) != 3 or parts[0] != "state" or int(parts[1]) not in state:
-                raise CheckpointError(f"{file}: unexpected tensor {name!r}")
-            state[int(parts[1])][parts[2]] = arr
-        sd = {
-            "state": state,
-            "param_groups": _jsonable.decode(info["param_groups"]),
-            "skipped_steps": int(info.get("skipped_steps", 0)),
-        }
+        with _reading(self.path / META_FILE, "optimizer"):
+            state: dict[int, dict[str, Any]] = {
+                int(i): {"step": int(s)} for i, s in info.get("steps", {}).items()
+            }
+            for name, arr in tensors.items():
+                parts = name.split(".")
+                if len(parts) != 3 or parts[0] != "state" or int(parts[1]) not in state:
+                    raise CheckpointError(f"{file}: unexpected tensor {name!r}")
+                state[int(parts[1])][parts[2]] = arr
+            sd = {
+                "state": state,
+                "param_groups": _jsonable.decode(info["param_groups"]),
+                "skipped_steps": int(info.get("skipped_steps", 0)),
+            }
         try:
             optimizer.load_state_dict(sd)
         except (ValueError, TypeError, KeyError) as e:
@@ -503,12 +538,12 @@ class Checkpoint:
         info = self.meta.get("scheduler")
         if info is None:
             raise CheckpointError(f"{self.path / META_FILE}: no scheduler state was saved")
-        if info.get("class") != type(scheduler).__name__:
+        if not isinstance(info, dict) or info.get("class") != type(scheduler).__name__:
             raise CheckpointError(
-                f"{self.path / META_FILE}: the scheduler state is {info.get('class')}'s, "
-                f"cannot restore it into {type(scheduler).__name__}"
+                f"{self.path / META_FILE}: the scheduler state is not {type(scheduler).__name__}'s"
             )
-        scheduler.load_state_dict(_jsonable.decode(info["state"]))
+        with _reading(self.path / META_FILE, "scheduler"):
+            scheduler.load_state_dict(_jsonable.decode(info["state"]))
 
     def restore_rng(self, objects: Mapping[str, Any]) -> list[str]:
         """Restore the saved random state into ``objects`` (e.g. ``{"model": model}``); returns
@@ -531,6 +566,8 @@ def load_checkpoint(
             registered).
         restore_rng: also restore the model's random state (dropout generators and counters).
 
+    Every error of reading or interpreting the files is a CheckpointError naming the file.
+
     Returns:
         A :class:`Checkpoint`.
 
@@ -551,18 +588,19 @@ def load_checkpoint(
             )
         from .. import models
 
-        config = _jsonable.decode(meta.get("model_config")) or {}
+        with _reading(directory / META_FILE, "model_config"):
+            config = _jsonable.decode(meta.get("model_config")) or {}
         # The model may hold no more parameters than the file stores (each tied alias counted
         # again): an inflated model_config fails here, before anything big is allocated.
         stored = {k: int(v.size) for k, v in tensors.items()}
         budget = sum(stored.values()) + sum(
-            stored.get(str(t), 0) for t in (meta.get("tied") or {}).values()
+            stored.get(t, 0) for t in (meta.get("tied") or {}).values()
         )
         try:
-            with parameter_budget(budget):
+            with parameter_budget(budget), _reading(directory / META_FILE, "model_config"):
+                if not isinstance(config, dict):
+                    raise TypeError(f"must be an object, got {type(config).__name__}")
                 model = models.build(model_type, config)
-        except KeyError as e:
-            raise CheckpointError(f"{directory / META_FILE}: {e.args[0]}") from None
         except ParameterBudgetError as e:
             raise CheckpointError(
                 f"{directory / META_FILE}: model_config does not fit {MODEL_FILE}, which holds "
@@ -573,7 +611,8 @@ def load_checkpoint(
                 f"{directory / META_FILE}: model_config asks for more memory than this machine "
                 f"has ({MODEL_FILE} holds {budget} parameters)"
             ) from None
-    ties = dict(meta.get("tied") or {})
+    with _reading(directory / META_FILE, "tied"):
+        ties = dict(meta.get("tied") or {})
     ties.update(tied_parameters(model))
     for alias, stored in ties.items():
         if alias not in tensors and stored in tensors:
@@ -585,7 +624,9 @@ def load_checkpoint(
     except (KeyError, ValueError, TypeError) as e:
         msg = e.args[0] if e.args else str(e)
         raise CheckpointError(f"{directory / MODEL_FILE}: does not fit the model: {msg}") from None
-    ckpt = Checkpoint(directory, meta, model)
+    with _reading(directory / META_FILE, "checkpoint fields"):
+        ckpt = Checkpoint(directory, meta, model)
     if restore_rng:
-        ckpt.restore_rng({"model": model})
+        with _reading(directory / META_FILE, "rng"):
+            ckpt.restore_rng({"model": model})
     return ckpt
