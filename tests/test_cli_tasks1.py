@@ -265,6 +265,16 @@ def test_bad_options_and_model_dirs(capsys, tmp_path, ptb_dir):
     )
     assert code == 0, err
     assert [h["epoch"] for h in _metrics(out)["history"]] == [1, 2]  # epoch 1 was not redone
+    # A run killed between the two renames of a save leaves only the backup of last/: --resume
+    # continues from it (issue 13), as load_checkpoint does.
+    last = out / "checkpoint" / "last"
+    last.rename(last.parent / ".last.old-999999999-deadbeef")
+    code, _, err = _run(
+        capsys, f"train lm {FAST} {opts} --epochs 3 --resume", data=ptb_dir, out=out
+    )
+    assert code == 0, err
+    assert [h["epoch"] for h in _metrics(out)["history"]] == [1, 2, 3]
+    assert (last / "checkpoint.json").is_file()
     code, _, err = _run(capsys, f"train lm {FAST} --resume", data=ptb_dir, out=tmp_path / "new")
     assert code == 2 and "--resume: no checkpoint" in err
     code, _, err = _run(capsys, "predict", out, text="a b")

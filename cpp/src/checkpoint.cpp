@@ -116,12 +116,44 @@ Vocabulary parse_vocab(const Value& v, const std::string& where) {
 
 }  // namespace
 
+namespace {
+
+// The newest backup ".<name>.old-<pid>-<tag>" of a checkpoint directory that holds a
+// checkpoint.json: what a Python writer that died between its two renames leaves (see
+// rnncore.train.checkpoint._commit), or an empty path.
+fs::path backup_of(const fs::path& dir) {
+  const std::string prefix = "." + dir.filename().string() + ".old-";
+  fs::path best;
+  fs::file_time_type best_time{};
+  std::error_code ec;
+  const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path p = it->path();
+    if (p.filename().string().rfind(prefix, 0) != 0 ||
+        !fs::exists(p / checkpoint_format::kMetaFile))
+      continue;
+    const auto t = fs::last_write_time(p, ec);
+    if (!ec && (best.empty() || t > best_time)) {
+      best = p;
+      best_time = t;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 Meta read_meta(const std::string& directory) {
   Meta m;
   m.where = "checkpoint " + in_quotes(directory);
-  const fs::path dir(directory);
+  fs::path dir(directory);
   std::error_code ec;
-  if (!fs::exists(dir, ec)) throw CheckpointError(m.where + ": no such directory");
+  if (!fs::exists(dir, ec)) {
+    const fs::path backup = backup_of(dir);
+    if (backup.empty()) throw CheckpointError(m.where + ": no such directory");
+    dir = backup;  // a writer died between its two renames: its previous checkpoint is here
+    m.where = "checkpoint " + in_quotes(backup.string());
+  }
   if (!fs::is_directory(dir, ec))
     throw CheckpointError(m.where +
                           ": is not a directory (a checkpoint is a directory holding "
@@ -129,7 +161,7 @@ Meta read_meta(const std::string& directory) {
   const fs::path meta_path = dir / checkpoint_format::kMetaFile;
   if (!fs::exists(meta_path, ec))
     throw CheckpointError(m.where + ": missing checkpoint.json (not a checkpoint directory?)");
-  m.info.directory = directory;
+  m.info.directory = dir.string();
   m.info.json = read_text(meta_path, m.where);
   try {
     m.root = detail::json::parse(m.info.json, m.where + ": checkpoint.json");

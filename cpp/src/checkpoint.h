@@ -74,7 +74,8 @@ struct Meta {
 };
 
 /// The checkpoint.json of `directory`, checked (format, version, model_type, model_config, dtype,
-/// tied, vocab). Throws CheckpointError naming the directory and the field.
+/// tied, vocab). Throws CheckpointError naming the directory and the field. A missing directory
+/// whose writer died between its two renames is read from its backup (info.directory says so).
 Meta read_meta(const std::string& directory);
 
 // The registered cell a config names: the registry's name in any case, '_' optional, or one of

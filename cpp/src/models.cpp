@@ -126,7 +126,7 @@ LanguageModel LanguageModel::load(const std::string& directory, const ModelRequi
 
   RecurrentConfig rc = rnn_config(m, cell, c.embed_dim, c.hidden_size, c.num_layers);
   rc.proj_size = config_int(m, "proj_size", c.proj_size);
-  Weights w(directory, m.where, m.tied);
+  Weights w(m.info.directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
   const std::string V = std::to_string(c.vocab_size);
   auto emb =
@@ -273,7 +273,7 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
 
   RecurrentConfig rc = rnn_config(m, cell, c.embed_dim, c.hidden_size, c.num_layers);
   rc.bidirectional = c.bidirectional;
-  Weights w(directory, m.where, m.tied);
+  Weights w(m.info.directory, m.where, m.tied);
   rc.bias = w.contains("rnn.bias_ih_l0") || w.contains("rnn.bias_hh_l0");
   auto emb = w.take("embedding.weight", {c.vocab_size, c.embed_dim},
                     "an embedding of vocab_size " + std::to_string(c.vocab_size) + ", embed_dim " +

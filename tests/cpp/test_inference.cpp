@@ -423,6 +423,14 @@ void test_checkpoint_errors(const fs::path& tmp) {
                   fs::copy_options::overwrite_existing);
     return d;
   };
+  {  // A Python writer killed between its two renames leaves only ".<name>.old-<pid>-<tag>".
+    const auto d = variant("crashed");
+    fs::rename(d, tmp / ".crashed.old-4242-deadbeef");
+    LanguageModel lm = LanguageModel::load(d.string());
+    expect(lm.info().directory == (tmp / ".crashed.old-4242-deadbeef").string(),
+           "a missing checkpoint is read from its writer's backup");
+    fs::rename(tmp / ".crashed.old-4242-deadbeef", d);
+  }
   // Inflated sizes in model_config (issue 13): refused from the file's header, before the stack
   // is allocated (hidden_size 8000 once cost 15.6 GB), and never truncated to an int.
   auto with_config = [&](const std::string& name, const std::string& from, const std::string& to) {

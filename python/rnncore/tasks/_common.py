@@ -383,7 +383,7 @@ def train_and_report(
     Returns:
         The metrics.json content.
     """
-    from ..train import Trainer, load_checkpoint
+    from ..train import Trainer, load_checkpoint, resolve_checkpoint
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -412,9 +412,12 @@ def train_and_report(
     )
     resume = None
     if getattr(args, "resume", False):
-        if not (ckpt_dir / "last").is_dir():
-            raise TaskError(f"--resume: no checkpoint to continue from at {ckpt_dir / 'last'}")
-        resume = ckpt_dir / "last"
+        try:  # also the backup a run killed between the two renames of a save leaves
+            resume = resolve_checkpoint(ckpt_dir / "last", prefer=())
+        except FileNotFoundError:
+            raise TaskError(
+                f"--resume: no checkpoint to continue from at {ckpt_dir / 'last'}"
+            ) from None
     start = time.perf_counter()
     history = trainer.fit(Limited(train_batches, args.max_batches), val, resume_from=resume)
     train_seconds = time.perf_counter() - start
