@@ -97,7 +97,7 @@ def _reading(file: Path, what: str) -> Iterator[None]:
     """Turns the errors of interpreting ``file``'s contents into CheckpointError."""
     try:
         yield
-    except CheckpointError:
+    except (CheckpointError, ParameterBudgetError):  # already say what is wrong
         raise
     except _CONTENT_ERRORS as e:
         raise CheckpointError(f"{file}: {what}: {type(e).__name__}: {e}") from None
@@ -506,7 +506,7 @@ class Checkpoint:
         if not isinstance(info, dict) or info.get("class") != type(optimizer).__name__:
             saved = info.get("class") if isinstance(info, dict) else info
             raise CheckpointError(
-                f"{self.path / META_FILE}: the optimizer state is {saved!r}'s, "
+                f"{self.path / META_FILE}: the optimizer state is {saved}'s, "
                 f"cannot restore it into {type(optimizer).__name__}"
             )
         tensors = _read_tensors(file)
