@@ -175,3 +175,30 @@ def test_cross_entropy_uint64_target_beyond_int64_is_refused():
     with pytest.raises(ValueError, match="beyond int64"):
         crit(logits, np.array([1, 2**64 - 100], dtype=np.uint64))
     assert crit(logits, np.array([1, 2], dtype=np.uint64)) == pytest.approx(np.log(3.0))
+
+
+def test_cross_entropy_and_grad_norm_do_not_depend_on_buffer_alignment():
+    """The same numbers at 16 addresses: the engine's sums run in an order fixed by the index
+    (lane_sum), not by where the first aligned element happens to be (issue 13: an AVX-512
+    build gave two losses over 16 alignments, and a char-LM resume differed by 2e-9)."""
+    from rnncore import optim
+    from rnncore.nn import Parameter
+
+    rng = np.random.default_rng(0)
+    N, C = 13, 1003  # odd sizes: every row starts at another alignment too
+    logits = (rng.standard_normal((N, C)) * 3).astype(np.float32)
+    targets = rng.integers(0, C, size=N)
+    grads = rng.standard_normal(70001).astype(np.float32)
+    losses, dlogits, norms = set(), set(), set()
+    for off in range(16):
+        buf = np.empty(N * C + 16, dtype=np.float32)
+        view = buf[off : off + N * C].reshape(N, C)
+        view[...] = logits
+        crit = CrossEntropyLoss(label_smoothing=0.1)
+        losses.add(crit(view, targets))
+        dlogits.add(crit.backward().tobytes())
+        gbuf = np.empty(grads.size + 16, dtype=np.float32)
+        g = gbuf[off : off + grads.size]
+        g[...] = grads
+        norms.add(optim.clip_grad_norm([Parameter("p", g.copy(), g)], 1e9))
+    assert len(losses) == 1 and len(dlogits) == 1 and len(norms) == 1, (losses, norms)

@@ -264,6 +264,25 @@ inline void colsum_acc(Index rows, Index n, const T* A, Index lda, T* out) {
   par_colsum_acc(rows, n, A, lda, out);
 }
 
+// Σ f(x[i]) for i < n in double, in an order fixed by i alone: 8 lanes by i mod 8, then the lanes
+// in a fixed tree. Eigen's vectorised sum starts its packets at the first aligned element, so its
+// rounding depended on where a buffer lay (the same loss differed by 1e-12..3e-9 across heap
+// layouts); this gives the same bits for any address and stays vectorisable.   x [n]
+template <typename T, typename F>
+inline double lane_sum(const T* x, Index n, F f) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  Index i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += double(f(x[i + k]));
+  double tail = 0.0;
+  for (; i < n; ++i) tail += double(f(x[i]));
+  return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + tail;
+}
+template <typename T>
+inline double lane_sum(const T* x, Index n) {
+  return lane_sum(x, n, [](T v) { return v; });
+}
+
 // Copy a [rows, cols] block between strided row-major buffers.
 template <typename T>
 inline void copy_rows(Index rows, Index cols, const T* src, Index lds, T* dst, Index ldd) {

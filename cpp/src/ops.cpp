@@ -77,8 +77,9 @@ double chunked_sum(std::int64_t n, F term) {
   return total;
 }
 
-// Σ x[i]² in double over the same fixed chunks; each chunk is one vectorised Eigen reduction
-// (a scalar double accumulator was latency-bound: ~10x slower on 5M-parameter models).
+// Σ x[i]² in double over the same fixed chunks; each chunk is one vectorised lane_sum (a scalar
+// double accumulator was latency-bound: ~10x slower on 5M-parameter models), whose order does
+// not depend on the buffer's address.
 template <typename T>
 double chunked_sum_of_squares(std::int64_t n, const T* x) {
   if (n <= 0) return 0.0;
@@ -87,10 +88,7 @@ double chunked_sum_of_squares(std::int64_t n, const T* x) {
   parallel_for(chunks, n >= kParallelMin, [&](std::int64_t c) {
     const std::int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
     part[static_cast<std::size_t>(c)] =
-        Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x + lo, hi - lo)
-            .template cast<double>()
-            .square()
-            .sum();
+        detail::lane_sum(x + lo, hi - lo, [](T v) { return double(v) * double(v); });
   });
   double total = 0.0;
   for (double s : part) total += s;
@@ -117,9 +115,16 @@ template <typename T>
 ExpSum shifted_exp(const T* z, std::int64_t C, T* e) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   const T m = Eigen::Map<const Arr>(z, C).maxCoeff();
-  Eigen::Map<Arr> es(e, C);
+  // Eigen computes the first elements of an unaligned destination with the scalar std::exp,
+  // whose last bits differ from its vector exp: the exponentials go to an aligned scratch row
+  // first, so every element takes the same path wherever z and e lie (the same loss for the
+  // same logits at any address; issue 13).
+  thread_local detail::AlignedVec<T> scratch;
+  if (scratch.size() < static_cast<std::size_t>(C)) scratch.resize(static_cast<std::size_t>(C));
+  Eigen::Map<Arr, Eigen::Aligned64> es(scratch.data(), C);
   es = (Eigen::Map<const Arr>(z, C) - m).exp();
-  return {static_cast<double>(m), es.template cast<double>().sum()};
+  std::copy(scratch.data(), scratch.data() + C, e);
+  return {static_cast<double>(m), detail::lane_sum(scratch.data(), C)};
 }
 
 }  // namespace
@@ -293,7 +298,7 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
       Eigen::Map<Arr> e(d ? d : scratch.data(), C);
       const ExpSum es = shifted_exp(logits + n * C, C, e.data());
       const double s = es.sum, lse = es.lse();
-      const double zsum = eps > 0.0 ? z.template cast<double>().sum() : 0.0;
+      const double zsum = eps > 0.0 ? detail::lane_sum(logits + n * C, C) : 0.0;
       // -Σ_c q_c log p_c with q = (1-ε)·onehot(t) + ε/C and log p_c = z_c - lse.
       row_loss[static_cast<std::size_t>(n)] =
           lse - (1.0 - eps) * static_cast<double>(z[t]) - smooth * zsum;
