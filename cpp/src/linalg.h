@@ -240,15 +240,22 @@ void par_gemm(bool ta, bool tb, Index m, Index n, Index k, const T* A, Index lda
   });
 }
 
-// out[n] += Σ_rows A[rows, n]   (bias gradients), split across threads by columns.
+// out[n] += Σ_rows A[rows, n]   (bias gradients), split across threads by columns. Each column is
+// summed over the rows in row order with plain loops (vectorised across columns): Eigen's
+// colwise().sum() summed the unaligned head columns in another order than the rest, so a bias
+// gradient's last bits depended on where dy lay (issue 13).
 template <typename T>
 void par_colsum_acc(Index rows, Index n, const T* A, Index lda, T* out) {
   if (rows == 0 || n == 0) return;
   team(rows * n >= (1 << 16), [&] {
     const Range c = share(n, thread_count(), thread_id());
-    if (c.size() > 0)
-      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(out + c.begin, c.size()) +=
-          cview(A + c.begin, rows, c.size(), lda).colwise().sum();
+    if (c.size() == 0) return;
+    std::vector<T> sum(A + c.begin, A + c.end);
+    for (Index r = 1; r < rows; ++r) {
+      const T* row = A + r * lda + c.begin;
+      for (Index j = 0; j < c.size(); ++j) sum[std::size_t(j)] += row[j];
+    }
+    for (Index j = 0; j < c.size(); ++j) out[c.begin + j] += sum[std::size_t(j)];
   });
 }
 

@@ -213,8 +213,6 @@ void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy
   if (dbias) detail::colsum_acc<T>(N, O, dy, O, dbias);
 }
 
-// ---- Losses -----------------------------------------------------------------------------------
-
 // ---- Softmax ----------------------------------------------------------------------------------
 
 template <typename T>
