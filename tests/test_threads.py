@@ -41,6 +41,26 @@ def _run_threads(work, n=2):
         raise errors[0]
 
 
+def _successful_steps(module, inputs, grads, n=200):
+    """Two threads each run forward + backward n times on one module with their own input and
+    output gradient; returns how many of each thread's backwards went through (the others were
+    refused because the other thread's forward came in between)."""
+    done = [0, 0]
+
+    def work(i):
+        for _ in range(n):
+            try:
+                module(inputs[i])
+                module.backward(grads[i])
+            except RuntimeError as e:
+                assert THREAD_MSG in str(e), e
+                continue
+            done[i] += 1
+
+    _run_threads(work)
+    return done
+
+
 def test_recurrent_layer_shared_by_two_threads(fast_switching):
     gru = rnncore.nn.GRU(4, 16, num_layers=2, bidirectional=True, dtype="float64", seed=0)
     rng = np.random.default_rng(1)
@@ -76,19 +96,7 @@ def test_linear_gradients_are_not_lost(fast_switching):
     xs = [rng.standard_normal((64, 128)) for _ in range(2)]
     dys = [rng.standard_normal((64, 96)) for _ in range(2)]
     lin.zero_grad()
-    done = [0, 0]
-
-    def work(i):
-        for _ in range(200):
-            try:
-                lin(xs[i])
-                lin.backward(dys[i])
-            except RuntimeError as e:
-                assert THREAD_MSG in str(e), e
-                continue
-            done[i] += 1
-
-    _run_threads(work)
+    done = _successful_steps(lin, xs, dys)
     want = sum(done[i] * (dys[i].T @ xs[i]) for i in range(2))
     np.testing.assert_allclose(lin.weight.grad, want, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(
@@ -101,19 +109,7 @@ def test_embedding_gradients_are_not_lost(fast_switching):
     rng = np.random.default_rng(3)
     ids = [rng.integers(0, 50, size=400) for _ in range(2)]
     douts = [rng.standard_normal((400, 256)) for _ in range(2)]
-    done = [0, 0]
-
-    def work(i):
-        for _ in range(200):
-            try:
-                emb(ids[i])
-                emb.backward(douts[i])
-            except RuntimeError as e:
-                assert THREAD_MSG in str(e), e
-                continue
-            done[i] += 1
-
-    _run_threads(work)
+    done = _successful_steps(emb, ids, douts)
     want = np.zeros((50, 256))
     for i in range(2):
         np.add.at(want, ids[i], douts[i] * done[i])
