@@ -108,9 +108,9 @@ struct ExpSum {
   double lse() const { return max + std::log(sum); }
 };
 
-// e[0:C] = exp(z - max z) (e may be z). The engine's one softmax kernel: cross-entropy,
-// log_softmax_rows and softmax_rows all run it. Vectorised (Eigen's exp): a scalar std::exp per
-// class made the loss a third of a PTB training step (10k classes).
+// e[0:C] = exp(z - max z) (e may be z, or null when only the sums are wanted). The engine's one
+// softmax kernel: cross-entropy, log_softmax_rows and softmax_rows all run it. Vectorised (Eigen's
+// exp): a scalar std::exp per class made the loss a third of a PTB training step (10k classes).
 template <typename T>
 ExpSum shifted_exp(const T* z, std::int64_t C, T* e) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
@@ -123,7 +123,7 @@ ExpSum shifted_exp(const T* z, std::int64_t C, T* e) {
   if (scratch.size() < static_cast<std::size_t>(C)) scratch.resize(static_cast<std::size_t>(C));
   Eigen::Map<Arr, Eigen::Aligned64> es(scratch.data(), C);
   es = (Eigen::Map<const Arr>(z, C) - m).exp();
-  std::copy(scratch.data(), scratch.data() + C, e);
+  if (e) std::copy(scratch.data(), scratch.data() + C, e);
   return {static_cast<double>(m), detail::lane_sum(scratch.data(), C)};
 }
 
@@ -215,35 +215,36 @@ void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy
 
 // ---- Softmax ----------------------------------------------------------------------------------
 
-template <typename T>
-void log_softmax_rows(std::int64_t N, std::int64_t V, T* rows) {
+namespace {
+
+// f(row) for each row [V] of rows [N, V], after the checks both softmax kernels share; a single
+// token's row (sampling) runs without an OpenMP region (see detail::team).
+template <typename T, typename F>
+void for_each_row(std::int64_t N, std::int64_t V, T* rows, F f) {
   require_size(N, "N");
   require_positive(V, "V");
   require_ptr(rows, N * V, "rows");
-  // One token's row while sampling runs without an OpenMP region (see detail::team).
   team(N * V >= kParallelMin, [&] {
-    std::vector<T> e(static_cast<std::size_t>(V));
 #pragma omp for schedule(static)
-    for (std::int64_t n = 0; n < N; ++n) {
-      T* r = rows + n * V;
-      const T lse = T(shifted_exp(r, V, e.data()).lse());
-      for (std::int64_t v = 0; v < V; ++v) r[v] -= lse;
-    }
+    for (std::int64_t n = 0; n < N; ++n) f(rows + n * V);
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void log_softmax_rows(std::int64_t N, std::int64_t V, T* rows) {
+  for_each_row(N, V, rows, [V](T* r) {
+    const T lse = T(shifted_exp(r, V, static_cast<T*>(nullptr)).lse());  // r is kept
+    for (std::int64_t v = 0; v < V; ++v) r[v] -= lse;
   });
 }
 
 template <typename T>
 void softmax_rows(std::int64_t N, std::int64_t V, T* rows) {
-  require_size(N, "N");
-  require_positive(V, "V");
-  require_ptr(rows, N * V, "rows");
-  team(N * V >= kParallelMin, [&] {
-#pragma omp for schedule(static)
-    for (std::int64_t n = 0; n < N; ++n) {
-      T* r = rows + n * V;
-      const T scale = T(1.0 / shifted_exp(r, V, r).sum);  // r = exp(r - max) in place
-      for (std::int64_t v = 0; v < V; ++v) r[v] *= scale;
-    }
+  for_each_row(N, V, rows, [V](T* r) {
+    const T scale = T(1.0 / shifted_exp(r, V, r).sum);  // r = exp(r - max) in place
+    for (std::int64_t v = 0; v < V; ++v) r[v] *= scale;
   });
 }
 
@@ -283,7 +284,6 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
   // Rows are independent; each runs the engine's softmax kernel (shifted_exp).
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   team(N * C >= kParallelMin, [&] {
-    Arr scratch(dlogits ? 0 : C);  // the exponentials when there is no gradient to keep them in
 #pragma omp for schedule(static)
     for (std::int64_t n = 0; n < N; ++n) {
       const Eigen::Map<const Arr> z(logits + n * C, C);
@@ -293,14 +293,15 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
         if (d) std::fill(d, d + C, T(0));
         continue;
       }
-      Eigen::Map<Arr> e(d ? d : scratch.data(), C);
-      const ExpSum es = shifted_exp(logits + n * C, C, e.data());
+      // The exponentials are kept (in dlogits) only when there is a gradient to make of them.
+      const ExpSum es = shifted_exp(logits + n * C, C, d);
       const double s = es.sum, lse = es.lse();
       const double zsum = eps > 0.0 ? detail::lane_sum(logits + n * C, C) : 0.0;
       // -Σ_c q_c log p_c with q = (1-ε)·onehot(t) + ε/C and log p_c = z_c - lse.
       row_loss[static_cast<std::size_t>(n)] =
           lse - (1.0 - eps) * static_cast<double>(z[t]) - smooth * zsum;
       if (d) {  // d(loss)/dz_c = (p_c - q_c) · scale
+        Eigen::Map<Arr> e(d, C);
         const T inv_s = T(1.0 / s), g = T(gscale), e_target = d[t];
         e = (e * inv_s - q_other) * g;
         d[t] = (e_target * inv_s - q_target) * g;
