@@ -39,12 +39,15 @@ template <typename T>
 struct PyRecurrent {
   Recurrent<T> core;
   std::mutex mu;  // held by CallLock for each forward and backward
-  // A training forward without lengths reads x and writes y in place and backward reads them
-  // again: the arrays are kept alive here until then.
-  py::object saved_x, saved_y;
-  // The thread whose training forward backward will consume: backward from another thread would
+  // One per training forward waiting for its backward (the engine's stack, oldest first). Without
+  // lengths the engine reads x and writes y in place and backward reads them again: the arrays
+  // are kept alive here until then. `thread` ran the forward: backward from another thread would
   // silently get that thread's gradients, so it is refused.
-  std::thread::id saved_by;
+  struct Saved {
+    py::object x, y;
+    std::thread::id thread;
+  };
+  std::vector<Saved> saved;
   explicit PyRecurrent(const RecurrentConfig& c) : core(c) {}
 
   // h-like states are [L*D, B, R] (R = proj_size or H), c-like [L*D, B, H].
@@ -98,9 +101,7 @@ struct PyRecurrent {
       py::gil_scoped_release release;
       core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed);
     }
-    saved_x = training ? py::object(x) : py::object();
-    saved_y = training ? py::object(y) : py::object();
-    saved_by = std::this_thread::get_id();
+    if (training) saved.push_back({x, y, std::this_thread::get_id()});
     if (lstm) return py::make_tuple(y, hn, cn);
     return py::make_tuple(y, hn, py::none());
   }
@@ -114,9 +115,9 @@ struct PyRecurrent {
       throw std::runtime_error(
           "backward needs a training-mode forward first (backward after eval(), before any "
           "forward, or twice for one forward is not possible)");
-    if (saved_by != std::this_thread::get_id())
+    if (saved.back().thread != std::this_thread::get_id())
       throw std::runtime_error(
-          "backward: the last training forward of this layer ran in another thread; a thread "
+          "backward: the training forward it would consume ran in another thread; a thread "
           "can only backpropagate through its own forward (use one layer per thread)");
     const auto shape = core.saved_shape();
     const int Tn = shape.steps, B = shape.batch;
@@ -139,7 +140,7 @@ struct PyRecurrent {
     if (lstm) dc0 = py::array_t<T>(state_dims(B, true));
     py::array_t<double> norms;
     if (step_grad_norms) norms = py::array_t<double>({py::ssize_t(dims[0]), py::ssize_t(Tn)});
-    {
+    try {
       double* normsp = step_grad_norms ? norms.mutable_data() : nullptr;
       const T* dyp = dy_obj.is_none() ? nullptr : dy.data();
       const T* dhnp = dhn_obj.is_none() ? nullptr : dhn.data();
@@ -149,9 +150,11 @@ struct PyRecurrent {
       T* dc0p = lstm ? dc0.mutable_data() : nullptr;
       py::gil_scoped_release release;
       core.backward(dyp, dhnp, dcnp, dxp, dh0p, dc0p, normsp);
+    } catch (...) {
+      saved.pop_back();  // the engine consumed the forward even though backward failed
+      throw;
     }
-    saved_x = py::object();
-    saved_y = py::object();
+    saved.pop_back();
     py::object norms_out = step_grad_norms ? py::object(norms) : py::object(py::none());
     if (lstm) return py::make_tuple(dx, dh0, dc0, norms_out);
     return py::make_tuple(dx, dh0, py::none(), norms_out);
@@ -216,6 +219,17 @@ void bind_recurrent(py::module_& m, const char* name) {
              r.core.zero_grad();
            })
       .def_property_readonly("has_saved_forward", [](Cls& r) { return r.core.has_saved_forward(); })
+      .def_property_readonly(
+          "saved_forwards", [](Cls& r) { return r.core.saved_forwards(); },
+          "How many training forwards wait for their backward (each backward takes the newest).")
+      .def(
+          "discard_saved",
+          [](Cls& r) {
+            CallLock lock(r.mu);
+            r.core.discard_saved();
+            r.saved.clear();
+          },
+          "Drop every saved training forward (and the memory it holds).")
       .def("forward", &Cls::forward, py::arg("x"), py::arg("lengths") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("training") = true,
            py::arg("seed") = 0,

@@ -57,8 +57,7 @@ struct Recurrent<T>::Impl {
   std::vector<ParamInfo> info;
   std::size_t num_params = 0;
   std::unique_ptr<detail::SequenceBackend<T>> backend;
-  bool saved = false;  // a training forward waits for its backward
-  SequenceShape saved_shape;
+  std::vector<SequenceShape> saved;  // training forwards waiting for their backward, oldest first
 
   explicit Impl(const RecurrentConfig& c) : cfg(c) {
     Layout layout = layout_of(cfg);
@@ -118,11 +117,20 @@ void Recurrent<T>::zero_grad() {
 }
 template <typename T>
 bool Recurrent<T>::has_saved_forward() const {
-  return impl_->saved;
+  return !impl_->saved.empty();
+}
+template <typename T>
+int Recurrent<T>::saved_forwards() const {
+  return int(impl_->saved.size());
 }
 template <typename T>
 SequenceShape Recurrent<T>::saved_shape() const {
-  return impl_->saved_shape;
+  return impl_->saved.empty() ? SequenceShape{} : impl_->saved.back();
+}
+template <typename T>
+void Recurrent<T>::discard_saved() {
+  impl_->saved.clear();
+  impl_->backend->discard_saved();
 }
 
 template <typename T>
@@ -141,7 +149,6 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   if (m.cfg.states() == 1 && c0)
     throw std::invalid_argument(std::string("c0: a ") + cell_info(m.cfg.cell).name +
                                 " cell has no cell state");
-  m.saved = false;
   detail::ForwardCall<T> call;
   call.steps = steps;
   call.batch = batch;
@@ -155,22 +162,21 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   call.training = training;
   call.dropout_seed = dropout_seed;
   m.backend->forward(call);
-  m.saved = training;
-  m.saved_shape = {steps, batch};
+  if (training) m.saved.push_back({steps, batch});
 }
 
 template <typename T>
 void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
                             double* step_grad_norms) {
   Impl& m = *impl_;
-  if (!m.saved)
+  if (m.saved.empty())
     throw std::runtime_error(
         "backward needs a training-mode forward first (and each forward allows one backward)");
   if (!dx) throw std::invalid_argument("dx must not be null");
   if (m.cfg.states() == 1 && dcn)
     throw std::invalid_argument(std::string("dcn: a ") + cell_info(m.cfg.cell).name +
                                 " cell has no cell state");
-  m.saved = false;  // the saved gates turn into their gradients
+  m.saved.pop_back();  // consumed: the saved gates turn into their gradients
   detail::BackwardCall<T> call;
   call.dy = dy;
   call.dhn = dhn;

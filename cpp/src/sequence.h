@@ -55,9 +55,12 @@ class SequenceBackend {
   virtual T* params() = 0;
   virtual T* grads() = 0;
   virtual void zero_grad() = 0;
+  // A training forward pushes its saved context; backward pops the newest (last in, first out).
   virtual void forward(const ForwardCall<T>& call) = 0;
   // Throws std::runtime_error if the backend finds the saved forward's inputs changed.
   virtual void backward(const BackwardCall<T>& call) = 0;
+  // Drops every saved forward (and the memory they hold).
+  virtual void discard_saved() = 0;
 };
 
 template <typename T>

@@ -126,10 +126,18 @@ class CpuSequence final : public SequenceBackend<T> {
 
   // The cell is chosen once per call; everything below runs the driver instantiated for it.
   void forward(const ForwardCall<T>& call) override {
+    s_ = &slot(depth_);  // an inference call uses the first free slot as scratch
     with_cell(cfg_.cell, [&](auto cell) { forward_with<decltype(cell)>(call); });
+    if (call.training) ++depth_;
   }
   void backward(const BackwardCall<T>& call) override {
+    if (depth_ == 0) throw std::logic_error("CpuSequence::backward: no saved forward");
+    s_ = saved_[--depth_].get();  // consumed even if the checks below throw
     with_cell(cfg_.cell, [&](auto cell) { backward_with<decltype(cell)>(call); });
+  }
+  void discard_saved() override {
+    depth_ = 0;
+    saved_.clear();  // the memory too: a caller dropping unconsumed forwards wants it back
   }
 
  private:
@@ -137,20 +145,36 @@ class CpuSequence final : public SequenceBackend<T> {
   std::vector<LaneLayout> lanes_;  // [L*D]
   AlignedVec<T> params_, grads_;   // [P] each, PyTorch's order
 
-  // The saved forward.
-  Packing pk_;
-  Workspace<T> ws_;
-  // Without lengths the packed layout is the caller's: the first layer reads x in place and the
-  // last layer writes y in place (both kept for backward and checked unchanged by a hash).
-  const T* x_in_ = nullptr;  // [N, I] the caller's x, or null (then ws_.x0)
-  T* y_out_ = nullptr;       // [N, D*R] the caller's y, or null (then ws_.Y[L-1])
-  std::uint64_t x_hash_ = 0, y_hash_ = 0;
-  // States in sorted batch order: h-like [L*D, B, R], c-like [L*D, B, H].
-  AlignedVec<T> h0s_, c0s_, hns_, cns_;
-  AlignedVec<T> dA_, dB_;  // [N, max(I, D*R)] gradient ping-pong
+  // What one forward call keeps for its backward. Training forwards stack up (a layer called
+  // several times before backward, as a shared layer or a cell stepped through time is) and each
+  // backward consumes the newest: saved_[0, depth_) wait for backward; the slots above are
+  // reused, so a layer's steady state allocates nothing per call.
+  struct Saved {
+    Packing pk;
+    Workspace<T> ws;
+    // Without lengths the packed layout is the caller's: the first layer reads x in place and the
+    // last layer writes y in place (both kept for backward and checked unchanged by a hash).
+    const T* x_in = nullptr;  // [N, I] the caller's x, or null (then ws.x0)
+    T* y_out = nullptr;       // [N, D*R] the caller's y, or null (then ws.Y[L-1])
+    std::uint64_t x_hash = 0, y_hash = 0;
+    // Initial states in sorted batch order: h-like [L*D, B, R], c-like [L*D, B, H].
+    AlignedVec<T> h0s, c0s;
+    bool dropout_active = false;
+  };
+  std::vector<std::unique_ptr<Saved>> saved_;
+  std::size_t depth_ = 0;
+  Saved* s_ = nullptr;  // the context of the call in progress
+
+  Saved& slot(std::size_t i) {
+    while (saved_.size() <= i) saved_.push_back(std::make_unique<Saved>());
+    return *saved_[i];
+  }
+
+  // Scratch of one call (nothing here outlives it).
+  AlignedVec<T> hns_, cns_;  // final states in sorted order
+  AlignedVec<T> dA_, dB_;    // [N, max(I, D*R)] gradient ping-pong
   AlignedVec<T> dhns_, dcns_, dh0s_, dc0s_;
   Scratch<T> sc_[2];  // one per direction (the two may run at once)
-  bool dropout_active_ = false;
 
   LaneParams<T> lane_params(Index k) {
     const auto& lo = lanes_[std::size_t(k)];
@@ -177,9 +201,9 @@ class CpuSequence final : public SequenceBackend<T> {
     return {d == 1, Index(cfg_.hidden_size), Index(cfg_.state_size())};
   }
 
-  const T* input0() const { return x_in_ ? x_in_ : ws_.x0; }
+  const T* input0() const { return s_->x_in ? s_->x_in : s_->ws.x0; }
   T* output(Index l) {
-    return (l == cfg_.num_layers - 1 && y_out_) ? y_out_ : ws_.Y[std::size_t(l)];
+    return (l == cfg_.num_layers - 1 && s_->y_out) ? s_->y_out : s_->ws.Y[std::size_t(l)];
   }
 
   // Both directions of a bidirectional layer run their step loops side by side, one thread each,
@@ -189,61 +213,62 @@ class CpuSequence final : public SequenceBackend<T> {
   // Small problems stay on one thread: waking a second costs more than the whole loop.
   bool concurrent_directions() const {
     const int nth = get_num_threads();
-    const double H = cfg_.hidden_size, work = 2.0 * pk_.N * cfg_.gates() * H * cfg_.state_size();
+    const double H = cfg_.hidden_size, work = 2.0 * s_->pk.N * cfg_.gates() * H * cfg_.state_size();
     return cfg_.bidirectional && nth >= 2 && nth < 4 && work >= double(1 << 22);
   }
 
   // [L*D, B, H] in batch order -> sorted order (zeros when src is null), and back; H is the
   // width of the state (R for h, hidden_size for c).
   void to_sorted(const T* src, Index H, AlignedVec<T>& dst) const {
-    const Index LD = cfg_.num_layers * cfg_.directions(), B = pk_.B;
+    const Index LD = cfg_.num_layers * cfg_.directions(), B = s_->pk.B;
     dst.assign(std::size_t(LD * B * H), T(0));
     if (!src) return;
     for (Index k = 0; k < LD; ++k)
       for (Index i = 0; i < B; ++i)
-        std::memcpy(&dst[(k * B + i) * H], src + (k * B + pk_.perm[i]) * H, sizeof(T) * H);
+        std::memcpy(&dst[(k * B + i) * H], src + (k * B + s_->pk.perm[i]) * H, sizeof(T) * H);
   }
   void from_sorted(const AlignedVec<T>& src, Index H, T* dst) const {
     if (!dst) return;
-    const Index LD = cfg_.num_layers * cfg_.directions(), B = pk_.B;
+    const Index LD = cfg_.num_layers * cfg_.directions(), B = s_->pk.B;
     for (Index k = 0; k < LD; ++k)
       for (Index i = 0; i < B; ++i)
-        std::memcpy(dst + (k * B + pk_.perm[i]) * H, &src[(k * B + i) * H], sizeof(T) * H);
+        std::memcpy(dst + (k * B + s_->pk.perm[i]) * H, &src[(k * B + i) * H], sizeof(T) * H);
   }
   // Padded [T, B, C] (batch order) <-> packed [N, C] (sorted order). Padding rows read as zero.
   void pack(const T* src, Index C, T* dst) const {
-    for (Index t = 0; t < pk_.T; ++t)
-      for (Index i = 0; i < pk_.bs[t]; ++i)
-        std::memcpy(dst + (pk_.off[t] + i) * C, src + (t * pk_.B + pk_.perm[i]) * C, sizeof(T) * C);
+    for (Index t = 0; t < s_->pk.T; ++t)
+      for (Index i = 0; i < s_->pk.bs[t]; ++i)
+        std::memcpy(dst + (s_->pk.off[t] + i) * C, src + (t * s_->pk.B + s_->pk.perm[i]) * C,
+                    sizeof(T) * C);
   }
   void unpack(const T* src, Index C, T* dst) const {
-    if (!pk_.ragged) {
-      std::memcpy(dst, src, sizeof(T) * std::size_t(pk_.N * C));
+    if (!s_->pk.ragged) {
+      std::memcpy(dst, src, sizeof(T) * std::size_t(s_->pk.N * C));
       return;
     }
-    for (Index t = 0; t < pk_.T; ++t)
-      for (Index i = 0; i < pk_.B; ++i) {
-        T* row = dst + (t * pk_.B + pk_.perm[i]) * C;
-        if (i < pk_.bs[t])
-          std::memcpy(row, src + (pk_.off[t] + i) * C, sizeof(T) * C);
+    for (Index t = 0; t < s_->pk.T; ++t)
+      for (Index i = 0; i < s_->pk.B; ++i) {
+        T* row = dst + (t * s_->pk.B + s_->pk.perm[i]) * C;
+        if (i < s_->pk.bs[t])
+          std::memcpy(row, src + (s_->pk.off[t] + i) * C, sizeof(T) * C);
         else
           std::fill(row, row + C, T(0));
       }
   }
 
-  // Inverted dropout on layer l's input prev [N, D*R] into ws_.Xd[l], the scales into
-  // ws_.mask[l]; each mask value depends on (seed, layer, position) only.
+  // Inverted dropout on layer l's input prev [N, D*R] into s_->ws.Xd[l], the scales into
+  // s_->ws.mask[l]; each mask value depends on (seed, layer, position) only.
   void drop_inputs(Index l, const T* prev, std::uint64_t seed) {
-    const Index B = pk_.B, DH = cfg_.directions() * cfg_.state_size();
+    const Index B = s_->pk.B, DH = cfg_.directions() * cfg_.state_size();
     const double p = cfg_.dropout;
     const T scale = T(1.0 / (1.0 - p));
     const std::uint64_t key = mix64(seed ^ mix64(std::uint64_t(l)));
-    T* mask = ws_.mask[std::size_t(l)];
-    T* xd = ws_.Xd[std::size_t(l)];
-    for (Index t = 0; t < pk_.T; ++t)
-      for (Index i = 0; i < pk_.bs[t]; ++i) {
-        const Index row = pk_.off[t] + i;
-        const std::uint64_t pos = std::uint64_t(t * B + pk_.perm[i]) * std::uint64_t(DH);
+    T* mask = s_->ws.mask[std::size_t(l)];
+    T* xd = s_->ws.Xd[std::size_t(l)];
+    for (Index t = 0; t < s_->pk.T; ++t)
+      for (Index i = 0; i < s_->pk.bs[t]; ++i) {
+        const Index row = s_->pk.off[t] + i;
+        const std::uint64_t pos = std::uint64_t(t * B + s_->pk.perm[i]) * std::uint64_t(DH);
         for (Index j = 0; j < DH; ++j) {
           const double u = double(mix64(key + pos + std::uint64_t(j)) >> 11) * 0x1.0p-53;
           const T keep = u >= p ? scale : T(0);
@@ -256,19 +281,19 @@ class CpuSequence final : public SequenceBackend<T> {
   template <typename Cell>
   void forward_with(const ForwardCall<T>& call) {
     constexpr bool has_c = Cell::kStates == 2;
-    pk_.build(call.steps, call.batch, call.lengths);
+    s_->pk.build(call.steps, call.batch, call.lengths);
     const Index L = cfg_.num_layers, D = cfg_.directions(), H = cfg_.hidden_size;
     const Index R = cfg_.state_size(), DH = D * R;
-    const Index I = cfg_.input_size, B = pk_.B, N = pk_.N;
-    dropout_active_ = call.training && cfg_.dropout > 0.0 && L > 1;
-    const bool direct = !pk_.ragged;
-    ws_.template plan<Cell>(cfg_, pk_, call.training, dropout_active_, direct);
+    const Index I = cfg_.input_size, B = s_->pk.B, N = s_->pk.N;
+    s_->dropout_active = call.training && cfg_.dropout > 0.0 && L > 1;
+    const bool direct = !s_->pk.ragged;
+    s_->ws.template plan<Cell>(cfg_, s_->pk, call.training, s_->dropout_active, direct);
 
-    x_in_ = direct ? call.x : nullptr;
-    y_out_ = direct ? call.y : nullptr;
-    if (!direct) pack(call.x, I, ws_.x0);
-    to_sorted(call.h0, R, h0s_);
-    if (has_c) to_sorted(call.c0, H, c0s_);
+    s_->x_in = direct ? call.x : nullptr;
+    s_->y_out = direct ? call.y : nullptr;
+    if (!direct) pack(call.x, I, s_->ws.x0);
+    to_sorted(call.h0, R, s_->h0s);
+    if (has_c) to_sorted(call.c0, H, s_->c0s);
     hns_.assign(std::size_t(L * D * B * R), T(0));
     if (has_c) cns_.assign(std::size_t(L * D * B * H), T(0));
     for (auto& sc : sc_) sc.reserve(B, H, Cell::kGates * H);
@@ -278,9 +303,9 @@ class CpuSequence final : public SequenceBackend<T> {
     for (Index l = 0; l < L; ++l) {
       if (l > 0) {
         const T* prev = output(l - 1);
-        if (dropout_active_) {
+        if (s_->dropout_active) {
           drop_inputs(l, prev, call.dropout_seed);
-          X = ws_.Xd[std::size_t(l)];
+          X = s_->ws.Xd[std::size_t(l)];
         } else {
           X = prev;
         }
@@ -289,10 +314,10 @@ class CpuSequence final : public SequenceBackend<T> {
       T* Yl = output(l);
       auto run = [&](Index d, int phases) {
         const Index k = l * D + d, h_at = k * B * R, c_at = k * B * H;
-        lane_forward<Cell>(lane_shape(d), pk_, lane_params(k), X, ldx, Yl + d * R, DH,
-                           h0s_.data() + h_at, has_c ? c0s_.data() + c_at : nullptr,
+        lane_forward<Cell>(lane_shape(d), s_->pk, lane_params(k), X, ldx, Yl + d * R, DH,
+                           s_->h0s.data() + h_at, has_c ? s_->c0s.data() + c_at : nullptr,
                            hns_.data() + h_at, has_c ? cns_.data() + c_at : nullptr,
-                           ws_.lanes[std::size_t(k)], sc_[d], phases);
+                           s_->ws.lanes[std::size_t(k)], sc_[d], phases);
       };
       if (concurrent_directions()) {
         for (Index d = 0; d < D; ++d) run(d, kProject);
@@ -304,12 +329,12 @@ class CpuSequence final : public SequenceBackend<T> {
         for (Index d = 0; d < D; ++d) run(d, kAll);
       }
     }
-    if (!direct) unpack(ws_.Y[std::size_t(L - 1)], DH, call.y);
+    if (!direct) unpack(s_->ws.Y[std::size_t(L - 1)], DH, call.y);
     from_sorted(hns_, R, call.hn);
     if (has_c) from_sorted(cns_, H, call.cn);
     if (call.training && direct) {
-      x_hash_ = content_hash(call.x, N * I);
-      y_hash_ = content_hash(call.y, N * DH);
+      s_->x_hash = content_hash(call.x, N * I);
+      s_->y_hash = content_hash(call.y, N * DH);
     }
   }
 
@@ -318,12 +343,12 @@ class CpuSequence final : public SequenceBackend<T> {
     constexpr bool has_c = Cell::kStates == 2;
     const Index L = cfg_.num_layers, D = cfg_.directions(), H = cfg_.hidden_size;
     const Index R = cfg_.state_size(), DH = D * R;
-    const Index I = cfg_.input_size, B = pk_.B, N = pk_.N;
-    if (x_in_ || y_out_) {
-      if (content_hash(x_in_, N * I) != x_hash_)
+    const Index I = cfg_.input_size, B = s_->pk.B, N = s_->pk.N;
+    if (s_->x_in || s_->y_out) {
+      if (content_hash(s_->x_in, N * I) != s_->x_hash)
         throw std::runtime_error(
             "x was modified in place after forward; backward needs the x of that forward");
-      if (content_hash(y_out_, N * DH) != y_hash_)
+      if (content_hash(s_->y_out, N * DH) != s_->y_hash)
         throw std::runtime_error(
             "y (the forward output) was modified in place; backward needs it unchanged "
             "(copy it before editing)");
@@ -331,7 +356,7 @@ class CpuSequence final : public SequenceBackend<T> {
 
     // Without lengths the packed layout is the caller's [T, B, ·] layout: dy is read in place and
     // the first layer writes dx directly. Scratch is needed only for repacking and between layers.
-    const bool direct = !pk_.ragged;
+    const bool direct = !s_->pk.ragged;
     if (!direct || L > 1) {
       const Index width = std::max(I, DH);
       grow(dA_, std::size_t(N * width));
@@ -347,24 +372,25 @@ class CpuSequence final : public SequenceBackend<T> {
     to_sorted(call.dhn, R, dhns_);
     if (has_c) to_sorted(call.dcn, H, dcns_);
     double* norms = call.step_grad_norms;
-    if (norms) std::fill(norms, norms + L * D * pk_.T, 0.0);
+    if (norms) std::fill(norms, norms + L * D * s_->pk.T, 0.0);
     dh0s_.assign(std::size_t(L * D * B * R), T(0));
     if (has_c) dc0s_.assign(std::size_t(L * D * B * H), T(0));
 
     for (Index l = L - 1; l >= 0; --l) {
-      const T* X = l == 0 ? input0() : (dropout_active_ ? ws_.Xd[std::size_t(l)] : output(l - 1));
+      const T* X =
+          l == 0 ? input0() : (s_->dropout_active ? s_->ws.Xd[std::size_t(l)] : output(l - 1));
       const Index ldx = l == 0 ? I : DH;
       T* dXl = (l == 0 && direct) ? call.dx : (dYl == dA_.data()) ? dB_.data() : dA_.data();
       auto run = [&](Index d, int phases) {
         const Index k = l * D + d, h_at = k * B * R, c_at = k * B * H;
-        lane_backward<Cell>(lane_shape(d), pk_, lane_params(k), X, ldx, output(l) + d * R, DH,
-                            dYl ? dYl + d * R : nullptr, h0s_.data() + h_at,
-                            has_c ? c0s_.data() + c_at : nullptr,
+        lane_backward<Cell>(lane_shape(d), s_->pk, lane_params(k), X, ldx, output(l) + d * R, DH,
+                            dYl ? dYl + d * R : nullptr, s_->h0s.data() + h_at,
+                            has_c ? s_->c0s.data() + c_at : nullptr,
                             call.dhn ? dhns_.data() + h_at : nullptr,
                             (has_c && call.dcn) ? dcns_.data() + c_at : nullptr,
                             dh0s_.data() + h_at, has_c ? dc0s_.data() + c_at : nullptr, dXl,
-                            /*accumulate_dx=*/d > 0, norms ? norms + k * pk_.T : nullptr,
-                            ws_.lanes[std::size_t(k)], sc_[d], phases);
+                            /*accumulate_dx=*/d > 0, norms ? norms + k * s_->pk.T : nullptr,
+                            s_->ws.lanes[std::size_t(k)], sc_[d], phases);
       };
       if (concurrent_directions()) {
 #ifdef _OPENMP
@@ -375,14 +401,15 @@ class CpuSequence final : public SequenceBackend<T> {
       } else {
         for (Index d = 0; d < D; ++d) run(d, kAll);
       }
-      if (l > 0 && dropout_active_) {
+      if (l > 0 && s_->dropout_active) {
         auto g = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dXl, N * DH);
-        g *= Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(ws_.mask[std::size_t(l)], N * DH);
+        g *= Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(s_->ws.mask[std::size_t(l)],
+                                                                  N * DH);
       }
       dYl = dXl;
     }
     if (norms)
-      for (Index i = 0; i < L * D * pk_.T; ++i) norms[i] = std::sqrt(norms[i]);
+      for (Index i = 0; i < L * D * s_->pk.T; ++i) norms[i] = std::sqrt(norms[i]);
     if (!direct) unpack(dYl, I, call.dx);
     from_sorted(dh0s_, R, call.dh0);
     if (has_c) from_sorted(dc0s_, H, call.dc0);

@@ -1,4 +1,5 @@
 // C++-only checks of the engine: finite-difference gradients of every cell, and bad-input errors.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -47,9 +48,10 @@ void gradcheck(CellType cell, const std::string& label, int proj_size = 0) {
   for (auto* v : {&x, &h0, &c0, &Ry, &Rh, &Rc}) fill(*v);
   const std::vector<std::int64_t> lengths = {5, 2, 4};
   std::vector<double> y(Ry.size()), hn(Rh.size()), cn(Rc.size());
-  auto loss = [&]() {
+  // Only the first call keeps a context for backward; the probes after it are inference calls.
+  auto loss = [&](bool training = false) {
     net.forward(T, B, x.data(), lengths.data(), h0.data(), lstm ? c0.data() : nullptr, y.data(),
-                hn.data(), lstm ? cn.data() : nullptr, true);
+                hn.data(), lstm ? cn.data() : nullptr, training);
     double s = 0;
     for (std::size_t i = 0; i < y.size(); ++i) s += y[i] * Ry[i];
     for (std::size_t i = 0; i < hn.size(); ++i) s += hn[i] * Rh[i];
@@ -58,7 +60,7 @@ void gradcheck(CellType cell, const std::string& label, int proj_size = 0) {
     return s;
   };
   net.zero_grad();
-  loss();
+  loss(true);
   std::vector<double> dx(x.size()), dh0(h0.size()), dc0(c0.size());
   net.backward(Ry.data(), Rh.data(), lstm ? Rc.data() : nullptr, dx.data(), dh0.data(),
                lstm ? dc0.data() : nullptr);
@@ -94,6 +96,59 @@ void expect_throw(F&& f, const std::string& what) {
   expect(false, what + " did not throw");
 }
 
+// Two training forwards, then two backwards (newest first): the gradients are those of two
+// forward/backward pairs, for a ragged call under an in-place (no lengths) one.
+void stacked_forwards(CellType cell, const std::string& label) {
+  RecurrentConfig c;
+  c.cell = cell;
+  c.input_size = 3;
+  c.hidden_size = 4;
+  c.num_layers = 2;
+  c.bidirectional = true;
+  const int T = 4, B = 2, I = 3, DH = 8, LD = 4, H = 4;
+  const bool has_c = c.states() == 2;
+  Recurrent<double> net(c);
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> normal(0.0, 0.5);
+  for (std::size_t i = 0; i < net.num_params(); ++i) net.params()[i] = normal(gen);
+  std::vector<double> x1(T * B * I), x2(T * B * I), dy1(T * B * DH), dy2(T * B * DH);
+  for (auto* v : {&x1, &x2, &dy1, &dy2})
+    for (auto& e : *v) e = normal(gen);
+  const std::vector<std::int64_t> lengths = {4, 2};
+  std::vector<double> y1(T * B * DH), y2(T * B * DH), hn(LD * B * H), cn(LD * B * H);
+  std::vector<double> dx1(x1.size()), dx2(x2.size()), dx1_ref(x1.size()), dx2_ref(x2.size());
+  double* cnp = has_c ? cn.data() : nullptr;
+  auto fwd = [&](std::vector<double>& x, const std::int64_t* lens, std::vector<double>& y) {
+    net.forward(T, B, x.data(), lens, nullptr, nullptr, y.data(), hn.data(), cnp, true);
+  };
+  auto bwd = [&](std::vector<double>& dy, std::vector<double>& dx) {
+    net.backward(dy.data(), nullptr, nullptr, dx.data(), nullptr, nullptr);
+  };
+  net.zero_grad();
+  fwd(x1, lengths.data(), y1);
+  bwd(dy1, dx1_ref);
+  fwd(x2, nullptr, y2);
+  bwd(dy2, dx2_ref);
+  const std::vector<double> ref(net.grads(), net.grads() + net.num_params());
+  net.zero_grad();
+  fwd(x1, lengths.data(), y1);
+  fwd(x2, nullptr, y2);
+  expect(net.saved_forwards() == 2, label + ": two saved forwards");
+  bwd(dy2, dx2);
+  bwd(dy1, dx1);
+  double worst = 0;
+  for (std::size_t i = 0; i < net.num_params(); ++i)
+    worst = std::max(worst, std::abs(net.grads()[i] - ref[i]));
+  for (std::size_t i = 0; i < x1.size(); ++i)
+    worst = std::max({worst, std::abs(dx1[i] - dx1_ref[i]), std::abs(dx2[i] - dx2_ref[i])});
+  expect(worst < 1e-12,
+         label + ": stacked forwards' gradients (worst " + std::to_string(worst) + ")");
+  expect(!net.has_saved_forward(), label + ": every forward consumed");
+  fwd(x1, nullptr, y1);
+  net.discard_saved();
+  expect_throw([&] { bwd(dy1, dx1); }, label + ": backward after discard_saved");
+}
+
 }  // namespace
 
 int main() {
@@ -103,6 +158,7 @@ int main() {
     expect(rnncore::find_cell(cell.name) == &cell, std::string("find_cell(") + cell.name + ")");
     expect(rnncore::num_gates(cell.id) == cell.gates, std::string("gates of ") + cell.name);
     gradcheck(cell.id, cell.name);
+    stacked_forwards(cell.id, cell.name);
   }
   gradcheck(CellType::kLstm, "lstm proj_size=3", 3);
   {

@@ -129,8 +129,11 @@ class Recurrent {
                const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn, bool training,
                std::uint64_t dropout_seed = 0);
 
-  /// BPTT over the last training forward. Activation gradients are written (=), parameter
-  /// gradients accumulate (+=). Consumes the saved forward: a second call throws.
+  /// BPTT over the newest training forward not yet consumed. Each training forward is saved (a
+  /// layer may run several before backward: a shared layer, a cell stepped through time), and
+  /// each backward consumes the newest, last in first out, as reverse-mode differentiation visits
+  /// the calls. Activation gradients are written (=), parameter gradients accumulate (+=). With
+  /// nothing saved it throws.
   ///   dy       [T,B,D*R] or nullptr (zeros)
   ///   dhn, dcn [L*D,B,R], [L*D,B,H] or nullptr (zeros): gradients of the final states
   ///   dx       [T,B,I] out
@@ -140,10 +143,14 @@ class Recurrent {
   void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx, Scalar* dh0,
                 Scalar* dc0, double* step_grad_norms = nullptr);
 
-  /// True between a training forward and the backward that consumes it.
+  /// True while some training forward waits for its backward.
   bool has_saved_forward() const;
-  /// (T, B) of the saved forward (valid when has_saved_forward()).
+  /// How many training forwards wait for their backward.
+  int saved_forwards() const;
+  /// (T, B) of the forward the next backward consumes (valid when has_saved_forward()).
   SequenceShape saved_shape() const;
+  /// Drops every saved forward and the memory it holds (a forward whose backward never comes).
+  void discard_saved();
 
  private:
   struct Impl;
