@@ -151,8 +151,9 @@ def _lstm_state_cases():
 def test_forward_rejects(cell, case):
     make_bad, exc, regex = _fwd_cases()[case]
     layer = _layer(cell)
+    args = {k: v for k, v in make_bad(cell, _good(cell)).items() if k not in ("dy", "dstate")}
     with pytest.raises(exc, match=regex):
-        layer(**{k: v for k, v in make_bad(cell, _good(cell)).items() if k not in ("dy", "dstate")})
+        layer(args.pop("x"), **args)
     _assert_usable(layer, cell)
 
 

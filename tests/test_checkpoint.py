@@ -74,6 +74,8 @@ def test_layout_and_round_trip_of_everything(tmp_path):
     assert ck.metrics == {"val_loss": 1.5, "ppl": 4.48}
 
     # Optimizer and scheduler continue exactly: one more step on both copies agrees bitwise.
+    assert not ck.model.training  # a loaded model is ready to predict; train() to go on
+    ck.model.train()
     opt2 = optim.Adam(ck.model.parameters(), lr=0.5)
     sched2 = lr_scheduler.StepLR(opt2, step_size=7, gamma=0.9)
     ck.restore_optimizer(opt2)

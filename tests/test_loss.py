@@ -93,7 +93,7 @@ def test_cross_entropy_backward_scale_and_protocol():
     crit = CrossEntropyLoss()
     crit(logits, targets)
     g1 = crit.backward().copy()
-    with pytest.raises(RuntimeError, match="one backward per forward"):
+    with pytest.raises(RuntimeError, match="each forward allows one backward"):
         crit.backward()
     crit(logits, targets)
     np.testing.assert_allclose(crit.backward(0.25), 0.25 * g1, rtol=1e-15)

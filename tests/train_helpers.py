@@ -52,7 +52,7 @@ class TinyLM(nn.Module):
             # The decoder computes with the embedding's matrix (and accumulates into its grad).
             self.decoder._parameters[0] = self.embedding.weight
             self.decoder.weight = self.embedding.weight
-        self.crit = nn.CrossEntropyLoss()
+        self.crit = nn.CrossEntropyLoss(class_axis=-1)
         self.carrier = StateCarrier(reset_token)
         self.step_losses = []
 

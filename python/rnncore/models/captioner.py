@@ -91,7 +91,7 @@ class Captioner(nn.Module):
         self.output = nn.Linear(hidden_size, vocab_size, dtype=dtype, seed=next(seeds))
         self.emb_dropout = nn.Dropout(dropout, seed=next(seeds))
         self.out_dropout = nn.Dropout(dropout, seed=next(seeds))
-        self.criterion = nn.CrossEntropyLoss(ignore_index=padding_idx)
+        self.criterion = nn.CrossEntropyLoss(ignore_index=padding_idx, class_axis=-1)
         self._h0: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
@@ -144,10 +144,14 @@ class Captioner(nn.Module):
         if tgt_lengths is None:
             tgt_lengths = np.full(B, T, dtype=np.int64)
         out, _ = self.rnn(x, lengths=np.asarray(tgt_lengths, dtype=np.int64), state=state0)
+        if self.training:
+            self._save_for_backward(self._h0)
         return self.output(self.out_dropout(out))
 
     def backward(self, dlogits: np.ndarray) -> None:
-        """Backward of the last training forward; gradients accumulate in every parameter."""
+        """Backward of the newest unconsumed training forward; gradients accumulate in every
+        parameter."""
+        h0 = self._pop_saved("Captioner.backward")
         dout = self.out_dropout.backward(self.output.backward(dlogits))
         dx, dstate0 = self.rnn.backward(dout)
         if self.feed_features:
@@ -159,7 +163,7 @@ class Captioner(nn.Module):
         def flat(d: np.ndarray) -> np.ndarray:  # [L, B, H] -> [B, L*H]
             return np.ascontiguousarray(d.transpose(1, 0, 2).reshape(B, self.L * self.H))
 
-        self.init_h.backward(flat(dh0) * (1.0 - self._h0**2))
+        self.init_h.backward(flat(dh0) * (1.0 - h0**2))
         if self.is_lstm:
             self.init_c.backward(flat(dc0))
 

@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _core
-from ..nn import CrossEntropyLoss, Dropout, Embedding, Linear, Module
+from ..nn import CrossEntropyLoss, Dropout, Embedding, Linear, Module, inference_mode
 from . import register
+from ._inputs import id_batch
 from .language_model import check_dropout, child_seeds, dtype_name, make_rnn, summed_cross_entropy
 
 POOLINGS = ("last", "mean", "max")
@@ -116,7 +117,11 @@ class SequenceClassifier(Module):
             self.num_directions * hidden_size, num_classes, dtype=dtype, seed=s[4]
         )
         self.criterion = CrossEntropyLoss()
-        self._cache: tuple[Any, ...] | None = None
+        #: What text-level prediction needs, set by load_checkpoint from the training run (or by
+        #: hand): the word Vocab, the class names and whether texts are lower-cased.
+        self.vocab: Any = None
+        self.labels: list[str] | None = None
+        self.lowercase = True
 
     def config(self) -> dict[str, Any]:
         """The constructor's keyword arguments (JSON-ready)."""
@@ -140,11 +145,16 @@ class SequenceClassifier(Module):
             )
         T, B = ids.shape
         lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        if lens.shape != (B,):
+            raise ValueError(
+                f"SequenceClassifier.forward: lengths must be [B={B}] for ids [T={T}, B={B}] "
+                f"(time-major), got shape {lens.shape}"
+            )
         x = self.drop_in(self.embedding(ids))
-        y, state = self.rnn(x, lengths=lens, state=None)
+        y, state = self.rnn(x, lengths=lens)
         pooled, pool_cache = self._pool(y, state, lens)
         if self.training:
-            self._cache = (y.shape, state, lens, pool_cache)
+            self._save_for_backward((y.shape, state, lens, pool_cache))
         return self.classifier(self.drop_out(pooled))
 
     def _pool(self, y: np.ndarray, state: Any, lens: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -163,10 +173,7 @@ class SequenceClassifier(Module):
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Accumulate every parameter's gradient from dlogits [B, C] (one call per layer)."""
-        if self._cache is None:
-            raise RuntimeError("SequenceClassifier.backward: needs a training-mode forward first")
-        y_shape, state, lens, pool_cache = self._cache
-        self._cache = None
+        y_shape, state, lens, pool_cache = self._pop_saved("SequenceClassifier.backward")
         T, B, F = y_shape
         D = self.num_directions
         dpooled = self.drop_out.backward(self.classifier.backward(dlogits))
@@ -212,15 +219,37 @@ class SequenceClassifier(Module):
         return {"loss": sums["loss_sum"] / n, "accuracy": sums.get("correct", 0.0) / n}
 
     # ---- prediction -------------------------------------------------------------------------
-    def predict_proba(self, ids: Any, lengths: Any = None) -> np.ndarray:
-        """Class probabilities [B, C] (float64), computed in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            return softmax(self.forward(ids, lengths))
-        finally:
-            self.train(was_training)
+    def predict_proba(
+        self, inputs: Any, lengths: Any = None, *, batch_first: bool = False
+    ) -> np.ndarray:
+        """Class probabilities [B, C] (float64), computed in inference mode.
 
-    def predict(self, ids: Any, lengths: Any = None) -> np.ndarray:
-        """The most likely class of each sequence, int64 [B]."""
-        return self.predict_proba(ids, lengths).argmax(axis=-1)
+        Args:
+            inputs: texts (a str or a list of str, tokenized as the training data and encoded
+                with ``self.vocab``), a list of id sequences of any lengths, one 1-d id
+                sequence, or ids int [T, B] ([B, T] with ``batch_first=True``).
+            lengths: with a 2-d id array only: int [B] in [1, T], or None.
+
+        Example::
+
+            ckpt = load_checkpoint("runs/sst2")
+            ckpt.model.predict_proba(["a great film", "dull and too long"])  # [2, C]
+        """
+        ids, lens, _ = id_batch(
+            inputs,
+            lengths,
+            batch_first,
+            vocab=self.vocab,
+            lowercase=self.lowercase,
+            pad=self.embedding.padding_idx or 0,
+            where=f"{type(self).__name__}.predict_proba",
+        )
+        with inference_mode(self):
+            return softmax(self.forward(ids, lens))
+
+    def predict(self, inputs: Any, lengths: Any = None, *, batch_first: bool = False) -> np.ndarray:
+        """The most likely class of each input, int64 [B] (``self.labels[i]`` names class i).
+
+        Args: as :meth:`predict_proba`.
+        """
+        return self.predict_proba(inputs, lengths, batch_first=batch_first).argmax(axis=-1)

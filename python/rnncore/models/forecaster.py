@@ -116,18 +116,20 @@ class Forecaster(nn.Module):
     def forward(self, x: Any) -> np.ndarray:
         """[B, h] ("many_to_one") or [L, B, h] ("many_to_many") predictions."""
         out, state = self.rnn(self._inputs(x))
-        self._state = state
+        if self.training:
+            self._save_for_backward(state)
         if self.mode == "many_to_one":
             return self.head(hidden_of(state)[-1])
         return self.head(out)
 
     def backward(self, dpred: np.ndarray) -> None:
-        """Backward of the last training forward (gradients accumulate)."""
+        """Backward of the newest unconsumed training forward (gradients accumulate)."""
+        state = self._pop_saved("Forecaster.backward")
         dh = self.head.backward(np.ascontiguousarray(dpred, dtype=self.dtype))
         if self.mode == "many_to_one":
-            dhn = np.zeros_like(hidden_of(self._state))
+            dhn = np.zeros_like(hidden_of(state))
             dhn[-1] = dh
-            self.rnn.backward(None, dstate=(dhn, None) if isinstance(self._state, tuple) else dhn)
+            self.rnn.backward(None, dstate=(dhn, None) if isinstance(state, tuple) else dhn)
         else:
             self.rnn.backward(dh)
 

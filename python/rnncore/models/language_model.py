@@ -7,7 +7,6 @@ recurrent layer) and :func:`child_seeds`.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import numpy as np
@@ -23,9 +22,10 @@ from ..nn import (
     Embedding,
     Linear,
     Module,
+    inference_mode,
     recurrent_layer,
 )
-from ..nn.layers import _FlatModule, check_same_thread, one_call_at_a_time
+from ..nn.layers import _FlatModule, _owned, one_call_at_a_time
 from . import register
 
 #: cell names of model configs: the engine's registry (rnncore.nn.CELLS)
@@ -124,34 +124,32 @@ class TiedDecoder(_FlatModule):
         # The embedding's lock: both modules accumulate into embedding.weight.grad.
         self._call_lock = embedding._call_lock
         self.bias = self._parameters[0]  # starts at zero
-        self._x: np.ndarray | None = None
-        self._lead: tuple[int, ...] = ()
 
     @one_call_at_a_time
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x)
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        """Logits [..., V] of x [..., E] (a training forward keeps x, see ``Module``)."""
+        xc = np.ascontiguousarray(x)
+        lead = xc.shape[:-1]
+        x2 = xc.reshape(-1, self.in_features)
         y = _core.linear_forward(x2, self._weight.data, self.bias.data)
-        self._x = x2 if self.training else None
-        self._forward_thread = threading.get_ident()
-        self._lead = lead
+        if self.training:
+            self._save_for_backward((_owned(x2, x), lead))
         return y.reshape(lead + (self.out_features,))
 
     @one_call_at_a_time
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError("TiedDecoder.backward: needs a training-mode forward first")
-        check_same_thread(self, "TiedDecoder.backward")
+        """dx [..., E] of the newest unconsumed forward; gradients accumulate into the
+        embedding's weight.grad and ``bias.grad``."""
+        x2, lead = self._pop_saved("TiedDecoder.backward")
         dx = _core.linear_backward(
             np.ascontiguousarray(dy).reshape(-1, self.out_features),
-            self._x,
+            x2,
             self._weight.data,
             self._weight.grad,
             self.bias.grad,
             True,
         )
-        return dx.reshape(self._lead + (self.in_features,))
+        return dx.reshape(lead + (self.in_features,))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, tied"
@@ -161,7 +159,7 @@ def summed_cross_entropy(
     logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100
 ) -> float:
     """Summed cross-entropy of logits [..., C] against targets [...], without a gradient."""
-    crit = CrossEntropyLoss(ignore_index=ignore_index, reduction="sum")
+    crit = CrossEntropyLoss(ignore_index=ignore_index, reduction="sum", class_axis=-1)
     crit.eval()
     return crit(logits, targets)
 
@@ -261,7 +259,7 @@ class LanguageModel(Module):
             self.decoder: Linear | TiedDecoder = TiedDecoder(self.embedding)
         else:
             self.decoder = Linear(features, vocab_size, dtype=dtype, seed=s[4])
-        self.criterion = CrossEntropyLoss()
+        self.criterion = CrossEntropyLoss(class_axis=-1)
         #: True for a character model: epoch_metrics then adds bits per character ("bpc")
         self.char_level = False
         self._train_state: Any = None
@@ -383,16 +381,12 @@ class LanguageModel(Module):
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
         sampler = _core.Sampler(int(seed) % 2**64)
-        was_training = self.training
-        self.eval()
         out = np.empty(int(n), dtype=np.int64)
-        try:
+        with inference_mode(self):
             lp, state = self._next_log_probs(ids, None)
             for i in range(int(n)):
                 out[i] = sampler.draw(lp, float(temperature), top_k or 0)
                 lp, state = self._next_log_probs(out[i : i + 1], state)
-        finally:
-            self.train(was_training)
         return out
 
     def _next_log_probs(self, ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:

@@ -227,7 +227,7 @@ class Seq2Seq(nn.Module):
         self.src_dropout = nn.Dropout(dropout, seed=next(seeds))
         self.tgt_dropout = nn.Dropout(dropout, seed=next(seeds))
         self.out_dropout = nn.Dropout(dropout, seed=next(seeds))
-        self.criterion = nn.CrossEntropyLoss(ignore_index=padding_idx)
+        self.criterion = nn.CrossEntropyLoss(ignore_index=padding_idx, class_axis=-1)
         self._cache: dict[str, Any] = {}
 
     def config(self) -> dict[str, Any]:
@@ -325,6 +325,7 @@ class Seq2Seq(nn.Module):
             src: source ids [S, B] padded; src_lengths: [B] in [1, S].
             tgt_in: decoder inputs [T, B] (<bos> y_1 ...); tgt_lengths: [B] or None (all T).
         """
+        self._cache = {}  # this call's, saved for its backward below
         state0, memory = self._encode(src, src_lengths)
         tgt_in = np.asarray(tgt_in)
         T, B = tgt_in.shape
@@ -348,10 +349,14 @@ class Seq2Seq(nn.Module):
         else:
             top = out
         self._cache.update(cache)
+        if self.training:
+            self._save_for_backward(self._cache)
         return self.output(self.out_dropout(top))
 
     def backward(self, dlogits: np.ndarray) -> None:
-        """Backward of the last training forward; gradients accumulate in every parameter."""
+        """Backward of the newest unconsumed training forward; gradients accumulate in every
+        parameter."""
+        self._cache = self._pop_saved("Seq2Seq.backward")
         dtop = self.out_dropout.backward(self.output.backward(dlogits))
         denc_out = None
         if self.attention is not None:

@@ -117,7 +117,7 @@ class SequenceRegressor(nn.Module):
             forget_bias=forget_bias,
         )
         self.head = nn.Linear(hidden_size, output_size, dtype=dtype, seed=seeds[2])
-        self.criterion = nn.MSELoss() if loss == "mse" else nn.CrossEntropyLoss()
+        self.criterion = nn.MSELoss() if loss == "mse" else nn.CrossEntropyLoss(class_axis=-1)
         self._num_layers = num_layers
         self._hidden_size = hidden_size
 
@@ -137,19 +137,21 @@ class SequenceRegressor(nn.Module):
     def forward(self, x: Any, lengths: Any = None) -> np.ndarray:
         """Outputs: [B, O] (readout "last") or [T, B, O] (readout "all")."""
         out, state = self.rnn(self._inputs(x), lengths=lengths)
-        self._T, self._B = out.shape[0], out.shape[1]
-        self._state_like = state
+        if self.training:
+            self._save_for_backward(state)
         if self.readout == "last":
             return self.head(hidden_of(state)[-1])
         return self.head(out)
 
     def backward(self, dout: np.ndarray) -> None:
-        """Backward of the last training forward: accumulates every parameter gradient."""
+        """Backward of the newest unconsumed training forward: accumulates every parameter
+        gradient."""
+        state = self._pop_saved("SequenceRegressor.backward")
         dh = self.head.backward(np.ascontiguousarray(dout, dtype=self.dtype))
         if self.readout == "last":
-            dh_n = np.zeros_like(hidden_of(self._state_like))
+            dh_n = np.zeros_like(hidden_of(state))
             dh_n[-1] = dh
-            dstate = (dh_n, None) if isinstance(self._state_like, tuple) else dh_n
+            dstate = (dh_n, None) if isinstance(state, tuple) else dh_n
             dx, _ = self.rnn.backward(None, dstate=dstate)
         else:
             dx, _ = self.rnn.backward(dh)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import metrics
-from ..nn import LSTM, CrossEntropyLoss, Dropout, Embedding, Linear, Module
+from ..nn import LSTM, CrossEntropyLoss, Dropout, Embedding, Linear, Module, inference_mode
 from . import register
 from .classifier import softmax
 from .language_model import check_dropout, child_seeds, dtype_name, make_rnn, summed_cross_entropy
@@ -162,6 +162,11 @@ class SequenceTagger(Module):
         s = child_seeds(seed, 7)
         D = 2 if bidirectional else 1
         self.tag_names = tag_names
+        #: What :meth:`predict_tags` needs, set by load_checkpoint from the training run (or by
+        #: hand): the word and character Vocabs and whether words are looked up lower-cased.
+        self.vocab: Any = None
+        self.char_vocab: Any = None
+        self.lowercase = True
         self.bio = BIORepair(tag_names) if tag_names is not None and is_bio(tag_names) else None
         self.embedding = Embedding(
             vocab_size, embed_dim, padding_idx=padding_idx, dtype=dtype, seed=s[0]
@@ -194,7 +199,7 @@ class SequenceTagger(Module):
         )
         self.drop_out = Dropout(dropout, seed=s[3])
         self.classifier = Linear(D * hidden_size, num_tags, dtype=dtype, seed=s[4])
-        self.criterion = CrossEntropyLoss(ignore_index=IGNORE)
+        self.criterion = CrossEntropyLoss(ignore_index=IGNORE, class_axis=-1)
         self._cache: tuple[Any, ...] | None = None
 
     def config(self) -> dict[str, Any]:
@@ -222,6 +227,11 @@ class SequenceTagger(Module):
             raise ValueError(f"{where}: ids must be [T, B], got shape {ids.shape}")
         T, B = ids.shape
         lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        if lens.shape != (B,):
+            raise ValueError(
+                f"{where}: lengths must be [B={B}] for ids [T={T}, B={B}] (time-major), got "
+                f"shape {lens.shape}"
+            )
         x = self.embedding(ids)
         mask_bt = None
         if self.use_chars:
@@ -243,15 +253,12 @@ class SequenceTagger(Module):
         x = self.drop_in(x)
         y, _ = self.rnn(x, lengths=lens)
         if self.training:
-            self._cache = (mask_bt,)
+            self._save_for_backward(mask_bt)
         return self.classifier(self.drop_out(y))
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Accumulate every parameter's gradient from dlogits [T, B, C] (one call per layer)."""
-        if self._cache is None:
-            raise RuntimeError("SequenceTagger.backward: needs a training-mode forward first")
-        (mask_bt,) = self._cache
-        self._cache = None
+        mask_bt = self._pop_saved("SequenceTagger.backward")
         dy = self.drop_out.backward(self.classifier.backward(dlogits))
         dx, _ = self.rnn.backward(dy)
         dx = self.drop_in.backward(dx)
@@ -327,25 +334,58 @@ class SequenceTagger(Module):
     def predict(
         self, ids: Any, lengths: Any = None, chars: Any = None, char_lengths: Any = None
     ) -> np.ndarray:
-        """Decoded tag ids [T, B] (-100 past each length), computed in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        """Decoded tag ids [T, B] (-100 past each length), computed in inference mode.
+
+        ids are time-major [T, B]; lengths [B] (checked against ids). For raw text use
+        :meth:`predict_tags`.
+        """
+        with inference_mode(self):
             logits = self.forward(ids, lengths, chars, char_lengths)
-        finally:
-            self.train(was_training)
         return self.decode(logits, lengths)
 
     def predict_proba(
         self, ids: Any, lengths: Any = None, chars: Any = None, char_lengths: Any = None
     ) -> np.ndarray:
-        """Tag probabilities [T, B, C] (float64), eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        """Tag probabilities [T, B, C] (float64), inference mode; ids [T, B] as :meth:`predict`."""
+        with inference_mode(self):
             return softmax(self.forward(ids, lengths, chars, char_lengths))
-        finally:
-            self.train(was_training)
+
+    def predict_tags(self, texts: str | Sequence[str]) -> list[list[tuple[str, str]]]:
+        """Tag raw text: one list of (token, tag) per text (punctuation split off, case kept).
+
+        Args:
+            texts: a str or a list of str.
+
+        Example::
+
+            ckpt = load_checkpoint("runs/conll")
+            ckpt.model.predict_tags("John lives in Paris .")
+            # [[("John", "B-PER"), ("lives", "O"), ("in", "O"), ("Paris", "B-LOC"), (".", "O")]]
+        """
+        from ..data import pad_sequences
+        from ._inputs import tokens_of_texts
+
+        where = "SequenceTagger.predict_tags"
+        if isinstance(texts, np.ndarray) or not (
+            isinstance(texts, str) or all(isinstance(t, str) for t in texts)
+        ):
+            raise TypeError(f"{where}: texts must be a str or a list of str (ids: use predict)")
+        if self.vocab is None or (self.use_chars and self.char_vocab is None):
+            raise ValueError(
+                f"{where}: needs the model's vocabularies: use a model from load_checkpoint, or "
+                "set model.vocab (and model.char_vocab for character features)"
+            )
+        tokens = tokens_of_texts(texts, lowercase=False, where=where)
+        words = [self.vocab.encode([t.lower() for t in s] if self.lowercase else s) for s in tokens]
+        ids, lengths = pad_sequences(words, pad_id=self.embedding.padding_idx or 0)
+        chars = char_lengths = None
+        if self.use_chars:
+            chars, char_lengths = pad_sequences(
+                [self.char_vocab.encode(w) for s in tokens for w in s],
+                pad_id=self.char_vocab.pad_id,
+            )
+        tags = self.to_tags(self.predict(ids, lengths, chars, char_lengths), lengths)
+        return [list(zip(s, t, strict=True)) for s, t in zip(tokens, tags, strict=True)]
 
     def to_tags(self, tag_ids: np.ndarray, lengths: Any) -> list[list[str]]:
         """Tag-name lists, one per sequence, from ids [T, B] and lengths [B]."""

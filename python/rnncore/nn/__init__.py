@@ -1,11 +1,13 @@
-"""Neural-network layers with explicit forward and backward: recurrent and feed-forward layers,
-losses, and the Module base."""
+"""Neural-network layers with explicit forward and backward: recurrent layers and cells,
+feed-forward layers, containers, losses, and the Module base."""
 
 from __future__ import annotations
 
+from .cells import GRUCell, LSTMCell, RNNCell
+from .containers import ModuleList, Sequential
 from .layers import Dropout, Embedding, Linear
 from .loss import CrossEntropyLoss, MSELoss
-from .module import Module, Parameter, ParameterBudgetError, parameter_budget
+from .module import Module, Parameter, ParameterBudgetError, inference_mode, parameter_budget
 from .recurrent import CELLS, GRU, LSTM, RNN, recurrent_layer
 
 __all__ = [
@@ -18,6 +20,12 @@ __all__ = [
     "GRU",
     "CELLS",
     "recurrent_layer",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "Sequential",
+    "ModuleList",
+    "inference_mode",
     "Embedding",
     "Linear",
     "Dropout",

@@ -45,14 +45,10 @@ def one_call_at_a_time(method: _F) -> _F:
     return locked  # type: ignore[return-value]
 
 
-def check_same_thread(module: Any, where: str) -> None:
-    """RuntimeError unless the module's last training forward ran in this thread: a backward
-    through another thread's forward would silently mix two batches' gradients."""
-    if module._forward_thread != threading.get_ident():
-        raise RuntimeError(
-            f"{where}: the last training forward of this module ran in another thread; a thread "
-            "can only backpropagate through its own forward (use one module per thread)"
-        )
+def _owned(a: np.ndarray, source: Any) -> np.ndarray:
+    """``a``, copied if it shares memory with the caller's ``source``: what a training forward
+    keeps for backward must not change when the caller edits its array in place afterwards."""
+    return a.copy() if np.may_share_memory(a, source) else a
 
 
 class _FlatModule(Module):
@@ -64,7 +60,6 @@ class _FlatModule(Module):
 
     def _allocate(self, dtype: np.dtype, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
         self._call_lock = threading.Lock()  # see one_call_at_a_time
-        self._forward_thread: int | None = None  # the thread of the last training forward
         total = sum(math.prod(s) for _, s in shapes)
         reserve_parameters(total, type(self).__name__)
         self._flat = np.zeros(total, dtype=dtype)
@@ -141,8 +136,6 @@ class Embedding(_FlatModule):
         self._allocate(self.dtype, [("weight", (self.num_embeddings, self.embedding_dim))])
         self.weight = self._parameters[0]
         self._rng = np.random.default_rng(seed)
-        self._ids: np.ndarray | None = None
-        self._shape: tuple[int, ...] = ()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -159,7 +152,8 @@ class Embedding(_FlatModule):
             ids: integer array of any shape [...], values in [0, V).
 
         Returns:
-            [..., E] in the layer's dtype. In training mode the ids are kept for ``backward``.
+            [..., E] in the layer's dtype. In training mode a copy of the ids is kept for
+            ``backward`` (editing ``ids`` afterwards does not change the gradient).
         """
         where = "Embedding.forward"
         if not isinstance(ids, np.ndarray):
@@ -171,9 +165,8 @@ class Embedding(_FlatModule):
             out = _core.embedding_forward(flat, self.weight.data)
         except ValueError:
             raise ValueError(f"{where}: {self._bad_id(ids, flat)}") from None
-        self._ids = flat if self.training else None
-        self._forward_thread = threading.get_ident()
-        self._shape = ids.shape
+        if self.training:
+            self._save_for_backward((_owned(flat, ids), ids.shape))
         return out.reshape(ids.shape + (self.embedding_dim,))
 
     def _bad_id(self, ids: np.ndarray, flat: np.ndarray) -> str:
@@ -184,7 +177,8 @@ class Embedding(_FlatModule):
 
     @one_call_at_a_time
     def backward(self, dout: np.ndarray) -> None:
-        """Accumulate the gradient of the last training forward into ``weight.grad``.
+        """Accumulate the gradient of the newest unconsumed training forward into
+        ``weight.grad`` (forwards are consumed last in, first out; see ``Module``).
 
         Args:
             dout: [..., E], the gradient w.r.t. the forward's output.
@@ -193,15 +187,14 @@ class Embedding(_FlatModule):
             None: the ids have no gradient.
         """
         where = "Embedding.backward"
-        if self._ids is None:
-            raise RuntimeError(f"{where}: needs a training-mode forward first")
-        check_same_thread(self, where)
         dout = _check_array(dout, "dout", where, self.dtype)
-        expected = self._shape + (self.embedding_dim,)
+        ids, shape = self._peek_saved(where)
+        expected = shape + (self.embedding_dim,)
         if dout.shape != expected:
             raise ValueError(f"{where}: dout must have shape {expected}, got {dout.shape}")
+        self._pop_saved(where)
         _core.embedding_backward(
-            self._ids, dout.reshape(-1, self.embedding_dim), self.weight.grad, self.padding_idx
+            ids, dout.reshape(-1, self.embedding_dim), self.weight.grad, self.padding_idx
         )
         return None
 
@@ -226,8 +219,10 @@ class Linear(_FlatModule):
         device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
 
     Parameters: ``weight`` [O, I], ``bias`` [O]; both in one flat buffer.
-    Shapes: x [..., I] -> y [..., O]; ``backward(dy [..., O])`` -> dx [..., I]. ``backward`` uses
-    the input of the most recent training-mode forward, and may be called more than once for it.
+    Shapes: x [..., I] -> y [..., O]; ``backward(dy [..., O])`` -> dx [..., I]. Each
+    training-mode forward keeps its input (a copy where it is the caller's array), and each
+    ``backward`` consumes the newest one (last in, first out; see ``Module``): a Linear applied
+    to two branches, or at every decoder step, gets every call's gradient.
     """
 
     def __init__(
@@ -252,8 +247,6 @@ class Linear(_FlatModule):
         self.weight = self._parameters[0]
         self.bias = self._parameters[1] if bias else None
         self._rng = np.random.default_rng(seed)
-        self._x: np.ndarray | None = None
-        self._lead: tuple[int, ...] = ()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -269,7 +262,8 @@ class Linear(_FlatModule):
             x: [..., I] in the layer's dtype (at least 1-d).
 
         Returns:
-            y [..., O]. In training mode x is kept for ``backward``.
+            y [..., O]. In training mode x is kept for ``backward`` (a copy: editing x afterwards
+            does not change the gradient).
         """
         where = "Linear.forward"
         x = _check_array(x, "x", where, self.dtype)
@@ -281,10 +275,9 @@ class Linear(_FlatModule):
         y = _core.linear_forward(
             x2, self.weight.data, None if self.bias is None else self.bias.data
         )
-        self._x = x2 if self.training else None
-        self._forward_thread = threading.get_ident()
-        self._lead = x.shape[:-1]
-        return y.reshape(self._lead + (self.out_features,))
+        if self.training:
+            self._save_for_backward((_owned(x2, x), x.shape[:-1]))
+        return y.reshape(x.shape[:-1] + (self.out_features,))
 
     @one_call_at_a_time
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -297,22 +290,21 @@ class Linear(_FlatModule):
             dx [..., I]. ``weight.grad += dyᵀ·x``, ``bias.grad += Σ dy``.
         """
         where = "Linear.backward"
-        if self._x is None:
-            raise RuntimeError(f"{where}: needs a training-mode forward first")
-        check_same_thread(self, where)
         dy = _check_array(dy, "dy", where, self.dtype)
-        expected = self._lead + (self.out_features,)
+        x2, lead = self._peek_saved(where)
+        expected = lead + (self.out_features,)
         if dy.shape != expected:
             raise ValueError(f"{where}: dy must have shape {expected} like y, got {dy.shape}")
+        self._pop_saved(where)
         dx = _core.linear_backward(
             dy.reshape(-1, self.out_features),
-            self._x,
+            x2,
             self.weight.data,
             self.weight.grad,
             None if self.bias is None else self.bias.grad,
             True,
         )
-        return dx.reshape(self._lead + (self.in_features,))
+        return dx.reshape(lead + (self.in_features,))
 
     def extra_repr(self) -> str:
         s = f"in_features={self.in_features}, out_features={self.out_features}"
@@ -343,8 +335,6 @@ class Dropout(Module):
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
         self.p = float(p)
         self._rng = np.random.default_rng(seed)
-        self._scale: np.ndarray | None = None
-        self._identity = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply dropout.
@@ -360,33 +350,35 @@ class Dropout(Module):
             raise TypeError(f"{where}: x must be a numpy array, got {type(x).__name__}")
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"{where}: x must be float32 or float64, got {x.dtype}")
-        if not self.training or self.p == 0.0:
-            self._scale, self._identity = None, True
+        if not self.training:
             return x
-        self._identity = False
+        if self.p == 0.0:
+            self._save_for_backward((None, x.shape))
+            return x
         if self.p == 1.0:
-            self._scale = np.zeros(x.shape, dtype=x.dtype)
+            scale = np.zeros(x.shape, dtype=x.dtype)
         else:
             keep = self._rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-            self._scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        return x * self._scale
+            scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self._save_for_backward((scale, x.shape))
+        return x * scale
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dx = dy ⊙ mask / (1-p) with the last forward's mask (dy itself after an identity
-        forward).
+        """dx = dy ⊙ mask / (1-p) with the mask of the newest unconsumed training forward (dy
+        itself when p == 0, and in eval mode).
 
         Args:
             dy: shaped like the forward's x.
         """
         where = "Dropout.backward"
-        if self._identity:
-            return dy
-        if self._scale is None:
-            raise RuntimeError(f"{where}: needs a forward first")
-        if not isinstance(dy, np.ndarray) or dy.shape != self._scale.shape:
+        if not self.training and not self._saved:
+            return dy  # eval mode: the identity, whose gradient is dy
+        scale, shape = self._peek_saved(where)
+        if not isinstance(dy, np.ndarray) or dy.shape != shape:
             got = dy.shape if isinstance(dy, np.ndarray) else type(dy).__name__
-            raise ValueError(f"{where}: dy must have shape {self._scale.shape}, got {got}")
-        return dy * self._scale
+            raise ValueError(f"{where}: dy must have shape {shape}, got {got}")
+        self._pop_saved(where)
+        return dy if scale is None else dy * scale
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -35,44 +35,42 @@ def _float_array(a: Any, name: str, where: str) -> np.ndarray:
 
 
 class _Loss(Module):
-    """Shared part of the losses: the gradient kept by forward and handed out once by backward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._grad: np.ndarray | None = None
+    """Shared part of the losses: the gradient each training forward keeps, handed out once by
+    backward (newest forward first, see :class:`~rnncore.nn.Module`)."""
 
     def backward(self, scale: float = 1.0) -> np.ndarray:
-        """The gradient of the last training-mode forward's loss w.r.t. its input, times ``scale``
-        (e.g. 1/k when accumulating k batches). Each forward allows one backward.
+        """The gradient of the newest unconsumed training forward's loss w.r.t. its input, times
+        ``scale`` (e.g. 1/k when accumulating k batches). Each forward allows one backward.
 
         Returns:
             An array shaped like the forward's first argument.
         """
         where = f"{type(self).__name__}.backward"
         s = _scale(scale, where)
-        if self._grad is None:
-            raise RuntimeError(
-                f"{where}: needs a training-mode forward first "
-                "(and allows one backward per forward)"
-            )
-        grad, self._grad = self._grad, None
+        grad = self._pop_saved(where)
         if s != 1.0:
             grad *= grad.dtype.type(s)
         return grad
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy over the last axis, fused with its gradient (PyTorch semantics).
+    """Softmax cross-entropy, fused with its gradient (PyTorch semantics).
 
-    Shapes: ``logits`` [..., C] (the class axis is LAST, so [T, B, V] language-model outputs go in
-    as they are; for 2-d [N, C] this is exactly PyTorch's layout), ``targets`` [...] integers in
-    [0, C) or ``ignore_index``. ``crit(logits, targets)`` returns the loss as a float;
-    ``crit.backward(scale=1.0)`` returns dlogits [..., C].
+    Shapes: ``logits`` [..., C] with the class axis last (rnncore's layout: [T, B, V]
+    language-model outputs go in as they are) or PyTorch's [N, C, d1, ...] with the class axis
+    second; ``targets`` the logits' shape without the class axis, integers in [0, C) or
+    ``ignore_index``. ``crit(logits, targets)`` returns the loss as a float;
+    ``crit.backward(scale=1.0)`` returns dlogits shaped like the logits.
 
     Args:
         ignore_index: targets equal to it add no loss and get zero gradient (padding).
         reduction: 'mean' (over the non-ignored targets) or 'sum'.
         label_smoothing: ε in [0, 1]; the target distribution is (1-ε)·onehot + ε/C.
+        class_axis: -1 (last), 1 (PyTorch's, for logits of 2 or more axes), or None (default):
+            taken from the shapes — the last axis when the targets fit only that layout,
+            axis 1 when they fit only PyTorch's, and a ValueError when they fit both (3-d
+            logits [N, C, T] with C == T, or [T, B, V] with B == V), since guessing would be
+            silently wrong half the time; pass ``class_axis`` then.
 
     After a forward, ``count`` is the number of non-ignored targets. When every target is ignored
     the mean loss is 0.0 (PyTorch gives NaN), so an all-padding batch cannot poison an average.
@@ -80,7 +78,11 @@ class CrossEntropyLoss(_Loss):
     """
 
     def __init__(
-        self, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0
+        self,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        class_axis: int | None = None,
     ) -> None:
         super().__init__()
         owner = "CrossEntropyLoss"
@@ -99,11 +101,36 @@ class CrossEntropyLoss(_Loss):
         if not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(f"{owner}: label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
+        if class_axis not in (None, -1, 1) or isinstance(class_axis, bool):
+            raise ValueError(f"{owner}: class_axis must be None, -1 or 1, got {class_axis!r}")
+        self.class_axis = class_axis
         self.count = 0
 
+    def _class_axis(self, logits: np.ndarray, targets: np.ndarray, where: str) -> int:
+        """-1 or 1: where the classes of ``logits`` are, given the targets' shape."""
+        last = targets.shape == logits.shape[:-1]
+        second = logits.ndim >= 2 and targets.shape == logits.shape[:1] + logits.shape[2:]
+        axis = self.class_axis
+        if axis is None:
+            if last and second and logits.ndim >= 3:
+                raise ValueError(
+                    f"{where}: logits {logits.shape} and targets {targets.shape} fit both "
+                    "layouts, [..., C] (classes last) and PyTorch's [N, C, ...]: pass "
+                    "CrossEntropyLoss(class_axis=-1) or class_axis=1"
+                )
+            axis = 1 if second and not last else -1
+        want = logits.shape[:-1] if axis == -1 else logits.shape[:1] + logits.shape[2:]
+        if targets.shape != want:
+            layout = "[..., C] (classes last)" if axis == -1 else "[N, C, ...] (classes second)"
+            raise ValueError(
+                f"{where}: targets must have shape {want} (logits {logits.shape} as {layout} "
+                f"without the class axis), got {targets.shape}"
+            )
+        return axis
+
     def forward(self, logits: np.ndarray, targets: Any) -> float:
-        """Loss of ``logits`` [..., C] against integer ``targets`` [...]; keeps dlogits in
-        training mode.
+        """Loss of ``logits`` ([..., C], or [N, C, ...]: see the class doc) against integer
+        ``targets``; keeps dlogits in training mode.
 
         Returns:
             The reduced loss as a Python float.
@@ -120,11 +147,10 @@ class CrossEntropyLoss(_Loss):
             raise TypeError(
                 f"{where}: targets must be integer class indices, got dtype {targets.dtype}"
             )
-        if targets.shape != logits.shape[:-1]:
-            raise ValueError(
-                f"{where}: targets must have shape {logits.shape[:-1]} (logits {logits.shape} "
-                f"without the class axis), got {targets.shape}"
-            )
+        axis = self._class_axis(logits, targets, where)
+        shape = logits.shape
+        if axis == 1 and logits.ndim > 2:
+            logits = np.ascontiguousarray(np.moveaxis(logits, 1, -1))
         C = logits.shape[-1]
         if targets.dtype == np.uint64 and targets.size and targets.max() > np.iinfo(np.int64).max:
             # int64 would wrap it round to a negative index (2^64 - 100 -> -100 = ignore_index)
@@ -134,7 +160,6 @@ class CrossEntropyLoss(_Loss):
             )
         flat_t = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64)
         need_grad = self.training
-        self._grad = None
         try:
             loss, grad, count = _core.cross_entropy(
                 logits.reshape(-1, C),
@@ -149,7 +174,10 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(f"{where}: {e}") from None
         self.count = int(count)
         if need_grad:
-            self._grad = grad.reshape(logits.shape)
+            grad = grad.reshape(logits.shape)
+            if axis == 1 and len(shape) > 2:
+                grad = np.ascontiguousarray(np.moveaxis(grad, -1, 1))
+            self._save_for_backward(grad)
         return float(loss)
 
     def extra_repr(self) -> str:
@@ -158,6 +186,8 @@ class CrossEntropyLoss(_Loss):
             s += f", ignore_index={self.ignore_index}"
         if self.label_smoothing:
             s += f", label_smoothing={self.label_smoothing}"
+        if self.class_axis is not None:
+            s += f", class_axis={self.class_axis}"
         return s
 
 
@@ -195,12 +225,11 @@ class MSELoss(_Loss):
                 f"use target.astype('{pred.dtype}')"
             )
         need_grad = self.training
-        self._grad = None
         loss, grad = _core.mse_loss(
             pred.reshape(-1), target.reshape(-1), self.reduction, need_grad, 1.0
         )
         if need_grad:
-            self._grad = grad.reshape(pred.shape)
+            self._save_for_backward(grad.reshape(pred.shape))
         return float(loss)
 
     def extra_repr(self) -> str:

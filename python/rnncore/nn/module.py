@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -48,6 +50,38 @@ def reserve_parameters(n: int, owner: str) -> None:
     left[0] -= n
 
 
+@contextlib.contextmanager
+def inference_mode(module: Any) -> Iterator[Any]:
+    """Runs the block with ``module`` and everything below it in inference mode, then restores
+    each one's mode, without dropping forwards saved for a backward (``eval()``/``train()``
+    would). What the models' ``predict`` methods use::
+
+        with inference_mode(model):
+            probs = model.predict_proba(texts)
+
+    An object that is not a :class:`Module` but has ``training`` and ``train(mode)`` (a model of
+    the Trainer's protocol) goes through ``train(False)`` and back.
+    """
+    if not isinstance(module, Module):
+        if not callable(getattr(module, "train", None)):
+            raise TypeError(f"inference_mode: module must be a Module, got {type(module).__name__}")
+        was = bool(getattr(module, "training", True))
+        module.train(False)
+        try:
+            yield module
+        finally:
+            module.train(was)
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 class Parameter:
     """A named parameter: ``data`` and ``grad`` are numpy views into the owner's flat buffers.
 
@@ -84,22 +118,91 @@ class Parameter:
         return f"Parameter({self._name}, shape={self._data.shape}, dtype={self._data.dtype})"
 
 
+#: A module holding more unconsumed training forwards than this warns once (ResourceWarning):
+#: forwards whose backward never comes (say, predictions in training mode) pile up otherwise.
+SAVED_FORWARDS_WARNING = 10_000
+
+
 class Module:
     """Base of layers and models: explicit ``forward``/``backward``, parameters, modes, state.
 
     Subclasses register their own parameters in ``self._parameters`` (a list of
     :class:`Parameter`) and hold child modules as attributes; ``parameters()`` walks both.
+
+    Saved forwards: every training-mode forward keeps what its backward needs, and each
+    ``backward`` consumes the newest forward not yet consumed (last in, first out, the order in
+    which reverse-mode differentiation visits calls). So a module used several times before
+    backward (a tied or shared layer, one projection applied at every decoder step, a cell stepped
+    through time) gets every call's gradient, provided the backwards come in reverse order of the
+    forwards. A backward with no forward left is a RuntimeError. ``eval()``/``train()`` changing
+    the mode, and :meth:`discard_saved`, drop the forwards a backward never consumed.
     """
 
     def __init__(self) -> None:
         self.training = True
         self._parameters: list[Parameter] = []
+        self._saved: list[tuple[int, Any]] = []  # (thread id, context) per training forward
+        self._saved_warned = False
+
+    # ---- saved forwards (for subclasses) -------------------------------------------------------
+    def _save_for_backward(self, context: Any) -> None:
+        """Push one training forward's context (call in training mode only)."""
+        self._saved.append((threading.get_ident(), context))
+        if len(self._saved) > SAVED_FORWARDS_WARNING and not self._saved_warned:
+            self._saved_warned = True
+            warnings.warn(
+                f"{type(self).__name__}: {len(self._saved)} training-mode forwards wait for a "
+                "backward; call eval() for inference, or discard_saved()",
+                ResourceWarning,
+                stacklevel=3,
+            )
+
+    def _pop_saved(self, where: str) -> Any:
+        """The newest unconsumed forward's context, consumed (errors: :meth:`_peek_saved`)."""
+        context = self._peek_saved(where)
+        self._saved.pop()
+        return context
+
+    def _peek_saved(self, where: str) -> Any:
+        """The newest unconsumed forward's context, left in place (to check a backward's
+        arguments before consuming it); RuntimeError naming ``where`` if none, or if that forward
+        ran in another thread (its gradients would silently mix two batches)."""
+        if not self._saved:
+            raise RuntimeError(
+                f"{where}: no training-mode forward left to backpropagate through (each forward "
+                "allows one backward; eval(), train() changing the mode and discard_saved() drop "
+                "unconsumed forwards)"
+            )
+        thread, context = self._saved[-1]
+        if thread != threading.get_ident():
+            raise RuntimeError(
+                f"{where}: the training forward it would consume ran in another thread; a thread "
+                "can only backpropagate through its own forward (use one module per thread)"
+            )
+        return context
+
+    @property
+    def saved_forwards(self) -> int:
+        """How many training forwards of this module (not its children) wait for a backward."""
+        return len(self._saved)
+
+    def discard_saved(self) -> None:
+        """Drop every unconsumed training forward of this module and its children."""
+        self._discard_own_saved()
+        for _, child in self.children():
+            child.discard_saved()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every module below it, depth first."""
+        yield self
+        for _, child in self.children():
+            yield from child.modules()
 
     def children(self) -> Iterator[tuple[str, Module]]:
         """Direct child modules as (attribute name, module), in definition order."""
@@ -131,11 +234,19 @@ class Module:
             p.grad[...] = 0
 
     def train(self, mode: bool = True) -> Module:
-        """Training mode (forward keeps what backward needs; dropout active). Returns self."""
+        """Training mode (forward keeps what backward needs; dropout active). Returns self.
+
+        A module whose mode changes drops its unconsumed saved forwards (see the class doc).
+        """
+        if self.training != bool(mode):
+            self._discard_own_saved()
         self.training = bool(mode)
         for _, child in self.children():
             child.train(mode)
         return self
+
+    def _discard_own_saved(self) -> None:
+        self._saved.clear()
 
     def eval(self) -> Module:
         """Inference mode: forward keeps nothing, backward is not possible. Returns self."""

@@ -129,6 +129,14 @@ class _Recurrent(Module):
         """Set every parameter gradient to zero (one call over the flat buffer)."""
         self._core.zero_grad()
 
+    @property
+    def saved_forwards(self) -> int:
+        """How many training forwards wait for their backward (the engine keeps them)."""
+        return int(self._core.saved_forwards)
+
+    def _discard_own_saved(self) -> None:
+        self._core.discard_saved()
+
     def reset_parameters(self, init: str = "uniform", forget_bias: float | None = None) -> None:
         """(Re)initialise the weights.
 
@@ -214,6 +222,15 @@ class _Recurrent(Module):
     def _state_arrays(self, state: Any, name: str, where: str) -> tuple[Any, Any]:
         if state is None:
             return None, None
+        arr = state if isinstance(state, np.ndarray) else None
+        if arr is None and isinstance(state, (list, tuple)) and state:
+            if all(isinstance(v, (int, np.integer)) for v in state):
+                arr = np.asarray(state)
+        if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iu":
+            raise TypeError(
+                f"{where}: {name} looks like sequence lengths (1-d integers); the second "
+                "positional argument is the initial state, as in PyTorch: pass lengths=..."
+            )
         if self._has_c:
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{where}: {name} of an LSTM must be a tuple (h, c) or None")
@@ -230,20 +247,30 @@ class _Recurrent(Module):
         )
 
     def forward(
-        self, x: np.ndarray, lengths: Any = None, state: State = None
+        self, input: np.ndarray, hx: State = None, *, lengths: Any = None, state: State = None
     ) -> tuple[np.ndarray, State]:
-        """Run the whole sequence batch.
+        """Run the whole sequence batch: ``layer(x, hx)`` as PyTorch's.
 
         Args:
-            x: [T, B, I] ([B, T, I] if batch_first), the layer's dtype.
-            lengths: None, or B integers in [1, T]: each sequence's length. Outputs past a
-                sequence's end are zero; its final state is the state at its own last step.
-            state: initial state h [L*D, B, H] (LSTM: (h, c)), or None for zeros.
+            input: x [T, B, I] ([B, T, I] if batch_first), the layer's dtype.
+            hx: initial state h [L*D, B, R] (LSTM: (h, c), c [L*D, B, H]), or None for zeros.
+            lengths: keyword only: None, or B integers in [1, T], each sequence's length.
+                Outputs past a sequence's end are zero; its final state is the state at its own
+                last step (PyTorch's packed-sequence semantics).
+            state: keyword alias of ``hx`` (earlier rnncore releases), not both.
 
         Returns:
-            y [T, B, D*H] ([B, T, D*H] if batch_first) and the final state, same structure as
-            ``state``.
+            y [T, B, D*R] ([B, T, D*R] if batch_first) and the final state, same structure as
+            ``hx``. In training mode the call is saved for ``backward``; several calls before
+            backward are consumed newest first (see :class:`~rnncore.nn.Module`).
         """
+        where = f"{type(self).__name__}.forward"
+        hx_name = "hx"  # errors name the argument as the caller spelled it
+        if state is not None:
+            if hx is not None:
+                raise TypeError(f"{where}: pass the initial state as hx or as state=, not both")
+            hx, hx_name = state, "state"
+        x = input
         where = f"{type(self).__name__}.forward"
         xt = self._time_major(x, "x", where)
         lens = None
@@ -259,22 +286,22 @@ class _Recurrent(Module):
             if lens.ndim != 1:
                 raise ValueError(f"{where}: lengths must be 1-d [B], got shape {lens.shape}")
             lens = np.ascontiguousarray(lens, dtype=np.int64)
-        h0, c0 = self._state_arrays(state, "state", where)
+        h0, c0 = self._state_arrays(hx, hx_name, where)
         self._calls += 1
         try:
             y, hn, cn = self._core.forward(
                 xt, lens, h0, c0, self.training, (self._dropout_seed + self._calls) % 2**64
             )
         except (ValueError, TypeError) as e:
-            name = "state" if str(e).startswith(("h0", "c0")) else None
-            msg = str(e) if name is None else f"state ({e})"
+            msg = f"{hx_name} ({e})" if str(e).startswith(("h0", "c0")) else str(e)
             raise type(e)(f"{where}: {msg}") from None
         if self.batch_first:
             y = y.transpose(1, 0, 2)
         return y, ((hn, cn) if self._has_c else hn)
 
     def backward(self, dy: np.ndarray | None, dstate: State = None) -> tuple[np.ndarray, State]:
-        """BPTT through the last training-mode forward (each forward allows one backward).
+        """BPTT through the newest unconsumed training-mode forward (each forward allows one
+        backward; several forwards are consumed last in, first out).
 
         Args:
             dy: gradient of the loss w.r.t. y, shaped like y; None for zeros.

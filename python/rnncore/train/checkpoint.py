@@ -567,6 +567,9 @@ def load_checkpoint(
         restore_rng: also restore the model's random state (dropout generators and counters).
 
     Every error of reading or interpreting the files is a CheckpointError naming the file.
+    A model built here comes back in inference mode (``eval()``), with the run's vocabulary,
+    class names and lower-casing attached where it has them (so ``ckpt.model.predict(texts)``
+    works); a model passed in keeps its mode.
 
     Returns:
         A :class:`Checkpoint`.
@@ -579,6 +582,7 @@ def load_checkpoint(
     directory = resolve_checkpoint(path)
     meta = _read_meta(directory)
     tensors = _read_tensors(directory / MODEL_FILE)
+    built_here = model is None
     if model is None:
         model_type = meta.get("model_type")
         if model_type is None:
@@ -629,4 +633,23 @@ def load_checkpoint(
     if restore_rng:
         with _reading(directory / META_FILE, "rng"):
             ckpt.restore_rng({"model": model})
+    if built_here:
+        model.eval()  # ready to predict; call model.train() to train on
+    _attach_text_meta(model, ckpt)
     return ckpt
+
+
+def _attach_text_meta(model: Module, ckpt: Checkpoint) -> None:
+    """Give a text model what its text-level predict needs (the run's Vocab, class names and
+    lower-casing), where the model has such an attribute and it is still unset."""
+    extra = ckpt.extra if isinstance(ckpt.extra, Mapping) else {}
+    labels = extra.get("labels")
+    for attr, value in (
+        ("vocab", ckpt.vocab),
+        ("labels", list(labels) if isinstance(labels, list) else None),
+        ("char_vocab", (ckpt.vocabs or {}).get("chars")),
+    ):
+        if value is not None and hasattr(model, attr) and getattr(model, attr) is None:
+            setattr(model, attr, value)
+    if isinstance(extra.get("lowercase"), bool) and hasattr(model, "lowercase"):
+        model.lowercase = extra["lowercase"]
