@@ -3,6 +3,7 @@
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,13 +206,26 @@ def test_builtin_bleu_equals_sacrebleu(smooth, lowercase, tokenize):
         assert theirs.backend == "sacrebleu"
         for name in ("score", "precisions", "bp", "sys_len", "ref_len", "counts", "totals"):
             assert getattr(ours, name) == getattr(theirs, name), name
+        # the same signature, but for the version field
+        assert ours.signature.endswith("|version:rnncore-builtin")
+        assert ours.signature.rsplit("|", 1)[0] == theirs.signature.rsplit("|", 1)[0]
 
 
 def test_bleu_backend_choice(monkeypatch):
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # import fails as if not installed
     assert corpus_bleu(HYPS, REFS).backend == "builtin"
-    with pytest.raises(ImportError):
+    with pytest.raises(ImportError, match=r"rnncore\[bleu\]"):
         corpus_bleu(HYPS, REFS, backend="sacrebleu")
+
+
+def test_the_bleu_extra_and_the_test_extra_name_sacrebleu():
+    # a fresh install computes BLEU with the built-in version; the "bleu" extra brings sacreBLEU,
+    # and the "test" extra too, so that CI compares the two (the test above does not skip there)
+    tomllib = pytest.importorskip("tomllib")
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert any(d.startswith("sacrebleu") for d in extras["bleu"])
+    assert any(d.startswith("sacrebleu") for d in extras["test"])
 
 
 def test_bleu_errors():

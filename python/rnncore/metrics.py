@@ -23,6 +23,7 @@ __all__ = [
     "BleuScore",
     "corpus_bleu",
     "tokenize_13a",
+    "SACREBLEU_HINT",
     "rmse",
     "mae",
     "persistence_forecast",
@@ -302,7 +303,10 @@ class BleuScore:
         sys_len, ref_len: hypothesis and effective reference lengths in tokens.
         counts, totals: matched and total hypothesis n-grams, n = 1..4 (with "add-k", k is
             included for n > 1, as sacreBLEU reports them).
-        backend: "sacrebleu" or "builtin".
+        backend: "sacrebleu" or "builtin" (the same numbers: CI compares them on every run).
+        signature: sacreBLEU's signature of the settings, e.g.
+            "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"; the built-in version
+            writes "version:rnncore-builtin". Report it next to the score.
     """
 
     score: float
@@ -313,6 +317,7 @@ class BleuScore:
     counts: list[int]
     totals: list[int]
     backend: str
+    signature: str = ""
 
     def __float__(self) -> float:
         return self.score
@@ -415,6 +420,25 @@ def _as_numbers(xs: list[float]) -> list:
     return [int(x) if float(x).is_integer() else x for x in xs]
 
 
+# What to install for backend="sacrebleu" (the "bleu" extra of pyproject.toml).
+SACREBLEU_HINT = "pip install 'rnncore[bleu]' (or pip install sacrebleu)"
+
+
+def _signature(
+    refs: list[list[str]], smooth: str, smooth_value: float | None, tokenize: str, lowercase: bool
+) -> str:
+    # sacrebleu.metrics.bleu.BLEUSignature, field by field, with our version
+    nrefs = {len(r) for r in refs}
+    smooth_str = smooth
+    if _SMOOTH_DEFAULT[smooth] is not None:
+        value = _SMOOTH_DEFAULT[smooth] if smooth_value is None else smooth_value
+        smooth_str += f"[{value:.2f}]"
+    return (
+        f"nrefs:{nrefs.pop() if len(nrefs) == 1 else 'var'}|case:{'lc' if lowercase else 'mixed'}"
+        f"|eff:no|tok:{tokenize}|smooth:{smooth_str}|version:rnncore-builtin"
+    )
+
+
 def _sacrebleu_bleu(
     hyps: list[str],
     refs: list[list[str]],
@@ -423,18 +447,20 @@ def _sacrebleu_bleu(
     tokenize: str,
     lowercase: bool,
 ) -> BleuScore:
-    import sacrebleu
+    try:
+        import sacrebleu
+    except ImportError as e:
+        raise ImportError(
+            f"corpus_bleu(backend='sacrebleu'): sacrebleu is not installed: {SACREBLEU_HINT}; "
+            "backend='builtin' gives the same numbers"
+        ) from e
 
     k = max(len(r) for r in refs)
     streams = [[r[j] if j < len(r) else None for r in refs] for j in range(k)]
-    s = sacrebleu.corpus_bleu(
-        hyps,
-        streams,
-        smooth_method=smooth,
-        smooth_value=smooth_value,
-        lowercase=lowercase,
-        tokenize=tokenize,
+    metric = sacrebleu.BLEU(
+        smooth_method=smooth, smooth_value=smooth_value, lowercase=lowercase, tokenize=tokenize
     )
+    s = metric.corpus_score(hyps, streams)
     return BleuScore(
         float(s.score),
         [float(p) for p in s.precisions],
@@ -444,6 +470,7 @@ def _sacrebleu_bleu(
         _as_numbers(s.counts),
         _as_numbers(s.totals),
         "sacrebleu",
+        str(metric.get_signature()),
     )
 
 
@@ -475,7 +502,11 @@ def corpus_bleu(
         tokenize: "13a" (default) or "none" (split on whitespace only).
         lowercase: lower-case everything first.
         backend: "auto" (sacreBLEU when importable, else the built-in version), "sacrebleu"
-            or "builtin".
+            (raises ImportError naming the ``bleu`` extra when it is not installed) or
+            "builtin". The built-in version is a step-by-step port of sacreBLEU 2.x's BLEU with
+            the 13a tokenizer; the test suite compares the two on every run, so "auto" gives
+            the same numbers with or without sacreBLEU. ``BleuScore.backend`` and
+            ``.signature`` say which one computed a score.
     Returns:
         BleuScore (``.score`` in [0, 100]).
     """
@@ -508,7 +539,9 @@ def corpus_bleu(
             use_sacrebleu = True
     if use_sacrebleu:
         return _sacrebleu_bleu(hyps, refs, smooth, smooth_value, tokenize, lowercase)
-    return _builtin_bleu(hyps, refs, smooth, smooth_value, tokenize, lowercase)
+    score = _builtin_bleu(hyps, refs, smooth, smooth_value, tokenize, lowercase)
+    score.signature = _signature(refs, smooth, smooth_value, tokenize, lowercase)
+    return score
 
 
 # ---- forecasting --------------------------------------------------------------------------

@@ -246,6 +246,54 @@ void test_safetensors_round_trip(const fs::path& tmp) {
                                    "data_offsets that do not match the shape");
 }
 
+// The rules shared with the Python reader and the `safetensors` package (issue 18; the full table
+// is tests/test_safetensors_agree.py): what a file holds beyond or between its tensors, null
+// metadata, and the dtypes read with a conversion (BF16, U16/U32/U64) or without one (F8).
+void test_safetensors_rules(const fs::path& tmp) {
+  auto file = [&](const std::string& name, const std::string& header, const std::string& data) {
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[std::size_t(i)] = char((header.size() >> (8 * i)) & 0xFF);
+    write_text(tmp / name, bytes + header + data);
+    return (tmp / name).string();
+  };
+  const std::string u8 = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{file("tr.st", u8, "xy")}; },
+                                   "trailing bytes", "bytes after the last tensor are refused");
+  const std::string gap = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}";
+  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{file("gap.st", gap, "xy")}; },
+                                   "leaves a gap", "a gap before a tensor is refused");
+  const std::string inside =
+      "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+      "\"z\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,2]}}";
+  expect_throw<std::runtime_error>(
+      [&] { rnncore::SafeTensorsFile{file("in.st", inside, "abcd")}; }, "overlaps",
+      "an empty tensor inside another is refused, as the package refuses it");
+  const std::string neg0 = "{\"a\":{\"dtype\":\"U8\",\"shape\":[-0],\"data_offsets\":[0,0]}}";
+  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{file("n0.st", neg0, "")}; },
+                                   "got -0", "-0 is not a size (serde reads it as a float)");
+  const std::string deep = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":" +
+                           std::string(126, '[') + std::string(126, ']') + "}}";
+  expect_throw<std::runtime_error>([&] { rnncore::SafeTensorsFile{file("deep.st", deep, "x")}; },
+                                   "deeper than 127", "128 levels of nesting are refused");
+  rnncore::SafeTensorsFile meta(file("meta.st", "{\"__metadata__\":null}", ""));
+  expect(meta.metadata().empty() && meta.tensors().empty(), "null metadata reads as none");
+
+  const std::string kinds =
+      "{\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+      "\"u16\":{\"dtype\":\"U16\",\"shape\":[1],\"data_offsets\":[4,6]},"
+      "\"f8\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[6,8]},"
+      "\"u64\":{\"dtype\":\"U64\",\"shape\":[1],\"data_offsets\":[8,16]}}";
+  const std::string data =
+      std::string("\x80\x3f\x20\xc0", 4) + "\xff\xff" + "\x38\x40" + std::string(8, '\xff');
+  rnncore::SafeTensorsFile f(file("kinds.st", kinds, data));
+  expect(f.read_f32("b") == std::vector<float>{1.0f, -2.5f}, "BF16 widens exactly to float");
+  expect(f.read_i64("u16") == std::vector<std::int64_t>{65535}, "U16 reads as int64");
+  expect_throw<std::runtime_error>([&] { f.read_f32("f8"); }, "F8_E4M3",
+                                   "F8 is valid in a file but has no conversion");
+  expect_throw<std::runtime_error>([&] { f.read_i64("u64"); }, "exceeds the int64 range",
+                                   "a U64 past int64 is refused, not wrapped");
+}
+
 void test_language_model(const fs::path& tmp) {
   std::mt19937_64 gen(7);
   const fs::path dir = tmp / "lm";
@@ -547,6 +595,7 @@ int main() {
   fs::create_directories(tmp);
   try {
     test_safetensors_round_trip(tmp);
+    test_safetensors_rules(tmp);
     test_language_model(tmp);
     test_classifier(tmp);
     test_checkpoint_errors(tmp);
