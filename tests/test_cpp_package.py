@@ -294,6 +294,8 @@ LM_CASES = [
     ("lstm", 1, False, "float64", 0),
     ("lstm", 2, False, "float32", 4),  # LSTM with projections (proj_size)
     ("lstm", 1, True, "float32", 8),  # ... tied: embed_dim == proj_size
+    ("gated-forget", 2, False, "float32", 0),  # the lecture's gated cells
+    ("gated-residual", 1, False, "float64", 0),
 ]
 
 
@@ -336,6 +338,7 @@ CLF_CASES = [
     ("gru_v1", 1, False, "max"),
     ("rnn", 2, True, "last"),
     ("lstm", 2, False, "mean"),
+    ("gated-input", 1, True, "mean"),
 ]
 
 

@@ -237,3 +237,46 @@ def test_cross_entropy_with_torch_layout_is_right_or_refused():
     assert nn.CrossEntropyLoss(class_axis=1)(square, square_t) == pytest.approx(torch_loss)
     with pytest.raises(ValueError, match="targets must have shape"):
         nn.CrossEntropyLoss(class_axis=-1)(logits, targets)
+
+
+def _two_calls(model, make_inputs, seed):
+    """Gradients of (call a, call b, backward b, backward a) and of two separate pairs."""
+    rng = np.random.default_rng(seed)
+    a, b = make_inputs(rng), make_inputs(rng)
+    ga = gb = None
+    grads = []
+    for stacked in (False, True):
+        model.zero_grad()
+        if stacked:
+            la, lb = model(*a), model(*b)
+            model.backward(gb)
+            model.backward(ga)
+        else:
+            la = model(*a)
+            ga = rng.standard_normal(la.shape) if ga is None else ga
+            model.backward(ga)
+            lb = model(*b)
+            gb = rng.standard_normal(lb.shape) if gb is None else gb
+            model.backward(gb)
+        grads.append({n: p.grad.copy() for n, p in model.named_parameters()})
+    return grads
+
+
+def test_models_called_twice_before_backward_get_both_gradients():
+    from rnncore.models import Seq2Seq, SequenceClassifier
+
+    clf = SequenceClassifier(12, 5, 4, 3, pooling="max", dtype="float64", seed=0)
+    pairs, stacked = _two_calls(
+        clf, lambda r: (r.integers(1, 12, size=(6, 2)), np.array([6, 3])), seed=1
+    )
+    for name in pairs:
+        np.testing.assert_allclose(stacked[name], pairs[name], atol=1e-12, err_msg=name)
+
+    s2s = Seq2Seq(10, 11, 4, 5, bidirectional=True, attention="general", dtype="float64", seed=0)
+
+    def inputs(r):
+        return r.integers(4, 10, size=(5, 2)), np.array([5, 4]), r.integers(4, 11, size=(3, 2))
+
+    pairs, stacked = _two_calls(s2s, inputs, seed=2)
+    for name in pairs:
+        np.testing.assert_allclose(stacked[name], pairs[name], atol=1e-12, err_msg=name)

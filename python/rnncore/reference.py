@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "CELLS",
     "GATES",
+    "gated_cell",
     "gru_cell",
     "lstm_cell",
     "param_names",
@@ -40,8 +41,9 @@ __all__ = [
     "sigmoid",
 ]
 
-GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
-"""Number of gate blocks G per cell kind."""
+GATES = {"RNN": 1, "LSTM": 4, "GRU": 3, "GATED0": 1, "GATED1": 2, "GATED2": 3}
+"""Number of gate blocks G per cell kind (GATEDk: the lecture's gated cell with k sigmoid gates,
+see gated_cell)."""
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -115,6 +117,33 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=True):
     return (1.0 - z) * n + z * h, np.concatenate([a_rz, a_n], axis=1)
 
 
+def gated_cell(x, s, w_ih, w_hh, b_ih, b_hh, gates):
+    """One step of the lecture's gated cell with ``gates`` sigmoid gates (0, 1 or 2).
+
+    Blocks in the order (input, forget, candidate), restricted to those present:
+    r = tanh(U_r x + V_r s + b_r); 0 gates: s' = s + r; 1: s' = s + i * r; 2: s' = f * s + i * r
+    with i, f = sigmoid(U x + V s + b). The state s is also the output.
+
+    Returns (s' [B, H], pre-activations [B, G*H]).
+    """
+    pre = x @ w_ih.T + b_ih + s @ w_hh.T + b_hh
+    H = s.shape[1]
+    r = np.tanh(pre[:, gates * H :])
+    if gates == 0:
+        return s + r, pre
+    i = sigmoid(pre[:, :H])
+    f = sigmoid(pre[:, H : 2 * H]) if gates == 2 else 1.0
+    return f * s + i * r, pre
+
+
+def _gated_step(gates):
+    def step(x, state, w_ih, w_hh, b_ih, b_hh):
+        s, pre = gated_cell(x, state[0], w_ih, w_hh, b_ih, b_hh, gates)
+        return (s,), pre
+
+    return step
+
+
 # One step of each registered cell (the engine's registry names, rnncore.nn.CELLS), in one form:
 # (x [B, I], state tuple of [B, H] arrays, w_ih, w_hh, b_ih, b_hh) -> (new state, pre [B, G*H]).
 # A new cell adds its step function above and one line in CELLS.
@@ -145,6 +174,9 @@ CELLS = {
     "lstm": ("LSTM", _lstm_step),
     "gru": ("GRU", _gru_step(True)),
     "gru_v1": ("GRU", _gru_step(False)),
+    "gated-residual": ("GATED0", _gated_step(0)),
+    "gated-input": ("GATED1", _gated_step(1)),
+    "gated-forget": ("GATED2", _gated_step(2)),
 }
 """Registry name -> (PyTorch-style mode of its weights, one step of the cell)."""
 

@@ -25,7 +25,16 @@ namespace rnncore {
 
 /// The engine's cells. Each is one header under cpp/src/cells/ and one entry of the registry
 /// (cpp/src/cells/registry.h); registered_cells() lists them with their names.
-enum class CellType : int { kRnnTanh = 0, kRnnRelu = 1, kLstm = 2, kGru = 3, kGruV1 = 4 };
+enum class CellType : int {
+  kRnnTanh = 0,
+  kRnnRelu = 1,
+  kLstm = 2,
+  kGru = 3,
+  kGruV1 = 4,
+  kGatedResidual = 5,  // the lecture's gated cells (cells/gated.h)
+  kGatedInput = 6,
+  kGatedForget = 7,
+};
 
 /// What the registry says of one cell.
 struct CellInfo {

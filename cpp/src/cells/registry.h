@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "gated.h"
 #include "gru.h"
 #include "lstm.h"
 #include "rnn.h"
@@ -18,8 +19,8 @@ template <typename... Cells>
 struct CellList {};
 
 // Adding a cell: its header, one entry here and its CellType value (see cells/README.md).
-using RegisteredCells =
-    CellList<RnnCell<false>, RnnCell<true>, LstmCell, GruCell<true>, GruCell<false>>;
+using RegisteredCells = CellList<RnnCell<false>, RnnCell<true>, LstmCell, GruCell<true>,
+                                 GruCell<false>, GatedCell<0>, GatedCell<1>, GatedCell<2>>;
 
 // Calls f(Cell{}) for the registered cell whose kId is `id`: the driver's only dispatch on cells.
 template <typename F, typename Cell, typename... Rest>

@@ -8,7 +8,7 @@ from .containers import ModuleList, Sequential
 from .layers import Dropout, Embedding, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, ParameterBudgetError, inference_mode, parameter_budget
-from .recurrent import CELLS, GRU, LSTM, RNN, recurrent_layer
+from .recurrent import CELLS, GRU, LSTM, RNN, GatedRNN, recurrent_layer
 
 __all__ = [
     "Module",
@@ -18,6 +18,7 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "GatedRNN",
     "CELLS",
     "recurrent_layer",
     "RNNCell",

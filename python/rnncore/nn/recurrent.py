@@ -491,8 +491,84 @@ class GRU(_Recurrent):
         )
 
 
-def _option_value(text: str) -> Any:
-    """A registry layer_option's value: "relu" -> "relu", "0"/"1" -> int."""
+#: GatedRNN's gate sets, and the registry cell each one runs (all three gates: the LSTM).
+GATE_SETS: dict[tuple[str, ...], str] = {
+    (): "gated-residual",
+    ("input",): "gated-input",
+    ("input", "forget"): "gated-forget",
+    ("input", "forget", "output"): "lstm",
+}
+
+
+class GatedRNN(_Recurrent):
+    """The lecture's LSTM built one gate at a time (state s, candidate r = tanh(U_r x + V_r s +
+    b_r), each gate g = σ(U_g x + V_g s + b_g)):
+
+    - ``gates=()``, the residual cell: s' = s + r;
+    - ``("input",)``, write access: s' = s + i ⊙ r;
+    - ``("input", "forget")``: s' = f ⊙ s + i ⊙ r;
+    - ``("input", "forget", "output")``, read access: h' = o ⊙ tanh(s') is what the next step
+      and the next layer see, instead of s' — the LSTM (this layer then is one, state (h, c)).
+
+    Without the output gate the output and the state are s: y [T, B, D*H], state h [L*D, B, H]
+    holding s. weight_ih/weight_hh/bias_ih/bias_hh stack the gate blocks in the order (input,
+    forget, candidate, output) restricted to the gates present, so that with all three gates an
+    LSTM's state_dict loads as it is and gives the same numbers. Arguments otherwise as
+    :class:`LSTM` (the engine runs the same fused forward and backward, lengths, layers and
+    directions for every gate set).
+    """
+
+    _mode = "GatedRNN"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        gates: Any = (),
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "uniform",
+        device: str = "cpu",
+    ) -> None:
+        if isinstance(gates, str) or not isinstance(gates, (tuple, list)):
+            raise TypeError(
+                f"GatedRNN: gates must be a tuple of gate names, got {type(gates).__name__}"
+            )
+        key = tuple(gates)
+        if key not in GATE_SETS:
+            allowed = ", ".join(repr(k) for k in GATE_SETS)
+            raise ValueError(f"GatedRNN: gates must be one of {allowed}, got {key!r}")
+        self.gates = key
+        super().__init__(
+            GATE_SETS[key],
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
+            init,
+            device=device,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gates={self.gates!r}"
+
+
+def _option_value(key: str, text: str) -> Any:
+    """A registry layer_option's value: "relu" -> "relu", "0"/"1" -> int, and GatedRNN's gates
+    "input,forget" -> ("input", "forget")."""
+    if key == "gates":
+        return tuple(g for g in text.split(",") if g)
     return int(text) if text.isdigit() else text
 
 
@@ -500,7 +576,8 @@ def recurrent_layer(cell: str, input_size: int, hidden_size: int, **kwargs: Any)
     """A recurrent layer for a registered cell name (see :data:`CELLS`).
 
     "rnn" -> ``RNN(nonlinearity="tanh")``, "rnn_relu" -> ``RNN(nonlinearity="relu")``, "lstm" ->
-    ``LSTM``, "gru" -> ``GRU``, "gru_v1" -> ``GRU(reset_after=False)``: the registry names each
+    ``LSTM``, "gru" -> ``GRU``, "gru_v1" -> ``GRU(reset_after=False)``, "gated-input" ->
+    ``GatedRNN(gates=("input",))`` (and the other gated cells): the registry names each
     cell's layer class and the constructor keyword that selects it, so a new cell needs no edit
     here. ``kwargs`` go to the class (num_layers, bidirectional, dropout, dtype, seed, init, ...).
 
@@ -511,6 +588,6 @@ def recurrent_layer(cell: str, input_size: int, hidden_size: int, **kwargs: Any)
     info = CELLS[cell]
     if info["layer_option"]:
         key, value = info["layer_option"].split("=", 1)
-        kwargs[key] = _option_value(value)
-    layer_cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[info["layer"]]
+        kwargs[key] = _option_value(key, value)
+    layer_cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU, "GatedRNN": GatedRNN}[info["layer"]]
     return layer_cls(input_size, hidden_size, **kwargs)
