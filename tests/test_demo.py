@@ -82,3 +82,30 @@ def test_command_line_and_thread_setting(tmp_path, capsys):
     assert rnncore.get_num_threads() == before  # the demo's one thread is given back
     with pytest.raises(ValueError, match="cells must be among"):
         run_demo(tmp_path, cells=("transformer",))
+
+
+def test_demo_gates_runs_the_lecture_cells_from_the_command_line(tmp_path, capsys):
+    rc = cli_main(
+        [
+            "demo",
+            "gates",
+            "--quick",
+            "--cells",
+            "residual,forget",
+            "--steps",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--no-plot",
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "residual s+r" in text and "+ forget gate" in text and "forget gate is the step" in text
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["experiment"] == "gates" and set(saved["results"]) == {"residual", "forget"}
+    assert saved["results"]["forget"]["cell"] == "gated-forget"
+    with pytest.raises(ValueError, match="cells must be among"):
+        run_demo(tmp_path, experiment="gates", cells=("gru",))
+    with pytest.raises(ValueError, match="experiment must be one of"):
+        run_demo(tmp_path, experiment="heads")

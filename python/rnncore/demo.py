@@ -1,5 +1,10 @@
 """The main job, ``rnncore demo``: why LSTM and GRU exist, shown in about two minutes, no downloads.
 
+``rnncore demo gates`` runs the lecture's version of the same question: the LSTM built one gate at
+a time (tanh RNN, residual cell, + input gate, + forget gate, + output gate = LSTM; see
+:class:`rnncore.nn.GatedRNN`), on the same task, to see which gate makes long-range learning
+possible.
+
 It trains a tanh RNN, an LSTM, a GRU and an IRNN (a ReLU RNN whose recurrent weights start as the
 identity, Le et al. 2015) on the adding problem (Hochreiter & Schmidhuber 1997): each of T steps
 carries a random value and a marker, and the target, read after the last step, is the sum of the
@@ -26,6 +31,7 @@ import numpy as np
 from . import optim, set_num_threads
 from .data import adding_problem
 from .models import SequenceRegressor
+from .nn.recurrent import FORGET_GATE_CELLS
 
 DEFAULT_OUT = "rnncore-demo"
 DESCRIPTION = (
@@ -55,6 +61,29 @@ PLANS = {
     "gru": CellPlan("GRU", "gru", "uniform", 5e-3, 1500),
     "irnn": CellPlan("IRNN (relu, W=I)", "rnn_relu", "identity", 1e-3, 5000),
 }
+
+# `rnncore demo gates`: the lecture's LSTM, one gate at a time, with the same budget each.
+GATE_PLANS = {
+    "rnn": CellPlan("RNN (tanh)", "rnn", "uniform", 5e-3, 3000),
+    "residual": CellPlan("residual s+r", "gated-residual", "uniform", 5e-3, 3000),
+    "input": CellPlan("+ input gate", "gated-input", "uniform", 5e-3, 3000),
+    "forget": CellPlan("+ forget gate", "gated-forget", "uniform", 5e-3, 3000),
+    "lstm": CellPlan("+ output = LSTM", "lstm", "uniform", 5e-3, 3000),
+}
+EXPERIMENTS = {"cells": PLANS, "gates": GATE_PLANS}
+
+GATES_EXPLANATION = (
+    "\nThe gradient column is the part of the error signal at the last step that reaches the "
+    "first one.\nThe tanh RNN multiplies it by W_hh' diag(1 - h_t^2) at every step back: it "
+    "vanishes, nothing is\nlearned. The residual cell adds an identity path (ds_(t-1) = ds_t + "
+    "...): the signal reaches every\nstep, but every step also writes into the state, which "
+    "grows without bound, and the predictions\nwith it. The input gate lets the cell write only "
+    "where it chooses, yet what it wrote can never\nleave: the state still drifts. The forget "
+    "gate is the step that makes the task learnable: the\ncell can now erase, so the state "
+    "stays bounded, and a forget gate held open (bias 1) passes\nthe error signal back "
+    "undamped (its column is about 1). The output gate (read access: h =\no * tanh(s) is what "
+    "the next step and the output see) keeps the gates' inputs bounded too:\nthat is the LSTM."
+)
 
 
 def _batches(rng: np.random.Generator, n: int, batch_size: int, steps: int) -> Callable:
@@ -97,7 +126,7 @@ def train_one(
         1,
         cell=plan.cell,
         init=plan.init,
-        forget_bias=1.0 if plan.cell == "lstm" else None,
+        forget_bias=1.0 if plan.cell in FORGET_GATE_CELLS else None,
         seed=seed,
     )
     norms_init = step_gradient_norms(model, probe)["rnn"][-1]
@@ -192,11 +221,11 @@ def plot_demo(results: dict[str, dict[str, Any]], baseline: float, steps: int, p
 
 
 def _train_all(
-    cells, steps, scale, eval_every, batch_size, hidden, valid, test, probe, seed, log
+    plans, cells, steps, scale, eval_every, batch_size, hidden, valid, test, probe, seed, log
 ) -> dict[str, Any]:
     results = {}
     for c in cells:
-        plan = PLANS[c]
+        plan = plans[c]
         iterations = max(eval_every, int(round(plan.iterations * scale)))
         results[c] = train_one(
             plan,
@@ -217,7 +246,8 @@ def _train_all(
 def run_demo(
     out: str | Path | None = None,
     *,
-    cells: tuple[str, ...] = ("rnn", "lstm", "gru", "irnn"),
+    experiment: str = "cells",
+    cells: tuple[str, ...] | None = None,
     steps: int = 100,
     scale: float = 1.0,
     eval_every: int = 100,
@@ -234,7 +264,9 @@ def run_demo(
 
     Args:
         out: output folder (default ./rnncore-demo): results.json and demo.png.
-        cells: which of "rnn", "lstm", "gru", "irnn" to train.
+        experiment: "cells" (tanh RNN, LSTM, GRU, IRNN) or "gates" (the LSTM one gate at a
+            time: "rnn", "residual", "input", "forget", "lstm").
+        cells: which networks of the experiment to train (None: all).
         steps: sequence length T.
         scale: multiplies every network's number of training steps (0.1 for a quick look).
         eval_every: training steps between two points of the learning curves.
@@ -249,9 +281,15 @@ def run_demo(
     Returns:
         {"baseline_mse", "steps", "results": {cell: {...}}, "plot": path or None, "out": path}.
     """
-    unknown = [c for c in cells if c not in PLANS]
+    if experiment not in EXPERIMENTS:
+        raise ValueError(
+            f"run_demo: experiment must be one of {list(EXPERIMENTS)}, got {experiment!r}"
+        )
+    plans = EXPERIMENTS[experiment]
+    cells = tuple(plans) if cells is None else tuple(cells)
+    unknown = [c for c in cells if c not in plans]
     if unknown or not cells:
-        raise ValueError(f"run_demo: cells must be among {list(PLANS)}, got {list(cells)}")
+        raise ValueError(f"run_demo: cells must be among {list(plans)}, got {list(cells)}")
     if not scale > 0:
         raise ValueError(f"run_demo: scale must be > 0, got {scale}")
     out_dir = Path(out if out is not None else DEFAULT_OUT)
@@ -263,14 +301,25 @@ def run_demo(
     log(
         f"rnncore demo: the adding problem with T = {steps} steps. The target is the sum of two "
         f"marked values;\nalways answering 1.0 scores MSE {baseline:.3f}. Training "
-        f"{', '.join(PLANS[c].label for c in cells)} (Adam, gradient clipping 1.0, batch "
+        f"{', '.join(plans[c].label for c in cells)} (Adam, gradient clipping 1.0, batch "
         f"{batch_size}, {hidden} hidden units):"
     )
     start = time.perf_counter()
     before = None if threads is None else set_num_threads(threads)
     try:
         results = _train_all(
-            cells, steps, scale, eval_every, batch_size, hidden, valid, test, probe, seed, log
+            plans,
+            cells,
+            steps,
+            scale,
+            eval_every,
+            batch_size,
+            hidden,
+            valid,
+            test,
+            probe,
+            seed,
+            log,
         )
     finally:
         if before is not None:
@@ -288,15 +337,19 @@ def run_demo(
             f"{r['label']:18s} {r['iterations']:6d} {r['test_mse']:9.4f} {baseline:9.4f} "
             f"{ratio:>22s}  {verdict(r['test_mse'], baseline)}"
         )
-    log(
-        "\nThe gradient column (after training) is the part of the error signal at the last "
-        "step that reaches\nthe first one. In the tanh RNN it vanishes: every step back "
-        "multiplies it by W_hh' diag(1 - h_t^2),\nso the weights never learn to use the early "
-        "marked value. The LSTM and GRU learn to hold their\nforget / update gates open, an "
-        "additive path that carries it; the IRNN starts from W_hh = I,\nwhich passes it on "
-        "unchanged. The plot shows ||dL/dh_t|| for every step t."
-    )
+    if experiment == "gates":
+        log(GATES_EXPLANATION)
+    else:
+        log(
+            "\nThe gradient column (after training) is the part of the error signal at the last "
+            "step that reaches\nthe first one. In the tanh RNN it vanishes: every step back "
+            "multiplies it by W_hh' diag(1 - h_t^2),\nso the weights never learn to use the early "
+            "marked value. The LSTM and GRU learn to hold their\nforget / update gates open, an "
+            "additive path that carries it; the IRNN starts from W_hh = I,\nwhich passes it on "
+            "unchanged. The plot shows ||dL/dh_t|| for every step t."
+        )
     summary: dict[str, Any] = {
+        "experiment": experiment,
         "steps": steps,
         "baseline_mse": baseline,
         "seconds": total,
@@ -325,6 +378,14 @@ def run_demo(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``rnncore demo``."""
     p.add_argument(
+        "experiment",
+        nargs="?",
+        default="cells",
+        choices=sorted(EXPERIMENTS),
+        help="cells: tanh RNN, LSTM, GRU and IRNN (default); gates: the lecture's LSTM one gate "
+        "at a time (tanh RNN, residual, + input gate, + forget gate, + output gate = LSTM)",
+    )
+    p.add_argument(
         "--out",
         default=DEFAULT_OUT,
         metavar="DIR",
@@ -332,9 +393,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cells",
-        default="rnn,lstm,gru,irnn",
+        default=None,
         metavar="LIST",
-        help="networks to train, among rnn, lstm, gru, irnn (default: all four)",
+        help="networks to train (default: all of the experiment's): among rnn, lstm, gru, irnn "
+        "for cells; rnn, residual, input, forget, lstm for gates",
     )
     p.add_argument(
         "--steps", type=int, default=100, metavar="T", help="sequence length T (default: 100)"
@@ -350,11 +412,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """``rnncore demo`` with parsed options."""
-    cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
+    experiment = getattr(args, "experiment", "cells")
+    cells = None
+    if args.cells is not None:
+        cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
     if args.steps < 2:
         raise ValueError(f"--steps must be >= 2, got {args.steps}")
     return run_demo(
         args.out,
+        experiment=experiment,
         cells=cells,
         steps=args.steps,
         scale=0.1 if args.quick else 1.0,

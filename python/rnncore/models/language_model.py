@@ -26,6 +26,7 @@ from ..nn import (
     recurrent_layer,
 )
 from ..nn.layers import _FlatModule, _owned, one_call_at_a_time
+from ..nn.recurrent import FORGET_GATE_CELLS
 from . import register
 
 #: cell names of model configs: the engine's registry (rnncore.nn.CELLS)
@@ -54,7 +55,7 @@ def make_rnn(
             "gru" (reset after, PyTorch's) or "gru_v1" (reset before, Cho et al. 2014).
         dropout: between stacked layers (the engine's), training only.
         init: "uniform", "orthogonal" or "identity" (RNN cells only: IRNN).
-        forget_bias: LSTM only (e.g. 1.0), else must be None.
+        forget_bias: cells with a forget gate ("lstm", "gated-forget"), e.g. 1.0; else None.
         proj_size: LSTM only: the size P of its projected h (0: none; see rnncore.nn.LSTM).
         owner: the model's name, for error messages.
 
@@ -62,8 +63,11 @@ def make_rnn(
     """
     if cell not in CELLS:
         raise ValueError(f"{owner}: cell must be one of {sorted(CELLS)}, got {cell!r}")
-    if cell != "lstm" and forget_bias is not None:
-        raise ValueError(f"{owner}: forget_bias is for the lstm cell only, got cell {cell!r}")
+    if cell not in FORGET_GATE_CELLS and forget_bias is not None:
+        raise ValueError(
+            f"{owner}: forget_bias needs a cell with a forget gate {FORGET_GATE_CELLS}, got cell "
+            f"{cell!r}"
+        )
     if cell != "lstm" and proj_size:
         raise ValueError(f"{owner}: proj_size is for the lstm cell only, got cell {cell!r}")
     extra: dict[str, Any] = {"forget_bias": forget_bias} if forget_bias is not None else {}

@@ -57,6 +57,9 @@ class _Cell(Module):
     def children(self) -> Iterator[tuple[str, Module]]:
         return iter(())
 
+    def _reseed(self, seed: int) -> None:
+        self._layer._reseed(seed)
+
     def _discard_own_saved(self) -> None:
         self._saved.clear()
         self._layer.discard_saved()

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -197,6 +198,39 @@ class Module:
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def manual_seed(self, seed: int) -> Module:
+        """Reseed every random draw of this module and the modules below it (dropout masks, the
+        engine's dropout between layers, initialisation): after ``m.manual_seed(s)`` the next
+        forwards draw the same masks as after any other ``m.manual_seed(s)``, so runs repeat and
+        finite-difference checks work in training mode. Each submodule gets its own stream,
+        derived from ``seed`` and its dotted name. Returns self.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"manual_seed: seed must be an integer, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"manual_seed: seed must be >= 0, got {seed}")
+        for name, m in self._named_modules():
+            child = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8"))])
+            m._reseed(int(child.generate_state(1, np.uint64)[0]))
+        return self
+
+    def _reseed(self, seed: int) -> None:
+        """Restart this module's own random streams from ``seed`` (see :meth:`manual_seed`)."""
+        if hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(seed)
+
+    def _named_modules(self) -> Iterator[tuple[str, Module]]:
+        seen: set[int] = set()
+
+        def walk(m: Module, name: str) -> Iterator[tuple[str, Module]]:
+            if id(m) not in seen:
+                seen.add(id(m))
+                yield name, m
+                for child_name, child in m.children():
+                    yield from walk(child, f"{name}.{child_name}" if name else child_name)
+
+        return walk(self, "")
 
     def modules(self) -> Iterator[Module]:
         """This module and every module below it, depth first."""

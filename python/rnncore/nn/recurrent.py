@@ -19,6 +19,8 @@ from .module import Module, Parameter, reserve_parameters
 #: "gates", "states"}, ...} (cpp/src/cells/registry.h is the one list).
 CELLS: dict[str, dict[str, Any]] = {c["name"]: c for c in _core.cells()}
 _INITS = ("uniform", "orthogonal", "identity")
+#: Cells with a forget gate in block 1 (LSTM's i, f, g, o; gated-forget's i, f, r): forget_bias.
+FORGET_GATE_CELLS = ("lstm", "gated-forget")
 
 State = Any  # h [L*D, B, H], or (h, c) for an LSTM
 
@@ -129,6 +131,11 @@ class _Recurrent(Module):
         """Set every parameter gradient to zero (one call over the flat buffer)."""
         self._core.zero_grad()
 
+    def _reseed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._dropout_seed = int(self._rng.integers(0, 2**63 - 1))
+        self._calls = 0
+
     @property
     def saved_forwards(self) -> int:
         """How many training forwards wait for their backward (the engine keeps them)."""
@@ -145,8 +152,9 @@ class _Recurrent(Module):
                 1/sqrt(H)); ``"orthogonal"`` — each [H, H] gate block of weight_hh orthogonal,
                 weight_ih ~ U(-1/sqrt(H), 1/sqrt(H)), biases zero; ``"identity"`` — IRNN (Le et
                 al. 2015, RNN only): weight_hh = I, weight_ih ~ N(0, 0.001²), biases zero.
-            forget_bias: LSTM only: the forget-gate slice of bias_ih is set to this value (and of
-                bias_hh to 0), e.g. 1.0 (Jozefowicz et al. 2015).
+            forget_bias: cells with a forget gate (LSTM, GatedRNN with it): the forget-gate slice
+                of bias_ih is set to this value (and of bias_hh to 0), e.g. 1.0 (Jozefowicz et
+                al. 2015).
         """
         owner = type(self).__name__
         if init not in _INITS:
@@ -173,8 +181,8 @@ class _Recurrent(Module):
                     q, r = np.linalg.qr(rng.normal(size=(H, R)))
                     p.data[g * H : (g + 1) * H] = q * np.sign(np.diag(r))
         if forget_bias is not None:
-            if self.cell != "lstm":
-                raise ValueError(f"{owner}: forget_bias is for LSTM layers only")
+            if self.cell not in FORGET_GATE_CELLS:
+                raise ValueError(f"{owner}: forget_bias needs a forget gate (LSTM, GatedRNN)")
             if not self.bias:
                 raise ValueError(f"{owner}: forget_bias needs bias=True")
             for p in self._parameters:
@@ -534,6 +542,7 @@ class GatedRNN(_Recurrent):
         seed: int | None = None,
         *,
         init: str = "uniform",
+        forget_bias: float | None = None,
         device: str = "cpu",
     ) -> None:
         if isinstance(gates, str) or not isinstance(gates, (tuple, list)):
@@ -557,6 +566,7 @@ class GatedRNN(_Recurrent):
             dtype,
             seed,
             init,
+            forget_bias,
             device=device,
         )
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import GRU, LSTM, RNN, Module
+from ..nn import Module
+from ..nn.recurrent import _Recurrent
 from .rng import named_modules
 
 __all__ = ["step_gradient_norms", "plot_step_gradient_norms", "recurrent_layers"]
 
-_RECURRENT = (RNN, LSTM, GRU)
+_RECURRENT = (_Recurrent,)  # RNN, LSTM, GRU, GatedRNN: every registered cell's layer
 
 
 def recurrent_layers(model: Module) -> dict[str, Module]:
