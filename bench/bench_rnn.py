@@ -500,6 +500,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true", help="time rnncore only")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-tiny", action="store_true", help="skip the Python-overhead probe")
+    p.add_argument(
+        "--options",
+        action="store_true",
+        help="also time the engine's fused options and the lecture's gated cells against the "
+        "plain cell (training step, rnncore only; see OPTION_ROWS)",
+    )
     p.add_argument("--json", default=str(HERE / "results" / "latest.json"), help="JSON output path")
     p.add_argument(
         "--md",
@@ -696,6 +702,20 @@ def main(argv: list[str] | None = None) -> int:
             set_threads(n, rnncore, torch)
             tiny.append(measure_tiny(n, rnncore, torch, quick))
 
+    options: list[dict] = []
+    if args.options and rnncore is not None:
+        for n in args.threads:
+            set_threads(n, rnncore, torch)
+            for cfg in (c for c in configs if c.name in OPTION_CONFIGS):
+                for row in bench_options(cfg, n, rnncore, plan):
+                    options.append(row)
+                    print(
+                        f"options {n}t {cfg.name:8s} {row['variant']:28s} "
+                        f"{1e3 * row['median_s']:9.3f} ms  x{row['vs_plain']:.3f} of "
+                        f"{row['plain']}",
+                        flush=True,
+                    )
+
     memory: list[dict] = []
     if not args.no_memory:
         if memory_supported():
@@ -716,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak": {str(k): v for k, v in peaks.items()},
         "results": results,
         "tiny": tiny,
+        "options": options,
         "memory": {"method": _MEM_METHOD, "entries": memory},
         "summary": summary,
         "elapsed_s": time.perf_counter() - t_start,
@@ -782,6 +803,65 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "?"
+
+
+# The engine's fused options and the lecture's cells, each against the plain cell it extends:
+# (label, cell, constructor options, the plain row it is compared with). The issue's budget:
+# every option's training step costs at most 1.3x its plain cell's.
+OPTION_ROWS: tuple[tuple[str, str, dict, str], ...] = (
+    ("lstm", "lstm", {}, "lstm"),
+    ("lstm zoneout=0.1", "lstm", {"zoneout": 0.1}, "lstm"),
+    ("lstm recurrent_dropout=0.25", "lstm", {"recurrent_dropout": 0.25}, "lstm"),
+    ("lstm zoneout+rec.dropout", "lstm", {"zoneout": 0.1, "recurrent_dropout": 0.25}, "lstm"),
+    ("gru", "gru", {}, "gru"),
+    ("gru zoneout=0.1", "gru", {"zoneout": 0.1}, "gru"),
+    ("gru recurrent_dropout=0.25", "gru", {"recurrent_dropout": 0.25}, "gru"),
+    ("gated-residual", "gated-residual", {}, "lstm"),
+    ("gated-input", "gated-input", {}, "lstm"),
+    ("gated-forget", "gated-forget", {}, "lstm"),
+)
+OPTION_CONFIGS = ("small", "medium", "bilstm_tagger")
+
+
+def bench_options(cfg: Config, threads: int, rnncore, plan: Plan) -> list[dict]:
+    """Training-step times of OPTION_ROWS on one config, all timed in turn in one measure() (so
+    that drift hits every row alike); each row's ratio to its plain cell's time."""
+    x = make_input(cfg)
+    lengths = ragged_lengths(cfg)
+    cases = {}
+    for label, cell, options, _ in OPTION_ROWS:
+        layer = rnncore.nn.recurrent_layer(
+            cell,
+            cfg.I,
+            cfg.H,
+            num_layers=cfg.layers,
+            bidirectional=cfg.bidirectional,
+            seed=0,
+            **options,
+        )
+        layer.train()
+
+        def run(layer=layer):
+            layer.manual_seed(0)
+            y, _ = layer(x, lengths=lengths)
+            return layer.backward(np.ones_like(y))
+
+        cases[label] = Case(run, layer.zero_grad)
+    times = measure(cases, plan)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return [
+        {
+            "config": cfg.name,
+            "threads": threads,
+            "variant": label,
+            "cell": cell,
+            "options": options,
+            "plain": plain,
+            "median_s": medians[label],
+            "vs_plain": medians[label] / medians[plain],
+        }
+        for label, cell, options, plain in OPTION_ROWS
+    ]
 
 
 def measure_tiny(threads: int, rnncore, torch, quick: bool) -> dict:
@@ -948,6 +1028,19 @@ def render(report: dict, markdown: bool) -> str:
             for t in report["tiny"]
         ]
         lines += _table(["threads", "rnncore us", "torch us", "speedup"], trows, markdown)
+    if report.get("options"):
+        lines += ["", f"{h}Fused options and gated cells: training step vs the plain cell", ""]
+        orows = [
+            [
+                o["config"],
+                str(o["threads"]),
+                o["variant"],
+                fmt(1e3 * o["median_s"], ".3f"),
+                f"{o['vs_plain']:.3f} x {o['plain']}",
+            ]
+            for o in report["options"]
+        ]
+        lines += _table(["config", "threads", "variant", "ms", "vs plain"], orows, markdown)
     mem = report["memory"]
     if mem["entries"]:
         lines += ["", f"{h}Peak extra memory of one training step (MB)", ""]

@@ -167,7 +167,7 @@ void bind_recurrent(py::module_& m, const char* name) {
   py::class_<Cls>(m, name, "Stacked, optionally bidirectional RNN/LSTM/GRU over whole sequences.")
       .def(py::init([](const std::string& cell, int input_size, int hidden_size, int num_layers,
                        bool bidirectional, bool bias, double dropout, const std::string& device,
-                       int proj_size) {
+                       int proj_size, double zoneout, double recurrent_dropout) {
              const rnncore::CellInfo* info = rnncore::find_cell(cell);
              if (!info) throw py::value_error("cell: '" + cell + "' is not a registered cell");
              RecurrentConfig c;
@@ -180,11 +180,13 @@ void bind_recurrent(py::module_& m, const char* name) {
              c.dropout = dropout;
              c.device = rnncore::parse_device(device);
              c.proj_size = proj_size;
+             c.zoneout = zoneout;
+             c.recurrent_dropout = recurrent_dropout;
              return new Cls(c);
            }),
            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
            py::arg("bidirectional"), py::arg("bias"), py::arg("dropout"), py::arg("device") = "cpu",
-           py::arg("proj_size") = 0)
+           py::arg("proj_size") = 0, py::arg("zoneout") = 0.0, py::arg("recurrent_dropout") = 0.0)
       .def_property_readonly(
           "params",
           [](py::object self) {

@@ -45,6 +45,13 @@ void RecurrentConfig::validate() const {
                                 cell_info(cell).name);
   if (!(dropout >= 0.0 && dropout < 1.0))
     throw std::invalid_argument("dropout must be in [0, 1), got " + std::to_string(dropout));
+  if (!(zoneout >= 0.0 && zoneout < 1.0))
+    throw std::invalid_argument("zoneout must be in [0, 1), got " + std::to_string(zoneout));
+  if (!(recurrent_dropout >= 0.0 && recurrent_dropout < 1.0))
+    throw std::invalid_argument("recurrent_dropout must be in [0, 1), got " +
+                                std::to_string(recurrent_dropout));
+  if (proj_size > 0 && (zoneout > 0.0 || recurrent_dropout > 0.0))
+    throw std::invalid_argument("zoneout and recurrent_dropout do not combine with proj_size");
 }
 
 }  // namespace rnncore

@@ -306,6 +306,9 @@ RecurrentConfig rnn_config(const Meta& m, const CellInfo& cell, std::int64_t emb
   rc.input_size = config_int(m, "embed_dim", embed_dim);
   rc.hidden_size = config_int(m, "hidden_size", hidden_size);
   rc.num_layers = config_int(m, "num_layers", num_layers);
+  // Zoneout changes inference (the expectation of the kept and the fresh state); recurrent
+  // dropout does not, so the loader needs only the first.
+  rc.zoneout = m.probability("zoneout", 0.0);
   return rc;
 }
 

@@ -63,6 +63,15 @@ struct Meta {
                             detail::json::kind_name(v->kind));
     return v->text;
   }
+  // A number in [lo, hi) (a probability, say), or `fallback` when absent or null.
+  double probability(const std::string& key, double fallback) const {
+    const Value* v = field(key);
+    if (!v || v->is_null()) return fallback;
+    if (!v->is_number() || !(v->number >= 0.0 && v->number < 1.0))
+      throw CheckpointError(key_where(key) + " must be a number in [0, 1), got " +
+                            (v->is_number() ? v->text : detail::json::kind_name(v->kind)));
+    return v->number;
+  }
   bool boolean(const std::string& key, bool fallback) const {
     const Value* v = field(key);
     if (!v || v->is_null()) return fallback;

@@ -47,6 +47,35 @@ struct Packing {
   }
 };
 
+// splitmix64: a counter-based hash, so random masks depend on (seed, layer, position) only,
+// never on the thread count or the order of the work.
+inline std::uint64_t mix64(std::uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The random parts of a lane's recurrence (zoneout, recurrent dropout) for one call.
+struct LaneRandom {
+  double zoneout = 0.0;            // p: a unit keeps its previous value with probability p
+  double recurrent_dropout = 0.0;  // p of the per-sequence mask on h_{t-1} into W_hh
+  bool training = false;
+  std::uint64_t key = 0;  // this lane's stream (seed, layer, direction)
+  bool zoned() const { return zoneout > 0.0; }
+  bool rdrop() const { return training && recurrent_dropout > 0.0; }
+  // Zoneout's draws for units [4*(j/4), 4*(j/4) + 4) of sequence b at step t (stream 0: h,
+  // 1: c): one hash, four uniform 16-bit fields (p resolved to 1/65536).
+  std::uint64_t draws(int stream, Index t, Index b, Index B, Index j, Index H) const {
+    const Index slot = ((t * B + b) * 2 + stream) * ((H + 3) / 4) + j / 4;
+    return mix64(key + std::uint64_t(slot));
+  }
+  // Whether unit j keeps its previous value, from the draws of its group of four.
+  bool keeps(std::uint64_t draws, Index j) const {
+    return double((draws >> (16 * (j % 4))) & 0xffff) * (1.0 / 65536.0) < zoneout;
+  }
+};
+
 template <typename V>
 void grow(V& v, std::size_t n) {
   if (v.size() < n) v.resize(n);
@@ -97,6 +126,9 @@ struct LaneWork {
   T* cs = nullptr;     // [N, H] cell states (cells with kStates == 2)
   T* aux = nullptr;    // [N, H] the cell's aux buffer (Cell::kAux)
   T* m = nullptr;      // [N, H] the cell's output before the projection (proj_size), or null
+  T* zh = nullptr;     // [N, H] zoneout: 1 where h kept its previous value (training), or null
+  T* zc = nullptr;     // [N, H] the same for an LSTM's c, or null
+  T* rmask = nullptr;  // [B, R] recurrent dropout's scales, sorted rows (training), or null
 };
 
 // Scratch of one direction, reused by every lane and call (never kept for backward).
@@ -109,9 +141,12 @@ struct Scratch {
   AlignedVec<T> hp_all;            // [N, R] gathered previous states for dW_hh of a ragged batch
   AlignedVec<T> bias;              // [G*H] folded input-side bias
   AlignedVec<T> wh_blocked;        // W_hh regrouped (or packed) by thread, see lane_forward
+  AlignedVec<T> hin, hin_grad;     // [B, R] recurrent dropout: h_prev ⊙ mask; dG·W_hh unmasked
+  AlignedVec<T> zdh, zdc;          // [B, H] zoneout: the gradient a kept unit passes straight back
   void reserve(Index B, Index H, Index GH) {
     grow(rec, std::size_t(B * GH));
-    for (auto* v : {&dh, &dh2, &dc, &dc2, &dm}) grow(*v, std::size_t(B * H));
+    for (auto* v : {&dh, &dh2, &dc, &dc2, &dm, &hin, &hin_grad, &zdh, &zdc})
+      grow(*v, std::size_t(B * H));
     grow(bias, std::size_t(GH));
     // Packed panels pad each thread's columns up to a multiple of kPanel.
     grow(wh_blocked, std::size_t(GH * (H + kPanel * get_num_threads())));
@@ -148,13 +183,107 @@ Step<T> thread_step(const LaneShape& ls, const Range& units, const Range& outs, 
 // and the serial step loops of two directions side by side.
 enum Phase : int { kProject = 1, kSteps = 2, kGrads = 4, kAll = 7 };
 
+// Zoneout after a step's cell: this thread's units of h (and c) keep their previous value where
+// the step's draw says so (training, recording the draw for backward), or take the expectation
+// p * previous + (1 - p) * new (inference).
+template <bool kHasC, typename T>
+void zone_forward(const Step<T>& s, const LaneRandom& rnd, const Packing& pk, Index t,
+                  const LaneWork<T>& w) {
+  const Index H = s.H, u = s.units();
+  const T p = T(rnd.zoneout);
+  for (Index r = 0; r < s.n; ++r) {
+    T* h = s.h + r * s.ld_h + s.j0;
+    const T* hp = s.h_prev.row(r) + s.j0;
+    T* c = kHasC ? s.c + r * H + s.j0 : nullptr;
+    const T* cp = kHasC ? s.c_prev.row(r) + s.j0 : nullptr;
+    if (!rnd.training) {
+      RowArr<T>(h, u) = p * ConstRowArr<T>(hp, u) + (T(1) - p) * RowArr<T>(h, u);
+      if constexpr (kHasC)
+        RowArr<T>(c, u) = p * ConstRowArr<T>(cp, u) + (T(1) - p) * RowArr<T>(c, u);
+      continue;
+    }
+    const Index row = pk.off[t] + r, b = pk.perm[r];
+    T* zh = w.zh + row * H + s.j0;
+    T* zc = kHasC ? w.zc + row * H + s.j0 : nullptr;
+    std::uint64_t dh = 0, dc = 0;  // the draws of the current group of four units
+    for (Index k = 0; k < u; ++k) {
+      const Index j = s.j0 + k;
+      if (k == 0 || j % 4 == 0) {
+        dh = rnd.draws(0, t, b, pk.B, j, H);
+        if constexpr (kHasC) dc = rnd.draws(1, t, b, pk.B, j, H);
+      }
+      const bool keep_h = rnd.keeps(dh, j);
+      zh[k] = keep_h ? T(1) : T(0);
+      if (keep_h) h[k] = hp[k];
+      if constexpr (kHasC) {
+        const bool keep_c = rnd.keeps(dc, j);
+        zc[k] = keep_c ? T(1) : T(0);
+        if (keep_c) c[k] = cp[k];
+      }
+    }
+  }
+}
+
+// Zoneout in backward, before the cell: a kept unit's gradient goes straight to the previous
+// step (parked in sc.zdh / sc.zdc), a fresh one's to the cell. zone_join adds the parked part to
+// the cell's dh_prev (dc_prev). This thread's units only.
+template <bool kHasC, typename T>
+void zone_split(const Step<T>& s, Index row0, const LaneWork<T>& w, Scratch<T>& sc) {
+  const Index H = s.H, u = s.units();
+  for (Index r = 0; r < s.n; ++r) {
+    ConstRowArr<T> m(w.zh + (row0 + r) * H + s.j0, u);
+    RowArr<T> dh(s.dh + r * H + s.j0, u);
+    RowArr<T>(sc.zdh.data() + r * H + s.j0, u) = dh * m;
+    dh *= T(1) - m;
+    if constexpr (kHasC) {
+      ConstRowArr<T> mc(w.zc + (row0 + r) * H + s.j0, u);
+      RowArr<T> dc(s.dc + r * H + s.j0, u);
+      RowArr<T>(sc.zdc.data() + r * H + s.j0, u) = dc * mc;
+      dc *= T(1) - mc;
+    }
+  }
+}
+template <bool kHasC, typename T>
+void zone_join(const Step<T>& s, Scratch<T>& sc) {
+  const Index H = s.H, u = s.units();
+  for (Index r = 0; r < s.n; ++r) {
+    RowArr<T>(s.dh_prev + r * H + s.j0, u) += ConstRowArr<T>(sc.zdh.data() + r * H + s.j0, u);
+    if constexpr (kHasC)
+      RowArr<T>(s.dc_prev + r * H + s.j0, u) += ConstRowArr<T>(sc.zdc.data() + r * H + s.j0, u);
+  }
+}
+
+// Recurrent dropout's mask of one lane: [B, R] inverted-dropout scales in sorted row order, one
+// draw per (sequence, unit) for the whole call.
+template <typename T>
+void draw_recurrent_mask(const LaneRandom& rnd, const Packing& pk, Index R, T* mask) {
+  const double p = rnd.recurrent_dropout;
+  const T scale = T(1.0 / (1.0 - p));
+  const std::uint64_t key = mix64(rnd.key ^ 0x7265632d64726f70ULL);  // its own stream
+  for (Index r = 0; r < pk.B; ++r)
+    for (Index q = 0; q < R; ++q) {
+      const std::uint64_t pos = std::uint64_t(pk.perm[r]) * std::uint64_t(R) + std::uint64_t(q);
+      const double u = double(mix64(key + pos) >> 11) * 0x1.0p-53;
+      mask[r * R + q] = u >= p ? scale : T(0);
+    }
+}
+
+// h_in = h_prev ⊙ mask for rows [0, n) and this thread's columns [q0, q1) (recurrent dropout).
+template <typename T>
+void mask_rows(const RowSrc<T>& h_prev, const T* mask, Index n, Index R, Index q0, Index q1,
+               T* out) {
+  for (Index r = 0; r < n; ++r)
+    RowArr<T>(out + r * R + q0, q1 - q0) =
+        ConstRowArr<T>(h_prev.row(r) + q0, q1 - q0) * ConstRowArr<T>(mask + r * R + q0, q1 - q0);
+}
+
 // Forward of one lane over the packed batch.
 //   X [N, I] (row stride ldx); Y [N, ldy] written in this lane's R columns; h0 [B, R], c0 [B, H];
-//   hn [B, R], cn [B, H] out (sorted order).
+//   hn [B, R], cn [B, H] out (sorted order); rnd: zoneout and recurrent dropout of this lane.
 template <typename Cell, typename T>
 void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
                   Index ldx, T* Y, Index ldy, const T* h0, const T* c0, T* hn, T* cn,
-                  const LaneWork<T>& w, Scratch<T>& sc, int phases = kAll) {
+                  const LaneWork<T>& w, Scratch<T>& sc, const LaneRandom& rnd, int phases = kAll) {
   constexpr Index G = Cell::kGates;
   constexpr bool has_c = Cell::kStates == 2;
   const Index H = ls.H, R = ls.R, GH = G * H, N = pk.N;
@@ -174,6 +303,8 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
     par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, bias);
   }
   if (!(phases & kSteps)) return;
+  const bool rdrop = rnd.rdrop(), zoned = rnd.zoned();
+  if (rdrop) draw_recurrent_mask(rnd, pk, R, w.rmask);
 
   // 2. The serial part: per step, the recurrent GEMM and the gate math, split by hidden units.
   team(parallel_steps(pk.B, G, H), [&] {
@@ -220,6 +351,13 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
       s.n = n;
       s.gates = gates + pk.off[t] * GH;
       s.h_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(Y), ldy, h0, R);
+      s.h_in = s.h_prev;
+      if (rdrop) {
+        mask_rows(s.h_prev, static_cast<const T*>(w.rmask), n, R, outs.begin, outs.end,
+                  sc.hin.data());
+        barrier();  // the recurrent product reads every column of h_in
+        s.h_in = {sc.hin.data(), R, pk.B, nullptr, 0};
+      }
       s.h = proj ? w.m + pk.off[t] * H : h;
       if constexpr (has_c) {
         s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs), H, c0, H);
@@ -227,6 +365,7 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
       }
       if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
       Cell::forward(s);
+      if (zoned) zone_forward<has_c>(s, rnd, pk, t, w);
       if (proj) {   // h[:, q0:q1] = m · W_hr[q0:q1, :]ᵀ
         barrier();  // the projection reads every unit of m
         if (uq > 0)
@@ -256,7 +395,8 @@ template <typename Cell, typename T>
 void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p, const T* X,
                    Index ldx, const T* Y, Index ldy, const T* dY, const T* h0, const T* c0,
                    const T* dhn, const T* dcn, T* dh0, T* dc0, T* dX, bool accumulate_dx,
-                   double* step_sq, const LaneWork<T>& w, Scratch<T>& sc, int phases = kAll) {
+                   double* step_sq, const LaneWork<T>& w, Scratch<T>& sc, const LaneRandom& rnd,
+                   int phases = kAll) {
   constexpr Index G = Cell::kGates;
   constexpr bool has_c = Cell::kStates == 2;
   const Index H = ls.H, R = ls.R, GH = G * H, N = pk.N, B = pk.B, Tn = pk.T;
@@ -320,6 +460,14 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
         s.n = n;
         s.gates = gates + pk.off[t] * GH;
         s.h_prev = prev_state(pk, t, ls.reverse, Y, ldy, h0, R);
+        s.h_in = s.h_prev;
+        s.in_mask = nullptr;
+        if (rnd.rdrop()) {  // this thread's columns only: the cells read h_in for their own units
+          mask_rows(s.h_prev, static_cast<const T*>(w.rmask), n, R, q, q + uq, sc.hin.data());
+          s.h_in = {sc.hin.data(), R, pk.B, nullptr, 0};
+          s.in_mask = w.rmask;
+          s.in_scratch = sc.hin_grad.data();
+        }
         if constexpr (has_c) {
           s.c_prev = prev_state(pk, t, ls.reverse, static_cast<const T*>(w.cs), H, c0, H);
           s.c = w.cs + pk.off[t] * H;
@@ -336,7 +484,10 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
         s.dc = dc;
         s.dh_prev = dhp;
         s.dc_prev = dcp;
+        const bool zoned = rnd.zoned();
+        if (zoned) zone_split<has_c>(s, pk.off[t], w, sc);
         Cell::backward(s);
+        if (zoned) zone_join<has_c>(s, sc);
         // Rows that started at this step pass their gradient to the initial state.
         const Index m = ls.reverse ? pk.bs[t + 1] : (t == 0 ? 0 : n);
         if (dh0) copy_rows(n - m, uq, dhp + m * R + q, R, dh0 + m * R + q, R);
@@ -378,7 +529,7 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
              static_cast<const T*>(w.m), H, T(1), p.dWr, H);
   // dW_hh = Σ_t dG_tᵀ · h_prev(t); a cell may pair its last gate block with aux instead.
   const Index gh = Cell::kAuxIsRecurrentInput ? (G - 1) * H : GH;
-  if (!pk.ragged) {
+  if (!pk.ragged && !rnd.rdrop()) {
     // Every step has all B rows: h_prev is h0 for one step and the previous output for the rest.
     const Index rest = N - B;
     const Index first_init = ls.reverse ? rest : 0;  // rows of dG whose h_prev is h0
@@ -392,6 +543,9 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
       const RowSrc<T> src = prev_state(pk, t, ls.reverse, Y, ldy, h0, R);
       T* dst = sc.hp_all.data() + pk.off[t] * R;
       for (Index r = 0; r < pk.bs[t]; ++r) std::memcpy(dst + r * R, src.row(r), sizeof(T) * R);
+      if (rnd.rdrop())  // W_hh saw h_prev ⊙ mask
+        mask_rows(RowSrc<T>{dst, R, pk.bs[t], nullptr, 0}, static_cast<const T*>(w.rmask), pk.bs[t],
+                  R, 0, R, dst);
     }
     par_gemm(true, false, gh, R, N, dG, GH, static_cast<const T*>(sc.hp_all.data()), R, T(1), p.dWh,
              R);

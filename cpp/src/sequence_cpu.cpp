@@ -56,12 +56,19 @@ struct Workspace {
       }
     }
     std::vector<std::size_t> gates_at(L * D), cs_at(L * D), aux_at(L * D), m_at(L * D);
+    std::vector<std::size_t> zh_at(L * D), zc_at(L * D), rmask_at(L * D);
+    // Training with zoneout keeps each step's draws for backward; recurrent dropout one mask.
+    const bool zoned = training && cfg.zoneout > 0.0;
+    const bool rdrop = training && cfg.recurrent_dropout > 0.0;
     for (Index k = 0; k < L * D; ++k) {
       const bool own = training || k < D;  // inference: one set per direction
       gates_at[k] = own ? take(N * GH) : gates_at[k % D];
       if constexpr (Cell::kStates == 2) cs_at[k] = own ? take(N * H) : cs_at[k % D];
       if constexpr (Cell::kAux) aux_at[k] = own ? take(N * H) : aux_at[k % D];
       if (proj) m_at[k] = own ? take(N * H) : m_at[k % D];
+      if (zoned) zh_at[k] = take(N * H);
+      if (zoned && Cell::kStates == 2) zc_at[k] = take(N * H);
+      if (rdrop) rmask_at[k] = take(pk.B * cfg.state_size());
     }
     grow(buf, total);
     T* base = buf.data();
@@ -82,17 +89,12 @@ struct Workspace {
       if constexpr (Cell::kStates == 2) lanes[k].cs = base + cs_at[k];
       if constexpr (Cell::kAux) lanes[k].aux = base + aux_at[k];
       if (proj) lanes[k].m = base + m_at[k];
+      if (zoned) lanes[k].zh = base + zh_at[k];
+      if (zoned && Cell::kStates == 2) lanes[k].zc = base + zc_at[k];
+      if (rdrop) lanes[k].rmask = base + rmask_at[k];
     }
   }
 };
-
-// splitmix64: a counter-based hash, so dropout masks depend on (seed, layer, position) only.
-inline std::uint64_t mix64(std::uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // A 64-bit hash of a buffer's bytes: detects a caller editing, between forward and backward, an
 // array the engine reads in place. Four independent lanes (one multiply per 8 bytes each) keep
@@ -160,6 +162,7 @@ class CpuSequence final : public SequenceBackend<T> {
     // Initial states in sorted batch order: h-like [L*D, B, R], c-like [L*D, B, H].
     AlignedVec<T> h0s, c0s;
     bool dropout_active = false;
+    std::uint64_t seed = 0;  // the call's dropout_seed: zoneout's and recurrent dropout's streams
   };
   std::vector<std::unique_ptr<Saved>> saved_;
   std::size_t depth_ = 0;
@@ -195,6 +198,16 @@ class CpuSequence final : public SequenceBackend<T> {
       p.dWr = grads_.data() + lo.Wr;
     }
     return p;
+  }
+
+  // Lane k's zoneout / recurrent dropout for the call in progress.
+  LaneRandom lane_random(Index k, bool training) const {
+    LaneRandom r;
+    r.zoneout = cfg_.zoneout;
+    r.recurrent_dropout = cfg_.recurrent_dropout;
+    r.training = training;
+    r.key = mix64(s_->seed ^ mix64(0x6c616e6500000000ULL + std::uint64_t(k)));
+    return r;
   }
 
   LaneShape lane_shape(Index d) const {
@@ -286,6 +299,7 @@ class CpuSequence final : public SequenceBackend<T> {
     const Index R = cfg_.state_size(), DH = D * R;
     const Index I = cfg_.input_size, B = s_->pk.B, N = s_->pk.N;
     s_->dropout_active = call.training && cfg_.dropout > 0.0 && L > 1;
+    s_->seed = call.dropout_seed;
     const bool direct = !s_->pk.ragged;
     s_->ws.template plan<Cell>(cfg_, s_->pk, call.training, s_->dropout_active, direct);
 
@@ -317,7 +331,8 @@ class CpuSequence final : public SequenceBackend<T> {
         lane_forward<Cell>(lane_shape(d), s_->pk, lane_params(k), X, ldx, Yl + d * R, DH,
                            s_->h0s.data() + h_at, has_c ? s_->c0s.data() + c_at : nullptr,
                            hns_.data() + h_at, has_c ? cns_.data() + c_at : nullptr,
-                           s_->ws.lanes[std::size_t(k)], sc_[d], phases);
+                           s_->ws.lanes[std::size_t(k)], sc_[d], lane_random(k, call.training),
+                           phases);
       };
       if (concurrent_directions()) {
         for (Index d = 0; d < D; ++d) run(d, kProject);
@@ -390,7 +405,7 @@ class CpuSequence final : public SequenceBackend<T> {
                             (has_c && call.dcn) ? dcns_.data() + c_at : nullptr,
                             dh0s_.data() + h_at, has_c ? dc0s_.data() + c_at : nullptr, dXl,
                             /*accumulate_dx=*/d > 0, norms ? norms + k * s_->pk.T : nullptr,
-                            s_->ws.lanes[std::size_t(k)], sc_[d], phases);
+                            s_->ws.lanes[std::size_t(k)], sc_[d], lane_random(k, true), phases);
       };
       if (concurrent_directions()) {
 #ifdef _OPENMP

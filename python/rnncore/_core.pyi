@@ -17,6 +17,8 @@ class _Recurrent:
         dropout: float,
         device: str = "cpu",
         proj_size: int = 0,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None: ...
     @property
     def params(self) -> npt.NDArray[Any]: ...

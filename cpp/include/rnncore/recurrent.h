@@ -73,6 +73,14 @@ struct RecurrentConfig {
   // (c stays H), W_hh is [4H, P], layers above the first take D*P inputs, and each lane gets
   // weight_hr [P, H] after its biases.
   int proj_size = 0;
+  // Zoneout (Krueger et al. 2016), in [0, 1): in training each unit of h (and of an LSTM's c)
+  // keeps its previous value with this probability, a fresh draw per step; in inference the
+  // expectation h = p h_prev + (1 - p) h~. Not with proj_size.
+  double zoneout = 0.0;
+  // Recurrent dropout (Gal & Ghahramani 2016), in [0, 1): in training h_{t-1} entering the
+  // recurrent weights is multiplied by one inverted-dropout mask per sequence and lane, the same
+  // at every step; off in inference. Not with proj_size.
+  double recurrent_dropout = 0.0;
 
   int gates() const { return num_gates(cell); }
   /// 2 for a cell with a cell state (LSTM's c), else 1.

@@ -53,7 +53,7 @@ struct GruCell {
         RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
         rg = (rg + ConstRowArr<T>(s.rec_gate(3, r, 0), u)).logistic();
         z = (z + ConstRowArr<T>(s.rec_gate(3, r, 1), u)).logistic();
-        RowArr<T>(s.aux + r * H + s.j0, u) = rg * ConstRowArr<T>(s.h_prev.row(r) + s.j0, u);
+        RowArr<T>(s.aux + r * H + s.j0, u) = rg * ConstRowArr<T>(s.h_in.row(r) + s.j0, u);
       }
       barrier();  // W_hn (r ⊙ h) needs every unit of r ⊙ h
       s.own_gate_product(3, 2, s.aux, H, s.gates + 2 * H + s.j0, 3 * H);
@@ -100,9 +100,13 @@ struct GruCell {
       for (Index r = 0; r < s.n; ++r) {
         RowArr<T> rg(s.gate(s.gates, 3, r, 0), u);
         ConstRowArr<T> drh(s.rec + r * H + s.j0, u);
-        ConstRowArr<T> hp(s.h_prev.row(r) + s.j0, u);
-        RowArr<T>(s.dh_prev + r * H + s.j0, u) += drh * rg;
-        rg = drh * hp * d_sigmoid(rg);
+        ConstRowArr<T> hin(s.h_in.row(r) + s.j0, u);  // h_prev as W_hn saw it
+        if (s.in_mask)
+          RowArr<T>(s.dh_prev + r * H + s.j0, u) +=
+              drh * rg * ConstRowArr<T>(s.in_mask + r * H + s.j0, u);
+        else
+          RowArr<T>(s.dh_prev + r * H + s.j0, u) += drh * rg;
+        rg = drh * hin * d_sigmoid(rg);
       }
       barrier();  // dr of every unit
       s.backward_gemm(3, 0, 2, /*accumulate=*/true);

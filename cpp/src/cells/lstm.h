@@ -37,7 +37,8 @@ struct LstmCell {
     }
   }
 
-  // gates in: i, f, g, o; out: di, df, dg, do. dc_prev = dc ⊙ f; dh_prev = dG·W_hh.
+  // gates in: i, f, g, o; out: di, df, dg, do. dc (in) is the carried dL/dc~ of this step's
+  // own cell value; dc_prev = dc ⊙ f; dh_prev = dG·W_hh.
   template <typename T>
   static void backward(const Step<T>& s) {
     const Index H = s.H, u = s.units();
@@ -47,8 +48,10 @@ struct LstmCell {
       RowArr<T> g(s.gate(s.gates, 4, r, 2), u), o(s.gate(s.gates, 4, r, 3), u);
       ConstRowArr<T> dh(s.dh + r * H + s.j0, u);
       RowArr<T> dc(s.dc + r * H + s.j0, u);
-      tmp = ConstRowArr<T>(s.c + r * H + s.j0, u).tanh();
-      dc += dh * o * d_tanh(tmp);  // total dL/dc_t
+      // tanh of this step's own c~ = f ⊙ c_prev + i ⊙ g (what h' read), recomputed: under
+      // zoneout the saved c is the zoned state, which may be c_prev.
+      tmp = (f * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) + i * g).tanh();
+      dc += dh * o * d_tanh(tmp);  // total dL/dc~
       RowArr<T>(s.dc_prev + r * H + s.j0, u) = dc * f;
       o = dh * tmp * d_sigmoid(o);  // do
       tmp = dc * i * d_tanh(g);     // dg, parked while i is still needed

@@ -60,8 +60,14 @@ struct Step {
   // Backward out: dG, the gradient w.r.t. the gate pre-activations.
   T* gates = nullptr;  // [n, G*H], row stride G*H
   RowSrc<T> h_prev;    // [n, R]
-  T* h = nullptr;      // [n, H], row stride ld_h: the cell's output (the new state, or with a
-                       // projection the driver's input to W_hr)
+  // [n, R] the state entering the recurrent weights: h_prev, or with recurrent dropout
+  // h_prev ⊙ in_mask (the GEMMs with W_hh read it; element-wise terms like the GRU's z ⊙ h read
+  // h_prev).
+  RowSrc<T> h_in;
+  const T* in_mask = nullptr;  // [n, R] recurrent dropout's scales (rows of the sorted batch)
+  T* in_scratch = nullptr;     // [n, R] backward: dG·W_hh before the mask (with in_mask)
+  T* h = nullptr;  // [n, H], row stride ld_h: the cell's output (the new state, or with a
+                   // projection the driver's input to W_hr)
   Index ld_h = 0;
   RowSrc<T> c_prev;  // [n, H] LSTM cell state before the step
   T* c = nullptr;    // [n, H] LSTM cell state after the step, row stride H
@@ -101,12 +107,12 @@ struct Step {
     if (gemv_in_place) {
       for (Index g = g0; g < g1; ++g)
         for (Index r = 0; r < n; ++r)
-          VecMap(rec + r * G * u + g * u, u).noalias() = own_rows(g) * CVecMap(h_prev.row(r), R);
+          VecMap(rec + r * G * u + g * u, u).noalias() = own_rows(g) * CVecMap(h_in.row(r), R);
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
       if (Wh_packed) {
-        const PackedRows rows{h_prev.a, h_prev.lda, h_prev.na, h_prev.b, h_prev.ldb};
+        const PackedRows rows{h_in.a, h_in.lda, h_in.na, h_in.b, h_in.ldb};
         for (Index g = g0; g < g1; ++g)
           packed_gemm(n, u, R, rows, 0, Wh_packed + g * packed_size(R, u), R, rec + g * u, G * u,
                       /*accumulate=*/false);
@@ -115,13 +121,13 @@ struct Step {
     }
     if (small_batch) {
       const T* xs[kGemvMaxRows];
-      for (Index r = 0; r < n; ++r) xs[r] = h_prev.row(r);
+      for (Index r = 0; r < n; ++r) xs[r] = h_in.row(r);
       for (Index g = g0; g < g1; ++g)
         gemv_panels(u, R, Wh_own + g * u * R, int(n), xs, rec + g * u, G * u,
                     /*accumulate=*/false);
       return;
     }
-    gemm_src_nt(h_prev, n, (g1 - g0) * u, R, Wh_own + g0 * u * R, R, rec + g0 * u, G * u,
+    gemm_src_nt(h_in, n, (g1 - g0) * u, R, Wh_own + g0 * u * R, R, rec + g0 * u, G * u,
                 /*accumulate=*/false);
   }
   // out[r, 0:u] += a[r, 0:R] · (this thread's rows of gate block g)ᵀ for r < n (row strides lda,
@@ -162,9 +168,23 @@ struct Step {
     }
     gemm_nn(n, q1 - q0, k, A + k0, lda, Wh + k0 * R + q0, R, C, ldc, accumulate);
   }
-  // dh_prev[:, q0:q1] (+)= dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, q0:q1].
+  // dh_prev[:, q0:q1] (+)= (dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, q0:q1])
+  // ⊙ in_mask (recurrent dropout: the gradient w.r.t. h_prev of a product that read h_in).
   void backward_gemm(Index G, Index g0, Index g1, bool accumulate) const {
-    weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, dh_prev + q0, R, accumulate);
+    if (!in_mask) {
+      weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, dh_prev + q0, R, accumulate);
+      return;
+    }
+    weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, in_scratch + q0, R, false);
+    for (Index r = 0; r < n; ++r) {
+      RowArr<T> out(dh_prev + r * R + q0, q1 - q0);
+      const auto masked = ConstRowArr<T>(in_scratch + r * R + q0, q1 - q0) *
+                          ConstRowArr<T>(in_mask + r * R + q0, q1 - q0);
+      if (accumulate)
+        out += masked;
+      else
+        out = masked;
+    }
   }
 };
 

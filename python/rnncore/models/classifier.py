@@ -55,6 +55,7 @@ class SequenceClassifier(Module):
         dropout: on the embedding output, between recurrent layers and on the pooled features.
         padding_idx: id of the padding token (its embedding row stays zero), or None.
         dtype, seed: as in the layers.
+        zoneout, recurrent_dropout: the recurrent regularisers of the engine (see LanguageModel).
 
     Shapes: ids int [T, B], lengths [B] -> logits [B, C].
     """
@@ -75,6 +76,8 @@ class SequenceClassifier(Module):
         padding_idx: int | None = 0,
         dtype: Any = "float32",
         seed: int | None = None,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         owner = "SequenceClassifier"
@@ -94,6 +97,9 @@ class SequenceClassifier(Module):
             dtype=dtype_name(dtype),
             seed=seed,
         )
+        for key, value in (("zoneout", zoneout), ("recurrent_dropout", recurrent_dropout)):
+            if value:  # written only when used: older checkpoints and readers stay as they were
+                self._config[key] = float(value)
         s = child_seeds(seed, 5)
         self.pooling = pooling
         self.num_directions = 2 if bidirectional else 1
@@ -110,6 +116,8 @@ class SequenceClassifier(Module):
             dropout=dropout,
             dtype=dtype,
             seed=s[2],
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])

@@ -46,6 +46,8 @@ def make_rnn(
     init: str = "uniform",
     forget_bias: float | None = None,
     proj_size: int = 0,
+    zoneout: float = 0.0,
+    recurrent_dropout: float = 0.0,
     owner: str = "model",
 ) -> RNN | LSTM | GRU:
     """A time-major recurrent layer for a config's cell name; every task model builds its own here.
@@ -57,6 +59,7 @@ def make_rnn(
         init: "uniform", "orthogonal" or "identity" (RNN cells only: IRNN).
         forget_bias: cells with a forget gate ("lstm", "gated-forget"), e.g. 1.0; else None.
         proj_size: LSTM only: the size P of its projected h (0: none; see rnncore.nn.LSTM).
+        zoneout, recurrent_dropout: the engine's recurrent regularisers (see rnncore.nn.LSTM).
         owner: the model's name, for error messages.
 
     Shapes: x [T, B, input_size] -> y [T, B, D*R], R = proj_size or hidden_size.
@@ -73,6 +76,10 @@ def make_rnn(
     extra: dict[str, Any] = {"forget_bias": forget_bias} if forget_bias is not None else {}
     if proj_size:
         extra["proj_size"] = proj_size
+    if zoneout:
+        extra["zoneout"] = zoneout
+    if recurrent_dropout:
+        extra["recurrent_dropout"] = recurrent_dropout
     return recurrent_layer(
         cell,
         input_size,
@@ -204,6 +211,10 @@ class LanguageModel(Module):
         seed: seed of the initialisation and dropout masks.
         proj_size: LSTM only: P > 0 projects each layer's h to P values (LSTMP, Sak et al. 2014;
             the decoder then reads P features). The C++ LanguageModel loads it too.
+        zoneout: each recurrent unit keeps its previous value with this probability in training
+            (Krueger et al. 2016; inference uses the expectation, the C++ loader too).
+        recurrent_dropout: one dropout mask per sequence on h entering the recurrent weights
+            (Gal & Ghahramani 2016), training only.
 
     Shapes: ids int [T, B] -> logits [T, B, V]; state h [L, B, R] (LSTM: (h, c), c [L, B, H]).
     """
@@ -222,6 +233,8 @@ class LanguageModel(Module):
         dtype: Any = "float32",
         seed: int | None = None,
         proj_size: int = 0,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         owner = "LanguageModel"
@@ -242,8 +255,14 @@ class LanguageModel(Module):
             dtype=dtype_name(dtype),
             seed=seed,
         )
-        if proj_size:  # written only when used: older checkpoints and readers stay as they were
-            self._config["proj_size"] = int(proj_size)
+        # Written only when used: older checkpoints and readers stay as they were.
+        for key, value in (
+            ("proj_size", int(proj_size)),
+            ("zoneout", float(zoneout)),
+            ("recurrent_dropout", float(recurrent_dropout)),
+        ):
+            if value:
+                self._config[key] = value
         s = child_seeds(seed, 5)
         self.embedding = Embedding(vocab_size, embed_dim, dtype=dtype, seed=s[0])
         self.drop_in = Dropout(dropout, seed=s[1])
@@ -256,6 +275,8 @@ class LanguageModel(Module):
             dtype=dtype,
             seed=s[2],
             proj_size=proj_size,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])

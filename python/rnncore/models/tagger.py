@@ -108,6 +108,7 @@ class SequenceTagger(Module):
         char_embed_dim, char_hidden_size: sizes of the character BiLSTM.
         char_padding_idx: the character padding id.
         dtype, seed: as in the layers.
+        zoneout, recurrent_dropout: the recurrent regularisers of the engine (see LanguageModel).
 
     Shapes: ids [T, B], lengths [B] (chars [Lc, N], char_lengths [N]) -> logits [T, B, C].
     """
@@ -132,6 +133,8 @@ class SequenceTagger(Module):
         char_padding_idx: int | None = 0,
         dtype: Any = "float32",
         seed: int | None = None,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         owner = "SequenceTagger"
@@ -159,6 +162,9 @@ class SequenceTagger(Module):
             dtype=dtype_name(dtype),
             seed=seed,
         )
+        for key, value in (("zoneout", zoneout), ("recurrent_dropout", recurrent_dropout)):
+            if value:  # written only when used: older checkpoints and readers stay as they were
+                self._config[key] = float(value)
         s = child_seeds(seed, 7)
         D = 2 if bidirectional else 1
         self.tag_names = tag_names
@@ -195,6 +201,8 @@ class SequenceTagger(Module):
             dropout=dropout,
             dtype=dtype,
             seed=s[2],
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])

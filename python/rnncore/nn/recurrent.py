@@ -25,6 +25,15 @@ FORGET_GATE_CELLS = ("lstm", "gated-forget")
 State = Any  # h [L*D, B, H], or (h, c) for an LSTM
 
 
+def _probability(value: Any, name: str, owner: str) -> float:
+    """``value`` as a float in [0, 1), else TypeError/ValueError naming ``owner`` and ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
+    return float(value)
+
+
 class _Recurrent(Module):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
@@ -51,6 +60,8 @@ class _Recurrent(Module):
         forget_bias: float | None = None,
         device: str = "cpu",
         proj_size: int = 0,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -74,6 +85,12 @@ class _Recurrent(Module):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"{owner}: seed must be an integer or None, got {type(seed).__name__}")
         self.dropout = float(dropout)
+        self.zoneout = _probability(zoneout, "zoneout", owner)
+        self.recurrent_dropout = _probability(recurrent_dropout, "recurrent_dropout", owner)
+        if self.proj_size and (self.zoneout or self.recurrent_dropout):
+            raise ValueError(
+                f"{owner}: zoneout and recurrent_dropout do not combine with proj_size"
+            )
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -93,6 +110,8 @@ class _Recurrent(Module):
             self.dropout,
             self.device,
             self.proj_size,
+            self.zoneout,
+            self.recurrent_dropout,
         )
         flat, gflat = self._core.params, self._core.grads
         for name, offset, shape in self._core.param_info():
@@ -353,6 +372,10 @@ class _Recurrent(Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.zoneout:
+            s += f", zoneout={self.zoneout}"
+        if self.recurrent_dropout:
+            s += f", recurrent_dropout={self.recurrent_dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
         if self.cell == "gru_v1":
@@ -388,6 +411,8 @@ class RNN(_Recurrent):
         *,
         init: str = "uniform",
         device: str = "cpu",
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
@@ -405,6 +430,8 @@ class RNN(_Recurrent):
             seed,
             init,
             device=device,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
         )
 
 
@@ -436,6 +463,8 @@ class LSTM(_Recurrent):
         init: str = "uniform",
         forget_bias: float | None = None,
         device: str = "cpu",
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         proj_size: int = 0,
     ) -> None:
         super().__init__(
@@ -452,6 +481,8 @@ class LSTM(_Recurrent):
             init,
             forget_bias,
             device=device,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
             proj_size=proj_size,
         )
 
@@ -481,6 +512,8 @@ class GRU(_Recurrent):
         init: str = "uniform",
         reset_after: bool = True,
         device: str = "cpu",
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(
@@ -496,6 +529,8 @@ class GRU(_Recurrent):
             seed,
             init,
             device=device,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
         )
 
 
@@ -544,6 +579,8 @@ class GatedRNN(_Recurrent):
         init: str = "uniform",
         forget_bias: float | None = None,
         device: str = "cpu",
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         if isinstance(gates, str) or not isinstance(gates, (tuple, list)):
             raise TypeError(
@@ -568,6 +605,8 @@ class GatedRNN(_Recurrent):
             init,
             forget_bias,
             device=device,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
         )
 
     def extra_repr(self) -> str:
