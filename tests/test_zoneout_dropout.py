@@ -150,3 +150,22 @@ def test_bad_values_are_clear_errors():
     with pytest.raises(ValueError, match="do not combine with proj_size"):
         nn.LSTM(2, 4, proj_size=2, zoneout=0.1)
 
+
+def test_text_tasks_take_zoneout_and_recurrent_dropout(tmp_path, capsys):
+    from rnncore.cli import main
+    from rnncore.train import load_checkpoint
+
+    lines = [" ".join(["a", "b"] * 4 + ["a"])] * 40
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "lm"
+    argv = ["train", "lm", "--data", str(tmp_path), "--out", str(out), "--no-progress"]
+    argv += ["--epochs", "1", "--hidden", "8", "--embed", "8", "--batch-size", "4", "--bptt", "6"]
+    argv += ["--zoneout", "0.2", "--recurrent-dropout", "0.3", "--optimizer", "adam"]
+    assert main(argv) == 0, capsys.readouterr().err
+    model = load_checkpoint(out / "checkpoint").model
+    assert model.rnn.zoneout == 0.2 and model.rnn.recurrent_dropout == 0.3
+    assert model.config()["zoneout"] == 0.2
+    bad = ["train", "sentiment", "--data", str(tmp_path), "--out", str(tmp_path / "s")]
+    assert main([*bad, "--zoneout", "1.5"]) == 2
+    assert "--zoneout must be in [0, 1), got 1.5" in capsys.readouterr().err

@@ -49,6 +49,28 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def _threads_from_environment() -> None:
+    """``RNNCORE_NUM_THREADS=N`` sets the engine's threads at import (a library user's knob, like
+    OMP_NUM_THREADS but for rnncore alone); a bad value warns and leaves the default."""
+    import os
+    import warnings
+
+    raw = os.environ.get("RNNCORE_NUM_THREADS", "").strip()
+    if not raw:
+        return
+    if raw.isdigit() and int(raw) >= 1:
+        set_num_threads(int(raw))
+    else:
+        warnings.warn(
+            f"RNNCORE_NUM_THREADS must be an integer >= 1, got {raw!r}; using the default",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+_threads_from_environment()
+
+
 def has_openmp() -> bool:
     """True when the engine was built with OpenMP."""
     return _core.has_openmp()

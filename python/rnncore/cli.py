@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 
 from . import __version__, set_num_threads, tasks
@@ -15,17 +17,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnncore", description="Train, evaluate and use recurrent networks with rnncore."
     )
     parser.add_argument("--version", action="version", version=f"rnncore {__version__}")
-    parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
+    parser.add_argument(
+        "--threads",
+        type=task_common.threads_value,
+        default=None,
+        metavar="N",
+        help=f"engine threads (default: ${THREADS_ENV}, else all cores); every subcommand "
+        "takes --threads too",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     from . import demo
 
-    demo.add_arguments(
-        sub.add_parser(
-            "demo",
-            help="train RNN, LSTM, GRU and IRNN on the adding problem and compare them",
-            description=demo.DESCRIPTION,
-        )
+    demo_parser = sub.add_parser(
+        "demo",
+        help="train RNN, LSTM, GRU and IRNN on the adding problem and compare them",
+        description=demo.DESCRIPTION,
     )
+    demo.add_arguments(demo_parser)
+    task_common.add_threads_argument(demo_parser)
     train = sub.add_parser("train", help="train a model for a task and write DIR/metrics.json")
     task_sub = train.add_subparsers(dest="task", required=True, metavar="TASK")
     for name in sorted(tasks.TASK_MODULES):
@@ -48,7 +57,11 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
         "`rnncore train seq2seq`), normalised as its training data.",
     )
     tr.add_argument("dir", metavar="DIR", help="output directory of `rnncore train seq2seq`")
-    tr.add_argument("text", metavar="TEXT", help="the sentence to translate")
+    tr.add_argument(
+        "text",
+        metavar="TEXT",
+        help="the sentence to translate, or - to translate each line of standard input",
+    )
     tr.add_argument(
         "--beam",
         type=int,
@@ -63,6 +76,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="at most N decoding steps (default: the training run's)",
     )
+    task_common.add_threads_argument(tr)
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -77,16 +91,84 @@ def _translate(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise task_common.TaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    print(translate_text(ckpt, args.text, beam=args.beam, max_len=args.max_len))
+    if args.text != "-":
+        print(translate_text(ckpt, args.text, beam=args.beam, max_len=args.max_len))
+        return 0
+    for line in sys.stdin:  # one translation per input line (an empty line for an empty one)
+        text = line.strip()
+        out = translate_text(ckpt, text, beam=args.beam, max_len=args.max_len) if text else ""
+        print(out, flush=True)
     return 0
+
+
+THREADS_ENV = "RNNCORE_NUM_THREADS"
+
+
+def resolve_threads(args: argparse.Namespace) -> int | None:
+    """The engine threads the command asks for: ``--threads`` (of the subcommand, else the
+    top-level one), else ``$RNNCORE_NUM_THREADS`` when set and not empty, else None (the
+    engine's default, all cores).
+
+    Raises:
+        TaskError: the environment variable is not an integer >= 1 (named, with its value).
+    """
+    if args.threads is not None:
+        return int(args.threads)
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return task_common.threads_value(raw)
+    except argparse.ArgumentTypeError:
+        raise task_common.TaskError(
+            f"environment variable {THREADS_ENV} must be an integer >= 1 (engine threads), got "
+            f"{raw!r}"
+        ) from None
+
+
+def _subcommand_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``args`` names (train's TASK parser for `rnncore train
+    TASK`), else ``parser``."""
+    current = parser
+    for name in (getattr(args, "command", None), getattr(args, "task", None)):
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not name or not subs or name not in subs[0].choices:
+            break
+        current = subs[0].choices[name]
+    return current
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's "unrecognized arguments" message, with the closest option name of
+    ``parser`` for each misspelled one."""
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for arg in extras:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints.append((arg.split("=", 1)[0], close[0]))
+    msg = f"unrecognized arguments: {' '.join(extras)}"
+    if len(hints) == 1:
+        msg += f" (did you mean {hints[0][1]}?)"
+    elif hints:
+        msg += f" (did you mean {', '.join(f'{good} for {bad}' for bad, good in hints)}?)"
+    return msg
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rnncore` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        set_num_threads(args.threads)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # a misspelled option: the usage of the subcommand it was given to, not rnncore's
+        sub = _subcommand_parser(parser, args)
+        sub.error(_unrecognized(sub, extras))
     try:
+        args.threads = resolve_threads(args)
+        if args.threads is not None:
+            set_num_threads(args.threads)
         if args.command == "demo":
             from . import demo
 
@@ -94,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "translate":
             return _translate(args)
         elif args.command == "train":
+            task_common.check_reporting(args)  # before --overwrite removes anything
+            task_common.check_out_dir(args)
             tasks.load(args.task).run(args)
         elif args.command in task_common.USE_COMMANDS:
             return task_common.run_use_command(args)

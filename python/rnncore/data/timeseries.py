@@ -82,6 +82,55 @@ def read_csv_series(
     return (dates if date_column is not None else None), np.asarray(values, dtype=np.float64)
 
 
+def default_value_column(
+    path: PathLike,
+    *,
+    date_column: str | None = None,
+    exclude: tuple[str, ...] | list[str] = (),
+    delimiter: str = ",",
+) -> str:
+    """The column to forecast when none is named: the only column besides ``date_column`` and
+    ``exclude`` whose first data row holds a number (a date column such as "1949-01" does not).
+
+    Args:
+        path: the CSV file with a header row.
+        date_column: the time stamp column, never the value column.
+        exclude: other columns that are not it (e.g. covariates).
+        delimiter: field separator.
+    Returns:
+        The column's header name.
+    Raises:
+        DataFormatError: no data row, no numeric column, or several (all named, so that one can
+            be passed as the value column).
+    """
+    text = read_text(path, "default_value_column")
+    rows = (r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    rows = (r for r in rows if r and any(f.strip() for f in r))
+    header = [h.strip() for h in next(rows, [])]
+    first = next(rows, None)
+    if not header or first is None:
+        raise DataFormatError(path, None, "no data rows after the header")
+    skip = {date_column, *exclude}
+    numeric = []
+    for name, field in zip(header, first, strict=False):
+        if name in skip:
+            continue
+        try:
+            ok = math.isfinite(float(field.strip()))
+        except ValueError:
+            ok = False
+        if ok:
+            numeric.append(name)
+    if len(numeric) == 1:
+        return numeric[0]
+    found = f"several numeric columns ({', '.join(numeric)})" if numeric else "no numeric column"
+    raise DataFormatError(
+        path,
+        None,
+        f"{found} besides the date (columns: {', '.join(header)}); name the one to forecast",
+    )
+
+
 def load_airline_passengers(
     root: PathLike, *, download: bool = False
 ) -> tuple[list[str], np.ndarray]:

@@ -7,6 +7,11 @@ Layout of an output directory ``DIR`` written by ``rnncore train TASK --out DIR`
     DIR/history.json, .csv  the per-epoch history (rewritten after every epoch)
     DIR/checkpoint/best/    checkpoint of the best epoch (by the task's validation metric)
     DIR/checkpoint/last/    checkpoint of the last epoch (resumable)
+    DIR/train.log           the lines the run printed (progress, epoch summaries, results)
+    DIR/curves.png          learning curves (with --plot)
+
+A run refuses an ``--out`` folder that already holds files unless ``--resume`` (continue it) or
+``--overwrite`` (replace the earlier run's files) says what to do with them.
 
 metrics.json: ``valid`` and ``test`` (the metrics of the best epoch's model; ``test`` is null when
 the data has no test split), ``epochs`` (completed), ``best_epoch``, ``stopped_early``,
@@ -26,6 +31,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -111,7 +117,8 @@ def add_common_arguments(
         choices=CELL_CHOICES,
         default=defaults["cell"],
         help="recurrent cell: lstm, gru (PyTorch's, reset after), gru_v1 (Cho et al.'s reset "
-        "before), rnn (tanh) or rnn_relu",
+        "before), rnn (tanh), rnn_relu, or the lecture's gated cells gated-residual (s' = s + r), "
+        "gated-input (s' = s + i*r), gated-forget (s' = f*s + i*r)",
     )
     m.add_argument(
         "--layers", type=int, default=defaults["layers"], metavar="N", help="stacked layers"
@@ -141,6 +148,23 @@ def add_common_arguments(
         metavar="P",
         help="dropout probability on the non-recurrent connections (0 = none)",
     )
+    if "zoneout" in defaults:  # the tasks whose models take the engine's recurrent regularisers
+        m.add_argument(
+            "--zoneout",
+            type=float,
+            default=defaults["zoneout"],
+            metavar="P",
+            help="zoneout (Krueger et al. 2016): in training each recurrent unit keeps its "
+            "previous value with probability P; inference uses the expectation",
+        )
+        m.add_argument(
+            "--recurrent-dropout",
+            type=float,
+            default=defaults["recurrent_dropout"],
+            metavar="P",
+            help="recurrent dropout (Gal & Ghahramani 2016): one mask per sequence on h entering "
+            "the recurrent weights, training only",
+        )
     add_training_arguments(p, defaults)
 
 
@@ -184,6 +208,12 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         help="continue an interrupted run from DIR/checkpoint/last (same options)",
     )
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's files in DIR (without it, or --resume, a DIR that holds "
+        "files is refused)",
+    )
+    t.add_argument(
         "--max-batches",
         type=int,
         default=None,
@@ -203,6 +233,52 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         action="store_false",
         help="no progress bar (it is shown only on a terminal anyway)",
     )
+    r = p.add_argument_group("reporting")
+    r.add_argument(
+        "--log-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="print a progress line (loss, items/s, ETA) every N training steps (default: by "
+        "time only, see --log-interval); lines also go to DIR/train.log",
+    )
+    r.add_argument(
+        "--log-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="print a progress line at least every S seconds of an epoch (0: never by time). "
+        "Progress lines are printed when no progress bar shares the terminal with them",
+    )
+    r.add_argument(
+        "--plot",
+        action="store_true",
+        help="draw the learning curves to DIR/curves.png (needs matplotlib)",
+    )
+    add_threads_argument(r)
+
+
+def threads_value(text: str) -> int:
+    """argparse type of --threads: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return n
+
+
+def add_threads_argument(p: Any) -> None:
+    """``--threads N`` on a subcommand (same meaning as ``rnncore --threads N``, which it
+    overrides). Its default is to leave the attribute alone, so that the top-level value stays."""
+    p.add_argument(
+        "--threads",
+        type=threads_value,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="engine threads (default: $RNNCORE_NUM_THREADS, else all cores)",
+    )
 
 
 def check_common(args: argparse.Namespace) -> None:
@@ -216,10 +292,85 @@ def check_common(args: argparse.Namespace) -> None:
             raise TaskError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if not 0.0 <= args.dropout < 1.0:
         raise TaskError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ("zoneout", "recurrent_dropout"):
+        value = getattr(args, name, 0.0)
+        if not 0.0 <= value < 1.0:
+            raise TaskError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise TaskError(f"--lr must be > 0, got {args.lr}")
     if args.clip < 0 or args.weight_decay < 0:
         raise TaskError("--clip and --weight-decay must be >= 0")
+    check_reporting(args)
+
+
+def check_reporting(args: argparse.Namespace) -> None:
+    """Reject bad --log-every / --log-interval values and --plot without matplotlib."""
+    log_every = getattr(args, "log_every", None)
+    if log_every is not None and log_every < 1:
+        raise TaskError(f"--log-every must be >= 1 (steps), got {log_every}")
+    interval = getattr(args, "log_interval", 30.0)
+    if not (interval >= 0 and math.isfinite(interval)):
+        raise TaskError(f"--log-interval must be a number of seconds >= 0, got {interval}")
+    if getattr(args, "plot", False):
+        try:
+            import matplotlib.figure  # noqa: F401
+        except ImportError:
+            raise TaskError(
+                "--plot needs matplotlib: pip install 'rnncore[plot]' (or pip install matplotlib), "
+                "or leave out --plot"
+            ) from None
+
+
+#: files and folders a run writes into its --out folder (what --overwrite removes)
+RUN_OUTPUTS = ("metrics.json", "history.json", "history.csv", "train.log", "curves.png")
+
+
+def check_out_dir(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` folder that holds an earlier run (its metrics, history, log, curves or
+    checkpoint/) unless --resume (continue it) or --overwrite (remove those files and start
+    afresh). Other files in the folder are left alone; an absent or empty folder is fine.
+
+    Raises:
+        TaskError: naming the folder, what it holds, and both options.
+    """
+    out = Path(args.out)
+    resume = bool(getattr(args, "resume", False))
+    overwrite = bool(getattr(args, "overwrite", False))
+    if resume and overwrite:
+        raise TaskError(
+            "--resume and --overwrite exclude each other: continue the run or replace it"
+        )
+    if out.exists() and not out.is_dir():
+        raise TaskError(f"--out {out} exists and is not a directory")
+    if not out.is_dir() or resume:
+        return
+    held = [n for n in (*RUN_OUTPUTS, "checkpoint") if (out / n).exists()]
+    if not held:
+        return
+    if not overwrite:
+        raise TaskError(
+            f"--out {out} already holds a run ({', '.join(held)}): pass --resume to continue "
+            "it or --overwrite to replace it"
+        )
+    for name in RUN_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    if (out / "checkpoint").is_dir():
+        shutil.rmtree(out / "checkpoint")
+
+
+def log_line(out: str | os.PathLike, message: str) -> None:
+    """Print ``message`` (flushed, so that a pipe sees it at once) and append it to
+    ``out/train.log``."""
+    print(message, flush=True)
+    path = Path(out) / "train.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(message + "\n")
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    """A task's result line: printed and kept in DIR/train.log (see :func:`log_line`)."""
+    log_line(args.out, message)
 
 
 def make_optimizer(args: argparse.Namespace, params: list[Any]) -> Optimizer:
@@ -388,7 +539,11 @@ def train_and_report(
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise TaskError(f"--out {out} exists and is not a directory")
+    check_reporting(args)
     out.mkdir(parents=True, exist_ok=True)
+    resuming = bool(getattr(args, "resume", False))
+    if not resuming:
+        (out / "train.log").unlink(missing_ok=True)  # a fresh run starts a fresh log
     ckpt_dir = out / "checkpoint"
     n_eval = args.max_eval_batches
     val = None if val_batches is None else Limited(val_batches, n_eval)
@@ -406,12 +561,16 @@ def train_and_report(
         metrics_path=out / "history.json",
         progress=args.progress,
         seed=args.seed,
+        log=lambda line: log_line(out, line),
+        log_every=getattr(args, "log_every", None),
+        log_interval=getattr(args, "log_interval", 30.0) or None,
+        plot_path=out / "curves.png" if getattr(args, "plot", False) else None,
         vocab=vocab,
         vocabs=vocabs,
         extra=extra,
     )
     resume = None
-    if getattr(args, "resume", False):
+    if resuming:
         try:  # also the backup a run killed between the two renames of a save leaves
             resume = resolve_checkpoint(ckpt_dir / "last", prefer=())
         except FileNotFoundError:
@@ -444,9 +603,9 @@ def train_and_report(
         "history": history,
     }
     write_json(out / "metrics.json", result)
-    print(f"valid: {_fmt(valid_metrics)}")
-    print(f"test:  {_fmt(test_metrics)}")
-    print(f"wrote {out / 'metrics.json'} and {ckpt_dir}")
+    log_line(out, f"valid: {_fmt(valid_metrics)}")
+    log_line(out, f"test:  {_fmt(test_metrics)}")
+    log_line(out, f"wrote {out / 'metrics.json'} and {ckpt_dir}")
     return result
 
 
@@ -538,7 +697,14 @@ def add_use_commands(sub: Any) -> None:
         formatter_class=fmt,
     )
     pr.add_argument("dir", metavar="DIR", help="output directory of `rnncore train`")
-    pr.add_argument("text", metavar="TEXT", help="the sentence")
+    pr.add_argument(
+        "text",
+        metavar="TEXT",
+        help="the sentence, or - to read sentences from standard input (one per line; one "
+        "output line per input line, empty for an empty line)",
+    )
+    for p in (ev, sa, pr):
+        add_threads_argument(p)
 
 
 USE_COMMANDS = ("eval", "sample", "predict")
@@ -562,7 +728,14 @@ def run_use_command(args: argparse.Namespace) -> int:
             raise TaskError(f"--top-k must be >= 1, got {args.top_k}")
         print(_need(module, "sample", "sample", task)(ckpt, args))
     else:
-        print(_need(module, "predict", "predict", task)(ckpt, args))
+        predict = _need(module, "predict", "predict", task)
+        if args.text != "-":
+            print(predict(ckpt, args))
+            return 0
+        for line in sys.stdin:  # one output line per input line, as soon as it is read
+            text = line.strip()
+            one = argparse.Namespace(**{**vars(args), "text": text})
+            print(predict(ckpt, one) if text else "", flush=True)
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..data import copy_task
-from ._common import TaskError, check_common, make_optimizer, train_and_report
+from ._common import TaskError, check_common, make_optimizer, say, train_and_report
 from .adding import (
     ArrayBatches,
     add_long_range_arguments,
@@ -32,9 +32,16 @@ HELP = "the copy / memory task: recall S symbols after a delay"
 DEFAULTS: dict[str, Any] = dict(
     cell="lstm", layers=1, hidden=64, epochs=10, batch_size=64, optimizer="adam", lr=5e-3, clip=1.0
 )
+#: what the defaults were measured on (the end of `rnncore train copy --help`)
+MEASURED = (
+    "Defaults not measured on this task: no run of it is recorded in bench/results/; the model,"
+    " optimizer, lr and clip are the adding task's (measured there, see `rnncore train adding "
+    "--help`)."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = MEASURED
     p.description = (
         "Train a recurrent network with an output at every step on the copy task (Hochreiter "
         "& Schmidhuber 1997; Arjovsky et al. 2016): remember S symbols over a delay and write "
@@ -123,9 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     baseline = S * math.log(K) / T
     acc = copy_accuracy(model, xt, yt, S)
     test_loss = result["test"]["loss"] if result.get("test") else math.nan
-    print(
+    say(
+        args,
         f"copy task S={S}, delay={args.delay} (T={T}), {args.cell}: test loss {test_loss:.4f} "
-        f"vs baseline {baseline:.4f}; recall accuracy {acc:.3f} (chance {1 / K:.3f})"
+        f"vs baseline {baseline:.4f}; recall accuracy {acc:.3f} (chance {1 / K:.3f})",
     )
     return finish_report(
         args,

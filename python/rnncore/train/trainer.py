@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import Module
+from ..nn import Module, inference_mode
 from ..optim import clip_grad_norm as _clip_grad_norm
 from ..optim import clip_grad_value as _clip_grad_value
 from ..optim import grad_norm as _grad_norm
@@ -201,6 +201,19 @@ def _number(value: Any, key: str, where: str) -> float:
     return float(value)
 
 
+def print_flushed(message: str) -> None:
+    """The Trainer's default ``log``: print and flush, so that a pipe or a file sees each line
+    when it is written, not when the buffer fills."""
+    print(message, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def default_epoch_metrics(sums: Mapping[str, float]) -> dict[str, float]:
     """{"loss": loss_sum / count} (NaN when count is 0)."""
     count = float(sums.get("count", 0.0))
@@ -246,7 +259,14 @@ class Trainer:
         seed: seeds ``trainer.rng`` (a numpy Generator the data pipeline may use) and numpy's
             global generator, both saved in checkpoints. The model's randomness comes from the
             model's own seeds.
-        log: called with one summary line per epoch (and notes), or None for silence.
+        log: called with one summary line per epoch, the progress lines and notes, or None for
+            silence (default: print, flushed).
+        log_every: a progress line (epoch, step, running loss, items/s, ETA of the epoch) every
+            this many training steps (>= 1), or None.
+        log_interval: a progress line when this many seconds (> 0) have passed since the last
+            one, or None. Progress lines are written unless the progress bar is drawn on the
+            terminal stdout is on (then the bar shows the same), e.g. when stdout goes to a pipe
+            or file: ``| tail`` or a batch job's log then sees the epoch advance.
         scheduler_interval: "epoch" or "step".
         plot_path: when given, :func:`plot_history` draws the curves there at the end of
             :meth:`fit`, and after an epoch when the last drawing is 30 s old or more (drawing
@@ -279,7 +299,9 @@ class Trainer:
         progress: bool = True,
         stop_on_nonfinite: bool = True,
         seed: int | None = None,
-        log: Callable[[str], Any] | None = print,
+        log: Callable[[str], Any] | None = print_flushed,
+        log_every: int | None = None,
+        log_interval: float | None = 30.0,
         scheduler_interval: str = "epoch",
         plot_path: str | os.PathLike | None = None,
         vocab: Any = None,
@@ -328,6 +350,8 @@ class Trainer:
         self.stop_on_nonfinite = bool(stop_on_nonfinite)
         self.seed = seed
         self.log = log
+        self.log_every = _count(log_every, "log_every")
+        self.log_interval = _positive(log_interval, "log_interval (seconds)")
         self.vocab, self.vocabs, self.extra = vocab, vocabs, extra
         self.rng = np.random.default_rng(seed)
         if seed is not None:
@@ -525,14 +549,31 @@ class Trainer:
             model.on_epoch_start(True)
         batches = self._iterate(train_batches, "train_batches")
         bar = self._progress_bar(batches, epoch)
+        total = len(batches) if hasattr(batches, "__len__") else None
+        lines = (
+            self.log is not None
+            and (self.log_every is not None or self.log_interval is not None)
+            and (bar is None or not _isatty(sys.stdout))
+        )
         sums: dict[str, float] = {"loss_sum": 0.0, "count": 0.0}
         has_count = True
         steps = skipped = 0
         norm_sum = 0.0
         norm_n = 0
         start = time.perf_counter()
+        last_line = start
         try:
             for step, batch in enumerate(batches, start=1):
+                if lines and step > 1:
+                    now = time.perf_counter()
+                    every, interval = self.log_every, self.log_interval
+                    if (every is not None and (step - 1) % every == 0) or (
+                        interval is not None and now - last_line >= interval
+                    ):
+                        self._say(
+                            self._step_line(epoch, step - 1, total, sums, has_count, now - start)
+                        )
+                        last_line = now
                 opt.zero_grad()
                 out = model.training_step(batch)
                 if not isinstance(out, Mapping) or "loss" not in out:
@@ -623,9 +664,8 @@ class Trainer:
                 f"Trainer: model {type(model).__name__} must implement validation_step(batch) "
                 "to be evaluated"
             )
-        was_training = model.training
-        model.eval()
-        try:
+        # Inference mode without eval(): a forward saved for a backward still to come survives.
+        with inference_mode(model):
             if callable(getattr(model, "on_epoch_start", None)):
                 model.on_epoch_start(False)
             sums: dict[str, float] = {}
@@ -641,8 +681,6 @@ class Trainer:
             if metrics is None:
                 metrics = default_epoch_metrics(sums)
             return {k: float(v) for k, v in metrics.items()}
-        finally:
-            model.train(was_training)
 
     def fit(
         self,
@@ -726,6 +764,29 @@ class Trainer:
         plot_history(self.history, self.plot_path)
         self._plotted = time.perf_counter()
         self._plotted_epoch = self.epoch
+
+    def _step_line(
+        self,
+        epoch: int,
+        step: int,
+        total: int | None,
+        sums: Mapping[str, float],
+        has_count: bool,
+        elapsed: float,
+    ) -> str:
+        """``epoch 2/10  step 300/1200  loss 1.2345  5210 items/s  ETA 3m05s`` after ``step``
+        steps of the epoch (the loss is the epoch's running mean)."""
+        parts = [f"epoch {epoch}/{self.epochs}", f"step {step}" + (f"/{total}" if total else "")]
+        avg = sums["loss_sum"] / sums["count"] if sums["count"] else math.nan
+        parts.append(f"loss {avg:.4f}")
+        elapsed = max(elapsed, 1e-9)
+        if has_count:
+            parts.append(f"{sums['count'] / elapsed:.0f} items/s")
+        else:
+            parts.append(f"{step / elapsed:.1f} steps/s")
+        if total:
+            parts.append(f"ETA {_duration(elapsed / step * max(total - step, 0))}")
+        return "  ".join(parts)
 
     def _summary(self, row: Mapping[str, Any], improved: bool) -> str:
         parts = [f"epoch {row['epoch']}/{self.epochs}"]
