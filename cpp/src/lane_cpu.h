@@ -485,6 +485,7 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
         s.dh_prev = dhp;
         s.dc_prev = dcp;
         const bool zoned = rnd.zoned();
+        s.zoned = zoned;
         if (zoned) zone_split<has_c>(s, pk.off[t], w, sc);
         Cell::backward(s);
         if (zoned) zone_join<has_c>(s, sc);

@@ -48,9 +48,12 @@ struct LstmCell {
       RowArr<T> g(s.gate(s.gates, 4, r, 2), u), o(s.gate(s.gates, 4, r, 3), u);
       ConstRowArr<T> dh(s.dh + r * H + s.j0, u);
       RowArr<T> dc(s.dc + r * H + s.j0, u);
-      // tanh of this step's own c~ = f ⊙ c_prev + i ⊙ g (what h' read), recomputed: under
-      // zoneout the saved c is the zoned state, which may be c_prev.
-      tmp = (f * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) + i * g).tanh();
+      // tanh of this step's own c~ (what h' read): the saved c, or under zoneout (where the
+      // saved c is the zoned state) c~ = f ⊙ c_prev + i ⊙ g recomputed.
+      if (s.zoned)
+        tmp = (f * ConstRowArr<T>(s.c_prev.row(r) + s.j0, u) + i * g).tanh();
+      else
+        tmp = ConstRowArr<T>(s.c + r * H + s.j0, u).tanh();
       dc += dh * o * d_tanh(tmp);  // total dL/dc~
       RowArr<T>(s.dc_prev + r * H + s.j0, u) = dc * f;
       o = dh * tmp * d_sigmoid(o);  // do

@@ -69,9 +69,10 @@ struct Step {
   T* h = nullptr;  // [n, H], row stride ld_h: the cell's output (the new state, or with a
                    // projection the driver's input to W_hr)
   Index ld_h = 0;
-  RowSrc<T> c_prev;  // [n, H] LSTM cell state before the step
-  T* c = nullptr;    // [n, H] LSTM cell state after the step, row stride H
-  T* aux = nullptr;  // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
+  bool zoned = false;  // zoneout replaced the saved h and c of some units by their previous values
+  RowSrc<T> c_prev;    // [n, H] LSTM cell state before the step
+  T* c = nullptr;      // [n, H] LSTM cell state after the step, row stride H
+  T* aux = nullptr;    // [n, H] GRU: W_hn h + b_hn (reset-after) or r ⊙ h_prev (reset-before)
   // Forward: this thread's recurrent pre-activations [n, G*u] (row stride G*u, gate blocks of u
   // units), from its own block of the thread-blocked W_hh copy. Backward: scratch [n, H].
   T* rec = nullptr;
