@@ -21,27 +21,26 @@ class _Cell(Module):
     steps a cell T times runs T backwards in reverse step order (see :class:`Module`).
     """
 
+    _registry_cell = ""  # the engine cell a subclass runs
+
     def __init__(
         self,
-        cell: str,
         input_size: int,
         hidden_size: int,
-        bias: bool,
-        dtype: Any,
-        seed: int | None,
-        device: str,
-        **options: Any,
+        bias: bool = True,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         self._layer = recurrent_layer(
-            cell,
+            self._registry_cell,
             input_size,
             hidden_size,
             bias=bias,
             dtype=dtype,
             seed=seed,
             device=device,
-            **options,
         )
         self.input_size = self._layer.input_size
         self.hidden_size = self._layer.hidden_size
@@ -167,6 +166,14 @@ class RNNCell(_Cell):
 
     Parameters: weight_ih [H, I], weight_hh [H, H], bias_ih [H], bias_hh [H].
     Shapes: x [B, I], h [B, H] -> h' [B, H].
+
+    Args:
+        input_size, hidden_size: I and H.
+        bias: learn bias_ih and bias_hh.
+        nonlinearity: "tanh" or "relu".
+        dtype: "float32" or "float64".
+        seed: seed of PyTorch's U(-1/sqrt(H), 1/sqrt(H)) initialisation, or None.
+        device: "cpu" ("cuda" is a RuntimeError in a build without CUDA).
     """
 
     def __init__(
@@ -184,8 +191,8 @@ class RNNCell(_Cell):
                 f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
             )
         self.nonlinearity = nonlinearity
-        cell = "rnn" if nonlinearity == "tanh" else "rnn_relu"
-        super().__init__(cell, input_size, hidden_size, bias, dtype, seed, device)
+        self._registry_cell = "rnn" if nonlinearity == "tanh" else "rnn_relu"
+        super().__init__(input_size, hidden_size, bias, dtype, seed, device)
 
 
 class LSTMCell(_Cell):
@@ -193,18 +200,10 @@ class LSTMCell(_Cell):
 
     Parameters: weight_ih [4H, I], weight_hh [4H, H], bias_ih [4H], bias_hh [4H].
     Shapes: x [B, I], (h, c) each [B, H] -> (h', c').
+    Args: input_size, hidden_size, bias, dtype, seed, device as :class:`RNNCell`.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dtype: Any = "float32",
-        seed: int | None = None,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, dtype, seed, device)
+    _registry_cell = "lstm"
 
 
 class GRUCell(_Cell):
@@ -213,15 +212,7 @@ class GRUCell(_Cell):
 
     Parameters: weight_ih [3H, I], weight_hh [3H, H], bias_ih [3H], bias_hh [3H].
     Shapes: x [B, I], h [B, H] -> h' [B, H].
+    Args: input_size, hidden_size, bias, dtype, seed, device as :class:`RNNCell`.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dtype: Any = "float32",
-        seed: int | None = None,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__("gru", input_size, hidden_size, bias, dtype, seed, device)
+    _registry_cell = "gru"
