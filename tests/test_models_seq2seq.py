@@ -320,7 +320,9 @@ def test_cli_trains_writes_metrics_and_translates(tmp_path, capsys):
     assert metrics["task"] == "seq2seq" and 0.0 <= metrics["test_bleu"] <= 100.0
     assert metrics["data"]["test_pairs"] == 4  # a fixed 10% of 36
     assert (out / "checkpoint" / "best" / "model.safetensors").is_file()
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "BLEU signature nrefs:1|case:mixed" in printed  # how the score was computed
+    assert metrics["bleu"]["bleu_signature"].startswith("nrefs:1")
     assert cli_main(["translate", str(out), "I am cold.", "--beam", "2"]) == 0
     assert capsys.readouterr().out.strip() != ""
     assert cli_main(["predict", str(out), "You are here."]) == 0

@@ -34,7 +34,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import optim
 from ..data import BucketBatchSampler, DataFormatError
+from ..metrics import SACREBLEU_HINT
 from ..models.language_model import CELLS as MODEL_CELLS
 from ..optim import Optimizer
 from ..optim.lr_scheduler import LRScheduler
@@ -366,6 +367,19 @@ def log_line(out: str | os.PathLike, message: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(message + "\n")
+
+
+def bleu_note(scores: Mapping[str, Any]) -> str:
+    """How a BLEU score was computed, for a task's result line: sacreBLEU's signature, and with
+    the built-in port (the same numbers) how to have sacreBLEU itself compute it.
+
+    Args:
+        scores: a dict with "bleu_signature" and "bleu_backend" (see corpus_bleu's score).
+    """
+    note = f"BLEU signature {scores['bleu_signature']}"
+    if scores["bleu_backend"] != "sacrebleu":
+        note += f"; for sacreBLEU itself: {SACREBLEU_HINT}"
+    return note
 
 
 def say(args: argparse.Namespace, message: str) -> None:

@@ -21,7 +21,15 @@ import numpy as np
 from ..data import Vocab, read_caption_data, synthetic_scenes, write_caption_data
 from ..metrics import corpus_bleu
 from ..models import Captioner
-from ._common import TaskError, check_common, make_optimizer, say, train_and_report, write_json
+from ._common import (
+    TaskError,
+    bleu_note,
+    check_common,
+    make_optimizer,
+    say,
+    train_and_report,
+    write_json,
+)
 from .adding import ArrayBatches, add_long_range_arguments, check_sizes
 
 NAME = "caption"
@@ -170,6 +178,8 @@ def caption_scores(
     return {
         "exact_match": exact,
         "bleu": bleu.score,
+        "bleu_backend": bleu.backend,
+        "bleu_signature": bleu.signature,
         "examples": [
             {"reference": " ".join(c), "caption": " ".join(h)}
             for h, c in list(zip(hyps, caps, strict=True))[:10]
@@ -225,7 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say(
         args,
         f"test captions: exact match {scores['exact_match']:.3f}, BLEU {scores['bleu']:.2f} "
-        f"({len(splits['test'][1])} examples)",
+        f"({len(splits['test'][1])} examples; {bleu_note(scores)})",
     )
     for ex in scores["examples"][:3]:
         say(args, f"  {ex['caption']}   (ref: {ex['reference']})")

@@ -37,6 +37,7 @@ from ._common import (
     SampledBatches,
     TaskError,
     add_common_arguments,
+    bleu_note,
     check_common,
     make_optimizer,
     say,
@@ -347,6 +348,7 @@ def bleu_of(
     return {
         "bleu": score.score,
         "bleu_backend": score.backend,
+        "bleu_signature": score.signature,
         "sentences": len(pairs),
         "beam": beam,
         "decode_seconds": time.perf_counter() - start,
@@ -448,7 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args,
         f"test BLEU {bleu['bleu']:.2f} on {bleu['sentences']} "
         f"{'held-out' if given['test'] is None else 'test'} sentences "
-        f"({'greedy' if args.beam == 1 else f'beam {args.beam}'})",
+        f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}; {bleu_note(bleu)})",
     )
     for ex in bleu["examples"][:3]:
         say(args, f"  {ex['source']}  ->  {ex['translation']}   (ref: {ex['reference']})")
