@@ -816,6 +816,8 @@ OPTION_ROWS: tuple[tuple[str, str, dict, str], ...] = (
     ("gru", "gru", {}, "gru"),
     ("gru zoneout=0.1", "gru", {"zoneout": 0.1}, "gru"),
     ("gru recurrent_dropout=0.25", "gru", {"recurrent_dropout": 0.25}, "gru"),
+    ("lstm layer_norm", "lstm", {"layer_norm": True}, "lstm"),
+    ("gru layer_norm", "gru", {"layer_norm": True}, "gru"),
     ("gated-residual", "gated-residual", {}, "lstm"),
     ("gated-input", "gated-input", {}, "lstm"),
     ("gated-forget", "gated-forget", {}, "lstm"),

@@ -8,6 +8,8 @@ perplexity, the test perplexity of that epoch's model and the seconds per run.
 
     python bench/regularizers_ptb.py                      # ../shared/data/ptb, ~40 min
     python bench/regularizers_ptb.py --epochs 2 --train-fraction 0.05   # a quick look
+    python bench/regularizers_ptb.py --variants "layer norm,dropout 0.3 + layer norm" \
+        --out bench/results/regularizers_ptb_layernorm    # the layer-norm rows apart
 
 Writes bench/results/regularizers_ptb.{json,md}. Needs the PTB folder (ptb.{train,valid,test}.txt).
 """
@@ -34,6 +36,8 @@ VARIANTS: dict[str, list[str]] = {
     "recurrent dropout 0.25": ["--recurrent-dropout", "0.25"],
     "dropout 0.3 + zoneout 0.1": ["--dropout", "0.3", "--zoneout", "0.1"],
     "dropout 0.3 + rec. dropout 0.25": ["--dropout", "0.3", "--recurrent-dropout", "0.25"],
+    "layer norm": ["--layer-norm"],
+    "dropout 0.3 + layer norm": ["--dropout", "0.3", "--layer-norm"],
 }
 
 
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [
-        "# Regularisers on PTB: zoneout, recurrent dropout and dropout at the same size",
+        "# Regularisers on PTB: zoneout, recurrent dropout, dropout and layer norm at the same "
+        "size",
         "",
         f"`python bench/regularizers_ptb.py`: 2-layer LSTM, {args.hidden} units, the lm task's "
         f"SGD recipe, {args.epochs} epochs, trained on the first {args.train_fraction:.0%} of "

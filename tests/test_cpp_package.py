@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,7 +161,7 @@ def _trained_lm(
     seed: int,
     dtype: str = "float32",
     proj: int = 0,
-    zoneout: float = 0.0,
+    **options: Any,
 ) -> LanguageModel:
     V, E = 11, 8
     model = LanguageModel(
@@ -173,7 +174,7 @@ def _trained_lm(
         dtype=dtype,
         seed=seed,
         proj_size=proj,
-        zoneout=zoneout,
+        **options,
     )
     opt = rnncore.optim.Adam(model.parameters(), lr=0.05)
     rng = np.random.default_rng(seed)
@@ -293,26 +294,28 @@ def test_examples_build_standalone_and_run(consumer: Path, tmp_path: Path) -> No
 # ---- Python <-> C++ parity -------------------------------------------------------------------
 # float64 weights are converted to float32 on load: still the same outputs to float rounding.
 LM_CASES = [
-    ("lstm", 2, False, "float32", 0, 0.0),
-    ("gru", 1, True, "float32", 0, 0.0),
-    ("gru_v1", 2, False, "float32", 0, 0.0),
-    ("rnn_relu", 1, False, "float32", 0, 0.0),
-    ("rnn", 2, False, "float32", 0, 0.0),
-    ("lstm", 1, False, "float64", 0, 0.0),
-    ("lstm", 2, False, "float32", 4, 0.0),  # LSTM with projections (proj_size)
-    ("lstm", 1, True, "float32", 8, 0.0),  # ... tied: embed_dim == proj_size
-    ("gated-forget", 2, False, "float32", 0, 0.0),  # the lecture's gated cells
-    ("gated-residual", 1, False, "float64", 0, 0.0),
-    ("lstm", 2, False, "float32", 0, 0.3),  # zoneout: inference takes the expectation
+    ("lstm", 2, False, "float32", 0, {}),
+    ("gru", 1, True, "float32", 0, {}),
+    ("gru_v1", 2, False, "float32", 0, {}),
+    ("rnn_relu", 1, False, "float32", 0, {}),
+    ("rnn", 2, False, "float32", 0, {}),
+    ("lstm", 1, False, "float64", 0, {}),
+    ("lstm", 2, False, "float32", 4, {}),  # LSTM with projections (proj_size)
+    ("lstm", 1, True, "float32", 8, {}),  # ... tied: embed_dim == proj_size
+    ("gated-forget", 2, False, "float32", 0, {}),  # the lecture's gated cells
+    ("gated-residual", 1, False, "float64", 0, {}),
+    ("lstm", 2, False, "float32", 0, {"zoneout": 0.3}),  # inference takes the expectation
+    ("lstm", 2, False, "float32", 0, {"layer_norm": True}),  # layer norm, every step
+    ("gru", 1, False, "float32", 0, {"layer_norm": True, "zoneout": 0.2}),
 ]
 
 
-@pytest.mark.parametrize(("cell", "layers", "tie", "dtype", "proj", "zoneout"), LM_CASES)
+@pytest.mark.parametrize(("cell", "layers", "tie", "dtype", "proj", "options"), LM_CASES)
 def test_language_model_same_in_cpp(
-    consumer: Path, tmp_path: Path, cell, layers, tie, dtype, proj, zoneout
+    consumer: Path, tmp_path: Path, cell, layers, tie, dtype, proj, options
 ) -> None:
     model = _trained_lm(
-        cell, layers, tie, seed=layers + len(cell), dtype=dtype, proj=proj, zoneout=zoneout
+        cell, layers, tie, seed=layers + len(cell), dtype=dtype, proj=proj, **options
     )
     ckpt = _write_checkpoint(tmp_path / "ckpt", model)
     T, B, V = 6, 3, model.vocab_size

@@ -167,7 +167,7 @@ void bind_recurrent(py::module_& m, const char* name) {
   py::class_<Cls>(m, name, "Stacked, optionally bidirectional RNN/LSTM/GRU over whole sequences.")
       .def(py::init([](const std::string& cell, int input_size, int hidden_size, int num_layers,
                        bool bidirectional, bool bias, double dropout, const std::string& device,
-                       int proj_size, double zoneout, double recurrent_dropout) {
+                       int proj_size, double zoneout, double recurrent_dropout, bool layer_norm) {
              const rnncore::CellInfo* info = rnncore::find_cell(cell);
              if (!info) throw py::value_error("cell: '" + cell + "' is not a registered cell");
              RecurrentConfig c;
@@ -182,11 +182,13 @@ void bind_recurrent(py::module_& m, const char* name) {
              c.proj_size = proj_size;
              c.zoneout = zoneout;
              c.recurrent_dropout = recurrent_dropout;
+             c.layer_norm = layer_norm;
              return new Cls(c);
            }),
            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
            py::arg("bidirectional"), py::arg("bias"), py::arg("dropout"), py::arg("device") = "cpu",
-           py::arg("proj_size") = 0, py::arg("zoneout") = 0.0, py::arg("recurrent_dropout") = 0.0)
+           py::arg("proj_size") = 0, py::arg("zoneout") = 0.0, py::arg("recurrent_dropout") = 0.0,
+           py::arg("layer_norm") = false)
       .def_property_readonly(
           "params",
           [](py::object self) {
@@ -274,11 +276,13 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
           d["layer_option"] = c.layer_option;
           d["gates"] = c.gates;
           d["states"] = c.states;
+          d["layer_norm"] = c.layer_norm;
           out.append(d);
         }
         return out;
       },
-      "The cell registry: [{name, torch_mode, layer, layer_option, gates, states}] per cell.");
+      "The cell registry: [{name, torch_mode, layer, layer_option, gates, states, layer_norm}] per "
+      "cell.");
   m.def("has_cuda", &rnncore::has_cuda, "True when this build has the CUDA backend.");
   m.def(
       "require_device",

@@ -52,6 +52,13 @@ void RecurrentConfig::validate() const {
                                 std::to_string(recurrent_dropout));
   if (proj_size > 0 && (zoneout > 0.0 || recurrent_dropout > 0.0))
     throw std::invalid_argument("zoneout and recurrent_dropout do not combine with proj_size");
+  if (layer_norm && !cell_info(cell).layer_norm) {
+    std::string have;
+    for (const auto& c : registered_cells())
+      if (c.layer_norm) have += std::string(have.empty() ? "" : ", ") + c.name;
+    throw std::invalid_argument(std::string("layer_norm is for the cells ") + have + ", got cell " +
+                                cell_info(cell).name);
+  }
 }
 
 }  // namespace rnncore

@@ -309,6 +309,10 @@ RecurrentConfig rnn_config(const Meta& m, const CellInfo& cell, std::int64_t emb
   // Zoneout changes inference (the expectation of the kept and the fresh state); recurrent
   // dropout does not, so the loader needs only the first.
   rc.zoneout = m.probability("zoneout", 0.0);
+  rc.layer_norm = m.boolean("layer_norm", false);
+  if (rc.layer_norm && !cell.layer_norm)
+    throw CheckpointError(m.key_where("layer_norm") + " is true, but cell " + cell.name +
+                          " has no layer-normalised form");
   return rc;
 }
 
@@ -329,7 +333,8 @@ std::string rnn_why(const RecurrentConfig& c, const char* cell) {
   return std::string("an rnn of cell ") + cell + ", input " + std::to_string(c.input_size) +
          ", hidden " + std::to_string(c.hidden_size) +
          (c.proj_size ? ", proj_size " + std::to_string(c.proj_size) : std::string()) + ", " +
-         std::to_string(c.num_layers) + " layer(s)" + (c.bidirectional ? ", bidirectional" : "");
+         std::to_string(c.num_layers) + " layer(s)" + (c.bidirectional ? ", bidirectional" : "") +
+         (c.layer_norm ? ", layer norm" : "");
 }
 
 int as_int(std::int64_t v, const char* name) {

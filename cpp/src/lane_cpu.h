@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cells/layer_norm.h"
 #include "cells/step.h"
 
 namespace rnncore::detail {
@@ -110,6 +111,15 @@ struct LaneParams {
   T* dbx = nullptr;
   T* dbh = nullptr;
   T* dWr = nullptr;
+  // layer_norm (cells/layer_norm.h), or null: γ_x, γ_h [G*H]; the LSTM's γ_c, β_c [H].
+  const T* ln_x = nullptr;
+  const T* ln_h = nullptr;
+  const T* ln_c = nullptr;
+  const T* ln_cb = nullptr;
+  T* dln_x = nullptr;
+  T* dln_h = nullptr;
+  T* dln_c = nullptr;
+  T* dln_cb = nullptr;
 };
 
 // The sizes of one lane: H cell units, R = the width of its state h (H, or proj_size).
@@ -129,6 +139,15 @@ struct LaneWork {
   T* zh = nullptr;     // [N, H] zoneout: 1 where h kept its previous value (training), or null
   T* zc = nullptr;     // [N, H] the same for an LSTM's c, or null
   T* rmask = nullptr;  // [B, R] recurrent dropout's scales, sorted rows (training), or null
+  // layer_norm: LN(W_ih x), LN(W_hh h) [N, G*H] (backward overwrites both with the gradients
+  // w.r.t. the raw products), LN(c) [N, H] (LSTM), and each row's 1/σ [N] of the three.
+  T* xn = nullptr;
+  T* rn = nullptr;
+  T* chat = nullptr;
+  T* rstd_x = nullptr;
+  T* rstd_h = nullptr;
+  T* rstd_c = nullptr;
+  T* coef = nullptr;  // [N, 2] backward: LN(W_hh h)'s gradient constants per row
 };
 
 // Scratch of one direction, reused by every lane and call (never kept for backward).
@@ -143,10 +162,18 @@ struct Scratch {
   AlignedVec<T> wh_blocked;        // W_hh regrouped (or packed) by thread, see lane_forward
   AlignedVec<T> hin, hin_grad;     // [B, R] recurrent dropout: h_prev ⊙ mask; dG·W_hh unmasked
   AlignedVec<T> zdh, zdc;          // [B, H] zoneout: the gradient a kept unit passes straight back
-  void reserve(Index B, Index H, Index GH) {
+  // [2, threads, B, 3] layer norm's per-thread partials, alternating by step: a thread may write
+  // the next step's while another still reads this step's (the GRU's backward has no barrier in
+  // between).
+  AlignedVec<T> ln_part_h, ln_part_c;
+  AlignedVec<T> ln_dchat;  // [B, H] layer norm: dL/d LN(c) of a step
+  AlignedVec<T> ln_drec;   // [threads, B, G*H] layer norm: each thread's dL/d(rec)
+  void reserve(Index B, Index H, Index GH, bool layer_norm) {
     grow(rec, std::size_t(B * GH));
-    for (auto* v : {&dh, &dh2, &dc, &dc2, &dm, &hin, &hin_grad, &zdh, &zdc})
+    for (auto* v : {&dh, &dh2, &dc, &dc2, &dm, &hin, &hin_grad, &zdh, &zdc, &ln_dchat})
       grow(*v, std::size_t(B * H));
+    for (auto* v : {&ln_part_h, &ln_part_c}) grow(*v, std::size_t(6 * B * get_num_threads()));
+    if (layer_norm) grow(ln_drec, std::size_t(B * GH * get_num_threads()));
     grow(bias, std::size_t(GH));
     // Packed panels pad each thread's columns up to a multiple of kPanel.
     grow(wh_blocked, std::size_t(GH * (H + kPanel * get_num_threads())));
@@ -177,6 +204,37 @@ Step<T> thread_step(const LaneShape& ls, const Range& units, const Range& outs, 
   s.q1 = outs.end;
   s.Wh = Wh;
   return s;
+}
+
+// The layer-norm parts of a thread's Step (cells/layer_norm.h) that every step shares, and
+// (ln_rows) the rows of step t in the lane's buffers.
+template <typename T>
+void ln_setup(Step<T>& s, const LaneParams<T>& p, const Packing& pk, Scratch<T>& sc, Index GH) {
+  if (!p.ln_h) return;
+  s.ln.on = true;
+  s.ln.gain_h = p.ln_h;
+  s.ln.gain_c = p.ln_c;
+  s.ln.bias_c = p.ln_cb;
+  s.ln.dgain_h = p.dln_h;
+  s.ln.dgain_c = p.dln_c;
+  s.ln.dbias_c = p.dln_cb;
+  s.ln.stride = pk.B;
+  s.ln.dchat = sc.ln_dchat.data();
+  s.ln.drec = sc.ln_drec.data() + Index(thread_id()) * pk.B * GH;
+}
+template <typename T>
+void ln_rows(Step<T>& s, const LaneWork<T>& w, Index row0, Index GH, Index k, Scratch<T>& sc) {
+  if (!s.ln.on) return;
+  const Index half = 3 * s.ln.stride * thread_count();
+  s.ln.part_h = sc.ln_part_h.data() + (k % 2) * half;
+  s.ln.part_c = sc.ln_part_c.data() + (k % 2) * half;
+  s.ln.rhat = w.rn + row0 * GH;
+  s.ln.rstd_h = w.rstd_h + row0;
+  s.ln.coef = w.coef + 2 * row0;
+  if (w.chat) {
+    s.ln.chat = w.chat + row0 * s.H;
+    s.ln.rstd_c = w.rstd_c + row0;
+  }
 }
 
 // Phases of a lane, so that the driver can run the parallel-friendly GEMMs over the whole team
@@ -300,7 +358,12 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
       b.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
       bias = sc.bias.data();
     }
-    par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, bias);
+    if (p.ln_x) {  // the biases add after the norm
+      par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH);
+      ln_input_forward(N, GH, gates, p.ln_x, bias, w.xn, w.rstd_x);
+    } else {
+      par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, bias);
+    }
   }
   if (!(phases & kSteps)) return;
   const bool rdrop = rnd.rdrop(), zoned = rnd.zoned();
@@ -345,6 +408,7 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
     s.rec = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
     // The hidden biases the input projection did not take (the GRU's b_hn) enter in the step.
     s.bh_n = (Cell::kFoldedHiddenBias < G && p.bh) ? p.bh + Cell::kFoldedHiddenBias * H : nullptr;
+    ln_setup(s, p, pk, sc, GH);
     for (Index k = 0; k < pk.T; ++k) {
       const Index t = visit_step(ls, pk, k), n = pk.bs[t];
       T* h = Y + pk.off[t] * ldy;
@@ -364,6 +428,7 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
         s.c = w.cs + pk.off[t] * H;
       }
       if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
+      ln_rows(s, w, pk.off[t], GH, k, sc);
       Cell::forward(s);
       if (zoned) zone_forward<has_c>(s, rnd, pk, t, w);
       if (proj) {   // h[:, q0:q1] = m · W_hr[q0:q1, :]ᵀ
@@ -443,6 +508,7 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
       Step<T> s = thread_step<T>(ls, units, outs, p.Wh);
       s.rec = sc.rec.data();
       s.Wh_packed = wh_packed;
+      ln_setup(s, p, pk, sc, GH);
       for (Index k = 0; k < Tn; ++k) {
         const Index t = Tn - 1 - visit_step(ls, pk, k), n = pk.bs[t];
         if (!ls.reverse)
@@ -473,6 +539,7 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
           s.c = w.cs + pk.off[t] * H;
         }
         if constexpr (Cell::kAux) s.aux = w.aux + pk.off[t] * H;
+        ln_rows(s, w, pk.off[t], GH, k, sc);
         s.dh = dh;
         if (proj) {  // dL/dm = dh · W_hr for this thread's units; dh is kept for dW_hr
           copy_rows(n, uq, dh + q, R, sc.dhs.data() + pk.off[t] * R + q, R);
@@ -508,9 +575,18 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
   const T* aux = w.aux;
   // A cell may leave its last gate block's input-side dG in aux (the reset-after GRU's dn).
   const Index gx = Cell::kAuxIsInputSideDG ? (G - 1) * H : GH;  // input-side rows in `gates`
-  par_gemm(true, false, gx, p.I, N, dG, GH, X, ldx, T(1), p.dWx, p.I);
-  par_gemm(false, false, N, p.I, gx, dG, GH, p.Wx, p.I, accumulate_dx ? T(1) : T(0), dX, p.I);
-  if constexpr (Cell::kAuxIsInputSideDG) {
+  const bool ln = p.ln_x != nullptr;
+  if (ln) {  // through the input side's norm: dL/d(x·W_ihᵀ) replaces LN(x·W_ihᵀ) in xn
+    ln_input_backward(N, GH, dG, gx, Cell::kAuxIsInputSideDG ? aux : nullptr, p.ln_x, p.dln_x, w.xn,
+                      static_cast<const T*>(w.rstd_x));
+    par_gemm(true, false, GH, p.I, N, static_cast<const T*>(w.xn), GH, X, ldx, T(1), p.dWx, p.I);
+    par_gemm(false, false, N, p.I, GH, static_cast<const T*>(w.xn), GH, p.Wx, p.I,
+             accumulate_dx ? T(1) : T(0), dX, p.I);
+  } else {
+    par_gemm(true, false, gx, p.I, N, dG, GH, X, ldx, T(1), p.dWx, p.I);
+    par_gemm(false, false, N, p.I, gx, dG, GH, p.Wx, p.I, accumulate_dx ? T(1) : T(0), dX, p.I);
+  }
+  if (Cell::kAuxIsInputSideDG && !ln) {
     par_gemm(true, false, H, p.I, N, aux, H, X, ldx, T(1), p.dWx + gx * p.I, p.I);
     par_gemm(false, false, N, p.I, H, aux, H, p.Wx + gx * p.I, p.I, T(1), dX, p.I);
   }
@@ -528,16 +604,20 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
   if (proj)
     par_gemm(true, false, R, H, N, static_cast<const T*>(sc.dhs.data()), R,
              static_cast<const T*>(w.m), H, T(1), p.dWr, H);
-  // dW_hh = Σ_t dG_tᵀ · h_prev(t); a cell may pair its last gate block with aux instead.
+  // dW_hh = Σ_t dG_tᵀ · h_prev(t); a cell may pair its last gate block with aux instead. With
+  // layer norm the recurrent side's gradient is its own (rn).
   const Index gh = Cell::kAuxIsRecurrentInput ? (G - 1) * H : GH;
+  if (ln) ln_recurrent_grad(N, GH, dG, p.ln_h, static_cast<const T*>(w.rstd_h), w.coef, w.rn);
+  const T* dGh = ln ? static_cast<const T*>(w.rn) : dG;
   if (!pk.ragged && !rnd.rdrop()) {
     // Every step has all B rows: h_prev is h0 for one step and the previous output for the rest.
     const Index rest = N - B;
     const Index first_init = ls.reverse ? rest : 0;  // rows of dG whose h_prev is h0
     const Index first_y = ls.reverse ? 0 : B;        // rows of dG whose h_prev is in Y
     const Index y_row = ls.reverse ? B : 0;
-    par_gemm(true, false, gh, R, B, dG + first_init * GH, GH, h0, R, T(1), p.dWh, R);
-    par_gemm(true, false, gh, R, rest, dG + first_y * GH, GH, Y + y_row * ldy, ldy, T(1), p.dWh, R);
+    par_gemm(true, false, gh, R, B, dGh + first_init * GH, GH, h0, R, T(1), p.dWh, R);
+    par_gemm(true, false, gh, R, rest, dGh + first_y * GH, GH, Y + y_row * ldy, ldy, T(1), p.dWh,
+             R);
   } else {
     grow(sc.hp_all, std::size_t(N * R));
     for (Index t = 0; t < Tn; ++t) {
@@ -548,8 +628,8 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
         mask_rows(RowSrc<T>{dst, R, pk.bs[t], nullptr, 0}, static_cast<const T*>(w.rmask), pk.bs[t],
                   R, 0, R, dst);
     }
-    par_gemm(true, false, gh, R, N, dG, GH, static_cast<const T*>(sc.hp_all.data()), R, T(1), p.dWh,
-             R);
+    par_gemm(true, false, gh, R, N, dGh, GH, static_cast<const T*>(sc.hp_all.data()), R, T(1),
+             p.dWh, R);
   }
   if constexpr (Cell::kAuxIsRecurrentInput)
     par_gemm(true, false, H, R, N, dG + gh, GH, aux, H, T(1), p.dWh + gh * R, R);

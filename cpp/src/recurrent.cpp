@@ -43,6 +43,14 @@ Layout layout_of(const RecurrentConfig& cfg) {
         lo.bh = add("bias_hh" + sfx, GH, 0);
       }
       if (cfg.proj_size > 0) lo.Wr = add("weight_hr" + sfx, std::size_t(R), std::size_t(H));
+      if (cfg.layer_norm) {
+        lo.ln_x = add("ln_weight_ih" + sfx, GH, 0);
+        lo.ln_h = add("ln_weight_hh" + sfx, GH, 0);
+        if (cfg.states() == 2) {
+          lo.ln_c = add("ln_weight_c" + sfx, std::size_t(H), 0);
+          lo.ln_cb = add("ln_bias_c" + sfx, std::size_t(H), 0);
+        }
+      }
       out.lanes.push_back(lo);
     }
   }
@@ -66,6 +74,10 @@ struct Recurrent<T>::Impl {
     num_params = layout.size;
     // The only device today; a CUDA build adds its backend here.
     backend = detail::make_cpu_sequence<T>(cfg, std::move(layout.lanes), num_params);
+    // Layer norm's gains start at 1 (the identity), everything else at 0 until the caller sets it.
+    for (const ParamInfo& p : info)
+      if (p.name.rfind("ln_weight", 0) == 0)
+        std::fill(backend->params() + p.offset, backend->params() + p.offset + p.size(), T(1));
   }
 };
 

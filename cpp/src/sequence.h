@@ -45,6 +45,8 @@ struct BackwardCall {
 struct LaneLayout {
   std::int64_t input_size;         // I_l
   std::size_t Wx, Wh, bx, bh, Wr;  // Wr: weight_hr with proj_size (else meaningless)
+  // layer_norm: γ_x, γ_h [G*H]; the LSTM's γ_c, β_c [H] (else meaningless)
+  std::size_t ln_x, ln_h, ln_c, ln_cb;
 };
 
 template <typename T>

@@ -57,6 +57,9 @@ struct Workspace {
     }
     std::vector<std::size_t> gates_at(L * D), cs_at(L * D), aux_at(L * D), m_at(L * D);
     std::vector<std::size_t> zh_at(L * D), zc_at(L * D), rmask_at(L * D);
+    // Layer norm: the normalised products and cell states, and 1/σ of each row (x, h, c).
+    std::vector<std::size_t> xn_at(L * D), rn_at(L * D), chat_at(L * D), rstd_at(L * D);
+    const bool ln = cfg.layer_norm;
     // Training with zoneout keeps each step's draws for backward; recurrent dropout one mask.
     const bool zoned = training && cfg.zoneout > 0.0;
     const bool rdrop = training && cfg.recurrent_dropout > 0.0;
@@ -69,6 +72,12 @@ struct Workspace {
       if (zoned) zh_at[k] = take(N * H);
       if (zoned && Cell::kStates == 2) zc_at[k] = take(N * H);
       if (rdrop) rmask_at[k] = take(pk.B * cfg.state_size());
+      if (ln) {
+        xn_at[k] = own ? take(N * GH) : xn_at[k % D];
+        rn_at[k] = own ? take(N * GH) : rn_at[k % D];
+        if (Cell::kStates == 2) chat_at[k] = own ? take(N * H) : chat_at[k % D];
+        rstd_at[k] = own ? take(5 * N) : rstd_at[k % D];
+      }
     }
     grow(buf, total);
     T* base = buf.data();
@@ -92,6 +101,15 @@ struct Workspace {
       if (zoned) lanes[k].zh = base + zh_at[k];
       if (zoned && Cell::kStates == 2) lanes[k].zc = base + zc_at[k];
       if (rdrop) lanes[k].rmask = base + rmask_at[k];
+      if (ln) {
+        lanes[k].xn = base + xn_at[k];
+        lanes[k].rn = base + rn_at[k];
+        if (Cell::kStates == 2) lanes[k].chat = base + chat_at[k];
+        lanes[k].rstd_x = base + rstd_at[k];
+        lanes[k].rstd_h = lanes[k].rstd_x + N;
+        lanes[k].rstd_c = lanes[k].rstd_x + 2 * N;
+        lanes[k].coef = lanes[k].rstd_x + 3 * N;
+      }
     }
   }
 };
@@ -196,6 +214,18 @@ class CpuSequence final : public SequenceBackend<T> {
     if (cfg_.proj_size > 0) {
       p.Wr = params_.data() + lo.Wr;
       p.dWr = grads_.data() + lo.Wr;
+    }
+    if (cfg_.layer_norm) {
+      p.ln_x = params_.data() + lo.ln_x;
+      p.ln_h = params_.data() + lo.ln_h;
+      p.dln_x = grads_.data() + lo.ln_x;
+      p.dln_h = grads_.data() + lo.ln_h;
+      if (cfg_.states() == 2) {
+        p.ln_c = params_.data() + lo.ln_c;
+        p.ln_cb = params_.data() + lo.ln_cb;
+        p.dln_c = grads_.data() + lo.ln_c;
+        p.dln_cb = grads_.data() + lo.ln_cb;
+      }
     }
     return p;
   }
@@ -310,7 +340,7 @@ class CpuSequence final : public SequenceBackend<T> {
     if (has_c) to_sorted(call.c0, H, s_->c0s);
     hns_.assign(std::size_t(L * D * B * R), T(0));
     if (has_c) cns_.assign(std::size_t(L * D * B * H), T(0));
-    for (auto& sc : sc_) sc.reserve(B, H, Cell::kGates * H);
+    for (auto& sc : sc_) sc.reserve(B, H, Cell::kGates * H, cfg_.layer_norm);
 
     const T* X = input0();
     Index ldx = I;

@@ -19,6 +19,7 @@ class _Recurrent:
         proj_size: int = 0,
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None: ...
     @property
     def params(self) -> npt.NDArray[Any]: ...

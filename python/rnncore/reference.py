@@ -16,6 +16,8 @@
 #   weight_hh_l{l} [G*H, H]
 #   bias_ih_l{l}   [G*H]       (absent when bias=False: taken as zero)
 #   bias_hh_l{l}   [G*H]
+# and with layer norm (LSTM, reset-after GRU; see layer_norm_lstm_cell):
+#   ln_weight_ih_l{l}, ln_weight_hh_l{l} [G*H];  LSTM: ln_weight_c_l{l}, ln_bias_c_l{l} [H]
 # Row block k of a [G*H, .] matrix (rows k*H .. (k+1)*H-1) belongs to gate k.
 #
 # Dropout between layers is not modelled (the oracle is for p = 0 or eval mode).
@@ -31,6 +33,9 @@ __all__ = [
     "GATES",
     "gated_cell",
     "gru_cell",
+    "layer_norm",
+    "layer_norm_gru_cell",
+    "layer_norm_lstm_cell",
     "lstm_cell",
     "param_names",
     "param_shapes",
@@ -117,6 +122,48 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=True):
     return (1.0 - z) * n + z * h, np.concatenate([a_rz, a_n], axis=1)
 
 
+LAYER_NORM_EPS = 1e-5
+"""ε of every layer norm (PyTorch's LayerNorm default)."""
+
+
+def layer_norm(a):
+    """(a - mean(a)) / sqrt(var(a) + ε) over the last axis (biased variance, as Ba et al.)."""
+    mean = a.mean(axis=-1, keepdims=True)
+    return (a - mean) / np.sqrt(a.var(axis=-1, keepdims=True) + LAYER_NORM_EPS)
+
+
+def layer_norm_lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c):
+    """One layer-normalised LSTM step (Ba et al. 2016; haste's LayerNormLSTM):
+
+    a  = g_ih * LN(W_ih x) + g_hh * LN(W_hh h) + b_ih + b_hh   (each LN over all 4H)
+    i, f, g, o as lstm_cell;  c' = f * c + i * g;  h' = o * tanh(g_c * LN(c') + b_c)
+
+    Shapes: as lstm_cell, and g_ih, g_hh [4H], g_c, b_c [H].
+    Returns (h' [B, H], c' [B, H], a [B, 4H]).
+    """
+    a = g_ih * layer_norm(x @ w_ih.T) + g_hh * layer_norm(h @ w_hh.T) + b_ih + b_hh
+    a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)
+    c_new = sigmoid(a_f) * c + sigmoid(a_i) * np.tanh(a_g)
+    return sigmoid(a_o) * np.tanh(g_c * layer_norm(c_new) + b_c), c_new, a
+
+
+def layer_norm_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh):
+    """One layer-normalised GRU step (reset-after form): gru_cell with W_ih x replaced by
+    g_ih * LN(W_ih x) and W_hh h by g_hh * LN(W_hh h), each LN over all 3H.
+
+    Shapes: as gru_cell, and g_ih, g_hh [3H]. Returns (h' [B, H], a [B, 3H]).
+    """
+    hidden = h.shape[1]
+    gx = g_ih * layer_norm(x @ w_ih.T) + b_ih
+    gh = g_hh * layer_norm(h @ w_hh.T) + b_hh
+    a_rz = gx[:, : 2 * hidden] + gh[:, : 2 * hidden]
+    r = sigmoid(a_rz[:, :hidden])
+    z = sigmoid(a_rz[:, hidden:])
+    a_n = gx[:, 2 * hidden :] + r * gh[:, 2 * hidden :]
+    n = np.tanh(a_n)
+    return (1.0 - z) * n + z * h, np.concatenate([a_rz, a_n], axis=1)
+
+
 def gated_cell(x, s, w_ih, w_hh, b_ih, b_hh, gates):
     """One step of the lecture's gated cell with ``gates`` sigmoid gates (0, 1 or 2).
 
@@ -181,6 +228,21 @@ CELLS = {
 """Registry name -> (PyTorch-style mode of its weights, one step of the cell)."""
 
 
+def _ln_lstm_step(x, state, w_ih, w_hh, b_ih, b_hh, *ln):
+    h, c, pre = layer_norm_lstm_cell(x, state[0], state[1], w_ih, w_hh, b_ih, b_hh, *ln)
+    return (h, c), pre
+
+
+def _ln_gru_step(x, state, w_ih, w_hh, b_ih, b_hh, *ln):
+    h, pre = layer_norm_gru_cell(x, state[0], w_ih, w_hh, b_ih, b_hh, *ln)
+    return (h,), pre
+
+
+LAYER_NORM_STEPS = {"lstm": _ln_lstm_step, "gru": _ln_gru_step}
+"""The cells with a layer-normalised form, and its step (the extra arguments are the lane's
+layer-norm parameters in param_names order)."""
+
+
 def _cell_name(mode, nonlinearity, reset_after):
     if mode == "RNN":
         return "rnn" if nonlinearity == "tanh" else "rnn_relu"
@@ -189,9 +251,15 @@ def _cell_name(mode, nonlinearity, reset_after):
     return "lstm"
 
 
-def param_names(num_layers=1, bidirectional=False, bias=True, proj=False):
+def _ln_names(sfx, cell_state):
+    names = [f"ln_weight_ih{sfx}", f"ln_weight_hh{sfx}"]
+    return names + ([f"ln_weight_c{sfx}", f"ln_bias_c{sfx}"] if cell_state else [])
+
+
+def param_names(num_layers=1, bidirectional=False, bias=True, proj=False, layer_norm=None):
     """PyTorch's parameter names in PyTorch's order: layer, direction, ih/hh weights, biases,
-    and with ``proj`` (an LSTM's proj_size) the projection weight_hr."""
+    and with ``proj`` (an LSTM's proj_size) the projection weight_hr. ``layer_norm`` "LSTM" or
+    "GRU" appends each lane's layer-norm parameters (rnncore's names; PyTorch has none)."""
     names = []
     for layer in range(num_layers):
         for d in range(2 if bidirectional else 1):
@@ -201,24 +269,39 @@ def param_names(num_layers=1, bidirectional=False, bias=True, proj=False):
                 names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
             if proj:
                 names.append(f"weight_hr{sfx}")
+            if layer_norm:
+                names += _ln_names(sfx, layer_norm == "LSTM")
     return names
 
 
 def param_shapes(
-    mode, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True, proj_size=0
+    mode,
+    input_size,
+    hidden_size,
+    num_layers=1,
+    bidirectional=False,
+    bias=True,
+    proj_size=0,
+    layer_norm=False,
 ):
     """{name: shape} for a layer stack, with PyTorch's names and shapes (see the module legend).
 
     With proj_size P (LSTM only): weight_hh [4H, P], weight_ih above layer 0 [4H, D*P] and
-    weight_hr [P, H].
+    weight_hr [P, H]. With layer_norm: ln_weight_ih, ln_weight_hh [G*H], and for the LSTM
+    ln_weight_c, ln_bias_c [H].
     """
     gh = _gates(mode) * hidden_size
     dirs = 2 if bidirectional else 1
     state = proj_size or hidden_size
     shapes = {}
-    for name in param_names(num_layers, bidirectional, bias, proj=proj_size > 0):
-        layer = int(name.split("_l")[1].split("_")[0])
-        if name.startswith("weight_ih"):
+    names = param_names(
+        num_layers, bidirectional, bias, proj=proj_size > 0, layer_norm=mode if layer_norm else None
+    )
+    for name in names:
+        layer = int(name.rsplit("_l", 1)[1].split("_")[0])
+        if name.startswith(("ln_weight_c", "ln_bias_c")):
+            shapes[name] = (hidden_size,)
+        elif name.startswith("weight_ih"):
             shapes[name] = (gh, input_size if layer == 0 else dirs * state)
         elif name.startswith("weight_hh"):
             shapes[name] = (gh, state)
@@ -340,7 +423,18 @@ def reference_cell_forward(
         raise ValueError(f"reference_forward: weight_hr (proj_size) is for LSTM only, not {mode}")
     hidden = np.shape(weights["weight_hr_l0" if proj_size else "weight_hh_l0"])[1]
     size = proj_size or hidden  # R: the width of h
-    w = _check_weights(weights, mode, x.shape[2], hidden, num_layers, bidirectional, proj_size)
+    # Layer norm: the lane's ln_* parameters are present (layer_norm_lstm_cell).
+    ln = "ln_weight_ih_l0" in weights
+    if ln:
+        if cell not in LAYER_NORM_STEPS:
+            raise ValueError(
+                f"reference_forward: layer norm is for the cells {sorted(LAYER_NORM_STEPS)}, "
+                f"not {cell!r}"
+            )
+        step = LAYER_NORM_STEPS[cell]
+    w = _check_weights(
+        weights, mode, x.shape[2], hidden, num_layers, bidirectional, proj_size, layer_norm=ln
+    )
     lengths = _check_lengths(lengths, steps, batch)
     state_shape = (num_layers * dirs, batch, size)
     cell_shape = (num_layers * dirs, batch, hidden)
@@ -361,12 +455,13 @@ def reference_cell_forward(
                 w_ih, w_hh = w[f"weight_ih{sfx}"], w[f"weight_hh{sfx}"]
                 b_ih, b_hh = w[f"bias_ih{sfx}"], w[f"bias_hh{sfx}"]
                 w_hr = w.get(f"weight_hr{sfx}")
+                extra = [w[n] for n in _ln_names(sfx, mode == "LSTM")] if ln else []
                 k = layer * dirs + d
                 state = (h0[k].copy(),) + ((c0[k].copy(),) if mode == "LSTM" else ())
                 out = np.zeros((steps, batch, size))
                 for t in range(steps - 1, -1, -1) if d else range(steps):
                     active = t < lengths  # [B]: step t belongs to sequence b
-                    new, pre = step(inp[t], state, w_ih, w_hh, b_ih, b_hh)
+                    new, pre = step(inp[t], state, w_ih, w_hh, b_ih, b_hh, *extra)
                     if w_hr is not None:  # LSTMP: h = W_hr (o * tanh(c))
                         new = (new[0] @ w_hr.T,) + new[1:]
                     # a finished (or not yet started) sequence keeps its state
@@ -391,12 +486,26 @@ def _gates(mode):
 
 
 def _check_weights(
-    weights: Mapping, mode, input_size, hidden, num_layers, bidirectional, proj_size=0
+    weights: Mapping,
+    mode,
+    input_size,
+    hidden,
+    num_layers,
+    bidirectional,
+    proj_size=0,
+    layer_norm=False,
 ):
     """float64 copies of the parameters, zeros for absent biases; ValueError on a wrong shape."""
     has_bias = "bias_ih_l0" in weights
     shapes = param_shapes(
-        mode, input_size, hidden, num_layers, bidirectional, bias=True, proj_size=proj_size
+        mode,
+        input_size,
+        hidden,
+        num_layers,
+        bidirectional,
+        bias=True,
+        proj_size=proj_size,
+        layer_norm=layer_norm,
     )
     out = {}
     for name, shape in shapes.items():

@@ -26,9 +26,11 @@ void expect(bool ok, const std::string& what) {
 
 // loss = Σ y ⊙ Ry + Σ hn ⊙ Rh (+ Σ cn ⊙ Rc); checks d loss / d (params, x, h0, c0) by central
 // differences in double precision.
-void gradcheck(CellType cell, const std::string& label, int proj_size = 0) {
+void gradcheck(CellType cell, const std::string& label, int proj_size = 0,
+               bool layer_norm = false) {
   RecurrentConfig c;
   c.cell = cell;
+  c.layer_norm = layer_norm;
   c.input_size = 3;
   c.hidden_size = 4;
   c.num_layers = 2;
@@ -159,6 +161,21 @@ int main() {
     expect(rnncore::num_gates(cell.id) == cell.gates, std::string("gates of ") + cell.name);
     gradcheck(cell.id, cell.name);
     stacked_forwards(cell.id, cell.name);
+    if (cell.layer_norm) gradcheck(cell.id, std::string(cell.name) + " layer_norm", 0, true);
+  }
+  gradcheck(CellType::kLstm, "lstm layer_norm proj_size=3", 3, true);
+  {
+    RecurrentConfig ln;
+    ln.input_size = 2;
+    ln.hidden_size = 4;
+    ln.layer_norm = true;
+    ln.cell = CellType::kGruV1;
+    expect_throw([&] { Recurrent<float> r(ln); }, "layer_norm on a gru_v1");
+    ln.cell = CellType::kLstm;
+    Recurrent<float> r(ln);
+    for (const auto& p : r.param_info())
+      if (p.name.rfind("ln_weight", 0) == 0)
+        expect(r.params()[p.offset] == 1.0f, p.name + " starts at 1");
   }
   gradcheck(CellType::kLstm, "lstm proj_size=3", 3);
   {

@@ -10,7 +10,7 @@
 //   in that order (l, d, weight_ih, weight_hh, bias_ih, bias_hh), so optimizers run in one call.
 //   An LSTM with proj_size P (R below; R = H without one) has h of size P: y [T,B,D*P], h states
 //   [L*D,B,P] (c stays [L*D,B,H]), weight_hh [4H, P], I_l = D*P, and weight_hr [P, H] after the
-//   biases of each lane.
+//   biases of each lane. With layer_norm each lane's norm parameters come last (see the config).
 #pragma once
 
 #include <cstddef>
@@ -45,6 +45,7 @@ struct CellInfo {
   const char* layer_option;  // "key=value" of that class's constructor that selects the cell, or ""
   int gates;                 // G: gate blocks of H rows in weight_ih / weight_hh
   int states;                // 1 (h) or 2 (h and the cell state c)
+  bool layer_norm;           // whether RecurrentConfig::layer_norm is available for it
 };
 
 /// Every registered cell, in CellType order.
@@ -81,6 +82,12 @@ struct RecurrentConfig {
   // recurrent weights is multiplied by one inverted-dropout mask per sequence and lane, the same
   // at every step; off in inference. Not with proj_size.
   double recurrent_dropout = 0.0;
+  // Layer normalisation in the recurrence (Ba et al. 2016), for the cells whose CellInfo says so
+  // (lstm, gru): v = γ_x ⊙ LN(W_ih x) + γ_h ⊙ LN(W_hh h) + b_ih + b_hh, each LN over the row's
+  // G*H pre-activations, and the LSTM's h = o ⊙ tanh(γ_c ⊙ LN(c) + β_c). Each lane gets
+  // ln_weight_ih [G*H] (γ_x), ln_weight_hh [G*H] (γ_h) and for the LSTM ln_weight_c [H] (γ_c),
+  // ln_bias_c [H] (β_c), after its other parameters.
+  bool layer_norm = false;
 
   int gates() const { return num_gates(cell); }
   /// 2 for a cell with a cell state (LSTM's c), else 1.

@@ -34,6 +34,7 @@ struct GatedCell {
   static constexpr bool kAux = false;
   static constexpr bool kAuxIsInputSideDG = false;
   static constexpr bool kAuxIsRecurrentInput = false;
+  static constexpr bool kLayerNorm = false;  // (RecurrentConfig::layer_norm)
   static constexpr int kCand = kGates - 1;
 
   // gates: in x·W_ihᵀ + biases, out the activated blocks (i, f, r); h = s'.

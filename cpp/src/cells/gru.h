@@ -4,6 +4,7 @@
 //   r, z = σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z}),  h' = (1 - z) ⊙ n + z ⊙ h.
 #pragma once
 
+#include "layer_norm.h"
 #include "rnncore/activations.h"
 #include "step.h"
 
@@ -27,6 +28,9 @@ struct GruCell {
   static constexpr bool kAuxIsInputSideDG = kResetAfter;
   // Reset-before: the n block of dW_hh pairs with r ⊙ h_prev (aux) rather than h_prev.
   static constexpr bool kAuxIsRecurrentInput = !kResetAfter;
+  // Layer norm of both sides' pre-activations (layer_norm.h), reset-after only: reset-before's
+  // W_hn (r ⊙ h) is a second recurrent product, with no single row to normalise.
+  static constexpr bool kLayerNorm = kResetAfter;
 
   // gates in: x·W_ihᵀ + b_ih + [b_hr, b_hz, (reset-before: b_hn | reset-after: 0)].
   // gates out: r, z, n. aux out: see kAux.
@@ -35,6 +39,7 @@ struct GruCell {
     const Index H = s.H, u = s.units();
     if constexpr (kResetAfter) {
       s.recurrent_gemm(3, 0, 3);
+      if (s.ln.on) ln_recurrent_forward(s, 3);  // rec becomes γ_h ⊙ LN(W_hh h)
       for (Index r = 0; r < s.n; ++r) {
         RowArr<T> rg(s.gate(s.gates, 3, r, 0), u), z(s.gate(s.gates, 3, r, 1), u);
         RowArr<T> nn(s.gate(s.gates, 3, r, 2), u);
@@ -91,7 +96,10 @@ struct GruCell {
         nn = dn;
       }
     }
-    barrier();  // the GEMMs below read dG of every unit
+    if constexpr (kResetAfter) {
+      if (s.ln.on) ln_recurrent_backward(s, 3);  // each thread's own copy of the product's input
+    }
+    if (!s.ln.on) barrier();  // the GEMMs below read dG of every unit
     if constexpr (kResetAfter) {
       s.backward_gemm(3, 0, 3, /*accumulate=*/true);
     } else {

@@ -42,7 +42,7 @@ decltype(auto) with_cell(CellType id, F&& f) {
 template <typename... Cells>
 std::vector<CellInfo> make_cell_table(CellList<Cells...>) {
   return {CellInfo{Cells::kId, Cells::kName, Cells::kTorchMode, Cells::kLayer, Cells::kLayerOption,
-                   Cells::kGates, Cells::kStates}...};
+                   Cells::kGates, Cells::kStates, Cells::kLayerNorm}...};
 }
 
 }  // namespace rnncore::detail

@@ -20,6 +20,7 @@ struct RnnCell {
   static constexpr bool kAux = false;
   static constexpr bool kAuxIsInputSideDG = false;
   static constexpr bool kAuxIsRecurrentInput = false;
+  static constexpr bool kLayerNorm = false;  // (RecurrentConfig::layer_norm)
 
   // gates: in a = x·W_ihᵀ + b_ih + b_hh, out act(a + h_prev·W_hhᵀ) (which is also h).
   template <typename T>

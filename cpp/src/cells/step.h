@@ -47,6 +47,30 @@ inline void gemm_src_nt(const RowSrc<T>& src, Index n, Index cols, Index k, cons
   if (n > na) gemm_nt(n - na, cols, k, src.b, src.ldb, W, ldw, C + na * ldc, ldc, accumulate);
 }
 
+// The layer-norm state of one step (Step::ln), the rows of this step in the lane's buffers.
+template <typename T>
+struct LayerNormStep {
+  bool on = false;
+  const T* gain_h = nullptr;  // [G*H] γ_h
+  const T* gain_c = nullptr;  // [H] γ_c (LSTM)
+  const T* bias_c = nullptr;  // [H] β_c (LSTM)
+  T* dgain_h = nullptr;       // gradients (+=), backward
+  T* dgain_c = nullptr;
+  T* dbias_c = nullptr;
+  T* rhat = nullptr;    // [n, G*H] LN(W_hh h) of this step
+  T* rstd_h = nullptr;  // [n]
+  T* coef = nullptr;    // [n, 2] backward: the row constants of LN's gradient (layer_norm.h)
+  T* drec = nullptr;    // [B, G*H] backward: this thread's copy of dL/d(W_hh h), for dh_prev
+  T* chat = nullptr;    // [n, H] LN(c') (LSTM)
+  T* rstd_c = nullptr;  // [n]
+  // [threads, stride, 3] per-thread partials: one buffer for the recurrent norm, one for the
+  // cell state's (a thread may start the second while another still reads the first).
+  T* part_h = nullptr;
+  T* part_c = nullptr;
+  Index stride = 0;    // B
+  T* dchat = nullptr;  // [B, H] backward scratch: dL/d LN(c')
+};
+
 template <typename T>
 struct Step {
   Index n = 0;  // active rows: a prefix of the length-sorted batch
@@ -93,6 +117,7 @@ struct Step {
   T* dc = nullptr;       // [n, H] in: carried dL/dc_t (LSTM); clobbered
   T* dh_prev = nullptr;  // [n, R] out (=)
   T* dc_prev = nullptr;  // [n, H] out (=), LSTM
+  LayerNormStep<T> ln;   // layer_norm (layer_norm.h), or ln.on == false
 
   Index units() const { return j1 - j0; }
   using VecMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
@@ -172,11 +197,13 @@ struct Step {
   // dh_prev[:, q0:q1] (+)= (dG[:, rows of W_hh in [g0*H, g1*H)] · W_hh[g0*H : g1*H, q0:q1])
   // ⊙ in_mask (recurrent dropout: the gradient w.r.t. h_prev of a product that read h_in).
   void backward_gemm(Index G, Index g0, Index g1, bool accumulate) const {
+    // With layer norm the product reads dL/d(W_hh h), which differs from the gates' dG.
+    const T* dg = ln.on ? ln.drec : gates;
     if (!in_mask) {
-      weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, dh_prev + q0, R, accumulate);
+      weight_product_bwd(G, g0 * H, (g1 - g0) * H, dg, G * H, dh_prev + q0, R, accumulate);
       return;
     }
-    weight_product_bwd(G, g0 * H, (g1 - g0) * H, gates, G * H, in_scratch + q0, R, false);
+    weight_product_bwd(G, g0 * H, (g1 - g0) * H, dg, G * H, in_scratch + q0, R, false);
     for (Index r = 0; r < n; ++r) {
       RowArr<T> out(dh_prev + r * R + q0, q1 - q0);
       const auto masked = ConstRowArr<T>(in_scratch + r * R + q0, q1 - q0) *

@@ -56,6 +56,7 @@ class SequenceClassifier(Module):
         padding_idx: id of the padding token (its embedding row stays zero), or None.
         dtype, seed: as in the layers.
         zoneout, recurrent_dropout: the recurrent regularisers of the engine (see LanguageModel).
+        layer_norm: layer normalisation in the recurrence, "lstm" and "gru" (see LanguageModel).
 
     Shapes: ids int [T, B], lengths [B] -> logits [B, C].
     """
@@ -78,6 +79,7 @@ class SequenceClassifier(Module):
         seed: int | None = None,
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         owner = "SequenceClassifier"
@@ -100,6 +102,8 @@ class SequenceClassifier(Module):
         for key, value in (("zoneout", zoneout), ("recurrent_dropout", recurrent_dropout)):
             if value:  # written only when used: older checkpoints and readers stay as they were
                 self._config[key] = float(value)
+        if layer_norm:
+            self._config["layer_norm"] = True
         s = child_seeds(seed, 5)
         self.pooling = pooling
         self.num_directions = 2 if bidirectional else 1
@@ -118,6 +122,7 @@ class SequenceClassifier(Module):
             seed=s[2],
             zoneout=zoneout,
             recurrent_dropout=recurrent_dropout,
+            layer_norm=layer_norm,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])

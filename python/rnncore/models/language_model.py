@@ -48,6 +48,7 @@ def make_rnn(
     proj_size: int = 0,
     zoneout: float = 0.0,
     recurrent_dropout: float = 0.0,
+    layer_norm: bool = False,
     owner: str = "model",
 ) -> RNN | LSTM | GRU:
     """A time-major recurrent layer for a config's cell name; every task model builds its own here.
@@ -60,6 +61,8 @@ def make_rnn(
         forget_bias: cells with a forget gate ("lstm", "gated-forget"), e.g. 1.0; else None.
         proj_size: LSTM only: the size P of its projected h (0: none; see rnncore.nn.LSTM).
         zoneout, recurrent_dropout: the engine's recurrent regularisers (see rnncore.nn.LSTM).
+        layer_norm: "lstm" and "gru" only: layer normalisation in the recurrence (Ba et al.
+            2016; see rnncore.nn.LSTM).
         owner: the model's name, for error messages.
 
     Shapes: x [T, B, input_size] -> y [T, B, D*R], R = proj_size or hidden_size.
@@ -80,6 +83,11 @@ def make_rnn(
         extra["zoneout"] = zoneout
     if recurrent_dropout:
         extra["recurrent_dropout"] = recurrent_dropout
+    if layer_norm:
+        if not nn_cells[cell]["layer_norm"]:
+            have = tuple(n for n, c in nn_cells.items() if c["layer_norm"])
+            raise ValueError(f"{owner}: layer_norm is for the cells {have}, got cell {cell!r}")
+        extra["layer_norm"] = True
     return recurrent_layer(
         cell,
         input_size,
@@ -215,6 +223,8 @@ class LanguageModel(Module):
             (Krueger et al. 2016; inference uses the expectation, the C++ loader too).
         recurrent_dropout: one dropout mask per sequence on h entering the recurrent weights
             (Gal & Ghahramani 2016), training only.
+        layer_norm: "lstm" and "gru": layer normalisation of both sides' pre-activations (and
+            the LSTM's cell state) in every step (Ba et al. 2016). The C++ LanguageModel loads it.
 
     Shapes: ids int [T, B] -> logits [T, B, V]; state h [L, B, R] (LSTM: (h, c), c [L, B, H]).
     """
@@ -235,6 +245,7 @@ class LanguageModel(Module):
         proj_size: int = 0,
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         owner = "LanguageModel"
@@ -260,6 +271,7 @@ class LanguageModel(Module):
             ("proj_size", int(proj_size)),
             ("zoneout", float(zoneout)),
             ("recurrent_dropout", float(recurrent_dropout)),
+            ("layer_norm", bool(layer_norm)),
         ):
             if value:
                 self._config[key] = value
@@ -277,6 +289,7 @@ class LanguageModel(Module):
             proj_size=proj_size,
             zoneout=zoneout,
             recurrent_dropout=recurrent_dropout,
+            layer_norm=layer_norm,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])

@@ -109,6 +109,7 @@ class SequenceTagger(Module):
         char_padding_idx: the character padding id.
         dtype, seed: as in the layers.
         zoneout, recurrent_dropout: the recurrent regularisers of the engine (see LanguageModel).
+        layer_norm: layer normalisation in the recurrence, "lstm" and "gru" (see LanguageModel).
 
     Shapes: ids [T, B], lengths [B] (chars [Lc, N], char_lengths [N]) -> logits [T, B, C].
     """
@@ -135,6 +136,7 @@ class SequenceTagger(Module):
         seed: int | None = None,
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         owner = "SequenceTagger"
@@ -165,6 +167,8 @@ class SequenceTagger(Module):
         for key, value in (("zoneout", zoneout), ("recurrent_dropout", recurrent_dropout)):
             if value:  # written only when used: older checkpoints and readers stay as they were
                 self._config[key] = float(value)
+        if layer_norm:
+            self._config["layer_norm"] = True
         s = child_seeds(seed, 7)
         D = 2 if bidirectional else 1
         self.tag_names = tag_names
@@ -203,6 +207,7 @@ class SequenceTagger(Module):
             seed=s[2],
             zoneout=zoneout,
             recurrent_dropout=recurrent_dropout,
+            layer_norm=layer_norm,
             owner=owner,
         )
         self.drop_out = Dropout(dropout, seed=s[3])

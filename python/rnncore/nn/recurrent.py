@@ -62,6 +62,7 @@ class _Recurrent(Module):
         proj_size: int = 0,
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -91,6 +92,18 @@ class _Recurrent(Module):
             raise ValueError(
                 f"{owner}: zoneout and recurrent_dropout do not combine with proj_size"
             )
+        if not isinstance(layer_norm, (bool, np.bool_)):
+            raise TypeError(f"{owner}: layer_norm must be True or False, got {layer_norm!r}")
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm and not CELLS[cell]["layer_norm"]:
+            have = ", ".join(n for n, c in CELLS.items() if c["layer_norm"])
+            msg = f"{owner}: layer_norm is for the cells {have}, not {cell!r}"
+            if cell == "gru_v1":
+                msg += (
+                    " (pass reset_after=True: the reset-before GRU's W_hn (r*h) is a second "
+                    "recurrent product, with no one row to normalise)"
+                )
+            raise ValueError(msg)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -112,6 +125,7 @@ class _Recurrent(Module):
             self.proj_size,
             self.zoneout,
             self.recurrent_dropout,
+            self.layer_norm,
         )
         flat, gflat = self._core.params, self._core.grads
         for name, offset, shape in self._core.param_info():
@@ -184,6 +198,9 @@ class _Recurrent(Module):
         k = 1.0 / math.sqrt(H)
         rng = self._rng
         for p in self._parameters:
+            if p.name.startswith("ln_"):  # layer norm: gains 1, the cell state's shift 0
+                p.data[...] = 1.0 if p.name.startswith("ln_weight") else 0.0
+                continue
             is_hh = p.name.startswith("weight_hh")
             is_bias = p.name.startswith("bias")
             if init == "uniform" or (init == "orthogonal" and p.name.startswith("weight_ih")):
@@ -212,11 +229,13 @@ class _Recurrent(Module):
 
     def _num_parameters(self) -> int:
         """P, the flat buffer's length, from the sizes alone (no allocation): per layer and
-        direction G*H*(I_l + R) weights, 2*G*H biases, R*H for a projection; I_l = D*R above
-        layer 0."""
+        direction G*H*(I_l + R) weights, 2*G*H biases, R*H for a projection, 2*G*H layer-norm
+        gains (+ 2*H with a cell state); I_l = D*R above layer 0."""
         G, H, R = CELLS[self.cell]["gates"], self.hidden_size, self.state_size
         D, L = self.num_directions, self.num_layers
         lane = G * H * R + (2 * G * H if self.bias else 0) + (R * H if self.proj_size else 0)
+        if self.layer_norm:
+            lane += 2 * G * H + (2 * H if self._has_c else 0)
         return D * (G * H * self.input_size + lane) + (L - 1) * D * (G * H * D * R + lane)
 
     @property
@@ -376,6 +395,8 @@ class _Recurrent(Module):
             s += f", zoneout={self.zoneout}"
         if self.recurrent_dropout:
             s += f", recurrent_dropout={self.recurrent_dropout}"
+        if self.layer_norm:
+            s += ", layer_norm=True"
         if self.bidirectional:
             s += ", bidirectional=True"
         if self.cell == "gru_v1":
@@ -466,6 +487,7 @@ class LSTM(_Recurrent):
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
         proj_size: int = 0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__(
             "lstm",
@@ -484,6 +506,7 @@ class LSTM(_Recurrent):
             zoneout=zoneout,
             recurrent_dropout=recurrent_dropout,
             proj_size=proj_size,
+            layer_norm=layer_norm,
         )
 
 
@@ -514,6 +537,7 @@ class GRU(_Recurrent):
         device: str = "cpu",
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(
@@ -531,6 +555,7 @@ class GRU(_Recurrent):
             device=device,
             zoneout=zoneout,
             recurrent_dropout=recurrent_dropout,
+            layer_norm=layer_norm,
         )
 
 

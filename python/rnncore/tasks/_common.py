@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import optim
+from .. import nn, optim
 from ..data import BucketBatchSampler, DataFormatError
 from ..metrics import SACREBLEU_HINT
 from ..models.language_model import CELLS as MODEL_CELLS
@@ -165,6 +165,13 @@ def add_common_arguments(
             metavar="P",
             help="recurrent dropout (Gal & Ghahramani 2016): one mask per sequence on h entering "
             "the recurrent weights, training only",
+        )
+        m.add_argument(
+            "--layer-norm",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="layer normalisation inside the recurrence (Ba et al. 2016): both sides' "
+            "pre-activations and the LSTM's cell state, every step; --cell lstm or gru",
         )
     add_training_arguments(p, defaults)
 
@@ -297,6 +304,9 @@ def check_common(args: argparse.Namespace) -> None:
         value = getattr(args, name, 0.0)
         if not 0.0 <= value < 1.0:
             raise TaskError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+    if getattr(args, "layer_norm", False) and not nn.CELLS[args.cell]["layer_norm"]:
+        have = " or ".join(n for n, c in nn.CELLS.items() if c["layer_norm"])
+        raise TaskError(f"--layer-norm needs --cell {have}, got --cell {args.cell}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise TaskError(f"--lr must be > 0, got {args.lr}")
     if args.clip < 0 or args.weight_decay < 0:

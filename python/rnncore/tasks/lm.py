@@ -168,6 +168,7 @@ def train_lm(
         seed=args.seed,
         zoneout=args.zoneout,
         recurrent_dropout=args.recurrent_dropout,
+        layer_norm=args.layer_norm,
     )
     model.char_level = char_level
     if args.init_range > 0:

@@ -246,6 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         zoneout=args.zoneout,
         recurrent_dropout=args.recurrent_dropout,
+        layer_norm=args.layer_norm,
     )
     bs, ml = args.batch_size, args.max_len
     train = make_batches(splits["train"], vocab, bs, shuffle=True, seed=args.seed, max_len=ml)

@@ -290,6 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         zoneout=args.zoneout,
         recurrent_dropout=args.recurrent_dropout,
+        layer_norm=args.layer_norm,
     )
     if unseen:  # outputs the model never picks: conlleval counts these entities as missed
         rows = [tag_vocab[t] for t in unseen]
