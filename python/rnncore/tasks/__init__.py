@@ -25,6 +25,8 @@ TASK_MODULES.update(
     copy="copy",
     seqdigits="seqdigits",
 )
+# the Kneser-Ney n-gram baseline of the word-level language model
+TASK_MODULES.update(ngram="ngram")
 
 
 def load(name: str) -> ModuleType:
