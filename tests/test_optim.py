@@ -91,6 +91,8 @@ CONFIGS = {
         "Adagrad",
         {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.5, "weight_decay": 0.01},
     ),
+    "adadelta": ("Adadelta", {}),
+    "adadelta-kim-wd": ("Adadelta", {"lr": 0.5, "rho": 0.95, "eps": 1e-6, "weight_decay": 0.01}),
 }
 
 
@@ -153,7 +155,14 @@ def _snapshot(params):
 
 
 @pytest.mark.parametrize(
-    "config", ["sgd-nesterov-wd", "adam-wd-amsgrad", "rmsprop-all", "adagrad-decay-init-wd"]
+    "config",
+    [
+        "sgd-nesterov-wd",
+        "adam-wd-amsgrad",
+        "rmsprop-all",
+        "adagrad-decay-init-wd",
+        "adadelta-kim-wd",
+    ],
 )
 def test_state_dict_round_trip_gives_identical_updates(config):
     name, kwargs = CONFIGS[config]

@@ -24,11 +24,20 @@ def test_every_task_help_says_what_its_defaults_were_measured_on(name):
 
 def test_sentiment_defaults_and_their_help(capsys):
     args = _task_parser("sentiment").parse_args(["--data", "d", "--out", "o"])
+    sentiment.fill_model_defaults(args)  # the shared options' defaults depend on --model
     assert args.pooling == sentiment.POOLING
     assert args.max_len == sentiment.MAX_LEN
     assert args.batch_size == sentiment.DEFAULTS["batch_size"]
     assert args.lr == sentiment.DEFAULTS["lr"]
     assert args.epochs == sentiment.DEFAULTS["epochs"]
+    cnn = _task_parser("sentiment").parse_args(["--data", "d", "--out", "o", "--model", "cnn"])
+    cnn_lr = _task_parser("sentiment").parse_args(
+        ["--data", "d", "--out", "o", "--model", "cnn", "--lr", "0.5"]
+    )
+    for a in (cnn, cnn_lr):
+        sentiment.fill_model_defaults(a)
+    assert (cnn.embed, cnn.batch_size, cnn.lr) == (300, 50, 1e-3)
+    assert cnn_lr.lr == 0.5 and cnn_lr.batch_size == 50  # given options win
     with pytest.raises(SystemExit):
         main(["train", "sentiment", "--help"])
     out = " ".join(capsys.readouterr().out.split())

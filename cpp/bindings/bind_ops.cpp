@@ -190,6 +190,67 @@ py::object linear_backward(py::handle dy_obj, py::handle x_obj, py::handle weigh
   return std::move(dx);
 }
 
+// ---- Conv1d -----------------------------------------------------------------------------------
+
+template <typename T>
+py::array_t<T> conv1d_forward(py::handle x_obj, py::handle weight_obj, py::handle bias_obj,
+                              std::int64_t padding) {
+  auto weight = checked<T>(weight_obj, "weight", "[O, C, K]", {-1, -1, -1});
+  const py::ssize_t O = weight.shape(0), C = weight.shape(1), K = weight.shape(2);
+  auto x = checked<T>(x_obj, "x", dims({{"N", -1}, {"L", -1}, {"C", C}}), {-1, -1, C});
+  const py::ssize_t N = x.shape(0), L = x.shape(1);
+  if (padding < 0) throw py::value_error("padding: must be >= 0, got " + std::to_string(padding));
+  const std::int64_t Lo = rnncore::conv1d_out_length(L, K, padding);
+  if (Lo < 1)
+    throw py::value_error("x: length L=" + std::to_string(L) + " with padding " +
+                          std::to_string(padding) + " is shorter than kernel_size " +
+                          std::to_string(K));
+  py::array_t<T> bias;
+  if (!bias_obj.is_none()) bias = checked<T>(bias_obj, "bias", dims({{"O", O}}), {O});
+  py::array_t<T> y({N, py::ssize_t(Lo), O});
+  const T* xp = x.data();
+  const T* wp = weight.data();
+  const T* bp = bias_obj.is_none() ? nullptr : bias.data();
+  T* yp = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    rnncore::conv1d_forward<T>(N, L, C, O, K, padding, xp, wp, bp, yp);
+  }
+  return y;
+}
+
+template <typename T>
+py::object conv1d_backward(py::handle dy_obj, py::handle x_obj, py::handle weight_obj,
+                           py::handle dweight_obj, py::handle dbias_obj, std::int64_t padding,
+                           bool need_dx) {
+  auto weight = checked<T>(weight_obj, "weight", "[O, C, K]", {-1, -1, -1});
+  const py::ssize_t O = weight.shape(0), C = weight.shape(1), K = weight.shape(2);
+  auto x = checked<T>(x_obj, "x", dims({{"N", -1}, {"L", -1}, {"C", C}}), {-1, -1, C});
+  const py::ssize_t N = x.shape(0), L = x.shape(1);
+  if (padding < 0) throw py::value_error("padding: must be >= 0, got " + std::to_string(padding));
+  const py::ssize_t Lo = py::ssize_t(rnncore::conv1d_out_length(L, K, padding));
+  if (Lo < 1) throw py::value_error("x: shorter than kernel_size with this padding");
+  auto dy = checked<T>(dy_obj, "dy", dims({{"N", N}, {"Lo", Lo}, {"O", O}}), {N, Lo, O});
+  auto dweight =
+      checked<T>(dweight_obj, "dweight", dims({{"O", O}, {"C", C}, {"K", K}}), {O, C, K}, true);
+  py::array_t<T> dbias;
+  if (!dbias_obj.is_none()) dbias = checked<T>(dbias_obj, "dbias", dims({{"O", O}}), {O}, true);
+  py::array_t<T> dx;
+  if (need_dx) dx = py::array_t<T>({N, L, C});
+  const T* dyp = dy.data();
+  const T* xp = x.data();
+  const T* wp = weight.data();
+  T* dwp = dweight.mutable_data();
+  T* dbp = dbias_obj.is_none() ? nullptr : dbias.mutable_data();
+  T* dxp = need_dx ? dx.mutable_data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    rnncore::conv1d_backward<T>(N, L, C, O, K, padding, dyp, xp, wp, dxp, dwp, dbp);
+  }
+  if (!need_dx) return py::none();
+  return std::move(dx);
+}
+
 // ---- Losses -----------------------------------------------------------------------------------
 
 template <typename T>
@@ -298,6 +359,21 @@ void rmsprop_step(py::handle param_obj, py::handle grad_obj, py::handle sq_obj, 
   const T* gp = grad.data();
   py::gil_scoped_release release;
   rnncore::rmsprop_step<T>(P, pp, gp, sq, gavg, buf, o);
+}
+
+template <typename T>
+void adadelta_step(py::handle param_obj, py::handle grad_obj, py::handle sq_obj, py::handle acc_obj,
+                   double lr, double rho, double eps, double weight_decay) {
+  auto param = checked<T>(param_obj, "param", "[P]", {-1}, true);
+  const py::ssize_t P = param.shape(0);
+  auto grad = checked<T>(grad_obj, "grad", dims({{"P", P}}) + " like param", {P});
+  T* sq = state_buffer<T>(sq_obj, "square_avg", P, false);
+  T* acc = state_buffer<T>(acc_obj, "acc_delta", P, false);
+  rnncore::AdadeltaOptions o{lr, rho, eps, weight_decay};
+  T* pp = param.mutable_data();
+  const T* gp = grad.data();
+  py::gil_scoped_release release;
+  rnncore::adadelta_step<T>(P, pp, gp, sq, acc, o);
 }
 
 template <typename T>
@@ -422,6 +498,27 @@ void bind_ops(py::module_& m) {
       py::arg("ids"), py::arg("dout"), py::arg("dweight"), py::arg("padding_idx") = py::none(),
       "ids int64 [N], dout [N, E]: dweight[ids[n]] += dout[n] (in place) except for padding_idx.");
   m.def(
+      "conv1d_forward",
+      [](py::handle x, py::handle weight, py::handle bias, std::int64_t padding) -> py::object {
+        if (float_bits(weight, "weight") == 64)
+          return conv1d_forward<double>(x, weight, bias, padding);
+        return conv1d_forward<float>(x, weight, bias, padding);
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("padding") = 0,
+      "x [N, L, C] (channels last), weight [O, C, K] (PyTorch's), bias [O] or None -> y [N, Lo, "
+      "O], Lo = L + 2 padding - K + 1 (stride 1, zero padding).");
+  m.def(
+      "conv1d_backward",
+      [](py::handle dy, py::handle x, py::handle weight, py::handle dweight, py::handle dbias,
+         std::int64_t padding, bool need_dx) -> py::object {
+        if (float_bits(weight, "weight") == 64)
+          return conv1d_backward<double>(dy, x, weight, dweight, dbias, padding, need_dx);
+        return conv1d_backward<float>(dy, x, weight, dweight, dbias, padding, need_dx);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("dweight"),
+      py::arg("dbias") = py::none(), py::arg("padding") = 0, py::arg("need_dx") = true,
+      "dweight += and dbias += (in place) of conv1d_forward; returns dx [N, L, C] (or None).");
+  m.def(
       "linear_forward",
       [](py::handle x, py::handle weight, py::handle bias) -> py::object {
         if (float_bits(weight, "weight") == 64) return linear_forward<double>(x, weight, bias);
@@ -516,6 +613,18 @@ void bind_ops(py::module_& m) {
       py::arg("centered") = false,
       "torch.optim.RMSprop update of a flat buffer [P]; grad_avg [P] when centered, "
       "momentum_buf [P] when momentum > 0, else None.");
+  m.def(
+      "adadelta_step",
+      [](py::handle p, py::handle g, py::handle sq, py::handle acc, double lr, double rho,
+         double eps, double weight_decay) {
+        if (float_bits(p, "param") == 64)
+          adadelta_step<double>(p, g, sq, acc, lr, rho, eps, weight_decay);
+        else
+          adadelta_step<float>(p, g, sq, acc, lr, rho, eps, weight_decay);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("square_avg"), py::arg("acc_delta"), py::kw_only(),
+      py::arg("lr") = 1.0, py::arg("rho") = 0.9, py::arg("eps") = 1e-6,
+      py::arg("weight_decay") = 0.0, "torch.optim.Adadelta update of a flat buffer [P].");
   m.def(
       "adagrad_step",
       [](py::handle p, py::handle g, py::handle sum, std::int64_t step, double lr, double lr_decay,

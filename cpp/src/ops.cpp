@@ -213,6 +213,116 @@ void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy
   if (dbias) detail::colsum_acc<T>(N, O, dy, O, dbias);
 }
 
+// ---- Conv1d -----------------------------------------------------------------------------------
+
+namespace {
+
+void check_conv1d(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_t O, std::int64_t K,
+                  std::int64_t pad) {
+  require_size(N, "N");
+  require_positive(L, "L (length)");
+  require_positive(C, "C (in_channels)");
+  require_positive(O, "O (out_channels)");
+  require_positive(K, "K (kernel_size)");
+  require_size(pad, "padding");
+  require(conv1d_out_length(L, K, pad) >= 1,
+          "the input length L=" + std::to_string(L) + " with padding " + std::to_string(pad) +
+              " is shorter than kernel_size " + std::to_string(K));
+}
+
+// cols [N*Lo, K*C]: row (n, t) holds x[n, t + k - pad, :] for k = 0..K-1 side by side (zeros
+// outside the sequence). Reused per thread: the buffer of a batch of sentences is tens of MB,
+// and allocating it per call would fault its pages in every time.
+template <typename T>
+T* im2col(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_t K, std::int64_t pad,
+          const T* x) {
+  thread_local detail::AlignedVec<T> cols;
+  const std::int64_t Lo = conv1d_out_length(L, K, pad), KC = K * C;
+  if (cols.size() < std::size_t(N * Lo * KC)) cols.resize(std::size_t(N * Lo * KC));
+  T* out = cols.data();
+  detail::for_rows(N * Lo, KC, [&](std::int64_t row) {
+    const std::int64_t n = row / Lo, t = row % Lo;
+    T* dst = out + row * KC;
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::int64_t s = t + k - pad;
+      if (s >= 0 && s < L)
+        std::memcpy(dst + k * C, x + (n * L + s) * C, sizeof(T) * std::size_t(C));
+      else
+        std::fill(dst + k * C, dst + (k + 1) * C, T(0));
+    }
+  });
+  return out;
+}
+
+// weight [O, C, K] <-> [O, K*C] (the im2col order).
+template <typename T>
+void to_kc(std::int64_t O, std::int64_t C, std::int64_t K, const T* w, T* out) {
+  for (std::int64_t o = 0; o < O; ++o)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t k = 0; k < K; ++k) out[(o * K + k) * C + c] = w[(o * C + c) * K + k];
+}
+
+}  // namespace
+
+template <typename T>
+void conv1d_forward(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_t O, std::int64_t K,
+                    std::int64_t pad, const T* x, const T* weight, const T* bias, T* y) {
+  check_conv1d(N, L, C, O, K, pad);
+  const std::int64_t Lo = conv1d_out_length(L, K, pad), KC = K * C;
+  require_ptr(x, N * L * C, "x");
+  require_ptr(weight, O * KC, "weight");
+  require_ptr(y, N * Lo * O, "y");
+  if (N == 0) return;
+  const T* cols = im2col(N, L, C, K, pad, x);
+  detail::AlignedVec<T> w(std::size_t(O * KC));
+  to_kc(O, C, K, weight, w.data());
+  if (bias)
+    for (std::int64_t r = 0; r < N * Lo; ++r)
+      std::memcpy(y + r * O, bias, sizeof(T) * std::size_t(O));
+  detail::par_gemm<T>(false, true, N * Lo, O, KC, cols, KC, w.data(), KC, bias ? T(1) : T(0), y, O);
+}
+
+template <typename T>
+void conv1d_backward(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_t O, std::int64_t K,
+                     std::int64_t pad, const T* dy, const T* x, const T* weight, T* dx, T* dweight,
+                     T* dbias) {
+  check_conv1d(N, L, C, O, K, pad);
+  const std::int64_t Lo = conv1d_out_length(L, K, pad), KC = K * C, M = N * Lo;
+  require_ptr(dy, M * O, "dy");
+  require_ptr(x, N * L * C, "x");
+  require_ptr(weight, O * KC, "weight");
+  require_ptr(dweight, O * KC, "dweight");
+  if (N == 0) return;
+  // dW = dyᵀ · cols in the im2col order, then added into PyTorch's layout.
+  const T* cols = im2col(N, L, C, K, pad, x);
+  detail::AlignedVec<T> dw(std::size_t(O * KC), T(0));
+  detail::gemm_tn_acc<T>(O, KC, M, dy, O, cols, KC, dw.data(), KC);
+  for (std::int64_t o = 0; o < O; ++o)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t k = 0; k < K; ++k) dweight[(o * C + c) * K + k] += dw[(o * K + k) * C + c];
+  if (dbias) detail::colsum_acc<T>(M, O, dy, O, dbias);
+  if (!dx) return;
+  // dcols = dy · W, then each row's K slices added back where im2col read them (col2im).
+  detail::AlignedVec<T> w(std::size_t(O * KC));
+  to_kc(O, C, K, weight, w.data());
+  thread_local detail::AlignedVec<T> dcols;  // reused, as im2col's buffer
+  if (dcols.size() < std::size_t(M * KC)) dcols.resize(std::size_t(M * KC));
+  detail::par_gemm<T>(false, false, M, KC, O, dy, O, w.data(), KC, T(0), dcols.data(), KC);
+  // The team's threads must read this thread's buffer, not their own (empty) thread_local one.
+  const T* dc = dcols.data();
+  detail::for_rows(N, Lo * KC, [&](std::int64_t n) {
+    T* d = dx + n * L * C;
+    std::fill(d, d + L * C, T(0));
+    for (std::int64_t t = 0; t < Lo; ++t)
+      for (std::int64_t k = 0; k < K; ++k) {
+        const std::int64_t s = t + k - pad;
+        if (s < 0 || s >= L) continue;
+        const T* src = dc + (n * Lo + t) * KC + k * C;
+        for (std::int64_t c = 0; c < C; ++c) d[s * C + c] += src[c];
+      }
+  });
+}
+
 // ---- Softmax ----------------------------------------------------------------------------------
 
 namespace {
@@ -415,6 +525,32 @@ void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_s
 }
 
 template <typename T>
+void adadelta_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* acc_delta,
+                   const AdadeltaOptions& o) {
+  require_size(P, "P");
+  require_ptr(param, P, "param");
+  require_ptr(grad, P, "grad");
+  require_ptr(square_avg, P, "square_avg");
+  require_ptr(acc_delta, P, "acc_delta");
+  require_nonneg(o.lr, "lr");
+  require(o.rho >= 0.0 && o.rho <= 1.0, "rho must be in [0, 1], got " + num(o.rho));
+  require_nonneg(o.eps, "eps");
+  require_nonneg(o.weight_decay, "weight_decay");
+  const bool use_wd = o.weight_decay != 0.0;
+  const T lr = T(o.lr), rho = T(o.rho), w = T(1.0 - o.rho), eps = T(o.eps);
+  const T wd = T(o.weight_decay);
+  parallel_for(P, P >= kParallelMin, [&](std::int64_t i) {
+    T g = grad[i];
+    if (use_wd) g = g + wd * param[i];
+    const T s = square_avg[i] * rho + w * g * g;
+    square_avg[i] = s;
+    const T delta = std::sqrt(acc_delta[i] + eps) / std::sqrt(s + eps) * g;
+    acc_delta[i] = acc_delta[i] * rho + w * delta * delta;
+    param[i] = param[i] - lr * delta;
+  });
+}
+
+template <typename T>
 void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* grad_avg,
                   T* momentum_buf, const RmspropOptions& o) {
   require_size(P, "P");
@@ -570,6 +706,11 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
                                   const T*, T*);                                                  \
   template void linear_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*,  \
                                    const T*, T*, T*, T*);                                         \
+  template void conv1d_forward<T>(std::int64_t, std::int64_t, std::int64_t, std::int64_t,         \
+                                  std::int64_t, std::int64_t, const T*, const T*, const T*, T*);  \
+  template void conv1d_backward<T>(std::int64_t, std::int64_t, std::int64_t, std::int64_t,        \
+                                   std::int64_t, std::int64_t, const T*, const T*, const T*, T*,  \
+                                   T*, T*);                                                       \
   template void log_softmax_rows<T>(std::int64_t, std::int64_t, T*);                              \
   template void softmax_rows<T>(std::int64_t, std::int64_t, T*);                                  \
   template LossResult cross_entropy<T>(std::int64_t, std::int64_t, const T*, const std::int64_t*, \
@@ -579,6 +720,7 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
   template void adam_step<T>(std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,                \
                              const AdamOptions&);                                                 \
   template void rmsprop_step<T>(std::int64_t, T*, const T*, T*, T*, T*, const RmspropOptions&);   \
+  template void adadelta_step<T>(std::int64_t, T*, const T*, T*, T*, const AdadeltaOptions&);     \
   template void adagrad_step<T>(std::int64_t, T*, const T*, T*, std::int64_t,                     \
                                 const AdagradOptions&);                                           \
   template double sum_of_squares<T>(const std::vector<Span<const T>>&);                           \

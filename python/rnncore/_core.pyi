@@ -87,6 +87,18 @@ def linear_backward(
     dbias: np.ndarray | None = None,
     need_dx: bool = True,
 ) -> np.ndarray | None: ...
+def conv1d_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0
+) -> np.ndarray: ...
+def conv1d_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    dweight: np.ndarray,
+    dbias: np.ndarray | None = None,
+    padding: int = 0,
+    need_dx: bool = True,
+) -> np.ndarray | None: ...
 def cross_entropy(
     logits: np.ndarray,
     targets: np.ndarray,
@@ -121,6 +133,9 @@ def rmsprop_step(
     grad_avg: np.ndarray | None,
     momentum_buf: np.ndarray | None,
     **kw: Any,
+) -> None: ...
+def adadelta_step(
+    param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, acc_delta: np.ndarray, **kw: Any
 ) -> None: ...
 def adagrad_step(param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, **kw: Any) -> None: ...
 def grad_norm(buffers: list[np.ndarray]) -> float: ...

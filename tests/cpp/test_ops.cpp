@@ -262,9 +262,51 @@ void test_clipping() {
 
 }  // namespace
 
+void test_conv1d() {
+  const std::int64_t N = 2, L = 5, C = 3, O = 2, K = 3, pad = 2;
+  const std::int64_t Lo = rnncore::conv1d_out_length(L, K, pad);
+  std::mt19937_64 gen(5);
+  auto x = randn(N * L * C, gen), W = randn(O * C * K, gen), b = randn(O, gen);
+  auto R = randn(N * Lo * O, gen);
+  std::vector<double> y(N * Lo * O);
+  auto loss = [&] {
+    rnncore::conv1d_forward<double>(N, L, C, O, K, pad, x.data(), W.data(), b.data(), y.data());
+    double s = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) s += y[i] * R[i];
+    return s;
+  };
+  loss();
+  // The definition, written out: y[n, t, o] = b[o] + Σ W[o, c, k] x[n, t + k - pad, c].
+  double worst = 0;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t t = 0; t < Lo; ++t)
+      for (std::int64_t o = 0; o < O; ++o) {
+        double v = b[o];
+        for (std::int64_t c = 0; c < C; ++c)
+          for (std::int64_t k = 0; k < K; ++k) {
+            const std::int64_t s = t + k - pad;
+            if (s >= 0 && s < L) v += W[(o * C + c) * K + k] * x[(n * L + s) * C + c];
+          }
+        worst = std::max(worst, std::abs(v - y[(n * Lo + t) * O + o]));
+      }
+  expect(worst < 1e-12, "conv1d forward is the definition");
+  std::vector<double> dx(N * L * C), dW(O * C * K, 0.0), db(O, 0.0);
+  rnncore::conv1d_backward<double>(N, L, C, O, K, pad, R.data(), x.data(), W.data(), dx.data(),
+                                   dW.data(), db.data());
+  fd_check(x, dx, loss, "conv1d dx");
+  fd_check(W, dW, loss, "conv1d dW");
+  fd_check(b, db, loss, "conv1d db");
+  expect_throw(
+      [&] {
+        rnncore::conv1d_forward<double>(N, 1, C, O, K, 0, x.data(), W.data(), nullptr, y.data());
+      },
+      "conv1d input shorter than the kernel", "shorter than kernel_size 3");
+}
+
 int main() {
   test_embedding();
   test_linear();
+  test_conv1d();
   test_cross_entropy();
   test_mse();
   test_optimizers();

@@ -60,6 +60,28 @@ template <typename T>
 void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy, const T* x,
                      const T* weight, T* dx, T* dweight, T* dbias);
 
+// ---- Conv1d (PyTorch's weight layout, channels-last activations) ---------------------------
+
+/// The output length of a stride-1 convolution: L + 2 pad - K + 1 (may be < 1: refused below).
+inline std::int64_t conv1d_out_length(std::int64_t L, std::int64_t K, std::int64_t pad) {
+  return L + 2 * pad - K + 1;
+}
+
+/// y[n, t, o] = bias[o] + Σ_{c, k} weight[o, c, k] · x[n, t + k - pad, c] (zero outside [0, L)):
+/// PyTorch's Conv1d (stride 1, zero padding `pad` on both ends) on channels-last arrays, as one
+/// GEMM over an im2col copy of x.
+///   x [N, L, C], weight [O, C, K], bias [O] or nullptr, y [N, Lo, O] (=), Lo = L + 2 pad - K + 1
+template <typename T>
+void conv1d_forward(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_t O, std::int64_t K,
+                    std::int64_t pad, const T* x, const T* weight, const T* bias, T* y);
+
+/// dx (=, skipped when nullptr), dweight (+=) and dbias (+=, skipped when nullptr) of
+/// conv1d_forward.   dy [N, Lo, O], x [N, L, C], weight [O, C, K], dx [N, L, C]
+template <typename T>
+void conv1d_backward(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_t O, std::int64_t K,
+                     std::int64_t pad, const T* dy, const T* x, const T* weight, T* dx, T* dweight,
+                     T* dbias);
+
 // ---- Softmax: the engine's one implementation (losses, inference, the sampler use it) ---------
 
 /// rows[n, :] = log_softmax(rows[n, :]) (in place); each row's sum of exponentials in double.
@@ -148,6 +170,20 @@ struct RmspropOptions {
 template <typename T>
 void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* grad_avg,
                   T* momentum_buf, const RmspropOptions& options);
+
+struct AdadeltaOptions {
+  double lr = 1.0;
+  double rho = 0.9;
+  double eps = 1e-6;
+  double weight_decay = 0.0;
+};
+
+/// torch.optim.Adadelta (Zeiler 2012): with g = grad + weight_decay·p, s = ρ·s + (1-ρ)·g²,
+/// Δ = sqrt(u + eps) / sqrt(s + eps) · g, u = ρ·u + (1-ρ)·Δ², p -= lr·Δ.
+///   param [P] (updated), grad [P], square_avg [P], acc_delta [P]
+template <typename T>
+void adadelta_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* acc_delta,
+                   const AdadeltaOptions& options);
 
 struct AdagradOptions {
   double lr = 1e-2;

@@ -36,7 +36,8 @@ __all__ += ["Captioner", "Forecaster", "Seq2Seq", "SequenceRegressor"]
 
 # Task models of issue 5 (imported last: they use ``register`` above).
 from .classifier import SequenceClassifier  # noqa: E402
+from .cnn import KimCNN  # noqa: E402
 from .language_model import LanguageModel  # noqa: E402
 from .tagger import SequenceTagger  # noqa: E402
 
-__all__ += ["LanguageModel", "SequenceClassifier", "SequenceTagger"]
+__all__ += ["KimCNN", "LanguageModel", "SequenceClassifier", "SequenceTagger"]

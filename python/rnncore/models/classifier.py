@@ -34,8 +34,75 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return _core.softmax(np.ascontiguousarray(logits, dtype=np.float64))
 
 
+class TextClassifier(Module):
+    """What every text classifier shares: the Trainer protocol (training_step, validation_step,
+    epoch_metrics) and prediction from texts or ids. A subclass defines ``forward(ids [T, B],
+    lengths [B]) -> logits [B, C]``, ``backward(dlogits)``, ``criterion``, ``embedding`` and the
+    attributes ``vocab``, ``labels``, ``lowercase`` that load_checkpoint sets."""
+
+    # ---- Trainer protocol -------------------------------------------------------------------
+    def training_step(self, batch: ClassifierBatch) -> dict[str, float]:
+        """batch = (ids [T, B], lengths [B], labels [B]); returns loss, count and correct."""
+        ids, lengths, labels = batch
+        logits = self.forward(ids, lengths)
+        loss = self.criterion(logits, labels)
+        self.backward(self.criterion.backward())
+        correct = int((logits.argmax(axis=-1) == labels).sum())
+        return {"loss": loss, "count": int(labels.size), "correct": correct}
+
+    def validation_step(self, batch: ClassifierBatch) -> dict[str, float]:
+        ids, lengths, labels = batch
+        logits = self.forward(ids, lengths)
+        return {
+            "loss_sum": summed_cross_entropy(logits, labels),
+            "count": float(labels.size),
+            "correct": float((logits.argmax(axis=-1) == labels).sum()),
+        }
+
+    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """loss (mean cross-entropy) and accuracy."""
+        n = max(sums["count"], 1.0)
+        return {"loss": sums["loss_sum"] / n, "accuracy": sums.get("correct", 0.0) / n}
+
+    # ---- prediction -------------------------------------------------------------------------
+    def predict_proba(
+        self, inputs: Any, lengths: Any = None, *, batch_first: bool = False
+    ) -> np.ndarray:
+        """Class probabilities [B, C] (float64), computed in inference mode.
+
+        Args:
+            inputs: texts (a str or a list of str, tokenized as the training data and encoded
+                with ``self.vocab``), a list of id sequences of any lengths, one 1-d id
+                sequence, or ids int [T, B] ([B, T] with ``batch_first=True``).
+            lengths: with a 2-d id array only: int [B] in [1, T], or None.
+
+        Example::
+
+            ckpt = load_checkpoint("runs/sst2")
+            ckpt.model.predict_proba(["a great film", "dull and too long"])  # [2, C]
+        """
+        ids, lens, _ = id_batch(
+            inputs,
+            lengths,
+            batch_first,
+            vocab=self.vocab,
+            lowercase=self.lowercase,
+            pad=self.embedding.padding_idx or 0,
+            where=f"{type(self).__name__}.predict_proba",
+        )
+        with inference_mode(self):
+            return softmax(self.forward(ids, lens))
+
+    def predict(self, inputs: Any, lengths: Any = None, *, batch_first: bool = False) -> np.ndarray:
+        """The most likely class of each input, int64 [B] (``self.labels[i]`` names class i).
+
+        Args: as :meth:`predict_proba`.
+        """
+        return self.predict_proba(inputs, lengths, batch_first=batch_first).argmax(axis=-1)
+
+
 @register
-class SequenceClassifier(Module):
+class SequenceClassifier(TextClassifier):
     """Sequence classifier: ``embedding`` -> dropout -> ``rnn`` -> pooling -> dropout ->
     ``classifier``.
 
@@ -206,63 +273,3 @@ class SequenceClassifier(Module):
             np.put_along_axis(dy, pool_cache[None], dpooled[None], axis=0)
         dx, _ = self.rnn.backward(dy, dstate)
         self.embedding.backward(self.drop_in.backward(dx))
-
-    # ---- Trainer protocol -------------------------------------------------------------------
-    def training_step(self, batch: ClassifierBatch) -> dict[str, float]:
-        """batch = (ids [T, B], lengths [B], labels [B]); returns loss, count and correct."""
-        ids, lengths, labels = batch
-        logits = self.forward(ids, lengths)
-        loss = self.criterion(logits, labels)
-        self.backward(self.criterion.backward())
-        correct = int((logits.argmax(axis=-1) == labels).sum())
-        return {"loss": loss, "count": int(labels.size), "correct": correct}
-
-    def validation_step(self, batch: ClassifierBatch) -> dict[str, float]:
-        ids, lengths, labels = batch
-        logits = self.forward(ids, lengths)
-        return {
-            "loss_sum": summed_cross_entropy(logits, labels),
-            "count": float(labels.size),
-            "correct": float((logits.argmax(axis=-1) == labels).sum()),
-        }
-
-    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        """loss (mean cross-entropy) and accuracy."""
-        n = max(sums["count"], 1.0)
-        return {"loss": sums["loss_sum"] / n, "accuracy": sums.get("correct", 0.0) / n}
-
-    # ---- prediction -------------------------------------------------------------------------
-    def predict_proba(
-        self, inputs: Any, lengths: Any = None, *, batch_first: bool = False
-    ) -> np.ndarray:
-        """Class probabilities [B, C] (float64), computed in inference mode.
-
-        Args:
-            inputs: texts (a str or a list of str, tokenized as the training data and encoded
-                with ``self.vocab``), a list of id sequences of any lengths, one 1-d id
-                sequence, or ids int [T, B] ([B, T] with ``batch_first=True``).
-            lengths: with a 2-d id array only: int [B] in [1, T], or None.
-
-        Example::
-
-            ckpt = load_checkpoint("runs/sst2")
-            ckpt.model.predict_proba(["a great film", "dull and too long"])  # [2, C]
-        """
-        ids, lens, _ = id_batch(
-            inputs,
-            lengths,
-            batch_first,
-            vocab=self.vocab,
-            lowercase=self.lowercase,
-            pad=self.embedding.padding_idx or 0,
-            where=f"{type(self).__name__}.predict_proba",
-        )
-        with inference_mode(self):
-            return softmax(self.forward(ids, lens))
-
-    def predict(self, inputs: Any, lengths: Any = None, *, batch_first: bool = False) -> np.ndarray:
-        """The most likely class of each input, int64 [B] (``self.labels[i]`` names class i).
-
-        Args: as :meth:`predict_proba`.
-        """
-        return self.predict_proba(inputs, lengths, batch_first=batch_first).argmax(axis=-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .cells import GRUCell, LSTMCell, RNNCell
 from .containers import ModuleList, Sequential
+from .conv import Conv1d
 from .layers import Dropout, Embedding, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, ParameterBudgetError, inference_mode, parameter_budget
@@ -29,6 +30,7 @@ __all__ = [
     "inference_mode",
     "Embedding",
     "Linear",
+    "Conv1d",
     "Dropout",
     "CrossEntropyLoss",
     "MSELoss",

@@ -1,4 +1,5 @@
-"""Optimizers (SGD, Adam, AdamW, RMSprop, Adagrad), gradient clipping and learning-rate schedules.
+"""Optimizers (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta), gradient clipping and learning-rate
+schedules.
 
 PyTorch's API without autograd: ``opt = Adam(model.parameters(), lr=1e-3)``, then per batch
 ``opt.zero_grad()``, forward/backward, ``clip_grad_norm(model.parameters(), 5.0)``,
@@ -9,6 +10,7 @@ PyTorch's API without autograd: ``opt = Adam(model.parameters(), lr=1e-3)``, the
 from __future__ import annotations
 
 from . import lr_scheduler
+from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .clip import (
@@ -30,6 +32,7 @@ __all__ = [
     "AdamW",
     "RMSprop",
     "Adagrad",
+    "Adadelta",
     "clip_grad_norm",
     "clip_grad_norm_",
     "clip_grad_value",

@@ -49,7 +49,7 @@ from ..optim.lr_scheduler import LRScheduler
 
 # --cell: every cell of the engine's registry (rnncore.nn.CELLS)
 CELL_CHOICES = MODEL_CELLS
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 
 
 class TaskError(Exception):
@@ -408,6 +408,8 @@ def make_optimizer(args: argparse.Namespace, params: list[Any]) -> Optimizer:
         return optim.AdamW(params, lr=lr, weight_decay=wd)
     if args.optimizer == "rmsprop":
         return optim.RMSprop(params, lr=lr, weight_decay=wd)
+    if args.optimizer == "adadelta":  # Kim (2014)'s rho and eps
+        return optim.Adadelta(params, lr=lr, rho=0.95, eps=1e-6, weight_decay=wd)
     return optim.Adagrad(params, lr=lr, weight_decay=wd)
 
 

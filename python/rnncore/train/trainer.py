@@ -227,8 +227,9 @@ class Trainer:
     items), "count": items, ...extra summable numbers}`` (forward + loss + backward; the Trainer
     zeroes the gradients before and steps the optimizer after), ``validation_step(batch) ->
     {"loss_sum": float, "count": float, ...other sums}``, and optionally ``epoch_metrics(sums)
-    -> dict`` (default ``{"loss": loss_sum / count}``; e.g. a language model adds "ppl") and
-    ``on_epoch_start(training: bool)`` (e.g. reset the truncated-BPTT state).
+    -> dict`` (default ``{"loss": loss_sum / count}``; e.g. a language model adds "ppl"),
+    ``on_epoch_start(training: bool)`` (e.g. reset the truncated-BPTT state) and ``after_step()``
+    (called after every optimizer step: a constraint on the weights, as KimCNN's max-norm).
 
     Args:
         model: an rnncore.nn.Module with the methods above.
@@ -547,6 +548,8 @@ class Trainer:
         model.train()
         if callable(getattr(model, "on_epoch_start", None)):
             model.on_epoch_start(True)
+        after_step = getattr(model, "after_step", None)
+        after_step = after_step if callable(after_step) else None
         batches = self._iterate(train_batches, "train_batches")
         bar = self._progress_bar(batches, epoch)
         total = len(batches) if hasattr(batches, "__len__") else None
@@ -611,6 +614,8 @@ class Trainer:
                     )
                     continue
                 opt.step()
+                if after_step is not None:  # a constraint on the weights (KimCNN's max-norm)
+                    after_step()
                 if self.scheduler is not None and self.scheduler_interval == "step":
                     self.scheduler.step()
                 self.global_step += 1
