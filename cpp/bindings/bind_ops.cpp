@@ -251,6 +251,95 @@ py::object conv1d_backward(py::handle dy_obj, py::handle x_obj, py::handle weigh
   return std::move(dx);
 }
 
+// ---- Linear-chain CRF ---------------------------------------------------------------------------
+
+// The CRF's parameters and constraints from numpy arrays (kept alive by the caller's handles).
+template <typename T>
+rnncore::CrfParams<T> crf_params(py::handle trans_obj, py::handle start_obj, py::handle end_obj,
+                                 py::handle allowed_obj, py::handle allowed_start_obj,
+                                 std::vector<py::object>& keep) {
+  auto trans = checked<T>(trans_obj, "transitions", "[K, K]", {-1, -1});
+  const py::ssize_t K = trans.shape(0);
+  if (trans.shape(1) != K || K < 1)
+    throw py::value_error("transitions: expected a square [K, K] with K >= 1, got " +
+                          shape_str(trans));
+  auto start = checked<T>(start_obj, "start_transitions", dims({{"K", K}}), {K});
+  auto end = checked<T>(end_obj, "end_transitions", dims({{"K", K}}), {K});
+  rnncore::CrfParams<T> c;
+  c.K = K;
+  c.transitions = trans.data();
+  c.start = start.data();
+  c.end = end.data();
+  keep.insert(keep.end(), {trans, start, end});
+  if (!allowed_obj.is_none()) {
+    auto a = checked<bool>(allowed_obj, "allowed", dims({{"K", K}, {"K", K}}) + " bool", {K, K});
+    c.allowed = reinterpret_cast<const unsigned char*>(a.data());
+    keep.push_back(a);
+  }
+  if (!allowed_start_obj.is_none()) {
+    auto a = checked<bool>(allowed_start_obj, "allowed_start", dims({{"K", K}}) + " bool", {K});
+    c.allowed_start = reinterpret_cast<const unsigned char*>(a.data());
+    keep.push_back(a);
+  }
+  return c;
+}
+
+template <typename T>
+py::tuple crf_nll(py::handle em_obj, py::handle len_obj, py::handle tags_obj, py::handle trans,
+                  py::handle start, py::handle end, py::handle allowed, py::handle allowed_start,
+                  py::handle dtrans_obj, py::handle dstart_obj, py::handle dend_obj) {
+  std::vector<py::object> keep;
+  const auto c = crf_params<T>(trans, start, end, allowed, allowed_start, keep);
+  const py::ssize_t K = c.K;
+  auto em = checked<T>(em_obj, "emissions", dims({{"T", -1}, {"B", -1}, {"K", K}}), {-1, -1, K});
+  const py::ssize_t Tn = em.shape(0), B = em.shape(1);
+  auto lens = checked<std::int64_t>(len_obj, "lengths", dims({{"B", B}}) + " int64", {B});
+  auto tags =
+      checked<std::int64_t>(tags_obj, "tags", dims({{"T", Tn}, {"B", B}}) + " int64", {Tn, B});
+  const bool grad = !dtrans_obj.is_none();
+  py::array_t<T> dem, dtr, dst, den;
+  if (grad) {
+    dtr = checked<T>(dtrans_obj, "d_transitions", dims({{"K", K}, {"K", K}}), {K, K}, true);
+    dst = checked<T>(dstart_obj, "d_start", dims({{"K", K}}), {K}, true);
+    den = checked<T>(dend_obj, "d_end", dims({{"K", K}}), {K}, true);
+    dem = py::array_t<T>({Tn, B, K});
+  }
+  const T* ep = em.data();
+  const std::int64_t* lp = lens.data();
+  const std::int64_t* tp = tags.data();
+  T* demp = grad ? dem.mutable_data() : nullptr;
+  T* dtrp = grad ? dtr.mutable_data() : nullptr;
+  T* dstp = grad ? dst.mutable_data() : nullptr;
+  T* denp = grad ? den.mutable_data() : nullptr;
+  double nll;
+  {
+    py::gil_scoped_release release;
+    nll = rnncore::crf_nll<T>(Tn, B, c, ep, lp, tp, demp, dtrp, dstp, denp);
+  }
+  return py::make_tuple(nll, grad ? py::object(dem) : py::none());
+}
+
+template <typename T>
+py::array_t<std::int64_t> crf_viterbi(py::handle em_obj, py::handle len_obj, py::handle trans,
+                                      py::handle start, py::handle end, py::handle allowed,
+                                      py::handle allowed_start) {
+  std::vector<py::object> keep;
+  const auto c = crf_params<T>(trans, start, end, allowed, allowed_start, keep);
+  const py::ssize_t K = c.K;
+  auto em = checked<T>(em_obj, "emissions", dims({{"T", -1}, {"B", -1}, {"K", K}}), {-1, -1, K});
+  const py::ssize_t Tn = em.shape(0), B = em.shape(1);
+  auto lens = checked<std::int64_t>(len_obj, "lengths", dims({{"B", B}}) + " int64", {B});
+  py::array_t<std::int64_t> out({Tn, B});
+  const T* ep = em.data();
+  const std::int64_t* lp = lens.data();
+  std::int64_t* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    rnncore::crf_viterbi<T>(Tn, B, c, ep, lp, op);
+  }
+  return out;
+}
+
 // ---- Losses -----------------------------------------------------------------------------------
 
 template <typename T>
@@ -497,6 +586,35 @@ void bind_ops(py::module_& m) {
       },
       py::arg("ids"), py::arg("dout"), py::arg("dweight"), py::arg("padding_idx") = py::none(),
       "ids int64 [N], dout [N, E]: dweight[ids[n]] += dout[n] (in place) except for padding_idx.");
+  m.def(
+      "crf_nll",
+      [](py::handle em, py::handle lengths, py::handle tags, py::handle trans, py::handle start,
+         py::handle end, py::handle allowed, py::handle allowed_start, py::handle dtrans,
+         py::handle dstart, py::handle dend) -> py::tuple {
+        if (float_bits(em, "emissions") == 64)
+          return crf_nll<double>(em, lengths, tags, trans, start, end, allowed, allowed_start,
+                                 dtrans, dstart, dend);
+        return crf_nll<float>(em, lengths, tags, trans, start, end, allowed, allowed_start, dtrans,
+                              dstart, dend);
+      },
+      py::arg("emissions"), py::arg("lengths"), py::arg("tags"), py::arg("transitions"),
+      py::arg("start_transitions"), py::arg("end_transitions"), py::arg("allowed") = py::none(),
+      py::arg("allowed_start") = py::none(), py::arg("d_transitions") = py::none(),
+      py::arg("d_start") = py::none(), py::arg("d_end") = py::none(),
+      "Linear-chain CRF: (Σ_b -log p(tags_b | emissions_b), d_emissions [T, B, K] or None); "
+      "with d_transitions/d_start/d_end the parameter gradients are added into them.");
+  m.def(
+      "crf_viterbi",
+      [](py::handle em, py::handle lengths, py::handle trans, py::handle start, py::handle end,
+         py::handle allowed, py::handle allowed_start) -> py::object {
+        if (float_bits(em, "emissions") == 64)
+          return crf_viterbi<double>(em, lengths, trans, start, end, allowed, allowed_start);
+        return crf_viterbi<float>(em, lengths, trans, start, end, allowed, allowed_start);
+      },
+      py::arg("emissions"), py::arg("lengths"), py::arg("transitions"),
+      py::arg("start_transitions"), py::arg("end_transitions"), py::arg("allowed") = py::none(),
+      py::arg("allowed_start") = py::none(),
+      "Linear-chain CRF: the best tag path of each sequence, int64 [T, B], -1 past its length.");
   m.def(
       "conv1d_forward",
       [](py::handle x, py::handle weight, py::handle bias, std::int64_t padding) -> py::object {

@@ -99,6 +99,28 @@ def conv1d_backward(
     padding: int = 0,
     need_dx: bool = True,
 ) -> np.ndarray | None: ...
+def crf_nll(
+    emissions: np.ndarray,
+    lengths: np.ndarray,
+    tags: np.ndarray,
+    transitions: np.ndarray,
+    start_transitions: np.ndarray,
+    end_transitions: np.ndarray,
+    allowed: np.ndarray | None = None,
+    allowed_start: np.ndarray | None = None,
+    d_transitions: np.ndarray | None = None,
+    d_start: np.ndarray | None = None,
+    d_end: np.ndarray | None = None,
+) -> tuple[float, np.ndarray | None]: ...
+def crf_viterbi(
+    emissions: np.ndarray,
+    lengths: np.ndarray,
+    transitions: np.ndarray,
+    start_transitions: np.ndarray,
+    end_transitions: np.ndarray,
+    allowed: np.ndarray | None = None,
+    allowed_start: np.ndarray | None = None,
+) -> np.ndarray: ...
 def cross_entropy(
     logits: np.ndarray,
     targets: np.ndarray,

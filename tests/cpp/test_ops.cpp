@@ -303,10 +303,61 @@ void test_conv1d() {
       "conv1d input shorter than the kernel", "shorter than kernel_size 3");
 }
 
+void test_crf() {
+  const std::int64_t Tn = 3, B = 2, K = 3;
+  std::mt19937_64 gen(6);
+  auto e = randn(Tn * B * K, gen), tr = randn(K * K, gen), st = randn(K, gen), en = randn(K, gen);
+  const std::vector<std::int64_t> lengths = {3, 2}, tags = {0, 2, 1, 1, 2, -100};
+  rnncore::CrfParams<double> c;
+  c.K = K;
+  c.transitions = tr.data();
+  c.start = st.data();
+  c.end = en.data();
+  // Brute force: every path of each sequence.
+  double want = 0;
+  std::vector<std::vector<std::int64_t>> best(B);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t n = lengths[b];
+    std::int64_t paths = 1;
+    for (std::int64_t t = 0; t < n; ++t) paths *= K;
+    double top = -1e300, sum = 0, gold = 0;
+    for (std::int64_t code = 0; code < paths; ++code) {
+      std::vector<std::int64_t> y(n);
+      for (std::int64_t t = 0, c2 = code; t < n; ++t, c2 /= K) y[t] = c2 % K;
+      double s = st[y[0]] + en[y[n - 1]];
+      for (std::int64_t t = 0; t < n; ++t) s += e[(t * B + b) * K + y[t]];
+      for (std::int64_t t = 1; t < n; ++t) s += tr[y[t - 1] * K + y[t]];
+      sum += std::exp(s);
+      bool is_gold = true;
+      for (std::int64_t t = 0; t < n; ++t) is_gold = is_gold && y[t] == tags[t * B + b];
+      if (is_gold) gold = s;
+      if (s > top) {
+        top = s;
+        best[b] = y;
+      }
+    }
+    want += std::log(sum) - gold;
+  }
+  const double got = rnncore::crf_nll<double>(Tn, B, c, e.data(), lengths.data(), tags.data(),
+                                              nullptr, nullptr, nullptr, nullptr);
+  expect(close(got, want, 1e-12), "crf nll equals brute force");
+  std::vector<std::int64_t> out(Tn * B);
+  rnncore::crf_viterbi<double>(Tn, B, c, e.data(), lengths.data(), out.data());
+  bool same = true;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < lengths[b]; ++t) same = same && out[t * B + b] == best[b][t];
+  expect(same && out[2 * B + 1] == -1, "crf viterbi equals brute force, -1 past the length");
+  std::vector<std::int64_t> bad_len = {4, 1};
+  expect_throw(
+      [&] { rnncore::crf_viterbi<double>(Tn, B, c, e.data(), bad_len.data(), out.data()); },
+      "crf length beyond T", "lengths[0] = 4");
+}
+
 int main() {
   test_embedding();
   test_linear();
   test_conv1d();
+  test_crf();
   test_cross_entropy();
   test_mse();
   test_optimizers();

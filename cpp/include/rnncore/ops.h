@@ -82,6 +82,39 @@ void conv1d_backward(std::int64_t N, std::int64_t L, std::int64_t C, std::int64_
                      std::int64_t pad, const T* dy, const T* x, const T* weight, T* dx, T* dweight,
                      T* dbias);
 
+// ---- Linear-chain CRF (Lafferty et al. 2001; the tagger's output layer) ---------------------
+
+/// The parameters of a linear-chain CRF over K tags: transitions[i, j] scores tag i followed by
+/// tag j; start[j] / end[i] score a sequence's first / last tag. `allowed` [K*K] (or nullptr:
+/// everything) and `allowed_start` [K] (or nullptr) forbid transitions and first tags (BIO: I-X
+/// only after B-X or I-X, never first): a forbidden path has probability 0.
+template <typename T>
+struct CrfParams {
+  std::int64_t K = 0;
+  const T* transitions = nullptr;                // [K, K]
+  const T* start = nullptr;                      // [K]
+  const T* end = nullptr;                        // [K]
+  const unsigned char* allowed = nullptr;        // [K, K] or nullptr
+  const unsigned char* allowed_start = nullptr;  // [K] or nullptr
+};
+
+/// Σ over the batch of -log p(tags | emissions): the forward algorithm in log space, one sequence
+/// per thread. With d_emissions non-null also the gradients: d_emissions (=) [T, B, K] (zero past
+/// each length), d_transitions [K, K], d_start [K], d_end [K] (+=), from the forward-backward
+/// marginals. Emissions and tags are time-major; lengths [B] in [1, T]; tags in [0, K) on each
+/// sequence's steps (others ignored). A gold path the constraints forbid is an
+/// std::invalid_argument naming the sequence and step.
+template <typename T>
+double crf_nll(std::int64_t Tn, std::int64_t B, const CrfParams<T>& crf, const T* emissions,
+               const std::int64_t* lengths, const std::int64_t* tags, T* d_emissions,
+               T* d_transitions, T* d_start, T* d_end);
+
+/// The most probable tag sequence of each sequence (Viterbi): out [T, B] (=), -1 past each
+/// length; the lowest tag id wins ties.
+template <typename T>
+void crf_viterbi(std::int64_t Tn, std::int64_t B, const CrfParams<T>& crf, const T* emissions,
+                 const std::int64_t* lengths, std::int64_t* out);
+
 // ---- Softmax: the engine's one implementation (losses, inference, the sampler use it) ---------
 
 /// rows[n, :] = log_softmax(rows[n, :]) (in place); each row's sum of exponentials in double.

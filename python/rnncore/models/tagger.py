@@ -8,7 +8,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import metrics
-from ..nn import LSTM, CrossEntropyLoss, Dropout, Embedding, Linear, Module, inference_mode
+from ..nn import (
+    CRF,
+    LSTM,
+    CrossEntropyLoss,
+    Dropout,
+    Embedding,
+    Linear,
+    Module,
+    bio_constraints,
+    inference_mode,
+)
 from . import register
 from .classifier import softmax
 from .language_model import check_dropout, child_seeds, dtype_name, make_rnn, summed_cross_entropy
@@ -110,6 +120,8 @@ class SequenceTagger(Module):
         dtype, seed: as in the layers.
         zoneout, recurrent_dropout: the recurrent regularisers of the engine (see LanguageModel).
         layer_norm: layer normalisation in the recurrence, "lstm" and "gru" (see LanguageModel).
+        crf: a linear-chain CRF on the logits (Lample et al. 2016): trained by the sentence's
+            log-likelihood, decoded by Viterbi, BIO transitions constrained for BIO tag sets.
 
     Shapes: ids [T, B], lengths [B] (chars [Lc, N], char_lengths [N]) -> logits [T, B, C].
     """
@@ -137,6 +149,7 @@ class SequenceTagger(Module):
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
         layer_norm: bool = False,
+        crf: bool = False,
     ) -> None:
         super().__init__()
         owner = "SequenceTagger"
@@ -169,6 +182,8 @@ class SequenceTagger(Module):
                 self._config[key] = float(value)
         if layer_norm:
             self._config["layer_norm"] = True
+        if crf:
+            self._config["crf"] = True
         s = child_seeds(seed, 7)
         D = 2 if bidirectional else 1
         self.tag_names = tag_names
@@ -213,6 +228,15 @@ class SequenceTagger(Module):
         self.drop_out = Dropout(dropout, seed=s[3])
         self.classifier = Linear(D * hidden_size, num_tags, dtype=dtype, seed=s[4])
         self.criterion = CrossEntropyLoss(ignore_index=IGNORE, class_axis=-1)
+        self.crf = None
+        if crf:
+            bio = tag_names is not None and is_bio(tag_names)
+            self.crf = CRF(
+                num_tags,
+                constraints=bio_constraints(tag_names) if bio else None,
+                dtype=dtype,
+                seed=child_seeds(seed, 8)[7],  # the first 7 are the other layers' seeds
+            )
         self._cache: tuple[Any, ...] | None = None
 
     def config(self) -> dict[str, Any]:
@@ -290,20 +314,31 @@ class SequenceTagger(Module):
         return self.forward(batch.ids, batch.lengths, batch.chars, batch.char_lengths)
 
     def training_step(self, batch: TaggerBatch) -> dict[str, float]:
-        """Mean cross-entropy over the real tokens; returns loss, count (tokens), correct."""
+        """Mean cross-entropy over the real tokens (with a CRF: the sentences' negative
+        log-likelihood per token); returns loss, count (tokens), correct."""
         logits = self._logits(batch)
-        loss = self.criterion(logits, batch.tags)
-        self.backward(self.criterion.backward())
+        count = int((batch.tags != IGNORE).sum())
+        if self.crf is not None:
+            loss = self.crf(logits, batch.tags, batch.lengths) / max(count, 1)
+            self.backward(self.crf.backward(1.0 / max(count, 1)))
+        else:
+            loss = self.criterion(logits, batch.tags)
+            self.backward(self.criterion.backward())
         correct = int((logits.argmax(axis=-1) == batch.tags).sum())
-        return {"loss": loss, "count": int((batch.tags != IGNORE).sum()), "correct": correct}
+        return {"loss": loss, "count": count, "correct": correct}
 
     def validation_step(self, batch: TaggerBatch) -> dict[str, float]:
         """Sums: loss, tokens, correct tokens and, for BIO tags, entity (chunk) counts."""
         logits = self._logits(batch)
         tags = batch.tags
         pred = self.decode(logits, batch.lengths)
+        if self.crf is not None:
+            with inference_mode(self.crf):
+                loss_sum = self.crf(logits, tags, batch.lengths)
+        else:
+            loss_sum = summed_cross_entropy(logits, tags, IGNORE)
         out = {
-            "loss_sum": summed_cross_entropy(logits, tags, IGNORE),
+            "loss_sum": loss_sum,
             "count": float((tags != IGNORE).sum()),
             "correct": float(((pred == tags) & (tags != IGNORE)).sum()),
         }
@@ -332,10 +367,14 @@ class SequenceTagger(Module):
 
     # ---- prediction -------------------------------------------------------------------------
     def decode(self, logits: np.ndarray, lengths: Any = None) -> np.ndarray:
-        """Tag ids [T, B] from logits [T, B, C]: argmax, then the BIO repair for BIO tag sets.
+        """Tag ids [T, B] from logits [T, B, C]: the CRF's Viterbi path, or argmax followed by
+        the BIO repair for BIO tag sets.
 
         Positions past a sequence's end get -100.
         """
+        if self.crf is not None:
+            pred = self.crf.decode(logits, lengths)
+            return np.where(pred < 0, IGNORE, pred)
         pred = logits.argmax(axis=-1)
         if self.bio is not None:
             pred = self.bio(pred)

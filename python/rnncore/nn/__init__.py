@@ -6,6 +6,7 @@ from __future__ import annotations
 from .cells import GRUCell, LSTMCell, RNNCell
 from .containers import ModuleList, Sequential
 from .conv import Conv1d
+from .crf import CRF, bio_constraints
 from .layers import Dropout, Embedding, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, ParameterBudgetError, inference_mode, parameter_budget
@@ -31,6 +32,8 @@ __all__ = [
     "Embedding",
     "Linear",
     "Conv1d",
+    "CRF",
+    "bio_constraints",
     "Dropout",
     "CrossEntropyLoss",
     "MSELoss",

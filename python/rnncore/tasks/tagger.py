@@ -110,6 +110,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the tags: ner (last column), pos (column 2), chunk (column 3) or a 0-based index",
     )
     g.add_argument(
+        "--crf",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="a linear-chain CRF output layer (Lample et al. 2016): sentence log-likelihood in "
+        "training, Viterbi decoding, BIO transitions constrained",
+    )
+    g.add_argument(
         "--char-features",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -291,6 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         zoneout=args.zoneout,
         recurrent_dropout=args.recurrent_dropout,
         layer_norm=args.layer_norm,
+        crf=args.crf,
     )
     if unseen:  # outputs the model never picks: conlleval counts these entities as missed
         rows = [tag_vocab[t] for t in unseen]
