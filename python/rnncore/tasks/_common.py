@@ -689,6 +689,33 @@ def add_use_commands(sub: Any) -> None:
         metavar="N",
         help="batch size (default: language models the validation batch size, others 32)",
     )
+    mix = ev.add_argument_group(
+        "interpolation with an n-gram (word language models)",
+        "p = L·p_rnn + (1-L)·p_ngram per token on every token of the valid and test files "
+        "(<eos> included; the RNN reads each file with batch size 1 after a start <eos>, the "
+        "n-gram each sentence from <eos>); prints the perplexities of the RNN, the n-gram and "
+        "the mix as JSON and writes them to --out",
+    )
+    mix.add_argument(
+        "--interpolate",
+        metavar="NGRAM_DIR",
+        default=None,
+        help="output directory of `rnncore train ngram` on the same training data",
+    )
+    mix.add_argument(
+        "--weight",
+        type=float,
+        default=None,
+        metavar="L",
+        help="the RNN's weight in [0, 1] (default: the best of 0, 0.05, ..., 1 on the "
+        "validation file)",
+    )
+    mix.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="JSON file of the result (default: DIR/interpolation.json)",
+    )
     sa = sub.add_parser(
         "sample",
         help="generate text from a trained language model",
@@ -738,13 +765,16 @@ USE_COMMANDS = ("eval", "sample", "predict")
 
 def run_use_command(args: argparse.Namespace) -> int:
     """Run eval / sample / predict; prints the result on stdout."""
+    if args.command == "eval":
+        check_eval(args)  # before the model is read
     ckpt, module = open_model_dir(args.dir)
     task = ckpt.extra["task"]
     if args.command == "eval":
-        if args.batch_size is not None and args.batch_size < 1:
-            raise TaskError(f"--batch-size must be >= 1, got {args.batch_size}")
-        metrics = _need(module, "evaluate", "eval", task)(ckpt, args)
-        print(json.dumps(to_json_ready(metrics), indent=1))
+        if args.interpolate is not None:
+            run = _need(module, "interpolate", "eval --interpolate", task)
+        else:
+            run = _need(module, "evaluate", "eval", task)
+        print(json.dumps(to_json_ready(run(ckpt, args)), indent=1))
     elif args.command == "sample":
         if args.length < 0:
             raise TaskError(f"--length must be >= 0, got {args.length}")
@@ -763,6 +793,24 @@ def run_use_command(args: argparse.Namespace) -> int:
             one = argparse.Namespace(**{**vars(args), "text": text})
             print(predict(ckpt, one) if text else "", flush=True)
     return 0
+
+
+def check_eval(args: argparse.Namespace) -> None:
+    """The options of `rnncore eval`, checked: TaskError naming the one that is wrong."""
+    if args.batch_size is not None and args.batch_size < 1:
+        raise TaskError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.interpolate is None:
+        for name in ("weight", "out"):
+            if getattr(args, name) is not None:
+                raise TaskError(f"--{name} applies only with --interpolate NGRAM_DIR")
+        return
+    if args.weight is not None and not 0.0 <= args.weight <= 1.0:
+        raise TaskError(f"--weight must be in [0, 1] (the RNN's share), got {args.weight}")
+    if args.batch_size is not None:
+        raise TaskError(
+            "--batch-size does not apply with --interpolate: the RNN reads each file as one "
+            "stream (batch size 1) so that every token counts"
+        )
 
 
 def evaluate_splits(model: Any, splits: dict[str, Iterable[Any]]) -> dict[str, dict[str, float]]:

@@ -6,12 +6,14 @@ U(-0.1, 0.1), no dropout (test perplexity 114.5 in the paper). Their lr 1 and gr
 apply to a loss summed over the 20 steps of a window (and averaged over the batch); rnncore's
 loss is the mean over every token, 20 times smaller, so the same updates are lr 20 and clip 0.25
 here (PyTorch's word_language_model example uses the same pair for the same reason).
-The code here is shared with ``charlm``.
+The code here is shared with ``charlm``. ``rnncore eval DIR --interpolate NGRAM_DIR`` mixes a
+word model with an ``rnncore train ngram`` model per token (:func:`interpolate`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..data import BPTTBatches, LMCorpus, Vocab, batchify, load_ptb, read_ptb
 from ..models import LanguageModel
+from ..nn import inference_mode
 from ._common import (
     DecayAfter,
     TaskError,
@@ -27,6 +30,7 @@ from ._common import (
     evaluate_splits,
     make_optimizer,
     train_and_report,
+    write_json,
 )
 
 NAME = "lm"
@@ -218,18 +222,174 @@ def eval_batch_size(ckpt: Any, args: argparse.Namespace) -> int:
 
 def evaluate(ckpt: Any, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Perplexity on a PTB folder's valid and test files, or on one file of that format."""
-    path = Path(args.data)
-    files = (
-        {s: path / f"ptb.{s}.txt" for s in ("valid", "test")}
-        if path.is_dir()
-        else {path.name: path}
-    )
+    files = eval_files(args.data)
     bs, bptt = eval_batch_size(ckpt, args), int(ckpt.extra.get("bptt", 35))
     splits = {}
     for name, f in files.items():
         ids = ckpt.vocab.encode(tok for sent in read_ptb(f) for tok in sent)
         splits[name] = stream_batches(ids, bs, bptt, str(f))
     return evaluate_splits(ckpt.model, splits)
+
+
+def eval_files(data: str) -> dict[str, Path]:
+    """{split name: file} that `rnncore eval` scores: a PTB folder's valid and test files, or
+    the one file given."""
+    path = Path(data)
+    if path.is_dir():
+        return {s: path / f"ptb.{s}.txt" for s in ("valid", "test")}
+    return {path.name: path}
+
+
+# ---- eval --interpolate: the RNN mixed with a Kneser-Ney n-gram -------------------------------
+#: weights tried on the validation file when --weight is not given: 0, 0.05, ..., 1
+WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def stream_logprobs(model: Any, ids: np.ndarray, window: int) -> np.ndarray:
+    """Natural log-probability of every token of ``ids`` but the first, each given all the
+    tokens before it: the stream read as one column (batch size 1), ``window`` steps per call
+    with the state carried across calls, as `rnncore eval --batch-size 1` reads it.
+
+    Args:
+        model: a LanguageModel.
+        ids: int [N] token ids, N >= 2.
+        window: steps per forward call (the result does not depend on it beyond rounding).
+    Returns:
+        float64 [N - 1]: log p(ids[i + 1] | ids[: i + 1]).
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    out = np.empty(ids.size - 1)
+    state = None
+    with inference_mode(model):
+        for i in range(0, ids.size - 1, window):
+            n = min(window, ids.size - 1 - i)
+            logits, state = model.forward(ids[i : i + n, None], state)
+            # copies: the next call must not read a buffer the engine reuses
+            state = tuple(s.copy() for s in state) if isinstance(state, tuple) else state.copy()
+            z = logits[:, 0, :].astype(np.float64)  # [n, V]
+            top = z.max(axis=1)
+            lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+            out[i : i + n] = z[np.arange(n), ids[i + 1 : i + 1 + n]] - lse
+    return out
+
+
+def mix_logprobs(rnn: np.ndarray, ngram: np.ndarray, weight: float) -> np.ndarray:
+    """log(weight · p_rnn + (1 - weight) · p_ngram) per token, from the two models' natural
+    log-probabilities (float64 [N] each); weight 0 and 1 give one model's values exactly."""
+    if weight <= 0.0:
+        return ngram.copy()
+    if weight >= 1.0:
+        return rnn.copy()
+    return np.logaddexp(math.log(weight) + rnn, math.log1p(-weight) + ngram)
+
+
+def _loss_ppl(logprobs: np.ndarray) -> dict[str, float]:
+    loss = float(-np.mean(logprobs))
+    return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+def load_ngram_run(path: str) -> tuple[Any, Path]:
+    """(KneserNeyLM, its model folder) of an `rnncore train ngram` output directory (or of the
+    model folder itself); TaskError naming the directory when it is not one."""
+    from ..ngram import META_FILE, KneserNeyLM
+    from .ngram import MODEL_DIR
+
+    p = Path(path)
+    if not p.is_dir():
+        raise TaskError(f"--interpolate {p}: no such directory (give an `rnncore train ngram` run)")
+    model_dir = p if (p / META_FILE).is_file() else p / MODEL_DIR
+    if not (model_dir / META_FILE).is_file():
+        raise TaskError(
+            f"--interpolate {p}: not an `rnncore train ngram` run (no {MODEL_DIR}/{META_FILE})"
+        )
+    try:
+        return KneserNeyLM.load(model_dir), model_dir
+    except ValueError as e:
+        raise TaskError(f"--interpolate {p}: unreadable n-gram model: {e}") from None
+
+
+def _vocab_difference(a: Vocab, b: Vocab) -> str:
+    """What first differs between two vocabularies, for the mismatch error."""
+    if len(a) != len(b):
+        return f"{len(a)} tokens against {len(b)}"
+    diff = [i for i, (x, y) in enumerate(zip(a.itos, b.itos, strict=True)) if x != y]
+    if not diff:
+        return "the same tokens with different special roles"
+    return f"token {diff[0]} is {a.itos[diff[0]]!r} against {b.itos[diff[0]]!r}"
+
+
+def interpolate(ckpt: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """`rnncore eval DIR --interpolate NGRAM_DIR [--weight L]`: per-token linear interpolation
+    p = L·p_rnn + (1 - L)·p_ngram of this language model and a Kneser-Ney n-gram.
+
+    Every token of each file counts, ``<eos>`` included, the same tokens for both models, each
+    model read as it was trained: the RNN reads the file as one stream with batch size 1 (its
+    state carried across sentences) after a start ``<eos>``, so that it also predicts the first
+    token (its own `rnncore eval` skips the first token of each batch column); the n-gram
+    predicts each sentence from the start marker ``<eos>`` as when it was fit. Without --weight,
+    L is the weight of :data:`WEIGHT_GRID` with the highest validation likelihood (the first of
+    equals), then applied to the test file. Writes the result as JSON to --out (default
+    DIR/interpolation.json) and returns it.
+    """
+    from ..ngram import split_sentences
+
+    ngram, ngram_dir = load_ngram_run(args.interpolate)
+    vocab = ckpt.vocab
+    if ngram.vocab != vocab:
+        raise TaskError(
+            f"the vocabularies differ: the language model in {args.dir} and the n-gram in "
+            f"{args.interpolate} ({_vocab_difference(vocab, ngram.vocab)}); train both on the "
+            "same training file"
+        )
+    files = eval_files(args.data)
+    if args.weight is None and "valid" not in files:
+        raise TaskError(
+            f"--interpolate without --weight chooses the weight on validation data: --data must "
+            f"be a PTB folder (ptb.valid.txt, ptb.test.txt), got the file {args.data}"
+        )
+    out = Path(args.out) if args.out else Path(args.dir) / "interpolation.json"
+    if out.is_dir():
+        raise TaskError(f"--out {out} is a directory; give a JSON file name")
+    eos = vocab.eos_id
+    window = int(ckpt.extra.get("bptt", 35))
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, f in files.items():
+        ids = vocab.encode(tok for sent in read_ptb(f) for tok in sent)
+        ng = ngram.token_logprobs(split_sentences(ids, eos))
+        rnn = stream_logprobs(ckpt.model, np.concatenate([[eos], ids]), window)
+        if rnn.shape != ng.shape:  # both score ids[0:], one value per token
+            raise AssertionError(f"{f}: {rnn.size} RNN scores against {ng.size} n-gram scores")
+        scores[name] = (rnn, ng)
+    grid = []
+    if args.weight is None:
+        rnn, ng = scores["valid"]
+        grid = [{"weight": w, **_loss_ppl(mix_logprobs(rnn, ng, w))} for w in WEIGHT_GRID]
+        weight = min(grid, key=lambda r: r["loss"])["weight"]
+    else:
+        weight = float(args.weight)
+    result: dict[str, Any] = {
+        "lm": str(args.dir),
+        "ngram": str(args.interpolate),
+        "ngram_order": ngram.order,
+        "data": str(args.data),
+        "weight": weight,
+        "weight_from": "given (--weight)" if args.weight is not None else "valid, grid step 0.05",
+        "tokens_scored": (
+            "every token of each file, <eos> included, the same for both models; RNN: the file "
+            "as one stream, batch size 1, after a start <eos>; n-gram: each sentence from <eos>"
+        ),
+    }
+    for name, (rnn, ng) in scores.items():
+        result[name] = {
+            "tokens": int(rnn.size),
+            "rnn": _loss_ppl(rnn),
+            "ngram": _loss_ppl(ng),
+            "mix": _loss_ppl(mix_logprobs(rnn, ng, weight)),
+        }
+    if grid:
+        result["valid_by_weight"] = grid
+    write_json(out, result)
+    return result
 
 
 def _word_id(vocab: Vocab, word: str) -> int:
