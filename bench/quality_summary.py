@@ -107,6 +107,24 @@ def summary(results_dir: Path) -> str:
             f"{_fmt(result.get('seconds_per_batch'))} s vs {_fmt(torch.get('seconds_per_batch'))}"
             f" s, ratio {_fmt(torch.get('rnncore_over_torch_time'))}"
         )
+    # The lecture's perplexity table (Mikolov et al. 2011), from bench/ptb_table.py.
+    table = results_dir / "ptb_table.json"
+    if table.is_file():
+        rows = json.loads(table.read_text()).get("rows") or []
+        lines += [
+            "",
+            "The lecture's PTB perplexity table (Mikolov et al. 2011), `bench/ptb_table.py` "
+            "(details in ptb_table.md):",
+            "",
+            "| model | valid ppl | test ppl | paper, test |",
+            "|---|---|---|---|",
+        ]
+        for r in rows:
+            ours = r.get("ours") or {}
+            lines.append(
+                f"| {r.get('model')} | {_fmt(ours.get('valid'))} | {_fmt(ours.get('test'))} | "
+                f"{_fmt(r.get('paper'))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
