@@ -54,7 +54,9 @@ MEASURED = (
     "Defaults measured on PTB (Mikolov's split, 930k training tokens): test perplexity 111.3 "
     "after the 13 default epochs (Zaremba et al. report 114.5), about 590 s per epoch at 1 "
     "thread on a 2-core VM, measured with --eval-batch-size 1 (bench/quality_tasks1.py, "
-    "bench/results/quality.md). Not measured on other corpora."
+    "bench/results/quality.md). Not measured on other corpora. These defaults are the LSTM's: "
+    "with --cell rnn (tanh) lr 20 diverges on PTB; lr 4 was the best of 0.5-8 and reached test "
+    "perplexity 154.6 in 6 epochs (bench/ptb_table.py, bench/results/ptb_table.md)."
 )
 
 
