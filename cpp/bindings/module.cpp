@@ -3,7 +3,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -48,6 +50,11 @@ struct PyRecurrent {
     std::thread::id thread;
   };
   std::vector<Saved> saved;
+  // A training forward taken out of the layer (forward_saved), with the arrays it reads in place.
+  struct Handle {
+    rnncore::SavedForward saved;
+    py::object x, y;
+  };
   explicit PyRecurrent(const RecurrentConfig& c) : core(c) {}
 
   // h-like states are [L*D, B, R] (R = proj_size or H), c-like [L*D, B, H].
@@ -67,6 +74,60 @@ struct PyRecurrent {
   py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj, py::handle c0_obj,
                     bool training, std::uint64_t seed) {
     CallLock lock(mu);
+    return forward_locked(x_obj, lengths_obj, h0_obj, c0_obj, training, seed, true);
+  }
+
+  // A training forward whose saved context goes to the caller (an autograd graph node) instead
+  // of the layer's stack: (y, hn, cn, saved). One lock over both, so that no other thread's
+  // forward can come between.
+  py::tuple forward_saved(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
+                          py::handle c0_obj, std::uint64_t seed, bool stochastic) {
+    CallLock lock(mu);
+    py::tuple out = forward_locked(x_obj, lengths_obj, h0_obj, c0_obj, true, seed, stochastic);
+    auto handle = std::make_unique<Handle>();
+    handle->saved = core.take_saved();
+    handle->x = std::move(saved.back().x);
+    handle->y = std::move(saved.back().y);
+    saved.pop_back();
+    return py::make_tuple(out[0], out[1], out[2], py::cast(std::move(handle)));
+  }
+
+  // BPTT through a forward_saved handle: (dx, dh0, dc0, dparams) with dparams [P] this
+  // forward's parameter gradients alone (the layer's own gradient buffer is left zeroed).
+  py::tuple backward_saved(Handle& handle, py::handle dy_obj, py::handle dhn_obj,
+                           py::handle dcn_obj) {
+    CallLock lock(mu);
+    if (handle.saved.empty())
+      throw std::runtime_error(
+          "backward through this forward already ran (each forward allows one backward: "
+          "retain_graph=True / double backward is not supported)");
+    core.restore_saved(std::move(handle.saved));
+    saved.push_back({std::move(handle.x), std::move(handle.y), std::this_thread::get_id()});
+    const std::size_t depth = saved.size();
+    core.zero_grad();
+    py::tuple r;
+    try {
+      r = backward_locked(dy_obj, dhn_obj, dcn_obj, false);
+    } catch (...) {
+      // Argument checks throw before the engine consumes the forward: hand it back, so a
+      // corrected call can still run.
+      if (saved.size() == depth) {
+        handle.saved = core.take_saved();
+        handle.x = std::move(saved.back().x);
+        handle.y = std::move(saved.back().y);
+        saved.pop_back();
+      }
+      core.zero_grad();
+      throw;
+    }
+    py::array_t<T> dparams(py::ssize_t(core.num_params()));
+    std::copy(core.grads(), core.grads() + core.num_params(), dparams.mutable_data());
+    core.zero_grad();
+    return py::make_tuple(r[0], r[1], r[2], dparams);
+  }
+
+  py::tuple forward_locked(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
+                           py::handle c0_obj, bool training, std::uint64_t seed, bool stochastic) {
     const auto& c = core.config();
     const bool lstm = c.states() == 2;
     auto x = checked<T>(x_obj, "x", "[T, B, I=" + std::to_string(c.input_size) + "]",
@@ -99,7 +160,7 @@ struct PyRecurrent {
       T* hnp = hn.mutable_data();
       T* cnp = lstm ? cn.mutable_data() : nullptr;
       py::gil_scoped_release release;
-      core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed);
+      core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed, stochastic);
     }
     if (training) saved.push_back({x, y, std::this_thread::get_id()});
     if (lstm) return py::make_tuple(y, hn, cn);
@@ -109,6 +170,11 @@ struct PyRecurrent {
   py::tuple backward(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
                      bool step_grad_norms) {
     CallLock lock(mu);
+    return backward_locked(dy_obj, dhn_obj, dcn_obj, step_grad_norms);
+  }
+
+  py::tuple backward_locked(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
+                            bool step_grad_norms) {
     const auto& c = core.config();
     const bool lstm = c.states() == 2;
     if (!core.has_saved_forward())
@@ -162,8 +228,12 @@ struct PyRecurrent {
 };
 
 template <typename T>
-void bind_recurrent(py::module_& m, const char* name) {
+void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
   using Cls = PyRecurrent<T>;
+  py::class_<typename Cls::Handle>(m, handle_name,
+                                   "A training forward's saved context, taken out of its layer.")
+      .def_property_readonly("consumed",
+                             [](const typename Cls::Handle& h) { return h.saved.empty(); });
   py::class_<Cls>(m, name, "Stacked, optionally bidirectional RNN/LSTM/GRU over whole sequences.")
       .def(py::init([](const std::string& cell, int input_size, int hidden_size, int num_layers,
                        bool bidirectional, bool bias, double dropout, const std::string& device,
@@ -239,6 +309,15 @@ void bind_recurrent(py::module_& m, const char* name) {
            py::arg("seed") = 0,
            "x [T,B,I], lengths int64 [B] or None, h0 [L*D,B,R] / c0 [L*D,B,H] or None -> "
            "(y [T,B,D*R], hn [L*D,B,R], cn [L*D,B,H] or None); R = proj_size or H")
+      .def("forward_saved", &Cls::forward_saved, py::arg("x"), py::arg("lengths") = py::none(),
+           py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("seed") = 0,
+           py::arg("stochastic") = true,
+           "A training forward whose saved context is returned instead of kept: (y, hn, cn, "
+           "saved); stochastic=False draws no dropout. For autograd systems (rnncore.torch).")
+      .def("backward_saved", &Cls::backward_saved, py::arg("saved"), py::arg("dy") = py::none(),
+           py::arg("dhn") = py::none(), py::arg("dcn") = py::none(),
+           "BPTT through a forward_saved context (once): (dx, dh0, dc0 or None, dparams [P]), "
+           "dparams holding this call's parameter gradients; the layer's grads stay zero.")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
            py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
            "dy [T,B,D*R] or None, dhn [L*D,B,R] / dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 "
@@ -259,8 +338,8 @@ void bind_ops(py::module_& m);
 
 PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.doc() = "rnncore's C++ engine (private: use rnncore.nn)";
-  bind_recurrent<float>(m, "RecurrentF32");
-  bind_recurrent<double>(m, "RecurrentF64");
+  bind_recurrent<float>(m, "RecurrentF32", "SavedForwardF32");
+  bind_recurrent<double>(m, "RecurrentF64", "SavedForwardF64");
   m.def("set_num_threads", &rnncore::set_num_threads, py::arg("n"),
         "Set the engine's thread count (OpenMP); returns the previous value.");
   m.def("get_num_threads", &rnncore::get_num_threads);

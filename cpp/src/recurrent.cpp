@@ -145,11 +145,46 @@ void Recurrent<T>::discard_saved() {
   impl_->backend->discard_saved();
 }
 
+SavedForward::SavedForward() = default;
+SavedForward::~SavedForward() = default;
+SavedForward::SavedForward(SavedForward&&) noexcept = default;
+SavedForward& SavedForward::operator=(SavedForward&&) noexcept = default;
+
+template <typename T>
+SavedForward Recurrent<T>::take_saved() {
+  Impl& m = *impl_;
+  if (m.saved.empty()) throw std::runtime_error("take_saved: no training forward is saved");
+  SavedForward out;
+  out.shape_ = m.saved.back();
+  out.owner_ = &m;
+  out.context_ = m.backend->take_saved();
+  m.saved.pop_back();
+  return out;
+}
+
+template <typename T>
+void Recurrent<T>::restore_saved(SavedForward&& saved) {
+  Impl& m = *impl_;
+  if (saved.empty())
+    throw std::invalid_argument(
+        "restore_saved: the saved forward is empty (its backward already ran: each forward "
+        "allows one backward)");
+  if (saved.owner_ != &m)
+    throw std::invalid_argument("restore_saved: the saved forward belongs to another layer");
+  m.backend->restore_saved(std::move(saved.context_));
+  m.saved.push_back(saved.shape_);
+  saved.owner_ = nullptr;
+}
+
 template <typename T>
 void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t* lengths,
                            const T* h0, const T* c0, T* y, T* hn, T* cn, bool training,
-                           std::uint64_t dropout_seed) {
+                           std::uint64_t dropout_seed, bool stochastic) {
   Impl& m = *impl_;
+  if (training && !stochastic && (m.cfg.zoneout > 0.0 || m.cfg.recurrent_dropout > 0.0))
+    throw std::invalid_argument(
+        "a deterministic training forward (stochastic=false) does not combine with zoneout or "
+        "recurrent dropout");
   if (steps < 1) throw std::invalid_argument("x: sequence length T must be >= 1");
   if (batch < 1) throw std::invalid_argument("x: batch size B must be >= 1");
   if (!x || !y) throw std::invalid_argument("x and y must not be null");
@@ -172,6 +207,7 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   call.hn = hn;
   call.cn = m.cfg.states() == 2 ? cn : nullptr;
   call.training = training;
+  call.stochastic = stochastic;
   call.dropout_seed = dropout_seed;
   m.backend->forward(call);
   if (training) m.saved.push_back({steps, batch});

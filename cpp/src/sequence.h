@@ -25,6 +25,10 @@ struct ForwardCall {
   T* hn = nullptr;                        // [L*D,B,R] out
   T* cn = nullptr;                        // [L*D,B,H] out or null
   bool training = false;
+  // Training only: false keeps what backward needs but draws no dropout between layers (a
+  // PyTorch module in eval mode whose output still needs gradients). Recurrent refuses it with
+  // zoneout or recurrent dropout, whose inference forms have no backward.
+  bool stochastic = true;
   std::uint64_t dropout_seed = 0;
 };
 
@@ -49,6 +53,12 @@ struct LaneLayout {
   std::size_t ln_x, ln_h, ln_c, ln_cb;
 };
 
+// What one training forward keeps for its backward, once taken out of its backend
+// (SequenceBackend::take_saved): each backend derives its own.
+struct SavedContext {
+  virtual ~SavedContext() = default;
+};
+
 template <typename T>
 class SequenceBackend {
  public:
@@ -63,6 +73,11 @@ class SequenceBackend {
   virtual void backward(const BackwardCall<T>& call) = 0;
   // Drops every saved forward (and the memory they hold).
   virtual void discard_saved() = 0;
+  // Moves the newest saved forward out of the backend (there is one: the caller checks).
+  virtual std::unique_ptr<SavedContext> take_saved() = 0;
+  // Puts a context take_saved returned back as the newest saved forward; std::invalid_argument
+  // if it came from another backend.
+  virtual void restore_saved(std::unique_ptr<SavedContext> saved) = 0;
 };
 
 template <typename T>

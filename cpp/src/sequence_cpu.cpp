@@ -159,6 +159,23 @@ class CpuSequence final : public SequenceBackend<T> {
     depth_ = 0;
     saved_.clear();  // the memory too: a caller dropping unconsumed forwards wants it back
   }
+  // The taken context leaves the slot list (a fresh slot is allocated for the next forward);
+  // restored and consumed, it stays behind as a free slot, so a forward-take-restore-backward
+  // cycle reuses memory as the plain stack does.
+  std::unique_ptr<SavedContext> take_saved() override {
+    if (depth_ == 0) throw std::logic_error("CpuSequence::take_saved: no saved forward");
+    std::unique_ptr<SavedContext> out = std::move(saved_[--depth_]);
+    saved_.erase(saved_.begin() + std::ptrdiff_t(depth_));
+    return out;
+  }
+  void restore_saved(std::unique_ptr<SavedContext> saved) override {
+    auto* own = dynamic_cast<Saved*>(saved.get());
+    if (!own || own->owner != this)
+      throw std::invalid_argument("restore_saved: the saved forward belongs to another layer");
+    saved_.insert(saved_.begin() + std::ptrdiff_t(depth_), std::unique_ptr<Saved>(own));
+    saved.release();  // now owned by saved_
+    ++depth_;
+  }
 
  private:
   RecurrentConfig cfg_;
@@ -169,7 +186,8 @@ class CpuSequence final : public SequenceBackend<T> {
   // several times before backward, as a shared layer or a cell stepped through time is) and each
   // backward consumes the newest: saved_[0, depth_) wait for backward; the slots above are
   // reused, so a layer's steady state allocates nothing per call.
-  struct Saved {
+  struct Saved final : SavedContext {
+    const CpuSequence* owner = nullptr;  // restore_saved accepts its own contexts only
     Packing pk;
     Workspace<T> ws;
     // Without lengths the packed layout is the caller's: the first layer reads x in place and the
@@ -187,7 +205,10 @@ class CpuSequence final : public SequenceBackend<T> {
   Saved* s_ = nullptr;  // the context of the call in progress
 
   Saved& slot(std::size_t i) {
-    while (saved_.size() <= i) saved_.push_back(std::make_unique<Saved>());
+    while (saved_.size() <= i) {
+      saved_.push_back(std::make_unique<Saved>());
+      saved_.back()->owner = this;
+    }
     return *saved_[i];
   }
 
@@ -328,7 +349,7 @@ class CpuSequence final : public SequenceBackend<T> {
     const Index L = cfg_.num_layers, D = cfg_.directions(), H = cfg_.hidden_size;
     const Index R = cfg_.state_size(), DH = D * R;
     const Index I = cfg_.input_size, B = s_->pk.B, N = s_->pk.N;
-    s_->dropout_active = call.training && cfg_.dropout > 0.0 && L > 1;
+    s_->dropout_active = call.training && call.stochastic && cfg_.dropout > 0.0 && L > 1;
     s_->seed = call.dropout_seed;
     const bool direct = !s_->pk.ragged;
     s_->ws.template plan<Cell>(cfg_, s_->pk, call.training, s_->dropout_active, direct);

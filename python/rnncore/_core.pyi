@@ -48,7 +48,29 @@ class _Recurrent:
         dcn: np.ndarray | None = None,
         step_grad_norms: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]: ...
+    def forward_saved(
+        self,
+        x: np.ndarray,
+        lengths: np.ndarray | None = None,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        seed: int = 0,
+        stochastic: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, _SavedForward]: ...
+    def backward_saved(
+        self,
+        saved: _SavedForward,
+        dy: np.ndarray | None = None,
+        dhn: np.ndarray | None = None,
+        dcn: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]: ...
 
+class _SavedForward:
+    @property
+    def consumed(self) -> bool: ...
+
+class SavedForwardF32(_SavedForward): ...
+class SavedForwardF64(_SavedForward): ...
 class RecurrentF32(_Recurrent): ...
 class RecurrentF64(_Recurrent): ...
 

@@ -146,6 +146,39 @@ void stacked_forwards(CellType cell, const std::string& label) {
   expect(worst < 1e-12,
          label + ": stacked forwards' gradients (worst " + std::to_string(worst) + ")");
   expect(!net.has_saved_forward(), label + ": every forward consumed");
+
+  // Taken out of the layer, the same two forwards backpropagate oldest first (as an autograd
+  // system may order them), and a third, dropped unconsumed, frees itself.
+  net.zero_grad();
+  fwd(x1, lengths.data(), y1);
+  rnncore::SavedForward first = net.take_saved();
+  fwd(x2, nullptr, y2);
+  rnncore::SavedForward second = net.take_saved();
+  {
+    std::vector<double> x3 = x1, y3(y1.size());
+    fwd(x3, lengths.data(), y3);
+    rnncore::SavedForward dropped = net.take_saved();
+  }
+  expect(!net.has_saved_forward() && first.shape().steps == T, label + ": taken out");
+  net.restore_saved(std::move(first));
+  bwd(dy1, dx1);
+  net.restore_saved(std::move(second));
+  bwd(dy2, dx2);
+  worst = 0;
+  for (std::size_t i = 0; i < net.num_params(); ++i)
+    worst = std::max(worst, std::abs(net.grads()[i] - ref[i]));
+  for (std::size_t i = 0; i < x1.size(); ++i)
+    worst = std::max({worst, std::abs(dx1[i] - dx1_ref[i]), std::abs(dx2[i] - dx2_ref[i])});
+  expect(worst < 1e-12,
+         label + ": taken forwards' gradients (worst " + std::to_string(worst) + ")");
+  expect(first.empty(), label + ": a restored handle is empty");
+  expect_throw([&] { net.restore_saved(std::move(first)); }, label + ": restoring an empty handle");
+  Recurrent<double> other(c);
+  other.forward(T, B, x1.data(), nullptr, nullptr, nullptr, y1.data(), hn.data(), cnp, true);
+  rnncore::SavedForward foreign = other.take_saved();
+  expect_throw([&] { net.restore_saved(std::move(foreign)); }, label + ": a foreign handle");
+  expect_throw([&] { net.take_saved(); }, label + ": take_saved with nothing saved");
+
   fwd(x1, nullptr, y1);
   net.discard_saved();
   expect_throw([&] { bwd(dy1, dx1); }, label + ": backward after discard_saved");

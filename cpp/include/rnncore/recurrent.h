@@ -114,6 +114,34 @@ struct SequenceShape {
   int batch = 0;  // B
 };
 
+namespace detail {
+struct SavedContext;
+}
+
+/// One training forward taken out of its layer (Recurrent::take_saved): what its backward needs,
+/// owned by the caller. An autograd system keeps it with the graph node, so backwards may come
+/// in any order and a forward whose backward never comes frees its memory with the handle.
+/// Movable only; empty once given back (restore_saved) or default-constructed.
+class SavedForward {
+ public:
+  SavedForward();
+  ~SavedForward();
+  SavedForward(SavedForward&&) noexcept;
+  SavedForward& operator=(SavedForward&&) noexcept;
+  SavedForward(const SavedForward&) = delete;
+  SavedForward& operator=(const SavedForward&) = delete;
+  bool empty() const { return context_ == nullptr; }
+  /// (T, B) of the forward.
+  SequenceShape shape() const { return shape_; }
+
+ private:
+  template <typename>
+  friend class Recurrent;
+  SequenceShape shape_{};
+  const void* owner_ = nullptr;  // the layer's state it came from
+  std::unique_ptr<detail::SavedContext> context_;
+};
+
 template <typename Scalar>
 class Recurrent {
  public:
@@ -149,9 +177,12 @@ class Recurrent {
   /// Without lengths, a training forward reads x and writes y in place and keeps pointers to
   /// both: they must stay alive and unchanged until backward (which checks, and throws
   /// std::runtime_error if either was modified).
+  /// stochastic=false (training only) saves for backward without dropout between layers: a
+  /// module in evaluation mode whose output still needs gradients. With zoneout or recurrent
+  /// dropout it throws std::invalid_argument (their inference forms have no backward).
   void forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths, const Scalar* h0,
                const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn, bool training,
-               std::uint64_t dropout_seed = 0);
+               std::uint64_t dropout_seed = 0, bool stochastic = true);
 
   /// BPTT over the newest training forward not yet consumed. Each training forward is saved (a
   /// layer may run several before backward: a shared layer, a cell stepped through time), and
@@ -175,6 +206,12 @@ class Recurrent {
   SequenceShape saved_shape() const;
   /// Drops every saved forward and the memory it holds (a forward whose backward never comes).
   void discard_saved();
+  /// Moves the newest saved forward out of the layer (std::runtime_error if there is none).
+  /// x and y of a forward without lengths must still stay alive and unchanged until backward.
+  SavedForward take_saved();
+  /// Makes `saved` the newest saved forward again, so that the next backward consumes it.
+  /// std::invalid_argument if it is empty (its backward already ran) or came from another layer.
+  void restore_saved(SavedForward&& saved);
 
  private:
   struct Impl;
