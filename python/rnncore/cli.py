@@ -1,4 +1,4 @@
-"""The `rnncore` command line: demo, train TASK, eval, sample, predict and translate."""
+"""The `rnncore` command line: demo, train TASK, eval, sample, predict, translate and export."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(task_parser)
     task_common.add_use_commands(sub)  # eval, sample, predict
     _add_translate(sub)
+    _add_export(sub)
     return parser
 
 
@@ -98,6 +99,34 @@ def _translate(args: argparse.Namespace) -> int:
         text = line.strip()
         out = translate_text(ckpt, text, beam=args.beam, max_len=args.max_len) if text else ""
         print(out, flush=True)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """`rnncore export DIR --onnx PATH` (issue 15): a trained model as ONNX graphs."""
+    ex = sub.add_parser(
+        "export",
+        help='export a trained model to ONNX (needs: pip install "rnncore[onnx]")',
+        description="Write the model in DIR (written by `rnncore train`) as an ONNX graph whose "
+        "recurrent layers are ONNX's own RNN/LSTM/GRU operators. A seq2seq model writes two "
+        "graphs beside PATH: NAME.encoder.onnx and the one-step NAME.decoder.onnx. Prints the "
+        "files written.",
+    )
+    ex.add_argument("dir", metavar="DIR", help="output directory of `rnncore train`")
+    ex.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    task_common.add_threads_argument(ex)
+
+
+def _export(args: argparse.Namespace) -> int:
+    ckpt, _ = task_common.open_model_dir(args.dir)
+    try:
+        from . import onnx as rnncore_onnx
+
+        paths = rnncore_onnx.export(ckpt.model, args.onnx)
+    except (ImportError, TypeError, ValueError) as e:  # no onnx, a model or cell without export
+        raise task_common.TaskError(str(e)) from None
+    for p in paths:
+        print(p)
     return 0
 
 
@@ -175,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             demo.main(args)
         elif args.command == "translate":
             return _translate(args)
+        elif args.command == "export":
+            return _export(args)
         elif args.command == "train":
             task_common.check_reporting(args)  # before --overwrite removes anything
             task_common.check_out_dir(args)
