@@ -13,6 +13,12 @@ Typical word-level LM pipeline::
     for x, y in rnncore.data.BPTTBatches(train, bptt=35):        # x, y [<=35, 20]
         ...
 
+Pretrained word vectors (word2vec or GloVe text, .gz allowed) for a vocabulary::
+
+    wv = rnncore.data.load_word_vectors("glove.6B.100d.txt", vocab)   # wv.vectors [V, 100]
+    print(wv.summary())                                                # coverage
+    emb = rnncore.nn.Embedding.from_pretrained(wv.vectors, freeze=False, padding_idx=vocab.pad_id)
+
 Classification / tagging batches::
 
     vocab = Vocab.build(tokens for tokens, _ in train_set)
@@ -129,7 +135,13 @@ from .scenes import (  # noqa: E402
     write_caption_data,
 )
 
+# issue 15: pretrained word vectors (word2vec / GloVe text files)
+from .word_vectors import WordVectors, WordVectorsDimError, load_word_vectors  # noqa: E402
+
 __all__ += [
+    "load_word_vectors",
+    "WordVectors",
+    "WordVectorsDimError",
     "Scenes",
     "synthetic_scenes",
     "scene_features",

@@ -104,7 +104,8 @@ class Embedding(_FlatModule):
         device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
 
     Parameter: ``weight`` [V, E]. ``backward`` scatter-adds into ``weight.grad`` and returns None
-    (ids have no gradient).
+    (ids have no gradient); with ``weight.requires_grad = False`` (frozen, see
+    :meth:`from_pretrained`) it adds nothing.
     """
 
     def __init__(
@@ -115,6 +116,8 @@ class Embedding(_FlatModule):
         dtype: Any = "float32",
         seed: int | None = None,
         device: str = "cpu",
+        *,
+        _weight: np.ndarray | None = None,  # from_pretrained's initial weight (as PyTorch's)
     ) -> None:
         super().__init__()
         owner = "Embedding"
@@ -136,7 +139,60 @@ class Embedding(_FlatModule):
         self._allocate(self.dtype, [("weight", (self.num_embeddings, self.embedding_dim))])
         self.weight = self._parameters[0]
         self._rng = np.random.default_rng(seed)
-        self.reset_parameters()
+        if _weight is None:
+            self.reset_parameters()
+        else:  # from_pretrained's checked array: no random draw to throw away (V may be 10^6)
+            self.weight.data[...] = _weight
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Any,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        *,
+        dtype: Any = None,
+        device: str = "cpu",
+    ) -> Embedding:
+        """An Embedding whose weight is a copy of ``embeddings`` (PyTorch's
+        ``nn.Embedding.from_pretrained``).
+
+        Args:
+            embeddings: real numbers [V, E] (e.g. ``load_word_vectors(...).vectors``), all finite.
+            freeze: True: ``weight.requires_grad = False``, so no optimizer changes it and
+                ``backward`` accumulates nothing; False: it trains like any weight.
+            padding_idx: as in the constructor, except that, as in PyTorch, its row is kept as
+                given (not zeroed); it never receives a gradient.
+            dtype: 'float32' or 'float64'; None: the dtype of ``embeddings`` when it is one of
+                these (a TypeError otherwise: no silent cast).
+            device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
+
+        Returns:
+            The Embedding (V, E); the caller's array is not shared.
+        """
+        where = "Embedding.from_pretrained"
+        if not isinstance(freeze, (bool, np.bool_)):
+            raise TypeError(f"{where}: freeze must be a bool, got {type(freeze).__name__}")
+        arr = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+        if arr.ndim != 2 or 0 in arr.shape:
+            raise ValueError(f"{where}: embeddings must be 2-d [V, E], got shape {arr.shape}")
+        if arr.dtype == bool or arr.dtype.kind not in "iuf":
+            raise TypeError(f"{where}: embeddings must be real numbers, got dtype {arr.dtype}")
+        if dtype is None:
+            if arr.dtype not in (np.float32, np.float64):
+                raise TypeError(
+                    f"{where}: embeddings have dtype {arr.dtype}; pass dtype='float32' or "
+                    "'float64' to convert"
+                )
+            dtype = arr.dtype
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            row = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise ValueError(f"{where}: embeddings row {row} is not finite (NaN or infinite)")
+        V, E = arr.shape
+        emb = cls(V, E, padding_idx, dtype, None, device, _weight=arr)
+        emb.weight.requires_grad = not freeze
+        return emb
 
     def reset_parameters(self) -> None:
         """weight ~ N(0, 1), the padding row (if any) zero, as PyTorch."""
@@ -193,9 +249,10 @@ class Embedding(_FlatModule):
         if dout.shape != expected:
             raise ValueError(f"{where}: dout must have shape {expected}, got {dout.shape}")
         self._pop_saved(where)
-        _core.embedding_backward(
-            ids, dout.reshape(-1, self.embedding_dim), self.weight.grad, self.padding_idx
-        )
+        if self.weight.requires_grad:  # frozen: the gradient would never be used
+            _core.embedding_backward(
+                ids, dout.reshape(-1, self.embedding_dim), self.weight.grad, self.padding_idx
+            )
         return None
 
     def extra_repr(self) -> str:
@@ -204,6 +261,8 @@ class Embedding(_FlatModule):
             s += f", padding_idx={self.padding_idx}"
         if self.dtype != np.float32:
             s += f", dtype='{self.dtype}'"
+        if not self.weight.requires_grad:
+            s += ", freeze=True"
         return s
 
 

@@ -88,9 +88,15 @@ class Parameter:
 
     Writing into ``data`` in place (``p.data[...] = v``) changes the layer; rebinding the attribute
     is not allowed, so a view can never silently detach from the engine.
+
+    ``requires_grad`` (default True) is PyTorch's flag: a parameter with ``requires_grad = False``
+    is frozen. The optimizers leave it and its state untouched (weight decay included), and
+    gradient clipping and norms leave its gradient out, as PyTorch does for a parameter whose
+    grad is None; :meth:`Module.parameters` still lists it (``state_dict`` too). Layers may skip
+    accumulating its gradient (``Embedding`` does).
     """
 
-    __slots__ = ("_name", "_data", "_grad")
+    __slots__ = ("_name", "_data", "_grad", "_requires_grad")
 
     def __init__(self, name: str, data: np.ndarray, grad: np.ndarray) -> None:
         if data.shape != grad.shape:
@@ -98,6 +104,25 @@ class Parameter:
         self._name = name
         self._data = data
         self._grad = grad
+        self._requires_grad = True
+
+    @property
+    def requires_grad(self) -> bool:
+        """False: frozen (no optimizer updates; left out of clipping and gradient norms)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(
+                f"Parameter {self._name}: requires_grad must be a bool, got {type(value).__name__}"
+            )
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Parameter:
+        """Set :attr:`requires_grad` in place; returns self (PyTorch's spelling)."""
+        self.requires_grad = requires_grad
+        return self
 
     @property
     def name(self) -> str:
@@ -116,7 +141,10 @@ class Parameter:
         return self._data.shape
 
     def __repr__(self) -> str:
-        return f"Parameter({self._name}, shape={self._data.shape}, dtype={self._data.dtype})"
+        frozen = "" if self._requires_grad else ", requires_grad=False"
+        return (
+            f"Parameter({self._name}, shape={self._data.shape}, dtype={self._data.dtype}{frozen})"
+        )
 
 
 #: A module holding more unconsumed training forwards than this warns once (ResourceWarning):
@@ -266,6 +294,13 @@ class Module:
         """Set every parameter gradient to zero."""
         for p in self.parameters():
             p.grad[...] = 0
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze (True) every parameter of this module and the modules
+        below it (see :class:`Parameter`); returns self, as PyTorch's."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
 
     def train(self, mode: bool = True) -> Module:
         """Training mode (forward keeps what backward needs; dropout active). Returns self.

@@ -11,7 +11,9 @@ from .. import _core
 
 
 def _grads(params: Any, where: str) -> list[np.ndarray]:
-    """The gradient arrays of Parameters (``.grad``) or the arrays themselves, as a list."""
+    """The gradient arrays of Parameters (``.grad``) or the arrays themselves, as a list.
+    Frozen Parameters (``requires_grad`` False) are left out, as PyTorch leaves out a parameter
+    whose grad is None."""
     if isinstance(params, np.ndarray) or hasattr(params, "grad"):
         params = [params]
     try:
@@ -28,7 +30,8 @@ def _grads(params: Any, where: str) -> list[np.ndarray]:
             raise TypeError(
                 f"{where}: params[{k}] must be a Parameter or a numpy array, got {type(p).__name__}"
             )
-        out.append(g)
+        if getattr(p, "requires_grad", True):
+            out.append(g)
     return out
 
 
@@ -50,8 +53,8 @@ def clip_grad_norm(params: Any, max_norm: float) -> float:
     scaled: check it, or use an optimizer with ``skip_nonfinite=True``.
 
     Args:
-        params: Parameters (their ``.grad``) or gradient arrays (float32/float64, C-contiguous,
-            any shapes), or one of them.
+        params: Parameters (their ``.grad``; frozen ones are left out) or gradient arrays
+            (float32/float64, C-contiguous, any shapes), or one of them.
         max_norm: > 0 (inf disables clipping but still returns the norm).
 
     Returns:

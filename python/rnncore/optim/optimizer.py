@@ -9,6 +9,12 @@ run, whatever the number of parameter arrays. Parameters that are not adjacent s
 their own (one engine call per array). The optimizer's state (moments, momentum buffers) is flat
 per run as well; ``state_dict`` still reports it per parameter, PyTorch-style, so a checkpoint does
 not depend on how the parameters happened to be laid out.
+
+Frozen parameters (``requires_grad = False``, see :class:`rnncore.nn.Parameter`) are skipped as
+PyTorch skips a parameter whose grad is None: no update (weight decay included), no state, no step
+count. A run never mixes frozen and trainable parameters: a run whose members disagree (a
+parameter frozen or unfrozen after the optimizer was built) is cut into runs that agree before the
+next step, each keeping its slice of the state.
 """
 
 from __future__ import annotations
@@ -77,22 +83,64 @@ def _flat_view(first: np.ndarray, size: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(base, shape=(size,), strides=(base.itemsize,))
 
 
+def _trainable(p: Any) -> bool:
+    """A parameter's ``requires_grad`` (objects without one train)."""
+    return bool(getattr(p, "requires_grad", True))
+
+
 class _Run:
     """A flat span of adjacent parameters of one group: data [P], grad [P], state buffers [P]."""
 
-    __slots__ = ("data", "grad", "members", "state", "step")
+    __slots__ = ("data", "grad", "members", "params", "state", "step")
 
     def __init__(
         self,
         data: np.ndarray,
         grad: np.ndarray,
         members: list[tuple[int, int, int, tuple[int, ...]]],
+        params: list[Any],
     ):
         self.data = data
         self.grad = grad
         self.members = members  # (param index, offset, size, shape)
+        self.params = params  # the Parameter of each member
         self.state: dict[str, np.ndarray] = {}
         self.step = 0
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the members train (runs are kept uniform, see :func:`_split_run`)."""
+        return _trainable(self.params[0])
+
+
+def _split_run(run: _Run, labels: list[Any]) -> list[_Run]:
+    """``run`` cut wherever ``labels`` (one per member) changes; each piece views its span of the
+    parameters and keeps a copy of its slice of the state, and the step count. [run] if uniform."""
+    if all(label == labels[0] for label in labels):
+        return [run]
+    pieces = []
+    start = 0
+    for k in range(1, len(labels) + 1):
+        if k < len(labels) and labels[k] == labels[start]:
+            continue
+        members = run.members[start:k]
+        lo, hi = members[0][1], members[-1][1] + members[-1][2]
+        piece = _Run(
+            run.data[lo:hi],
+            run.grad[lo:hi],
+            [(i, off - lo, size, shape) for i, off, size, shape in members],
+            run.params[start:k],
+        )
+        piece.state = {key: buf[lo:hi].copy() for key, buf in run.state.items()}
+        piece.step = run.step
+        pieces.append(piece)
+        start = k
+    return pieces
+
+
+def _split_frozen(runs: list[_Run]) -> list[_Run]:
+    """``runs`` with every run that mixes frozen and trainable parameters cut apart."""
+    return [piece for run in runs for piece in _split_run(run, [_trainable(p) for p in run.params])]
 
 
 def _build_runs(params: list[Any], first_index: int) -> list[_Run]:
@@ -109,7 +157,14 @@ def _build_runs(params: list[Any], first_index: int) -> list[_Run]:
         for i, p in pending:
             members.append((i, off, p.data.size, p.data.shape))
             off += p.data.size
-        runs.append(_Run(_flat_view(first.data, size), _flat_view(first.grad, size), members))
+        runs.append(
+            _Run(
+                _flat_view(first.data, size),
+                _flat_view(first.grad, size),
+                members,
+                [p for _, p in pending],
+            )
+        )
         pending.clear()
 
     for k, p in enumerate(params):
@@ -223,7 +278,7 @@ class Optimizer:
         check_positive(group.get("lr"), "lr", owner)
         self._check_group(group)
         self._ranges = ranges
-        self._runs.append(_build_runs(plist, self._count))
+        self._runs.append(_split_frozen(_build_runs(plist, self._count)))
         self._count += len(plist)
         self.param_groups.append(group)
 
@@ -246,19 +301,26 @@ class Optimizer:
             run.grad[...] = 0
 
     def step(self) -> bool:
-        """Apply one update to every parameter of every group.
+        """Apply one update to every trainable parameter of every group (frozen ones, with
+        ``requires_grad = False``, are left alone).
 
         Returns:
             True when applied; False when skipped because ``skip_nonfinite`` is set and some
-            gradient is NaN or infinite (``skipped_steps`` then grows by one; nothing changes).
+            trainable gradient is NaN or infinite (``skipped_steps`` then grows by one; nothing
+            changes).
         """
-        if self.skip_nonfinite and not _core.all_finite([r.grad for r in self._all_runs()]):
+        self._runs = [_split_frozen(runs) for runs in self._runs]  # a flag changed since
+        if self.skip_nonfinite and not _core.all_finite(
+            [r.grad for r in self._all_runs() if r.trainable]
+        ):
             self.skipped_steps += 1
             return False
         for gi, (group, runs) in enumerate(zip(self.param_groups, self._runs, strict=True)):
             try:
                 self._check_step_group(group)
                 for run in runs:
+                    if not run.trainable:
+                        continue
                     run.step += 1
                     self._update(run, group)
             except (ValueError, TypeError) as e:
@@ -341,24 +403,33 @@ class Optimizer:
         for key, entry in dict(saved_state).items():
             if int(key) not in index_map:
                 raise ValueError(f"{owner}: state for unknown parameter index {key}")
+            if not isinstance(entry, Mapping) or "step" not in entry:
+                raise ValueError(f"{owner}: state for parameter {key} has no 'step'")
             by_index[index_map[int(key)]] = entry
-        # Check everything before changing anything.
+
+        def signature(e: Mapping[str, Any] | None) -> Any:
+            return None if e is None else (int(e["step"]), frozenset(k for k in e if k != "step"))
+
+        # Runs cut where the saved states differ (a parameter that was frozen for a while has
+        # none, or fewer steps), so that each run's members share step and buffers. Check
+        # everything before changing anything.
+        new_runs = [
+            [
+                piece
+                for run in runs
+                for piece in _split_run(run, [signature(by_index.get(i)) for i, *_ in run.members])
+            ]
+            for runs in self._runs
+        ]
         new_states: list[tuple[_Run, int, dict[str, np.ndarray]]] = []
-        for run in self._all_runs():
+        for run in (r for runs in new_runs for r in runs):
             entries = [by_index.get(idx) for idx, *_ in run.members]
-            if all(e is None for e in entries):
+            if entries[0] is None:
                 new_states.append((run, 0, {}))
                 continue
-            if any(e is None for e in entries):
-                raise ValueError(f"{owner}: some parameters of a flat run have state, others not")
-            steps = {int(e["step"]) for e in entries}
-            keys = {frozenset(k for k in e if k != "step") for e in entries}
-            if len(steps) != 1 or len(keys) != 1:
-                raise ValueError(
-                    f"{owner}: parameters stored next to each other must share step and buffers"
-                )
+            step, keys = signature(entries[0])
             bufs: dict[str, np.ndarray] = {}
-            for key in next(iter(keys)):
+            for key in keys:
                 flat = np.empty(run.data.shape, dtype=run.data.dtype)
                 for (idx, off, size, shape), e in zip(run.members, entries, strict=True):
                     arr = np.asarray(e[key])
@@ -369,13 +440,14 @@ class Optimizer:
                         )
                     flat[off : off + size] = arr.reshape(-1)
                 bufs[key] = flat
-            new_states.append((run, steps.pop(), bufs))
+            new_states.append((run, step, bufs))
         new_groups = []
         for sg, g in zip(saved_groups, self.param_groups, strict=True):
             ng = {k: copy.deepcopy(v) for k, v in sg.items() if k != "params"}
             ng["params"] = g["params"]
             self._check_group(ng)
             new_groups.append(ng)
+        self._runs = new_runs
         for run, step, bufs in new_states:
             run.step = step
             run.state = bufs

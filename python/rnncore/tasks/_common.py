@@ -22,6 +22,10 @@ Trainer's per-epoch rows).
 
 A checkpoint's ``extra`` holds ``{"task": NAME, ...}``, which tells ``rnncore eval`` and friends
 which task module reads it back.
+
+Pretrained word vectors (``--embeddings PATH``, :func:`add_embeddings_arguments`) are only the
+embedding's initial weights: the checkpoint holds the trained weights and loads without the file;
+metrics.json's ``data.embeddings`` records the file and its coverage of the vocabulary.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from .. import nn, optim
-from ..data import BucketBatchSampler, DataFormatError
+from ..data import BucketBatchSampler, DataFormatError, Vocab
+from ..data.word_vectors import WordVectors, WordVectorsDimError, load_word_vectors
 from ..metrics import SACREBLEU_HINT
 from ..models.language_model import CELLS as MODEL_CELLS
 from ..optim import Optimizer
@@ -83,6 +88,27 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         ):
             return action.help
         return super()._get_help_string(action)
+
+
+class ExplicitStore(argparse.Action):
+    """Stores the option's value, as argparse's default action does, and records that the
+    command line gave it (:func:`given`), so that a task can tell ``--embed 128`` typed by the
+    user from the default 128 (which pretrained vectors replace by their own size)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"_given_{self.dest}", True)
+
+
+def given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the command line set option ``dest`` (one stored with :class:`ExplicitStore`)."""
+    return bool(getattr(args, f"_given_{dest}", False))
 
 
 def add_common_arguments(
@@ -133,7 +159,12 @@ def add_common_arguments(
     )
     if embed:
         m.add_argument(
-            "--embed", type=int, default=defaults["embed"], metavar="N", help="embedding size"
+            "--embed",
+            type=int,
+            action=ExplicitStore,
+            default=defaults["embed"],
+            metavar="N",
+            help="embedding size",
         )
     if bidirectional:
         m.add_argument(
@@ -264,6 +295,117 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         help="draw the learning curves to DIR/curves.png (needs matplotlib)",
     )
     add_threads_argument(r)
+
+
+def add_embeddings_arguments(p: argparse.ArgumentParser, *, target: bool = False) -> None:
+    """``--embeddings PATH`` and ``--freeze-embeddings`` (with ``target``, ``--embeddings`` is
+    the source side's and ``--target-embeddings PATH`` the target side's), for the tasks with a
+    word embedding. Read them with :func:`load_embeddings` and :func:`use_embeddings`."""
+    g = p.add_argument_group(
+        "pretrained word vectors",
+        "Start the word embedding from pretrained vectors (word2vec or GloVe text format, "
+        ".gz allowed). Vocabulary words the file lacks (also ignoring case) start at random, "
+        "with the vectors' standard deviation. The file's size sets --embed unless --embed is "
+        "given (then they must agree). The coverage is printed and kept in metrics.json; the "
+        "checkpoint does not need the file.",
+    )
+    side = "the source language's " if target else ""
+    g.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="PATH",
+        help=f"{side}word vectors, e.g. glove.6B.100d.txt or a word2vec/fastText .vec file",
+    )
+    if target:
+        g.add_argument(
+            "--target-embeddings",
+            default=None,
+            metavar="PATH",
+            help="the target language's word vectors (same size as --embeddings)",
+        )
+    g.add_argument(
+        "--freeze-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep the pretrained vectors fixed (Kim 2014's CNN-static); default: fine-tune them "
+        "with the rest of the model (his CNN-non-static, the better of the two on most of his "
+        "datasets). Frozen rows include those of words the file lacks, which then stay random",
+    )
+
+
+def load_embeddings(
+    args: argparse.Namespace, vocab: Vocab, option: str = "embeddings"
+) -> WordVectors | None:
+    """The vectors of ``--embeddings`` (or of the option ``option``) for ``vocab``; None when the
+    option is absent or unset. Sets ``args.embed`` to their dimension and keeps them for
+    :func:`train_and_report`'s coverage line and metrics.json.
+
+    Raises:
+        TaskError: the dimension differs from --embed given on the command line (or from vectors
+            loaded before, for the other side), or no vocabulary word is in the file.
+        DataFormatError, FileNotFoundError: a bad or missing file (named with its line).
+    """
+    path = getattr(args, option, None)
+    if path is None:
+        sides = ("embeddings", "target_embeddings")
+        if getattr(args, "freeze_embeddings", False) and not any(
+            getattr(args, o, None) for o in sides
+        ):
+            raise TaskError("--freeze-embeddings applies only with --embeddings PATH")
+        return None
+    flag = "--" + option.replace("_", "-")
+    fixed_by = getattr(args, "_embed_fixed_by", None)
+    if fixed_by is None and given(args, "embed"):
+        fixed_by = f"--embed {args.embed}"
+    try:
+        wv = load_word_vectors(path, vocab, dim=args.embed if fixed_by else None, seed=args.seed)
+    except WordVectorsDimError as e:
+        hint = (
+            "leave out --embed to take the file's size"
+            if fixed_by.startswith("--embed")
+            else "both files must have vectors of one size"
+        )
+        raise TaskError(
+            f"{flag} {path} holds {e.found}-dimensional vectors, but {fixed_by} sets the "
+            f"embedding size to {e.expected}: {hint}"
+        ) from None
+    if wv.found == 0:
+        raise TaskError(
+            f"{flag} {path}: none of the {wv.words:,} vocabulary words has a vector there "
+            "(vectors of another language, or another tokenisation?)"
+        )
+    args.embed = wv.dim
+    args._embed_fixed_by = f"{flag} {path}"
+    loaded = getattr(args, "_embeddings_loaded", {})
+    loaded[option] = wv
+    args._embeddings_loaded = loaded
+    return wv
+
+
+def use_embeddings(
+    args: argparse.Namespace, embedding: nn.Embedding, wv: WordVectors | None
+) -> None:
+    """Copy the vectors of :func:`load_embeddings` into ``embedding`` [V, E], frozen with
+    --freeze-embeddings; nothing when ``wv`` is None. Call after any re-initialisation."""
+    if wv is None:
+        return
+    if embedding.weight.shape != wv.vectors.shape:  # a task passing the wrong vocabulary
+        raise ValueError(
+            f"use_embeddings: the embedding is {embedding.weight.shape}, the vectors "
+            f"{wv.vectors.shape}"
+        )
+    embedding.weight.data[...] = wv.vectors
+    embedding.weight.requires_grad = not getattr(args, "freeze_embeddings", False)
+
+
+def _embeddings_notes(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """(log lines, metrics.json data entries) of the vectors :func:`load_embeddings` loaded."""
+    loaded: dict[str, WordVectors] = getattr(args, "_embeddings_loaded", {})
+    frozen = bool(getattr(args, "freeze_embeddings", False))
+    how = "frozen" if frozen else "fine-tuned"
+    lines = [f"--{opt.replace('_', '-')}: {wv.summary()}; {how}" for opt, wv in loaded.items()]
+    data = {opt: dict(wv.report(), frozen=frozen) for opt, wv in loaded.items()}
+    return lines, data
 
 
 def threads_value(text: str) -> int:
@@ -570,6 +712,9 @@ def train_and_report(
     resuming = bool(getattr(args, "resume", False))
     if not resuming:
         (out / "train.log").unlink(missing_ok=True)  # a fresh run starts a fresh log
+    notes, embeddings_data = _embeddings_notes(args)
+    for line in notes:
+        log_line(out, line)
     ckpt_dir = out / "checkpoint"
     n_eval = args.max_eval_batches
     val = None if val_batches is None else Limited(val_batches, n_eval)
@@ -623,7 +768,7 @@ def train_and_report(
         "parameters": int(sum(p.data.size for p in model.parameters())),
         "model_type": model.MODEL_TYPE,
         "model_config": model.config(),
-        "data": data_info or {},
+        "data": {**(data_info or {}), **embeddings_data},
         "options": options(args),
         "checkpoint": os.fspath(ckpt_dir / "best" if (ckpt_dir / "best").is_dir() else ckpt_dir),
         "history": history,

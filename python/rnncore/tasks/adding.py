@@ -23,6 +23,7 @@ from ..data import adding_problem
 from ..models import SequenceRegressor
 from ..models.sequence_regressor import CELLS, resolve_cell
 from ._common import (
+    ExplicitStore,
     HelpFormatter,
     SampledBatches,
     TaskError,
@@ -105,7 +106,12 @@ def add_long_range_arguments(
         )
     else:
         m.add_argument(
-            "--embed", type=int, default=defaults["embed"], metavar="N", help="embedding size"
+            "--embed",
+            type=int,
+            action=ExplicitStore,
+            default=defaults["embed"],
+            metavar="N",
+            help="embedding size",
         )
         m.add_argument(
             "--dropout",

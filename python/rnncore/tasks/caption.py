@@ -23,11 +23,14 @@ from ..metrics import corpus_bleu
 from ..models import Captioner
 from ._common import (
     TaskError,
+    add_embeddings_arguments,
     bleu_note,
     check_common,
+    load_embeddings,
     make_optimizer,
     say,
     train_and_report,
+    use_embeddings,
     write_json,
 )
 from .adding import ArrayBatches, add_long_range_arguments, check_sizes
@@ -97,6 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="F",
         help="--data without valid/test files: fraction held out for each",
     )
+    add_embeddings_arguments(p)
     m = p.add_argument_group("captioner")
     m.add_argument(
         "--feed-features", action="store_true", help="also feed the features to every decoder step"
@@ -195,6 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise TaskError(f"--holdout-fraction must be in (0, 0.5), got {args.holdout_fraction}")
     splits, source = load_splits(args)
     vocab = Vocab.build(splits["train"][1], bos=True, eos=True)
+    vectors = load_embeddings(args, vocab)  # sets args.embed to the file's size
     model = Captioner(
         splits["train"][0].shape[1],
         len(vocab),
@@ -209,6 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         eos_id=vocab.eos_id,
         seed=args.seed,
     )
+    use_embeddings(args, model.embedding, vectors)
     bs = args.batch_size
     train = caption_batches(model, splits["train"], vocab, bs, shuffle=True, seed=args.seed)
     valid = caption_batches(model, splits["valid"], vocab, bs, shuffle=False)

@@ -26,10 +26,14 @@ from ._common import (
     DecayAfter,
     TaskError,
     add_common_arguments,
+    add_embeddings_arguments,
     check_common,
     evaluate_splits,
+    given,
+    load_embeddings,
     make_optimizer,
     train_and_report,
+    use_embeddings,
     write_json,
 )
 
@@ -128,6 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         data_help="folder with ptb.train.txt, ptb.valid.txt and ptb.test.txt",
     )
     add_lm_arguments(p, bptt=20, eval_batch_size=10, init_range=0.1, lr_decay=0.5, decay_after=4)
+    add_embeddings_arguments(p)
 
 
 def check_lm(args: argparse.Namespace) -> None:
@@ -135,12 +140,21 @@ def check_lm(args: argparse.Namespace) -> None:
     for name in ("bptt", "eval_batch_size"):
         if getattr(args, name) < 1:
             raise TaskError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.tie_weights and args.embed != args.hidden:
-        raise TaskError(
-            f"--tie-weights needs --embed == --hidden, got {args.embed} and {args.hidden}"
-        )
+    # with --embeddings and no --embed, the file sets the size: checked in train_lm
+    from_file = getattr(args, "embeddings", None) is not None and not given(args, "embed")
+    if not from_file:
+        _check_tie(args)
     if args.init_range < 0 or args.lr_decay <= 0 or args.decay_after < 0:
         raise TaskError("--init-range and --decay-after must be >= 0, --lr-decay > 0")
+
+
+def _check_tie(args: argparse.Namespace) -> None:
+    if args.tie_weights and args.embed != args.hidden:
+        by = getattr(args, "_embed_fixed_by", None)  # vectors loaded by load_embeddings
+        raise TaskError(
+            f"--tie-weights needs --embed == --hidden, got {args.embed} and {args.hidden}"
+            + (f" ({by} sets --embed)" if by else "")
+        )
 
 
 def stream_batches(ids: np.ndarray, batch_size: int, bptt: int, what: str) -> BPTTBatches:
@@ -163,6 +177,8 @@ def train_lm(
 ) -> dict[str, Any]:
     """Build, train and report a LanguageModel on ``corpus`` (both LM tasks)."""
     vocab = corpus.vocab
+    vectors = load_embeddings(args, vocab)  # sets args.embed to the file's size
+    _check_tie(args)
     model = LanguageModel(
         len(vocab),
         args.embed,
@@ -179,6 +195,7 @@ def train_lm(
     model.char_level = char_level
     if args.init_range > 0:
         model.init_uniform(args.init_range, seed=args.seed)
+    use_embeddings(args, model.embedding, vectors)  # with --tie-weights, the output layer's too
     train = stream_batches(corpus.train, args.batch_size, args.bptt, names[0])
     valid = stream_batches(corpus.valid, args.eval_batch_size, args.bptt, names[1])
     test = stream_batches(corpus.test, args.eval_batch_size, args.bptt, names[2])

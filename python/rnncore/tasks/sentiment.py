@@ -32,11 +32,14 @@ from ._common import (
     SampledBatches,
     TaskError,
     add_common_arguments,
+    add_embeddings_arguments,
     check_common,
     evaluate_splits,
     holdout_split,
+    load_embeddings,
     make_optimizer,
     train_and_report,
+    use_embeddings,
 )
 
 NAME = "sentiment"
@@ -120,6 +123,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 f"{CNN_DEFAULTS[action.dest]} (cnn)"
             )
             action.default = None
+    add_embeddings_arguments(p)
     g = p.add_argument_group("classifier")
     g.add_argument(
         "--model",
@@ -331,7 +335,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = FINE if num_classes == 5 else BINARY if num_classes == 2 else None
     names = names or [str(i) for i in range(num_classes)]
     vocab = Vocab.build((toks for toks, _ in splits["train"]), min_freq=args.min_freq)
+    vectors = load_embeddings(args, vocab)  # sets args.embed to the file's size
     model = build_model(args, vocab, num_classes)
+    use_embeddings(args, model.embedding, vectors)
     bs, ml = args.batch_size, args.max_len
     train = make_batches(splits["train"], vocab, bs, shuffle=True, seed=args.seed, max_len=ml)
     valid = make_batches(splits["valid"], vocab, bs, shuffle=False, max_len=ml)

@@ -37,11 +37,14 @@ from ._common import (
     SampledBatches,
     TaskError,
     add_common_arguments,
+    add_embeddings_arguments,
     bleu_note,
     check_common,
+    load_embeddings,
     make_optimizer,
     say,
     train_and_report,
+    use_embeddings,
     write_json,
 )
 
@@ -86,6 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "source side of two line-aligned files",
         bidirectional=True,
     )
+    add_embeddings_arguments(p, target=True)
     d = p.add_argument_group("translation data")
     d.add_argument(
         "--target", default=None, metavar="FILE", help="target-language file aligned with --data"
@@ -376,6 +380,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     valid_pairs = given["valid"] if given["valid"] is not None else valid_pairs
     test_pairs = given["test"] if given["test"] is not None else test_pairs
     src_vocab, tgt_vocab = build_translation_vocabs(train_pairs, min_freq=args.min_freq)
+    src_vectors = load_embeddings(args, src_vocab)  # these two set args.embed to the files' size
+    tgt_vectors = load_embeddings(args, tgt_vocab, "target_embeddings")
     model = Seq2Seq(
         len(src_vocab),
         len(tgt_vocab),
@@ -394,6 +400,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         eos_id=tgt_vocab.eos_id,
         seed=args.seed,
     )
+    use_embeddings(args, model.src_embedding, src_vectors)
+    use_embeddings(args, model.tgt_embedding, tgt_vectors)
     bs = args.batch_size
     train = make_batches(model, train_pairs, src_vocab, tgt_vocab, bs, shuffle=True, seed=args.seed)
     valid = (

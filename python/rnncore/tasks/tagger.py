@@ -27,11 +27,14 @@ from ._common import (
     SampledBatches,
     TaskError,
     add_common_arguments,
+    add_embeddings_arguments,
     check_common,
     evaluate_splits,
     holdout_split,
+    load_embeddings,
     make_optimizer,
     train_and_report,
+    use_embeddings,
     warn,
 )
 
@@ -95,6 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(without valid/dev, --valid-fraction of train.txt is held out; test.txt is optional)",
         bidirectional=True,
     )
+    add_embeddings_arguments(p)
     g = p.add_argument_group("tagger")
     g.add_argument(
         "--valid-fraction",
@@ -281,6 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vocab = Vocab.build(words, min_freq=args.min_freq)
     char_vocab = Vocab.build(w for toks, _ in train_s for w in toks) if args.char_features else None
     data = {k: TaggingData(v, vocab, tag_vocab, char_vocab, lower) for k, v in sets.items()}
+    vectors = load_embeddings(args, vocab)  # sets args.embed to the file's size
     model = SequenceTagger(
         len(vocab),
         args.embed,
@@ -302,6 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         layer_norm=args.layer_norm,
         crf=args.crf,
     )
+    use_embeddings(args, model.embedding, vectors)
     if unseen:  # outputs the model never picks: conlleval counts these entities as missed
         rows = [tag_vocab[t] for t in unseen]
         model.classifier.weight.data[rows] = 0.0
