@@ -63,6 +63,9 @@ class Config:
     cells: tuple[str, ...] = ALL_CELLS
     train: bool = True  # False: inference only
     ragged: bool = False  # lengths uniform in [T // 10, T], seed RAGGED_SEED
+    # Training with the loss at the last step only (a many-to-one classifier): the gradient
+    # decays back through time, into denormal floats on long sequences.
+    last_step_loss: bool = False
 
     @property
     def D(self) -> int:
@@ -78,6 +81,9 @@ CONFIGS: tuple[Config, ...] = (
     Config("bilstm_tagger", 2, True, 32, 40, 100, 256, cells=("lstm",)),
     Config("b1_latency", 1, False, 1, 100, 256, 256, train=False),
     Config("ragged", 1, True, 64, 100, 256, 256, cells=("lstm",), ragged=True),
+    Config("m2o", 1, False, 64, 100, 256, 256, cells=("lstm", "gru"), last_step_loss=True),
+    # The pixel-by-pixel digit classifier: 784 steps of one input, loss at the end.
+    Config("pixel_m2o", 1, False, 64, 784, 1, 128, cells=("lstm",), last_step_loss=True),
 )
 
 # Python-overhead probe: one forward + backward call on a tiny LSTM.
@@ -157,6 +163,7 @@ class RnncoreSubject:
         self.layer = getattr(rnncore.nn, CELLS[cell][0])(cfg.I, cfg.H, **kwargs)
         self.x = x
         self.lengths = lengths
+        self.last_step_loss = cfg.last_step_loss
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.layer.state_dict().items()}
@@ -180,8 +187,14 @@ class RnncoreSubject:
         layer, x, lengths = self.layer, self.x, self.lengths
         layer.train()
 
+        last = self.last_step_loss
+
         def run():
             y, _st = layer(x, lengths=lengths)
+            if last:  # d(sum of y[T-1]) / dy
+                dy = np.zeros_like(y)
+                dy[-1] = 1.0
+                return layer.backward(dy)
             return layer.backward(np.ones_like(y))
 
         return Case(run, layer.zero_grad)
@@ -199,6 +212,7 @@ class TorchSubject:
         self.x = torch.from_numpy(x.copy())
         self.T = cfg.T
         self.lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.int64)
+        self.last_step_loss = cfg.last_step_loss
 
     def load(self, state: dict[str, np.ndarray]) -> None:
         tensors = {
@@ -242,8 +256,11 @@ class TorchSubject:
             module.zero_grad(set_to_none=True)
             x.grad = None
 
+        last = self.last_step_loss
+
         def run():
-            self._forward(x).sum().backward()
+            y = self._forward(x)
+            (y[-1] if last else y).sum().backward()
 
         return Case(run, prep)
 

@@ -373,6 +373,10 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
       "The canonical name of a device this build can use; ValueError for an unknown name, "
       "RuntimeError for one this build lacks (CUDA without the CUDA backend).");
   m.def("has_openmp", &rnncore::has_openmp);
+  m.def("set_flush_denormals", &rnncore::set_flush_denormals, py::arg("on"),
+        "Flush denormal floats to zero in the engine's computations (default on); returns the "
+        "previous setting.");
+  m.def("flush_denormals", &rnncore::flush_denormals);
   m.def(
       "_set_blas",
       [](std::uintptr_t sgemm, std::uintptr_t dgemm, const std::string& name) {

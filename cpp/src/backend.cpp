@@ -65,6 +65,10 @@ int get_num_threads() {
 #endif
 }
 
+bool set_flush_denormals(bool on) { return detail::flush_denormals_flag().exchange(on); }
+
+bool flush_denormals() { return detail::flush_denormals_flag().load(); }
+
 bool has_openmp() {
 #ifdef _OPENMP
   return true;

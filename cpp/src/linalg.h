@@ -18,6 +18,7 @@
 #include <omp.h>
 #endif
 
+#include "denormals.h"
 #include "rnncore/backend.h"
 
 namespace rnncore::detail {
@@ -169,16 +170,21 @@ inline Range share(Index n, int nth, int tid, Index align = 16) {
 // region, which was a third of a tiny (B=1, T=1, H=8) training step. Inside another region the
 // region is always entered (a team of one), so that thread_count() and thread_id() describe the
 // team f runs on, not the enclosing one.
+// Every thread of the team computes with denormals flushed (denormals.h).
 template <typename F>
 inline void team(bool parallel, F&& f) {
 #ifdef _OPENMP
   if (parallel || omp_in_parallel()) {
 #pragma omp parallel if (parallel)
-    f();
+    {
+      DenormalScope flush;
+      f();
+    }
     return;
   }
 #endif
   (void)parallel;
+  DenormalScope flush;
   f();
 }
 
@@ -305,12 +311,17 @@ template <typename F>
 inline void parallel_for(std::int64_t n, bool parallel, F&& f) {
 #ifdef _OPENMP
   if (parallel) {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) f(i);
+#pragma omp parallel
+    {
+      DenormalScope flush;
+#pragma omp for schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) f(i);
+    }
     return;
   }
 #endif
   (void)parallel;
+  DenormalScope flush;
   for (std::int64_t i = 0; i < n; ++i) f(i);
 }
 

@@ -146,11 +146,13 @@ class CpuSequence final : public SequenceBackend<T> {
 
   // The cell is chosen once per call; everything below runs the driver instantiated for it.
   void forward(const ForwardCall<T>& call) override {
-    s_ = &slot(depth_);  // an inference call uses the first free slot as scratch
+    DenormalScope flush;  // this thread's part outside the teams (each team thread has its own)
+    s_ = &slot(depth_);   // an inference call uses the first free slot as scratch
     with_cell(cfg_.cell, [&](auto cell) { forward_with<decltype(cell)>(call); });
     if (call.training) ++depth_;
   }
   void backward(const BackwardCall<T>& call) override {
+    DenormalScope flush;
     if (depth_ == 0) throw std::logic_error("CpuSequence::backward: no saved forward");
     s_ = saved_[--depth_].get();  // consumed even if the checks below throw
     with_cell(cfg_.cell, [&](auto cell) { backward_with<decltype(cell)>(call); });
@@ -390,7 +392,10 @@ class CpuSequence final : public SequenceBackend<T> {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(2)
 #endif
-        run(thread_id(), kSteps);
+        {
+          DenormalScope flush;
+          run(thread_id(), kSteps);
+        }
       } else {
         for (Index d = 0; d < D; ++d) run(d, kAll);
       }
@@ -462,7 +467,10 @@ class CpuSequence final : public SequenceBackend<T> {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(2)
 #endif
-        run(thread_id(), kSteps);
+        {
+          DenormalScope flush;
+          run(thread_id(), kSteps);
+        }
         for (Index d = 0; d < D; ++d) run(d, kGrads);
       } else {
         for (Index d = 0; d < D; ++d) run(d, kAll);

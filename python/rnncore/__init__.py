@@ -10,6 +10,8 @@ from . import _native
 
 _native.load_core()  # rnncore._core: the engine build for this CPU (portable, AVX2 or AVX-512)
 
+import numpy as np  # noqa: E402
+
 from . import _blas, _core, data, metrics, nn, optim, serialization, train  # noqa: E402
 from ._version import __version__  # noqa: E402
 
@@ -24,6 +26,8 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "has_openmp",
+    "set_flush_denormals",
+    "flush_denormals",
     "gemm_backend",
     "set_gemm_backend",
     "engine_variant",
@@ -74,6 +78,26 @@ _threads_from_environment()
 def has_openmp() -> bool:
     """True when the engine was built with OpenMP."""
     return _core.has_openmp()
+
+
+def set_flush_denormals(on: bool) -> bool:
+    """Whether the engine flushes denormal floats to zero while it computes; returns the previous
+    setting. On by default: a gradient decaying through many steps (a loss at the last step only,
+    every many-to-one classifier) turns denormal, and x86 computes on denormals ~100x slower (a
+    T=784 LSTM backward took 3.6x longer). Only values below 1.2e-38 (float32) are lost. The mode
+    holds during engine calls alone, so numpy and torch in the same process keep IEEE arithmetic.
+
+    Args:
+        on: True to flush (FTZ/DAZ), False for IEEE denormals.
+    """
+    if not isinstance(on, (bool, np.bool_)):
+        raise TypeError(f"set_flush_denormals: on must be True or False, got {on!r}")
+    return bool(_core.set_flush_denormals(bool(on)))
+
+
+def flush_denormals() -> bool:
+    """Whether the engine flushes denormals to zero (see :func:`set_flush_denormals`)."""
+    return bool(_core.flush_denormals())
 
 
 def engine_variant() -> str:
