@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 import rnncore
-from rnncore.models import LanguageModel, SequenceClassifier
+from rnncore.models import LanguageModel, SequenceClassifier, SequenceTagger
 from rnncore.models.classifier import ClassifierBatch
+from rnncore.models.tagger import TaggerBatch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSUMER = ROOT / "tests" / "cpp" / "consumer"
@@ -368,6 +369,129 @@ def test_classifier_same_in_cpp(consumer: Path, tmp_path: Path, cell, layers, bi
     logits = model.forward(ids, lengths)
     ref = np.exp(_log_softmax(logits))
     np.testing.assert_allclose(rows["probs"].reshape(B, 3), ref, rtol=1e-4, atol=1e-6)
+
+
+# ---- the tagger --------------------------------------------------------------------------------
+TAG_WORDS = ["the", "cat", "sat", "on", "mat", "Paris", "John", "lives", "in", "a", "house"]
+TAG_NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _trained_tagger(cell: str, bidir: bool, chars: bool, crf: bool, seed: int, tags=TAG_NAMES):
+    """A SequenceTagger after a few steps, with its word and character vocabularies."""
+    from rnncore.data import Vocab
+
+    vocab = Vocab.build([[w.lower() for w in TAG_WORDS]])
+    char_vocab = Vocab.build([list("".join(TAG_WORDS) + "é")]) if chars else None
+    model = SequenceTagger(
+        len(vocab),
+        6,
+        5,
+        len(tags),
+        num_layers=2,
+        cell=cell,
+        bidirectional=bidir,
+        tag_names=tags,
+        char_vocab_size=len(char_vocab) if chars else None,
+        char_embed_dim=4,
+        char_hidden_size=3,
+        char_padding_idx=char_vocab.pad_id if chars else None,
+        crf=crf,
+        seed=seed,
+    )
+    opt = rnncore.optim.Adam(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(3):
+        batch = _tagger_batch(rng, vocab, char_vocab)
+        model.zero_grad()
+        model.training_step(batch)
+        opt.step()
+    model.eval()
+    return model, vocab, char_vocab
+
+
+def _tagger_batch(rng, vocab, char_vocab, T: int = 6, lengths=None) -> TaggerBatch:
+    lengths = rng.integers(1, T + 1, size=4) if lengths is None else np.asarray(lengths)
+    B = len(lengths)
+    ids = rng.integers(2, len(vocab), size=(T, B))
+    valid = np.arange(T)[:, None] < lengths[None, :]
+    ids[~valid] = 0
+    # O and B- tags only (ids 0, 1, 3): a gold path a BIO-constrained CRF allows.
+    tags = np.where(valid, rng.choice([0, 1, 3], size=(T, B)), -100)
+    chars = char_lengths = None
+    if char_vocab is not None:
+        words = [vocab.itos[ids[t, b]] for b in range(B) for t in range(lengths[b])]
+        from rnncore.data import pad_sequences
+
+        chars, char_lengths = pad_sequences(
+            [char_vocab.encode(list(w)) for w in words], pad_id=char_vocab.pad_id
+        )
+    return TaggerBatch(ids, lengths, tags, chars, char_lengths)
+
+
+TAGGER_CASES = [
+    ("lstm", True, False, False),
+    ("gru", True, True, False),
+    ("lstm", True, True, True),
+    ("gru_v1", False, False, True),
+    ("rnn", True, False, False),
+]
+
+
+@pytest.mark.parametrize(("cell", "bidir", "chars", "crf"), TAGGER_CASES)
+def test_tagger_same_in_cpp(consumer: Path, tmp_path: Path, cell, bidir, chars, crf):
+    """Logits, decoded tags (CRF Viterbi or argmax + BIO repair) and the text API."""
+    from rnncore.train.checkpoint import save_checkpoint
+
+    model, vocab, char_vocab = _trained_tagger(cell, bidir, chars, crf, seed=len(cell) + chars)
+    vocabs = {"chars": char_vocab} if chars else None
+    ckpt = save_checkpoint(
+        tmp_path / "ckpt", model, vocab=vocab, vocabs=vocabs, extra={"lowercase": True}
+    )
+    rng = np.random.default_rng(4)
+    b = _tagger_batch(rng, vocab, char_vocab, lengths=[6, 2, 1, 5])
+    T, B = b.ids.shape
+    args = [*b.ids.reshape(-1), *b.lengths]
+    if chars:
+        args += [b.chars.shape[0], *b.chars.reshape(-1), *b.char_lengths]
+    rows = _dump(consumer, "tag", ckpt, T, B, *args)
+    logits = model.forward(b.ids, b.lengths, b.chars, b.char_lengths)
+    np.testing.assert_allclose(rows["logits"].reshape(T, B, -1), logits, rtol=1e-4, atol=1e-5)
+    want = model.decode(logits, b.lengths)
+    np.testing.assert_array_equal(rows["tags"].reshape(T, B), want)
+
+    sentences = [["John", "lives", "in", "Paris"], ["The", "cat", "sat", "on", "a", "mat", "é"]]
+    words = [vocab.encode([w.lower() for w in s]) for s in sentences]
+    from rnncore.data import pad_sequences
+
+    ids, lengths = pad_sequences(words, pad_id=0)
+    ch = chl = None
+    if chars:
+        ch, chl = pad_sequences(
+            [char_vocab.encode(list(w)) for s in sentences for w in s], pad_id=char_vocab.pad_id
+        )
+    expected = model.to_tags(model.predict(ids, lengths, ch, chl), lengths)
+    out = _run(
+        [consumer / "inference_dump", "tagtext", ckpt, 0, 0, *sentences[0], "|", *sentences[1]]
+    ).stdout
+    got = [line.split()[1:] for line in out.splitlines()]
+    assert got == expected
+
+
+def test_tagger_checkpoint_errors_in_cpp(consumer: Path, tmp_path: Path) -> None:
+    from rnncore.train.checkpoint import save_checkpoint
+
+    model, vocab, _ = _trained_tagger("lstm", True, False, True, seed=1)
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, vocab=vocab)
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta["model_config"]["tag_names"] = ["O", "B-PER"]
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    r = subprocess.run(
+        [str(consumer / "inference_dump"), "tag", str(ckpt), "1", "1", "2", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and "tag_names has 2 tags but num_tags is 5" in r.stderr
 
 
 def test_checkpoint_from_save_checkpoint(consumer: Path, tmp_path: Path) -> None:

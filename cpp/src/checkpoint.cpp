@@ -75,45 +75,6 @@ std::string read_text(const fs::path& p, const std::string& where) {
   return ss.str();
 }
 
-Vocabulary parse_vocab(const Value& v, const std::string& where) {
-  if (v.is_null()) return {};
-  if (!v.is_object())
-    throw CheckpointError(where + ": checkpoint.json vocab must be an object or null");
-  const Value* tokens = v.find("tokens");
-  if (!tokens || !tokens->is_array())
-    throw CheckpointError(where + ": checkpoint.json vocab.tokens must be a list of strings");
-  std::vector<std::string> list;
-  list.reserve(tokens->array.size());
-  for (const auto& t : tokens->array) {
-    if (!t.is_string())
-      throw CheckpointError(where + ": checkpoint.json vocab.tokens must be a list of strings");
-    list.push_back(t.text);
-  }
-  std::string roles[4];
-  const char* names[4] = {"pad", "unk", "bos", "eos"};
-  if (const Value* sp = v.find("specials"); sp && !sp->is_null()) {
-    if (!sp->is_object())
-      throw CheckpointError(where + ": checkpoint.json vocab.specials must be an object");
-    for (const auto& [role, tok] : sp->object) {
-      const auto* it = std::find(names, names + 4, role);
-      if (it == names + 4)
-        throw CheckpointError(where + ": checkpoint.json vocab.specials has an unknown role " +
-                              in_quotes(role));
-      if (!tok.is_null()) {
-        if (!tok.is_string())
-          throw CheckpointError(where + ": checkpoint.json vocab.specials." + role +
-                                " must be a string");
-        roles[it - names] = tok.text;
-      }
-    }
-  }
-  try {
-    return Vocabulary(std::move(list), roles[0], roles[1], roles[2], roles[3]);
-  } catch (const std::invalid_argument& e) {
-    throw CheckpointError(where + ": checkpoint.json vocab: " + e.what());
-  }
-}
-
 }  // namespace
 
 namespace {
@@ -142,6 +103,47 @@ fs::path backup_of(const fs::path& dir) {
 }
 
 }  // namespace
+
+Vocabulary parse_vocab_at(const Value& v, const std::string& where, const std::string& field) {
+  if (v.is_null()) return {};
+  if (!v.is_object())
+    throw CheckpointError(where + ": checkpoint.json " + field + " must be an object or null");
+  const Value* tokens = v.find("tokens");
+  if (!tokens || !tokens->is_array())
+    throw CheckpointError(where + ": checkpoint.json " + field +
+                          ".tokens must be a list of strings");
+  std::vector<std::string> list;
+  list.reserve(tokens->array.size());
+  for (const auto& t : tokens->array) {
+    if (!t.is_string())
+      throw CheckpointError(where + ": checkpoint.json " + field +
+                            ".tokens must be a list of strings");
+    list.push_back(t.text);
+  }
+  std::string roles[4];
+  const char* names[4] = {"pad", "unk", "bos", "eos"};
+  if (const Value* sp = v.find("specials"); sp && !sp->is_null()) {
+    if (!sp->is_object())
+      throw CheckpointError(where + ": checkpoint.json " + field + ".specials must be an object");
+    for (const auto& [role, tok] : sp->object) {
+      const auto* it = std::find(names, names + 4, role);
+      if (it == names + 4)
+        throw CheckpointError(where + ": checkpoint.json " + field +
+                              ".specials has an unknown role " + in_quotes(role));
+      if (!tok.is_null()) {
+        if (!tok.is_string())
+          throw CheckpointError(where + ": checkpoint.json " + field + ".specials." + role +
+                                " must be a string");
+        roles[it - names] = tok.text;
+      }
+    }
+  }
+  try {
+    return Vocabulary(std::move(list), roles[0], roles[1], roles[2], roles[3]);
+  } catch (const std::invalid_argument& e) {
+    throw CheckpointError(where + ": checkpoint.json " + field + ": " + e.what());
+  }
+}
 
 Meta read_meta(const std::string& directory) {
   Meta m;
@@ -224,7 +226,7 @@ Meta read_meta(const std::string& directory) {
         if (l.is_string()) m.info.labels.push_back(l.text);
       if (m.info.labels.size() != labels->array.size()) m.info.labels.clear();
     }
-  if (const Value* v = r.find("vocab")) m.info.vocab = parse_vocab(*v, m.where);
+  if (const Value* v = r.find("vocab")) m.info.vocab = parse_vocab_at(*v, m.where, "vocab");
   auto opt_int = [&](const char* key) -> std::optional<std::int64_t> {
     const Value* v = r.find(key);
     if (v && v->is_integer()) return v->as_int64();
@@ -276,7 +278,8 @@ void require_cell(const Meta& m, const ModelRequirements& req, const CellInfo& c
                           " but the program expects " + in_quotes(want->name));
 }
 
-Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why) {
+Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why,
+                          const std::string& prefix) {
   // Each lane stores at least its two weights: a layer count the file cannot hold is refused
   // before the layout (one entry per tensor) is even listed.
   const std::int64_t lanes = std::int64_t(cfg.num_layers) * cfg.directions();
@@ -290,10 +293,10 @@ Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::str
     if (p.cols != 0) shape.push_back(std::int64_t(p.cols));
     return shape;
   };
-  for (const ParamInfo& p : layout) w.expect("rnn." + p.name, shape_of(p), why);
+  for (const ParamInfo& p : layout) w.expect(prefix + p.name, shape_of(p), why);
   Recurrent<float> rnn(cfg);  // sizes now bounded by what the file holds
   for (const ParamInfo& p : layout) {
-    const auto data = w.take("rnn." + p.name, shape_of(p), why);
+    const auto data = w.take(prefix + p.name, shape_of(p), why);
     std::copy(data.begin(), data.end(), rnn.params() + p.offset);
   }
   return rnn;

@@ -185,7 +185,11 @@ class Weights {
 // The recurrent stack with its weights loaded from "rnn.*" (PyTorch names and order). Every
 // tensor's shape is checked against the file's header before the stack is allocated, so a
 // config with inflated sizes fails on what the file holds, not on memory.
-Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why);
+Recurrent<float> load_rnn(Weights& w, const RecurrentConfig& cfg, const std::string& why,
+                          const std::string& prefix = "rnn.");
+// A vocabulary object of checkpoint.json (Vocab.to_dict) at `field` ("vocab", "vocabs.chars"),
+// null giving an empty one. CheckpointError naming the field when malformed.
+Vocabulary parse_vocab_at(const Value& v, const std::string& where, const std::string& field);
 // model_config.<key> (already read as `value`) as an int for a RecurrentConfig field:
 // CheckpointError naming the key when it does not fit.
 int config_int(const Meta& m, const std::string& key, std::int64_t value);

@@ -1,4 +1,5 @@
-// Inference from checkpoints saved in Python: a language model and a sequence classifier in C++.
+// Inference from checkpoints saved in Python: a language model, a sequence classifier and a
+// sequence tagger in C++.
 //
 // A checkpoint is a directory (rnncore.train.save_checkpoint; names in checkpoint_format.h)
 //   model.safetensors  the model's state_dict: embedding.weight, rnn.weight_ih_l0, ...,
@@ -238,6 +239,81 @@ class SequenceClassifier {
  private:
   struct Impl;
   explicit SequenceClassifier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Model configuration of a SequenceTagger checkpoint (rnncore.models.SequenceTagger).
+struct TaggerConfig {
+  std::int64_t vocab_size = 0;
+  std::int64_t embed_dim = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_tags = 0;
+  std::int64_t num_layers = 1;
+  std::string cell = "lstm";
+  bool bidirectional = true;
+  std::vector<std::string> tag_names;  // the tag of each id; empty when the model has none
+  std::int64_t char_vocab_size = 0;    // 0: no character features
+  std::int64_t char_embed_dim = 25;
+  std::int64_t char_hidden_size = 25;
+  bool crf = false;  // a linear-chain CRF decodes (Viterbi), BIO-constrained for BIO tag sets
+  /// True when every tag is "O" or B-X / I-X (then decoding keeps the output valid IOB2).
+  bool bio() const;
+};
+
+/// word embedding (+ a character BiLSTM's final states per word) -> rnn -> classifier per
+/// token: tags of sentences (NER, POS). Decoding is the CRF's Viterbi path, or the most likely
+/// tag per token followed, for BIO tag sets, by the repair I-X after O / another type -> B-X
+/// (as rnncore.models.SequenceTagger). Tag ids past a sequence's end are -100.
+class SequenceTagger {
+ public:
+  static constexpr std::int64_t kIgnore = -100;
+
+  /// Loads DIR (model_type "SequenceTagger"). Throws CheckpointError.
+  static SequenceTagger load(const std::string& directory, const ModelRequirements& required = {});
+
+  SequenceTagger(SequenceTagger&&) noexcept;
+  SequenceTagger& operator=(SequenceTagger&&) noexcept;
+  ~SequenceTagger();
+
+  const TaggerConfig& config() const;
+  const CheckpointInfo& info() const;
+  const Vocabulary& vocab() const { return info().vocab; }
+  /// The character vocabulary (empty without character features).
+  const Vocabulary& char_vocab() const;
+  /// Whether words are looked up lower-cased (the training run's --lowercase).
+  bool lowercase() const;
+
+  /// Tag scores of a padded batch.
+  ///   ids          [T, B] word ids (entries past a sequence's end are ignored)
+  ///   lengths      [B] in [1, T], or nullptr: every sequence has T steps
+  ///   chars        [Lc, N] character ids of the N = Σ lengths words, sentence by sentence,
+  ///                time-major and padded; char_lengths [N] in [1, Lc]. Required exactly when
+  ///                config().char_vocab_size > 0 (else nullptr, Lc 0).
+  ///   logits       [T, B, C] out (past a sequence's end: the classifier's bias)
+  void logits(std::int64_t steps, std::int64_t batch, const std::int64_t* ids,
+              const std::int64_t* lengths, std::int64_t char_steps, const std::int64_t* chars,
+              const std::int64_t* char_lengths, float* logits);
+
+  /// Decoded tag ids [T, B] of logits [T, B, C] (kIgnore past each length).
+  void decode(std::int64_t steps, std::int64_t batch, const float* logits,
+              const std::int64_t* lengths, std::int64_t* tags) const;
+
+  /// Tag ids of word-id sentences (each non-empty), one ragged batch; `char_ids` gives each
+  /// word's character ids (sentence by sentence, word by word) for a model with character
+  /// features, else empty.
+  std::vector<std::vector<std::int64_t>> predict(
+      const std::vector<std::vector<std::int64_t>>& sentences,
+      const std::vector<std::vector<std::vector<std::int64_t>>>& char_ids = {});
+
+  /// Tag names of tokenised sentences (each a non-empty list of tokens), run as one ragged batch:
+  /// words looked up as the training run did (lower-cased when lowercase(); ASCII letters only,
+  /// where Python lower-cases all of Unicode), characters (UTF-8 code points) of the tokens as
+  /// given. Unknown words and characters map to the vocabularies' unk.
+  std::vector<std::vector<std::string>> tag(const std::vector<std::vector<std::string>>& sentences);
+
+ private:
+  struct Impl;
+  explicit SequenceTagger(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

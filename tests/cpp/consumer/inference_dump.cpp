@@ -3,8 +3,11 @@
 //
 //   inference_dump lm  DIR T B ids[T*B]                  (ids time-major)
 //   inference_dump clf DIR T B ids[T*B] lengths[B]
+//   inference_dump tag DIR T B ids[T*B] lengths[B] [Lc chars[Lc*N] char_lengths[N]]
+//   inference_dump tagtext DIR 0 0 TOKEN... ("|" between sentences; prints one "tags" row each)
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
@@ -36,7 +39,8 @@ int main(int argc, char** argv) {
   const std::string kind = argv[1], dir = argv[2];
   const long T = std::atol(argv[3]), B = std::atol(argv[4]);
   std::vector<std::int64_t> args;
-  for (int i = 5; i < argc; ++i) args.push_back(std::atoll(argv[i]));
+  if (kind != "tagtext")
+    for (int i = 5; i < argc; ++i) args.push_back(std::atoll(argv[i]));
   try {
     if (kind == "lm") {
       rnncore::LanguageModel lm = rnncore::LanguageModel::load(dir);
@@ -68,6 +72,39 @@ int main(int argc, char** argv) {
       std::vector<float> probs(std::size_t(B * clf.config().num_classes));
       clf.predict_proba(T, B, args.data(), args.data() + T * B, probs.data());
       row("probs", probs);
+    } else if (kind == "tag") {
+      rnncore::SequenceTagger tagger = rnncore::SequenceTagger::load(dir);
+      const std::int64_t* ids = args.data();
+      const std::int64_t* lengths = ids + T * B;
+      std::int64_t N = 0;
+      for (long b = 0; b < B; ++b) N += lengths[b];
+      std::int64_t Lc = 0;
+      const std::int64_t *chars = nullptr, *char_lengths = nullptr;
+      if (std::size_t(T * B + B) < args.size()) {
+        Lc = args[std::size_t(T * B + B)];
+        chars = lengths + B + 1;
+        char_lengths = chars + Lc * N;
+      }
+      std::vector<float> logits(std::size_t(T * B * tagger.config().num_tags));
+      tagger.logits(T, B, ids, lengths, Lc, chars, char_lengths, logits.data());
+      row("logits", logits);
+      std::vector<std::int64_t> tags(std::size_t(T * B));
+      tagger.decode(T, B, logits.data(), lengths, tags.data());
+      row("tags", tags);
+    } else if (kind == "tagtext") {
+      rnncore::SequenceTagger tagger = rnncore::SequenceTagger::load(dir);
+      std::vector<std::vector<std::string>> sentences(1);
+      for (int i = 5; i < argc; ++i) {
+        if (std::strcmp(argv[i], "|") == 0)
+          sentences.emplace_back();
+        else
+          sentences.back().push_back(argv[i]);
+      }
+      for (const auto& tags : tagger.tag(sentences)) {
+        std::printf("tags");
+        for (const auto& t : tags) std::printf(" %s", t.c_str());
+        std::printf("\n");
+      }
     } else {
       std::fprintf(stderr, "inference_dump: unknown kind %s\n", kind.c_str());
       return 2;
