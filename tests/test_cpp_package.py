@@ -494,6 +494,59 @@ def test_tagger_checkpoint_errors_in_cpp(consumer: Path, tmp_path: Path) -> None
     assert r.returncode == 1 and "tag_names has 2 tags but num_tags is 5" in r.stderr
 
 
+# ---- the forecaster ----------------------------------------------------------------------------
+FORECAST_CASES = [
+    ("lstm", "many_to_one", False, 0, False),
+    ("gru", "many_to_many", True, 1, False),
+    ("rnn", "many_to_one", True, 12, True),
+]
+
+
+@pytest.mark.parametrize(("cell", "mode", "log", "lag", "cov"), FORECAST_CASES)
+def test_forecaster_same_in_cpp(consumer: Path, tmp_path: Path, cell, mode, log, lag, cov):
+    """Windows in the transformed space, and forecast() from original-scale histories with the
+    run's log / differencing / scaling (and covariates) applied and undone."""
+    from rnncore.data.timeseries import Scaler, SeriesTransform
+    from rnncore.models import Forecaster
+    from rnncore.train.checkpoint import save_checkpoint
+
+    L, h, N, B = 8, 3, 30, 2
+    I = 2 if cov else 1  # noqa: E741 - the layout legend's name
+    model = Forecaster(I, 5, horizon=h, num_layers=2, cell=cell, mode=mode, seed=3)
+    t = np.arange(120, dtype=np.float64)
+    series = 50 + 10 * np.sin(t / 4) + 0.3 * t  # > 0, for the log
+    cov_series = np.cos(t / 3) * 5 + 2
+    tf = SeriesTransform(log=log, difference=lag, scaler="minmax").fit(series[:80])
+    cs = Scaler("standard").fit(cov_series[:80])
+    extra = {
+        "input_len": L,
+        "horizon": h,
+        "transform": tf.to_dict(),
+        "covariate_scalers": [cs.to_dict()] if cov else [],
+    }
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, extra=extra)
+
+    x = np.random.default_rng(0).standard_normal((L, B, I)).astype(np.float32)
+    rows = _dump(consumer, "fc", ckpt, L, B, *x.reshape(-1))
+    np.testing.assert_allclose(rows["predict"].reshape(B, h), model.predict(x), atol=1e-5)
+
+    ends = [N + lag, N + lag + 17]  # two histories of N + lag values ending at different times
+    hists = np.stack([series[e - N - lag : e] for e in ends])
+    covs = np.stack([cov_series[e - N - lag : e] for e in ends])
+    want = []
+    for b in range(B):
+        z = tf.transform(hists[b])[-L:]
+        parts = [z[:, None]]
+        if cov:
+            parts.append(cs.transform(covs[b][-L:])[:, None])
+        xb = np.concatenate(parts, axis=1)[:, None, :].astype(np.float32)
+        pred = model.predict(xb)[0].astype(np.float64)
+        want.append(tf.inverse_transform(pred[None], hists[b][None, -lag:] if lag else None)[0])
+    args = [*hists.reshape(-1)] + ([*covs.reshape(-1)] if cov else [])
+    rows = _dump(consumer, "fcast", ckpt, N + lag, B, *[repr(float(v)) for v in args])
+    np.testing.assert_allclose(rows["forecast"].reshape(B, h), np.array(want), rtol=1e-5)
+
+
 def test_checkpoint_from_save_checkpoint(consumer: Path, tmp_path: Path) -> None:
     """A checkpoint written by the training toolkit itself loads in C++ with the same outputs."""
     checkpoint = pytest.importorskip("rnncore.train.checkpoint")

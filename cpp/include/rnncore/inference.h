@@ -1,5 +1,5 @@
-// Inference from checkpoints saved in Python: a language model, a sequence classifier and a
-// sequence tagger in C++.
+// Inference from checkpoints saved in Python: a language model, a sequence classifier, a
+// sequence tagger and a forecaster in C++.
 //
 // A checkpoint is a directory (rnncore.train.save_checkpoint; names in checkpoint_format.h)
 //   model.safetensors  the model's state_dict: embedding.weight, rnn.weight_ih_l0, ...,
@@ -314,6 +314,58 @@ class SequenceTagger {
  private:
   struct Impl;
   explicit SequenceTagger(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Model configuration of a Forecaster checkpoint (rnncore.models.Forecaster) and the series
+/// transform of the run that trained it (checkpoint.json extra: input_len, transform,
+/// covariate_scalers, as `rnncore train forecast` writes them).
+struct ForecasterConfig {
+  std::int64_t input_size = 1;  // I: the target series, then I - 1 covariates
+  std::int64_t hidden_size = 0;
+  std::int64_t horizon = 1;  // h values forecast at once
+  std::int64_t num_layers = 1;
+  std::string cell = "lstm";
+  std::string mode = "many_to_one";  // or "many_to_many" (the forecast is the last step's)
+  std::int64_t input_len = 0;        // L, the window; 0 when the run did not record it
+  bool log = false;                  // the transform: log -> lag differencing -> scaling
+  std::int64_t difference = 0;
+  double offset = 0.0, scale = 1.0;           // z = (x' - offset) / scale
+  std::vector<double> cov_offset, cov_scale;  // each covariate's scaling [I - 1]
+};
+
+/// A recurrent forecaster: window [L, B, I] in the transformed space -> the next h values; and
+/// forecast() on the original scale from a series' history, transforming it as the training run
+/// did (log, differencing at its lag, scaling; covariates scaled) and undoing that on the output.
+class Forecaster {
+ public:
+  /// Loads DIR (model_type "Forecaster"). Throws CheckpointError.
+  static Forecaster load(const std::string& directory, const ModelRequirements& required = {});
+
+  Forecaster(Forecaster&&) noexcept;
+  Forecaster& operator=(Forecaster&&) noexcept;
+  ~Forecaster();
+
+  const ForecasterConfig& config() const;
+  const CheckpointInfo& info() const;
+
+  /// Transformed-space forecasts: x [L, B, I] (time-major) -> out [B, h].
+  void predict(std::int64_t steps, std::int64_t batch, const float* x, float* out);
+
+  /// The next h values after each history (original scale), as one batch.
+  ///   histories[b]      the target series' values up to now; at least input_len + difference
+  ///                     of them (the last ones are used), > 0 with log
+  ///   covariates[b][j]  covariate j's values at the same times (as many as histories[b]);
+  ///                     required exactly when the model has covariates (input_size > 1)
+  /// Throws std::invalid_argument naming the history and what is wrong; std::logic_error when
+  /// the checkpoint does not record input_len.
+  std::vector<std::vector<double>> forecast(
+      const std::vector<std::vector<double>>& histories,
+      const std::vector<std::vector<std::vector<double>>>& covariates = {});
+
+ private:
+  struct Impl;
+  explicit Forecaster(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

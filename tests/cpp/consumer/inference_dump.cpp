@@ -5,6 +5,8 @@
 //   inference_dump clf DIR T B ids[T*B] lengths[B]
 //   inference_dump tag DIR T B ids[T*B] lengths[B] [Lc chars[Lc*N] char_lengths[N]]
 //   inference_dump tagtext DIR 0 0 TOKEN... ("|" between sentences; prints one "tags" row each)
+//   inference_dump fc DIR L B x[L*B*I]                  (transformed windows, time-major)
+//   inference_dump fcast DIR N B history[B*N] [covariates[B*(I-1)*N]]   (original scale)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -91,6 +93,33 @@ int main(int argc, char** argv) {
       std::vector<std::int64_t> tags(std::size_t(T * B));
       tagger.decode(T, B, logits.data(), lengths, tags.data());
       row("tags", tags);
+    } else if (kind == "fc" || kind == "fcast") {
+      rnncore::Forecaster fc = rnncore::Forecaster::load(dir);
+      const std::int64_t I = fc.config().input_size;
+      std::vector<double> values;
+      for (int i = 5; i < argc; ++i) values.push_back(std::atof(argv[i]));
+      if (kind == "fc") {
+        std::vector<float> x(values.begin(), values.end()),
+            out(std::size_t(B * fc.config().horizon));
+        fc.predict(T, B, x.data(), out.data());
+        row("predict", out);
+      } else {
+        std::vector<std::vector<double>> hist;
+        std::vector<std::vector<std::vector<double>>> cov;
+        for (long b = 0; b < B; ++b)
+          hist.emplace_back(values.begin() + b * T, values.begin() + (b + 1) * T);
+        if (values.size() > std::size_t(B * T))
+          for (long b = 0; b < B; ++b) {
+            cov.emplace_back();
+            for (std::int64_t j = 0; j < I - 1; ++j) {
+              auto at = values.begin() + B * T + (b * (I - 1) + j) * T;
+              cov.back().emplace_back(at, at + T);
+            }
+          }
+        std::vector<float> flat;
+        for (const auto& f : fc.forecast(hist, cov)) flat.insert(flat.end(), f.begin(), f.end());
+        row("forecast", flat);
+      }
     } else if (kind == "tagtext") {
       rnncore::SequenceTagger tagger = rnncore::SequenceTagger::load(dir);
       std::vector<std::vector<std::string>> sentences(1);
