@@ -206,10 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             return _translate(args)
         elif args.command == "export":
             return _export(args)
-        elif args.command == "train":
-            task_common.check_reporting(args)  # before --overwrite removes anything
-            task_common.check_out_dir(args)
-            tasks.load(args.task).run(args)
+        elif args.command == "train":  # data parallel under mpiexec
+            task_common.run_train(args)
         elif args.command in task_common.USE_COMMANDS:
             return task_common.run_use_command(args)
     except task_common.user_errors() as e:

@@ -20,6 +20,12 @@ checkpoints included), ``seconds_per_epoch``, ``parameters``, ``model_type``, ``
 ``data`` (sizes, source), ``options`` (the command line's), ``checkpoint`` and ``history`` (the
 Trainer's per-epoch rows).
 
+Launched by ``mpiexec -n N`` (``pip install "rnncore[mpi]"``), ``rnncore train TASK`` trains data
+parallel over the N ranks (:mod:`rnncore.distributed`) unless ``--no-distributed``: ``--batch-size``
+is the global batch, every rank takes its slice of each batch (:func:`train_and_report` cuts them,
+so every task gets it), and rank 0 alone prints and writes DIR; metrics.json's ``world_size``
+says how many ranks trained.
+
 A checkpoint's ``extra`` holds ``{"task": NAME, ...}``, which tells ``rnncore eval`` and friends
 which task module reads it back.
 
@@ -31,6 +37,7 @@ metrics.json's ``data.embeddings`` records the file and its coverage of the voca
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import math
@@ -38,12 +45,14 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import distributed as dist
 from .. import nn, optim
 from ..data import BucketBatchSampler, DataFormatError, Vocab
 from ..data.word_vectors import WordVectors, WordVectorsDimError, load_word_vectors
@@ -271,6 +280,13 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         dest="progress",
         action="store_false",
         help="no progress bar (it is shown only on a terminal anyway)",
+    )
+    t.add_argument(
+        "--no-distributed",
+        dest="distributed",
+        action="store_false",
+        help="under mpiexec, train alone in every process (give each its own --out) instead of "
+        "data parallel over the ranks, where --batch-size is the global batch split among them",
     )
     r = p.add_argument_group("reporting")
     r.add_argument(
@@ -511,9 +527,17 @@ def check_out_dir(args: argparse.Namespace) -> None:
         shutil.rmtree(out / "checkpoint")
 
 
+def writes() -> bool:
+    """Whether this process prints and writes the run's files: always, except on the ranks other
+    than 0 of a distributed run (they compute the same things, rank 0 reports them)."""
+    return dist.current().rank == 0
+
+
 def log_line(out: str | os.PathLike, message: str) -> None:
     """Print ``message`` (flushed, so that a pipe sees it at once) and append it to
-    ``out/train.log``."""
+    ``out/train.log`` (rank 0 only in a distributed run)."""
+    if not writes():
+        return
     print(message, flush=True)
     path = Path(out) / "train.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -619,6 +643,7 @@ class SampledBatches:
     ) -> None:
         self.sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
         self.collate = collate
+        self.part = (0, 1)  # (rank, ranks): which slice of every batch this process takes
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -626,10 +651,23 @@ class SampledBatches:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
+    def shard(self, rank: int, size: int) -> SampledBatches:
+        """The same batches cut for data parallelism: rank ``rank`` of ``size`` collates only its
+        contiguous slice of every batch's indices (:func:`rnncore.distributed.local_slice`), and
+        gets None for a batch whose slice is empty. Every rank draws the same global batches
+        (same seed and epoch), so the slices of one step are disjoint and cover the batch."""
+        part = copy.copy(self)
+        part.part = (int(rank), int(size))
+        return part
+
     def __iter__(self) -> Iterator[Any]:
         if not self.sampler.shuffle:
             self.sampler.set_epoch(0)
-        return (self.collate(idx) for idx in self.sampler)
+        rank, size = self.part
+        if size == 1:
+            return (self.collate(idx) for idx in self.sampler)
+        slices = (idx[dist.local_slice(len(idx), rank, size)] for idx in self.sampler)
+        return (self.collate(idx) if idx.size else None for idx in slices)
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -660,7 +698,9 @@ def to_json_ready(v: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write strict JSON (NaN/inf as null) atomically."""
+    """Write strict JSON (NaN/inf as null) atomically (rank 0 only in a distributed run)."""
+    if not writes():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(
@@ -699,26 +739,38 @@ def train_and_report(
     Validation picks the best epoch (``monitor``/``mode``); its weights are reloaded for the
     final validation and test numbers.
 
+    In a distributed run (see the module docstring) this is where every task's batches are cut:
+    each rank takes its slice of every training, validation and test batch
+    (:func:`rnncore.distributed.shard_batches`); the Trainer sums gradients and metrics over
+    the ranks, and rank 0 alone reads and writes DIR.
+
     Returns:
         The metrics.json content.
     """
     from ..train import Trainer, load_checkpoint, resolve_checkpoint
 
+    world = dist.init(None if getattr(args, "distributed", True) else False)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
+    if writes() and out.exists() and not out.is_dir():
         raise TaskError(f"--out {out} exists and is not a directory")
     check_reporting(args)
-    out.mkdir(parents=True, exist_ok=True)
     resuming = bool(getattr(args, "resume", False))
-    if not resuming:
-        (out / "train.log").unlink(missing_ok=True)  # a fresh run starts a fresh log
+    if writes():
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            (out / "train.log").unlink(missing_ok=True)  # a fresh run starts a fresh log
     notes, embeddings_data = _embeddings_notes(args)
     for line in notes:
         log_line(out, line)
+    if world.size > 1:
+        log_line(out, f"data parallel over {world.size} ranks ({world.library})")
     ckpt_dir = out / "checkpoint"
     n_eval = args.max_eval_batches
-    val = None if val_batches is None else Limited(val_batches, n_eval)
-    test = None if test_batches is None else Limited(test_batches, n_eval)
+
+    def part(batches: Any, n: int | None) -> Any:
+        return None if batches is None else Limited(dist.shard_batches(batches, world), n)
+
+    val, test = part(val_batches, n_eval), part(test_batches, n_eval)
     trainer = Trainer(
         model,
         optimizer,
@@ -739,9 +791,12 @@ def train_and_report(
         vocab=vocab,
         vocabs=vocabs,
         extra=extra,
+        distributed=world.size > 1,
     )
     resume = None
-    if resuming:
+    if resuming and not writes():
+        resume = ckpt_dir / "last"  # rank 0 reads it and sends it on
+    elif resuming:
         try:  # also the backup a run killed between the two renames of a save leaves
             resume = resolve_checkpoint(ckpt_dir / "last", prefer=())
         except FileNotFoundError:
@@ -749,10 +804,11 @@ def train_and_report(
                 f"--resume: no checkpoint to continue from at {ckpt_dir / 'last'}"
             ) from None
     start = time.perf_counter()
-    history = trainer.fit(Limited(train_batches, args.max_batches), val, resume_from=resume)
+    history = trainer.fit(part(train_batches, args.max_batches), val, resume_from=resume)
     train_seconds = time.perf_counter() - start
-    if (ckpt_dir / "best").is_dir():
+    if writes() and (ckpt_dir / "best").is_dir():
         load_checkpoint(ckpt_dir / "best", model=model, restore_rng=False)
+    dist.broadcast_parameters(model, world)  # the best weights, from rank 0's files
     valid_metrics = trainer.evaluate(val) if val is not None else None
     test_metrics = trainer.evaluate(test) if test is not None else None
     result = {
@@ -771,6 +827,7 @@ def train_and_report(
         "data": {**(data_info or {}), **embeddings_data},
         "options": options(args),
         "checkpoint": os.fspath(ckpt_dir / "best" if (ckpt_dir / "best").is_dir() else ckpt_dir),
+        "world_size": world.size,
         "history": history,
     }
     write_json(out / "metrics.json", result)
@@ -778,6 +835,58 @@ def train_and_report(
     log_line(out, f"test:  {_fmt(test_metrics)}")
     log_line(out, f"wrote {out / 'metrics.json'} and {ckpt_dir}")
     return result
+
+
+#: tasks without gradients to share (counting n-grams): under mpiexec, rank 0 runs them alone
+SINGLE_PROCESS_TASKS = ("ngram",)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    """`rnncore train TASK`: check the reporting options and --out, then run the task.
+
+    Under mpiexec with several ranks (and without --no-distributed) the run is data parallel,
+    with rank 0 alone checking and writing DIR, and each rank on an equal share of its machine's
+    cores unless --threads or $RNNCORE_NUM_THREADS says otherwise. An error on any rank ends the
+    whole job at once instead of leaving the others waiting: the rank prints it, naming itself,
+    and aborts every rank (exit status 2 for the user errors of :func:`user_errors`, 1 for
+    anything else, with the traceback).
+    """
+    from .. import set_num_threads
+    from . import load
+
+    module = load(args.task)
+    try:
+        world = dist.init() if getattr(args, "distributed", True) else dist.World()
+    except ImportError as e:  # every rank fails alike here, before MPI runs: no one waits
+        raise TaskError(f"{e}; or pass --no-distributed to train alone in each process") from None
+    if world.size == 1:
+        check_reporting(args)  # before --overwrite removes anything
+        check_out_dir(args)
+        module.run(args)
+        return
+    where = f"rank {world.rank} of {world.size}"
+    try:
+        if getattr(args, "threads", None) is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+            set_num_threads(max(1, (cores or os.cpu_count() or 1) // world.local_size))
+        check_reporting(args)
+        if world.rank == 0:
+            check_out_dir(args)
+        if world.rank == 0 or args.task not in SINGLE_PROCESS_TASKS:
+            module.run(args)
+        dist.finish(world)  # the others may still evaluate or write: leave together
+    except user_errors() as e:
+        _abort(world, f"rnncore: error ({where}): {e}", 2)
+    except KeyboardInterrupt:
+        _abort(world, f"rnncore: interrupted ({where})", 130)
+    except BaseException as e:  # a bug or a crash: the traceback, and no rank left waiting
+        text = traceback.format_exc()
+        _abort(world, f"{text}rnncore: {type(e).__name__} on {where}: {e}; aborting the job", 1)
+
+
+def _abort(world: dist.World, message: str, code: int) -> None:
+    print(message, file=sys.stderr, flush=True)
+    world.abort(code)
 
 
 def _fmt(metrics: dict[str, float] | None) -> str:
@@ -962,9 +1071,13 @@ def evaluate_splits(model: Any, splits: dict[str, Iterable[Any]]) -> dict[str, d
     """{split name: metrics} of ``model`` on each split's batches (as the Trainer evaluates)."""
     from ..train import Trainer
 
-    trainer = Trainer(model, optim.SGD(model.parameters(), lr=1.0), progress=False, log=None)
+    trainer = Trainer(
+        model, optim.SGD(model.parameters(), lr=1.0), progress=False, log=None, distributed=False
+    )
     return {name: trainer.evaluate(batches) for name, batches in splits.items()}
 
 
 def warn(message: str) -> None:
-    print(f"rnncore: warning: {message}", file=sys.stderr)
+    """Print ``rnncore: warning: message`` on stderr (rank 0 only in a distributed run)."""
+    if writes():
+        print(f"rnncore: warning: {message}", file=sys.stderr)

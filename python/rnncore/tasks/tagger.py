@@ -247,6 +247,9 @@ class UnkReplacing:
 
     def __iter__(self):
         for b in self.batches:
+            if b is None:  # an empty slice of a global batch (data parallel)
+                yield b
+                continue
             drop = self.singleton[b.ids] & (self.rng.random(b.ids.shape) < self.p)
             yield b._replace(ids=np.where(drop, self.unk, b.ids))
 

@@ -1,7 +1,8 @@
 """Training toolkit: the Trainer, checkpoints, truncated BPTT and gradient diagnostics.
 
 - :class:`Trainer` — epochs, validation, clipping, LR schedules, early stopping, metrics history
-  (JSON/CSV/plots), best/last checkpoints and exact resumes; :class:`TrainingDiverged`.
+  (JSON/CSV/plots), best/last checkpoints and exact resumes; :class:`TrainingDiverged`. Under
+  mpiexec, data parallel over the ranks (see :mod:`rnncore.distributed`).
 - :func:`save_checkpoint` / :func:`load_checkpoint` — checkpoint directories (model.safetensors,
   checkpoint.json, optimizer.safetensors), written atomically.
 - :class:`StateCarrier` and friends — carry recurrent state across truncated-BPTT windows.

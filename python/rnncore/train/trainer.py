@@ -6,6 +6,11 @@ and backward; gradients accumulate) and ``validation_step(batch) -> {"loss_sum",
 (sums), optionally ``epoch_metrics(sums) -> dict`` and ``on_epoch_start(training)``; see
 :class:`Trainer`. Per optimizer step the Trainer adds only a few engine calls of its own
 (zero_grad, one gradient norm over all parameters, the clip, the optimizer step).
+
+Data parallel over MPI (:mod:`rnncore.distributed`): launched by ``mpiexec``, every rank runs a
+Trainer on its own slice of each global batch; one allreduce per step leaves every rank with the
+gradient of the whole global batch, so that clipping, the optimizer and the schedules do the same
+everywhere. Rank 0 alone logs and writes files.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed as _dist
 from ..nn import Module, inference_mode
 from ..optim import clip_grad_norm as _clip_grad_norm
 from ..optim import clip_grad_value as _clip_grad_value
@@ -36,6 +43,25 @@ from .rng import get_rng_state, set_rng_state
 __all__ = ["Trainer", "TrainingDiverged", "plot_history", "write_history"]
 
 Batches = Iterable[Any] | Callable[[], Iterable[Any]]
+
+
+def _merge_rank_rng(states: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One checkpoint's random state from every rank's (indexed by rank): rank 0's entries as
+    they are (a 1-process run reads them), rank r's under "rank<r>/<path>"."""
+    merged = dict(states[0])
+    for r, state in enumerate(states[1:], start=1):
+        merged.update({f"rank{r}/{k}": v for k, v in state.items()})
+    return merged
+
+
+def _rank_rng(state: Mapping[str, Any], rank: int) -> tuple[dict[str, Any], bool]:
+    """(rank ``rank``'s random state in a merged one, whether the checkpoint had entries of its
+    own): the unprefixed entries, overridden by those under "rank<rank>/"."""
+    own_prefix = f"rank{rank}/"
+    base = {k: v for k, v in state.items() if not re.match(r"rank\d+/", k)}
+    own = {k[len(own_prefix) :]: v for k, v in state.items() if k.startswith(own_prefix)}
+    base.update(own)
+    return base, rank == 0 or bool(own)
 
 
 class TrainingDiverged(RuntimeError):
@@ -273,12 +299,26 @@ class Trainer:
             :meth:`fit`, and after an epoch when the last drawing is 30 s old or more (drawing
             takes ~0.3 s, too much to repeat after every short epoch).
         vocab, vocabs, extra: stored in every checkpoint (see :func:`save_checkpoint`).
+        distributed: None (default): data parallel when this process is one of several MPI
+            ranks (see :func:`rnncore.distributed.init`); False: train alone whatever launched
+            this process; True: MPI's world, even of one rank. In a world of several ranks: every
+            rank starts from rank 0's parameters; each must be given its own slice of every
+            global batch (:func:`rnncore.distributed.shard_batches`; a None batch is an empty
+            slice), and the same number of batches; the gradients are averaged over all ranks'
+            items (weighted by ``count``) with one allreduce per step; training and validation
+            metrics are reduced over the ranks; only rank 0 logs and writes history, plots and
+            checkpoints (:meth:`save` is collective: call it on every rank). The ranks other than
+            0 reseed their model's random streams (dropout) with
+            :func:`rnncore.distributed.rank_seed`, so that their masks are independent of rank
+            0's; checkpoints keep every rank's random state, so resuming is exact.
 
     Attributes:
         history: list of per-epoch dicts: epoch, steps, train_loss (and train_<metric> from
             ``epoch_metrics`` of the training sums), val_<metric>..., lr (of the epoch's last
             step), grad_norm (mean pre-clip norm), skipped_steps, seconds, tokens_per_s (items
-            per second of training, when the model reports "count").
+            per second of training, when the model reports "count"); in a distributed run also
+            allreduce_seconds (rank 0's time in the gradient allreduces, waiting for the
+            slowest rank included).
         epoch: completed epochs. global_step: optimizer steps taken (skipped ones included).
         best: the best monitored value; best_epoch: its epoch. skipped_steps: total skipped.
     """
@@ -308,6 +348,7 @@ class Trainer:
         vocab: Any = None,
         vocabs: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not callable(getattr(model, "training_step", None)):
             raise TypeError(
@@ -369,10 +410,23 @@ class Trainer:
         self._pending_rng: dict[str, Any] | None = None
         self._plotted = -math.inf  # when the curves were last drawn (perf_counter seconds)
         self._plotted_epoch = -1
+        self.world = _dist.init(distributed)
+        self._reducer: _dist.GradientReducer | None = None
+        if self.world.size > 1:
+            self._reducer = _dist.GradientReducer(self._params, self.world)
+            _dist.broadcast_parameters(model, self.world)
+            if self.world.rank > 0:  # independent dropout masks on every rank
+                model.manual_seed(_dist.rank_seed(seed, self.world.rank))
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process logs and writes files: always, except on ranks other than 0 of a
+        distributed run."""
+        return self.world.rank == 0
 
     # ---- helpers ------------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
-        if self.log is not None:
+        if self.log is not None and self.writes:
             self.log(msg)
 
     @staticmethod
@@ -459,15 +513,25 @@ class Trainer:
         metrics: Mapping[str, Any] | None = None,
         train_batches: Any = None,
         val_batches: Any = None,
-    ) -> Path:
+    ) -> Path | None:
         """Write a complete, resumable checkpoint of the current state to ``path``.
 
         Args:
             path: the checkpoint directory.
             metrics: stored as the checkpoint's metrics (default: the last history row).
             train_batches, val_batches: data objects whose random state to include.
+
+        Returns:
+            The directory written. In a distributed run this is a collective (every rank calls
+            it: rank 0 gathers the others' random states, stored as "rank<r>/..." entries) and
+            only rank 0 writes; the others return None.
         """
         rng = get_rng_state(self._rng_objects(train_batches, val_batches), include_global=True)
+        if self.world.size > 1:
+            states = self.world.gather_object(rng)
+            if not self.writes:
+                return None
+            rng = _merge_rank_rng(states)
         return save_checkpoint(
             path,
             self.model,
@@ -497,29 +561,65 @@ class Trainer:
         pipeline when :meth:`fit` starts), and the Trainer's history and counters, so that
         :meth:`fit` continues exactly as the interrupted run would have.
 
+        In a distributed run this is a collective: rank 0 reads the checkpoint (only it needs
+        the files) and sends weights, optimizer, scheduler and Trainer state to the others;
+        each rank takes back its own random state (a checkpoint of another number of ranks has
+        none for it: its streams then restart from :func:`rnncore.distributed.rank_seed`).
+
         Returns:
-            The :class:`rnncore.train.checkpoint.Checkpoint`.
+            The :class:`rnncore.train.checkpoint.Checkpoint` (None on ranks other than 0).
         """
-        directory = resolve_checkpoint(path, prefer=("last", "best"))
-        ckpt = load_checkpoint(directory, model=self.model, restore_rng=False)
-        if ckpt.meta.get("optimizer") is not None:
-            ckpt.restore_optimizer(self.optimizer)
-        if self.scheduler is not None and ckpt.meta.get("scheduler") is not None:
-            ckpt.restore_scheduler(self.scheduler)
-        if ckpt.trainer_state is not None:
-            self.load_state_dict(ckpt.trainer_state)
-        else:
-            self.epoch = int(ckpt.epoch or 0)
-            self.global_step = int(ckpt.step or 0)
-        if ckpt.rng:
-            set_rng_state(ckpt.rng, self._rng_objects())
-            self._pending_rng = ckpt.rng
-        self._say(f"resumed from {directory} (epoch {self.epoch}, step {self.global_step})")
+        world = self.world
+        ckpt = None
+        if world.rank == 0:
+            directory = resolve_checkpoint(path, prefer=("last", "best"))
+            ckpt = load_checkpoint(directory, model=self.model, restore_rng=False)
+            if ckpt.meta.get("optimizer") is not None:
+                ckpt.restore_optimizer(self.optimizer)
+            if self.scheduler is not None and ckpt.meta.get("scheduler") is not None:
+                ckpt.restore_scheduler(self.scheduler)
+            if ckpt.trainer_state is not None:
+                self.load_state_dict(ckpt.trainer_state)
+            else:
+                self.epoch = int(ckpt.epoch or 0)
+                self.global_step = int(ckpt.step or 0)
+        saved_rng = ckpt.rng if ckpt is not None else None
+        if world.size > 1:
+            saved_rng = self._share_loaded_state(saved_rng)
+        rng, own = _rank_rng(saved_rng or {}, world.rank)
+        if rng:
+            set_rng_state(rng, self._rng_objects())
+            self._pending_rng = rng
+        if world.rank > 0 and not own:
+            self.model.manual_seed(_dist.rank_seed(self.seed, world.rank, self.global_step))
+        if ckpt is not None:
+            self._say(f"resumed from {ckpt.path} (epoch {self.epoch}, step {self.global_step})")
         return ckpt
+
+    def _share_loaded_state(self, rng: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """Send what rank 0 restored (weights, optimizer, scheduler, Trainer state) to the other
+        ranks; returns the checkpoint's random state (every rank's entries) on every rank."""
+        world = self.world
+        state = None
+        if world.rank == 0:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "trainer": self.state_dict(),
+                "rng": rng,
+            }
+        state = world.broadcast_object(state)
+        _dist.broadcast_parameters(self.model, world)
+        if world.rank != 0:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.load_state_dict(state["trainer"])
+        return state["rng"]
 
     # ---- training -----------------------------------------------------------------------------
     def _progress_bar(self, batches: Any, epoch: int) -> Any:
-        if not self.progress or not _isatty(sys.stderr):
+        if not self.progress or not self.writes or not _isatty(sys.stderr):
             return None
         from tqdm import tqdm
 
@@ -563,6 +663,8 @@ class Trainer:
         steps = skipped = 0
         norm_sum = 0.0
         norm_n = 0
+        reducer = self._reducer
+        reduce_start = reducer.seconds if reducer is not None else 0.0
         start = time.perf_counter()
         last_line = start
         try:
@@ -578,7 +680,12 @@ class Trainer:
                         )
                         last_line = now
                 opt.zero_grad()
-                out = model.training_step(batch)
+                if batch is None and reducer is not None:
+                    # this rank's slice of the global batch is empty: nothing to add, but the
+                    # step's allreduce needs every rank
+                    out = {"loss": 0.0, "count": 0.0}
+                else:
+                    out = model.training_step(batch)
                 if not isinstance(out, Mapping) or "loss" not in out:
                     raise TypeError(
                         f"Trainer: {type(model).__name__}.training_step must return a dict with "
@@ -590,6 +697,8 @@ class Trainer:
                     count = _number(out["count"], "count", where)
                 else:
                     count, has_count = 1.0, False
+                if reducer is not None:  # every rank now holds the global batch's gradient
+                    count, loss = reducer.allreduce(count, loss)
                 bad = None if math.isfinite(loss) else ("the loss", loss)
                 norm = math.nan
                 if bad is None:
@@ -638,6 +747,9 @@ class Trainer:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - start
+        if reducer is not None:  # loss_sum and count are global already; the other sums are not
+            local = {k: v for k, v in sums.items() if k not in ("loss_sum", "count")}
+            sums.update(_dist.allreduce_sums(local, self.world))
         metrics_fn = getattr(model, "epoch_metrics", None)
         train_metrics = metrics_fn(dict(sums)) if callable(metrics_fn) else None
         if not train_metrics or "loss" not in train_metrics:
@@ -650,6 +762,8 @@ class Trainer:
         row["train_seconds"] = seconds
         if has_count:
             row["tokens_per_s"] = sums["count"] / seconds if seconds > 0 else math.nan
+        if reducer is not None:
+            row["allreduce_seconds"] = reducer.seconds - reduce_start
         return row
 
     def evaluate(self, batches: Batches) -> dict[str, float]:
@@ -660,7 +774,8 @@ class Trainer:
 
         Returns:
             ``model.epoch_metrics(sums)`` (default ``{"loss": loss_sum / count}``), where sums
-            adds up every number the validation steps returned.
+            adds up every number the validation steps returned (over all ranks in a distributed
+            run: a collective, call it on every rank with each rank's slices).
         """
         model = self.model
         step_fn = getattr(model, "validation_step", None)
@@ -676,11 +791,15 @@ class Trainer:
             sums: dict[str, float] = {}
             where = f"{type(model).__name__}.validation_step"
             for batch in self._iterate(batches, "batches"):
+                if batch is None:  # an empty slice of a global batch (distributed)
+                    continue
                 out = step_fn(batch)
                 if not isinstance(out, Mapping):
                     raise TypeError(f"{where} must return a dict of sums, got {type(out).__name__}")
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + _number(v, k, where)
+            if self.world.size > 1:  # every rank saw its slices: the metrics are of their union
+                sums = _dist.allreduce_sums(sums, self.world)
             metrics_fn = getattr(model, "epoch_metrics", None)
             metrics = metrics_fn(dict(sums)) if callable(metrics_fn) else None
             if metrics is None:
@@ -747,9 +866,13 @@ class Trainer:
             if patience is not None and self.bad_epochs >= patience:
                 self.stopped_early = True
             self._say(self._summary(row, improved))
-            if self.metrics_path is not None:
+            if self.metrics_path is not None and self.writes:
                 write_history(self.history, self.metrics_path)
-            if self.plot_path is not None and time.perf_counter() - self._plotted >= 30.0:
+            if (
+                self.plot_path is not None
+                and self.writes
+                and time.perf_counter() - self._plotted >= 30.0
+            ):
                 self._plot()
             if self.checkpoint_dir is not None:
                 if improved:
@@ -761,7 +884,12 @@ class Trainer:
                     f"epochs (best {self.best:.6g} at epoch {self.best_epoch})"
                 )
                 break
-        if self.plot_path is not None and self.history and self._plotted_epoch != self.epoch:
+        if (
+            self.plot_path is not None
+            and self.writes
+            and self.history
+            and self._plotted_epoch != self.epoch
+        ):
             self._plot()
         return self.history
 
