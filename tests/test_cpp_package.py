@@ -547,6 +547,100 @@ def test_forecaster_same_in_cpp(consumer: Path, tmp_path: Path, cell, mode, log,
     np.testing.assert_allclose(rows["forecast"].reshape(B, h), np.array(want), rtol=1e-5)
 
 
+# ---- the translator ----------------------------------------------------------------------------
+TOKEN_TEXTS = [
+    "Il a dit : « Je ne l'aime pas ! » — Pourquoi ?",
+    "ÉCOLE, Ça VA? Ἀθῆναι ΣΟΦΊΑ Москва ĲSSEL Đặng Thị Ngọc",
+    "déjà vu<br />NFD  táb̃ l'homme's 3,5 km²",
+    "under_score x2 don't 'quoted'  nbsp	TAB",
+    "日本語のテキスト、句読点。 \ud55c\uad6d\uc5b4",
+]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("strip", [False, True])
+def test_translation_tokens_same_in_cpp(consumer: Path, lower: bool, strip: bool) -> None:
+    """The C++ text pipeline = normalize_text + tokenize of `rnncore translate`."""
+    from rnncore.data.text import tokenize
+    from rnncore.data.translation import normalize_text
+
+    out = _run([consumer / "inference_dump", "tokens", int(lower), int(strip), *TOKEN_TEXTS]).stdout
+    got = [line.split("\x01") if line else [] for line in out.split("\n")[:-1]]
+    want = [
+        tokenize(normalize_text(t, lower=lower, strip_accents=strip), lower=False)
+        for t in TOKEN_TEXTS
+    ]
+    # Beyond Latin, Greek and Cyrillic (the CJK line) C++ does not case-fold or split as Python's
+    # \w does: compare the scripts it is exact for.
+    assert got[:4] == want[:4]
+
+
+S2S_PAIRS = [
+    ("I am cold .", "J'ai froid ."),
+    ("I am hungry .", "J'ai faim ."),
+    ("He is tall .", "Il est grand ."),
+    ("She is here .", "Elle est ici ."),
+    ("We are late .", "Nous sommes en retard ."),
+    ("They are happy .", "Ils sont heureux ."),
+    ("I like tea .", "J'aime le thé ."),
+    ("I like coffee .", "J'aime le café ."),
+    ("He likes school .", "Il aime l'école ."),
+    ("Where is the station ?", "Où est la gare ?"),
+]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--attention", "dot", "--bidirectional", "--cell", "lstm"],
+        ["--attention", "general", "--context", "--cell", "gru", "--reverse-source"],
+        ["--bidirectional", "--bridge", "sum", "--cell", "gru_v1", "--layers", "2"],
+        ["--cell", "rnn", "--strip-accents", "--reverse-pair"],
+    ],
+    ids=["lstm-dot-bi", "gru-general-context", "gruv1-sum-2layers", "rnn-plain-strip"],
+)
+def test_seq2seq_same_in_cpp(consumer: Path, tmp_path: Path, options: list[str]) -> None:
+    """A `rnncore train seq2seq` run: greedy batches and beam search (ids and scores) and
+    `rnncore translate`'s text path, token for token."""
+    from rnncore.cli import main
+    from rnncore.tasks._common import open_model_dir
+    from rnncore.tasks.seq2seq import translate_text
+
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{a}\t{b}\n" for a, b in S2S_PAIRS * 3), encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["train", "seq2seq", "--data", str(data), "--out", str(out), "--threads", "1"]
+    argv += ["--epochs", "3", "--hidden", "12", "--embed", "8", "--batch-size", "8"]
+    argv += ["--test-fraction", "0.1", "--valid-fraction", "0.1", "--no-progress", "--lr", "0.02"]
+    assert main(argv + options) == 0
+    ckpt, _ = open_model_dir(str(out))
+    model, vocabs = ckpt.model, ckpt.vocabs
+    rng = np.random.default_rng(0)
+    V = len(vocabs["src"])
+    sources = [list(rng.integers(4, V, size=n)) for n in (5, 2, 7, 1)]
+    flat = [str(t) for s in sources for t in [*s, "|"]][:-1]
+    ckpt_dir = out / "checkpoint" / "best"
+    rows = _dump_lines(consumer, "s2s", ckpt_dir, 1, 9, *flat)
+    assert rows["ids"] == [list(map(int, r)) for r in model.translate(sources, max_len=9)]
+    rows = _dump_lines(consumer, "s2s", ckpt_dir, 3, 9, *flat)
+    want = [model.beam_search(s, 3, 9, 1.0) for s in sources]
+    assert rows["ids"] == [list(map(int, ids)) for ids, _ in want]
+    np.testing.assert_allclose([r[0] for r in rows["score"]], [sc for _, sc in want], rtol=1e-5)
+    texts = ["I am cold.", "Where is the café?", "He likes UNKNOWN words !", "élève"]
+    for beam in (1, 2):
+        got = _run([consumer / "inference_dump", "s2stext", ckpt_dir, beam, 0, *texts]).stdout
+        assert got.split("\n")[:-1] == [translate_text(ckpt, t, beam=beam) for t in texts]
+
+
+def _dump_lines(consumer: Path, *args) -> dict[str, list[list[float]]]:
+    """inference_dump rows by name, every row kept (a name may repeat)."""
+    rows: dict[str, list[list[float]]] = {}
+    for line in _run([consumer / "inference_dump", *args]).stdout.splitlines():
+        name, *values = line.split()
+        rows.setdefault(name, []).append([float(v) for v in values])
+    return rows
+
+
 def test_checkpoint_from_save_checkpoint(consumer: Path, tmp_path: Path) -> None:
     """A checkpoint written by the training toolkit itself loads in C++ with the same outputs."""
     checkpoint = pytest.importorskip("rnncore.train.checkpoint")

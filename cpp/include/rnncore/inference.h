@@ -1,5 +1,5 @@
 // Inference from checkpoints saved in Python: a language model, a sequence classifier, a
-// sequence tagger and a forecaster in C++.
+// sequence tagger, a forecaster and a translator (Seq2Seq) in C++.
 //
 // A checkpoint is a directory (rnncore.train.save_checkpoint; names in checkpoint_format.h)
 //   model.safetensors  the model's state_dict: embedding.weight, rnn.weight_ih_l0, ...,
@@ -21,6 +21,7 @@
 // the engine's OpenMP threads (rnncore::set_num_threads). Use one object per thread otherwise.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -28,6 +29,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "rnncore/checkpoint_format.h"
@@ -366,6 +368,77 @@ class Forecaster {
  private:
   struct Impl;
   explicit Forecaster(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Model configuration of a Seq2Seq checkpoint (rnncore.models.Seq2Seq) and the decoding
+/// settings of the `rnncore train seq2seq` run that wrote it (checkpoint.json extra).
+struct Seq2SeqConfig {
+  std::int64_t src_vocab_size = 0;
+  std::int64_t tgt_vocab_size = 0;
+  std::int64_t embed_dim = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_layers = 1;
+  std::string cell = "lstm";
+  bool bidirectional = false;  // the encoder's
+  std::string attention;       // "", "dot" or "general" (Luong et al. 2015)
+  bool context = false;        // the encoder's summary fed to every decoder step
+  std::string bridge = "linear";
+  bool reverse_source = false;
+  std::int64_t padding_idx = 0, bos_id = 2, eos_id = 3;
+  // From the run (the defaults of `rnncore translate` when absent).
+  bool lower = true, strip_accents = false;
+  std::int64_t beam = 1, max_decode_len = 30;
+  double length_penalty = 1.0;
+};
+
+/// The source tokens `rnncore translate` makes of a sentence (UTF-8): Unicode-normalised (NFC;
+/// accents stripped and lower-cased when asked, as the training run's --strip-accents / --lower)
+/// and split as rnncore.data.tokenize (words with inner apostrophes, single symbols). Exact for
+/// Latin, Greek and Cyrillic text; other scripts are tokenised but not case-folded.
+std::vector<std::string> translation_tokens(const std::string& text, bool lower,
+                                            bool strip_accents);
+
+/// Encoder-decoder translation: greedy decoding of a batch, beam search per sentence (the
+/// Python model's algorithm: same candidates, ties, length penalty and results), and text in
+/// and out normalised, tokenised and detokenised as `rnncore translate` does.
+class Seq2Seq {
+ public:
+  /// Loads DIR (model_type "Seq2Seq"). Throws CheckpointError.
+  static Seq2Seq load(const std::string& directory, const ModelRequirements& required = {});
+
+  Seq2Seq(Seq2Seq&&) noexcept;
+  Seq2Seq& operator=(Seq2Seq&&) noexcept;
+  ~Seq2Seq();
+
+  const Seq2SeqConfig& config() const;
+  const CheckpointInfo& info() const;
+  /// The run's source and target vocabularies ("vocabs" of checkpoint.json; empty if absent).
+  const Vocabulary& src_vocab() const;
+  const Vocabulary& tgt_vocab() const;
+
+  /// Target ids (no <bos>/<eos>) of source id sequences (each non-empty, no specials): greedy
+  /// as one ragged batch when beam == 1, else beam search per sentence. beam, max_len 0 and a
+  /// NaN length_penalty take the run's settings.
+  std::vector<std::vector<std::int64_t>> translate_ids(
+      const std::vector<std::vector<std::int64_t>>& sources, std::int64_t beam = 0,
+      std::int64_t max_len = 0, double length_penalty = std::nan(""));
+
+  /// Beam search for one source: (ids, log P / len^length_penalty).
+  std::pair<std::vector<std::int64_t>, double> beam_search(const std::vector<std::int64_t>& source,
+                                                           std::int64_t beam, std::int64_t max_len,
+                                                           double length_penalty);
+
+  /// Translations of sentences (UTF-8 text), as `rnncore translate DIR TEXT`: normalised like
+  /// the training data (lower-cased, accents stripped when the run did so), tokenised, unknown
+  /// words as <unk>, decoded and detokenised. std::invalid_argument for a sentence without
+  /// words.
+  std::vector<std::string> translate(const std::vector<std::string>& sentences,
+                                     std::int64_t beam = 0, std::int64_t max_len = 0);
+
+ private:
+  struct Impl;
+  explicit Seq2Seq(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -5,6 +5,11 @@
 //   inference_dump clf DIR T B ids[T*B] lengths[B]
 //   inference_dump tag DIR T B ids[T*B] lengths[B] [Lc chars[Lc*N] char_lengths[N]]
 //   inference_dump tagtext DIR 0 0 TOKEN... ("|" between sentences; prints one "tags" row each)
+//   inference_dump s2s DIR BEAM MAXLEN ids... ("|" between sources; one "ids" row each, then with
+//                  BEAM > 1 one "score" row each; BEAM 0: the run's setting)
+//   inference_dump s2stext DIR BEAM MAXLEN SENTENCE... (one translation per line)
+//   inference_dump tokens LOWER STRIP TEXT...            (normalised tokens of each TEXT, a line
+//                  each, tokens joined by U+0001)
 //   inference_dump fc DIR L B x[L*B*I]                  (transformed windows, time-major)
 //   inference_dump fcast DIR N B history[B*N] [covariates[B*(I-1)*N]]   (original scale)
 #include <cstdio>
@@ -39,9 +44,19 @@ int main(int argc, char** argv) {
   }
   static_assert(RNNCORE_VERSION_MAJOR >= 0, "version.h is installed");
   const std::string kind = argv[1], dir = argv[2];
+  if (kind == "tokens") {  // the translator's text pipeline alone: LOWER STRIP TEXT...
+    for (int i = 4; i < argc; ++i) {
+      const auto tokens =
+          rnncore::translation_tokens(argv[i], std::atoi(argv[2]) != 0, std::atoi(argv[3]) != 0);
+      for (std::size_t k = 0; k < tokens.size(); ++k)
+        std::printf("%s%s", k ? "\x01" : "", tokens[k].c_str());
+      std::printf("\n");
+    }
+    return 0;
+  }
   const long T = std::atol(argv[3]), B = std::atol(argv[4]);
   std::vector<std::int64_t> args;
-  if (kind != "tagtext")
+  if (kind != "tagtext" && kind != "s2s" && kind != "s2stext" && kind != "tokens")
     for (int i = 5; i < argc; ++i) args.push_back(std::atoll(argv[i]));
   try {
     if (kind == "lm") {
@@ -120,6 +135,25 @@ int main(int argc, char** argv) {
         for (const auto& f : fc.forecast(hist, cov)) flat.insert(flat.end(), f.begin(), f.end());
         row("forecast", flat);
       }
+    } else if (kind == "s2s" || kind == "s2stext") {
+      rnncore::Seq2Seq model = rnncore::Seq2Seq::load(dir);
+      if (kind == "s2stext") {
+        std::vector<std::string> sentences(argv + 5, argv + argc);
+        for (const auto& t : model.translate(sentences, T, B)) std::printf("%s\n", t.c_str());
+        return 0;
+      }
+      std::vector<std::vector<std::int64_t>> sources(1);
+      for (int i = 5; i < argc; ++i) {
+        if (std::strcmp(argv[i], "|") == 0)
+          sources.emplace_back();
+        else
+          sources.back().push_back(std::atoll(argv[i]));
+      }
+      for (const auto& ids : model.translate_ids(sources, T, B)) row("ids", ids);
+      if (T > 1)
+        for (const auto& s : sources)
+          row("score", std::vector<float>{float(
+                           model.beam_search(s, T, B, model.config().length_penalty).second)});
     } else if (kind == "tagtext") {
       rnncore::SequenceTagger tagger = rnncore::SequenceTagger::load(dir);
       std::vector<std::vector<std::string>> sentences(1);
