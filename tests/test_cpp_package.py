@@ -632,6 +632,82 @@ def test_seq2seq_same_in_cpp(consumer: Path, tmp_path: Path, options: list[str])
         assert got.split("\n")[:-1] == [translate_text(ckpt, t, beam=beam) for t in texts]
 
 
+def test_rnncore_serve_answers_json_lines(prefix: Path, tmp_path: Path) -> None:
+    """The installed rnncore_serve: a tagger and a forecaster answering batched requests as
+    Python does, ids echoed, a bad request answered with an error and the server going on."""
+    from rnncore.data.timeseries import SeriesTransform
+    from rnncore.models import Forecaster
+    from rnncore.train.checkpoint import save_checkpoint
+
+    exe = prefix / "bin" / "rnncore_serve"
+    assert exe.is_file()
+    model, vocab, char_vocab = _trained_tagger("lstm", True, True, True, seed=3)
+    tagger = save_checkpoint(
+        tmp_path / "tagger", model, vocab=vocab, vocabs={"chars": char_vocab}, extra={}
+    )
+    sentences = [["John", "lives", "in", "Paris"], ["the", "cat"]]
+    from rnncore.data import pad_sequences
+
+    ids, lengths = pad_sequences([vocab.encode([w.lower() for w in s]) for s in sentences])
+    ch, chl = pad_sequences(
+        [char_vocab.encode(list(w)) for s in sentences for w in s], pad_id=char_vocab.pad_id
+    )
+    want_tags = model.to_tags(model.predict(ids, lengths, ch, chl), lengths)
+    requests = [
+        {"id": "a", "tokens": sentences},
+        {"id": 7, "tokens": "not a list"},
+        {"tokens": [sentences[1]]},
+    ]
+    lines = "".join(json.dumps(r) + "\n" for r in requests) + "{broken json\n"
+    r = subprocess.run(
+        [str(exe), str(tagger), "--threads", "1"], input=lines, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert answers[0] == {"id": "a", "tags": want_tags}
+    assert answers[1]["id"] == 7 and "tokens must be a list" in answers[1]["error"]
+    assert answers[2] == {"id": None, "tags": [want_tags[1]]}
+    assert "invalid JSON" in answers[3]["error"]
+
+    fc = Forecaster(1, 5, horizon=2, seed=1)
+    series = 20 + np.sin(np.arange(60) / 3) * 5
+    tf = SeriesTransform(difference=1).fit(series[:40])
+    extra = {"input_len": 6, "transform": tf.to_dict(), "covariate_scalers": []}
+    fdir = save_checkpoint(tmp_path / "fc", fc, extra=extra)
+    hist = [list(series[:20]), list(series[10:40])]
+    r = subprocess.run(
+        [str(exe), str(fdir)],
+        input=json.dumps({"history": hist}) + "\n",
+        capture_output=True,
+        text=True,
+    )
+    got = np.array(json.loads(r.stdout)["forecast"])
+    for b, h in enumerate(hist):
+        z = tf.transform(np.array(h))[-6:].astype(np.float32)[:, None, None]
+        want = tf.inverse_transform(fc.predict(z)[0].astype(np.float64)[None], np.array(h)[None])
+        np.testing.assert_allclose(got[b], want[0], rtol=1e-5)
+
+
+def test_cli_serve_runs_the_installed_binary(tmp_path: Path) -> None:
+    """`rnncore serve DIR` of a pip-installed rnncore (the wheel ships bin/rnncore_serve)."""
+    from rnncore.cli import serve_binary
+    from rnncore.models import Forecaster
+    from rnncore.train.checkpoint import save_checkpoint
+
+    if serve_binary() is None:
+        pytest.skip("this rnncore installation has no bin/rnncore_serve (a source tree)")
+    fc = Forecaster(1, 4, horizon=1, seed=2)
+    fdir = save_checkpoint(tmp_path / "fc", fc, extra={"input_len": 3})
+    x = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)[:, :, None]
+    r = _run(
+        [sys.executable, "-m", "rnncore", "serve", fdir, "--threads", "1"],
+        input=json.dumps({"id": 1, "history": [[1.0, 2.0, 3.0]]}) + "\n",
+    )
+    got = json.loads(r.stdout)
+    assert got["id"] == 1
+    np.testing.assert_allclose(got["forecast"][0], fc.predict(x)[0], rtol=1e-5)
+
+
 def _dump_lines(consumer: Path, *args) -> dict[str, list[list[float]]]:
     """inference_dump rows by name, every row kept (a name may repeat)."""
     rows: dict[str, list[list[float]]] = {}

@@ -1,4 +1,4 @@
-"""The `rnncore` command line: demo, train TASK, eval, sample, predict, translate and export."""
+"""The `rnncore` command line: demo, train TASK, eval, sample, predict, translate, export, serve."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     task_common.add_use_commands(sub)  # eval, sample, predict
     _add_translate(sub)
     _add_export(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -130,6 +131,42 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_binary() -> str | None:
+    """The rnncore_serve program installed with this package (bin/ next to it), or None."""
+    from pathlib import Path
+
+    exe = Path(__file__).resolve().parent / "bin" / "rnncore_serve"
+    return str(exe) if exe.is_file() and os.access(exe, os.X_OK) else None
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """`rnncore serve DIR` (issue 17): the model in C++ answering JSON-lines requests."""
+    sv = sub.add_parser(
+        "serve",
+        help="answer JSON-lines requests on stdin with a trained model, in C++ (rnncore_serve)",
+        description="Runs rnncore_serve DIR: one JSON request per line on stdin, one JSON answer "
+        'per line on stdout. Tagger {"tokens": [["John", "lives"]]}; seq2seq {"text": ["I am '
+        'cold."], "beam": 3}; classifier {"text": [...]}; forecaster {"history": [[...]]}; '
+        'language model {"prefix": [ids], "max_tokens": 20}. "id" is echoed back; a bad '
+        'request gets {"error": ...}.',
+    )
+    sv.add_argument("dir", metavar="DIR", help="output directory of `rnncore train`")
+    task_common.add_threads_argument(sv)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    exe = serve_binary()
+    if exe is None:
+        raise task_common.TaskError(
+            "rnncore_serve is not installed with this rnncore (a source-tree or editable "
+            "install): pip install . builds it, or cmake -DRNNCORE_BUILD_SERVE=ON"
+        )
+    argv = [exe, args.dir] + ([] if args.threads is None else ["--threads", str(args.threads)])
+    sys.stdout.flush()
+    os.execv(exe, argv)
+    return 0  # not reached
+
+
 THREADS_ENV = "RNNCORE_NUM_THREADS"
 
 
@@ -206,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             return _translate(args)
         elif args.command == "export":
             return _export(args)
+        elif args.command == "serve":
+            return _serve(args)
         elif args.command == "train":  # data parallel under mpiexec
             task_common.run_train(args)
         elif args.command in task_common.USE_COMMANDS:
