@@ -708,6 +708,32 @@ def test_cli_serve_runs_the_installed_binary(tmp_path: Path) -> None:
     np.testing.assert_allclose(got["forecast"][0], fc.predict(x)[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize(("cell", "layers", "feed"), [("lstm", 2, False), ("gru", 1, True)])
+def test_captioner_same_in_cpp(consumer: Path, tmp_path: Path, cell, layers, feed) -> None:
+    """Greedy captions of a batch and beam search, id for id with Python's."""
+    from rnncore.models import Captioner
+    from rnncore.train.checkpoint import save_checkpoint
+
+    F, V = 6, 12
+    model = Captioner(F, V, 5, 7, num_layers=layers, cell=cell, feed_features=feed, seed=4)
+    rng = np.random.default_rng(4)
+    opt = rnncore.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(5):  # a few steps on a fixed feature -> caption map, so captions differ
+        feats = rng.standard_normal((8, F)).astype(np.float32)
+        caps = [list(4 + (np.arange(3) + int(f[0] > 0) * 3) % (V - 4)) for f in feats]
+        model.zero_grad()
+        model.training_step(model.make_batch(feats, caps))
+        opt.step()
+    ckpt = save_checkpoint(tmp_path / "cap", model, extra={"beam": 1, "max_decode_len": 8})
+    feats = rng.standard_normal((4, F)).astype(np.float32)
+    args = [repr(float(v)) for v in feats.reshape(-1)]
+    rows = _dump_lines(consumer, "cap", ckpt, 1, 8, *args)
+    assert rows["ids"] == [list(map(float, c)) for c in model.caption(feats, max_len=8)]
+    rows = _dump_lines(consumer, "cap", ckpt, 3, 8, *args)
+    want = model.caption(feats, beam_width=3, max_len=8)
+    assert rows["ids"] == [list(map(float, c)) for c in want]
+
+
 def _dump_lines(consumer: Path, *args) -> dict[str, list[list[float]]]:
     """inference_dump rows by name, every row kept (a name may repeat)."""
     rows: dict[str, list[list[float]]] = {}

@@ -11,6 +11,8 @@
 //   classifier  {"text": ["a great film", ...]} or {"ids": [[...]]}  -> {"probs": [[...]],
 //                                                                        "labels": [...]}
 //   forecaster  {"history": [[...], ...], "covariates": [[[...]]]?}   -> {"forecast": [[...]]}
+//   captioner   {"features": [[...], ...], "beam"?, "max_len"?}       -> {"captions": [...],
+//                                                                        "ids": [[...]]}
 //   language model {"prefix": [ids], "max_tokens": 20?, "temperature": 1?, "top_k": 0?,
 //                   "seed": 0?}                                       -> {"ids": [...]}
 // A bad request gets {"error": "...", "id": ...} and the server goes on; end of input ends it.
@@ -149,7 +151,7 @@ std::vector<T> each(const Value& v, const std::string& what, F&& f) {
 // ---- the models
 // -----------------------------------------------------------------------------------
 using Model = std::variant<rnncore::SequenceTagger, rnncore::Seq2Seq, rnncore::SequenceClassifier,
-                           rnncore::Forecaster, rnncore::LanguageModel>;
+                           rnncore::Forecaster, rnncore::LanguageModel, rnncore::Captioner>;
 
 // DIR: a run directory (its checkpoint/best, else checkpoint/last) or a checkpoint itself.
 std::string checkpoint_dir(const std::string& dir) {
@@ -169,6 +171,7 @@ Model load(const std::string& dir) {
   if (key == "sequenceclassifier") return rnncore::SequenceClassifier::load(dir);
   if (key == "forecaster") return rnncore::Forecaster::load(dir);
   if (key == "languagemodel") return rnncore::LanguageModel::load(dir);
+  if (key == "captioner") return rnncore::Captioner::load(dir);
   throw rnncore::CheckpointError(dir + ": model type '" + type + "' has no C++ server");
 }
 
@@ -239,6 +242,28 @@ std::string answer(rnncore::LanguageModel& m, const Value& req) {
   return "\"ids\":" + list(ids, [](std::int64_t v) { return std::to_string(v); });
 }
 
+std::string answer(rnncore::Captioner& m, const Value& req) {
+  const std::int64_t beam = option_int(req, "beam", 0), max_len = option_int(req, "max_len", 0);
+  if (beam < 0 || max_len < 0) throw std::invalid_argument("beam and max_len must be >= 0");
+  std::vector<std::vector<float>> features;
+  for (const auto& f : each<std::vector<double>>(field(req, "features"), "features", reals))
+    features.emplace_back(f.begin(), f.end());
+  const auto ids = m.caption_ids(features, beam, max_len);
+  std::string out = "\"ids\":" + list(ids, [](const auto& s) {
+                      return list(s, [](std::int64_t v) { return std::to_string(v); });
+                    });
+  if (!m.vocab().empty()) {
+    std::vector<std::string> text;
+    for (const auto& s : ids) {
+      text.emplace_back();
+      for (std::int64_t id : s)
+        text.back() += (text.back().empty() ? "" : " ") + m.vocab().token(id);
+    }
+    out += ",\"captions\":" + list(text, quoted);
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,7 +275,8 @@ int main(int argc, char** argv) {
         "  output directory or a checkpoint), one JSON line per request on stdout.\n"
         "  tagger {\"tokens\": [[...]]}; seq2seq {\"text\": [...]} or {\"ids\": [[...]]};\n"
         "  classifier {\"text\": [...]} or {\"ids\": [[...]]}; forecaster {\"history\":\n"
-        "  [[...]]}; language model {\"prefix\": [...], \"max_tokens\": N}.\n");
+        "  [[...]]}; captioner {\"features\": [[...]]}; language model {\"prefix\":\n"
+        "  [...], \"max_tokens\": N}.\n");
     return argc < 2 ? 2 : 0;
   }
   std::optional<Model> model;

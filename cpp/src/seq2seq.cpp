@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "checkpoint.h"
+#include "decoding.h"
 #include "rnncore/inference.h"
 #include "rnncore/ops.h"
 #include "text.h"
@@ -33,19 +34,8 @@ using detail::rnn_why;
 using detail::Weights;
 using detail::json::Value;
 
-namespace {
-
-// What decoding needs of a batch of encoded sources; row n of a decoder step reads sentence
-// sent[n] (beam search: every hypothesis reads sentence 0).
-struct Encoded {
-  std::int64_t B = 0, S = 0;
-  std::vector<std::int64_t> lengths;  // [B]
-  std::vector<float> memory, keys;    // [B, S, H] (attention only)
-  std::vector<float> context;         // [B, H] (context only)
-  std::vector<float> h0, c0;          // [L, B, H] the decoder's initial state (c0: LSTM)
-};
-
-}  // namespace
+using detail::DecodeInputs;
+using detail::DecoderParts;
 
 struct Seq2Seq::Impl {
   CheckpointInfo info;
@@ -65,11 +55,11 @@ struct Seq2Seq::Impl {
 
   bool lstm() const { return decoder.config().states() == 2; }
 
-  Encoded encode(const std::vector<std::vector<std::int64_t>>& sources) {
+  DecodeInputs encode(const std::vector<std::vector<std::int64_t>>& sources) {
     const Seq2SeqConfig& c = cfg;
     const std::int64_t H = c.hidden_size, E = c.embed_dim, L = c.num_layers;
     const std::int64_t D = c.bidirectional ? 2 : 1;
-    Encoded e;
+    DecodeInputs e;
     e.B = std::int64_t(sources.size());
     for (std::size_t b = 0; b < sources.size(); ++b) {
       if (sources[b].empty())
@@ -147,74 +137,28 @@ struct Seq2Seq::Impl {
         }
       }
     }
-    if (c.context) e.context.assign(e.h0.end() - B * H, e.h0.end());  // the top layer's h0
+    if (c.context) {  // the top layer's h0, fed to every decoder step
+      e.C = H;
+      e.context.assign(e.h0.end() - B * H, e.h0.end());
+    }
     return e;
   }
 
-  // One decoder step for N rows: tokens [N], row n reads sentence sent[n] of `e`; h, c [L, N, H]
-  // updated; logp [N, V] (double, as Python's) out.
-  void step(const Encoded& e, const std::vector<std::int64_t>& tokens,
-            const std::vector<std::int64_t>& sent, std::vector<float>& h, std::vector<float>& c,
-            std::vector<double>& logp) {
-    const Seq2SeqConfig& k = cfg;
-    const std::int64_t N = std::int64_t(tokens.size()), H = k.hidden_size, E = k.embed_dim;
-    const std::int64_t V = k.tgt_vocab_size, In = E + (k.context ? H : 0);
-    std::vector<float> emb(std::size_t(N * E)), x(std::size_t(N * In));
-    embedding_forward<float>(N, V, E, tokens.data(), tgt_emb.data(), emb.data());
-    for (std::int64_t n = 0; n < N; ++n) {
-      std::memcpy(x.data() + n * In, emb.data() + n * E, sizeof(float) * std::size_t(E));
-      if (k.context)
-        std::memcpy(x.data() + n * In + E, e.context.data() + sent[std::size_t(n)] * H,
-                    sizeof(float) * std::size_t(H));
-    }
-    std::vector<float> y(std::size_t(N * H)), hn(h.size()), cn(c.size());
-    decoder.forward(1, as_int(N, "N"), x.data(), nullptr, h.data(), lstm() ? c.data() : nullptr,
-                    y.data(), hn.data(), lstm() ? cn.data() : nullptr, /*training=*/false);
-    h.swap(hn);
-    if (lstm()) c.swap(cn);
-    std::vector<float> top = y;
-    if (!k.attention.empty()) {  // h~ = tanh(W_c [context; h]), context over the valid steps
-      std::vector<float> cat(std::size_t(N * 2 * H));
-      std::vector<double> w;
-      for (std::int64_t n = 0; n < N; ++n) {
-        const std::int64_t b = sent[std::size_t(n)], len = e.lengths[std::size_t(b)];
-        const float* q = y.data() + n * H;
-        w.assign(std::size_t(len), 0.0);
-        double mx = -std::numeric_limits<double>::infinity();
-        for (std::int64_t s = 0; s < len; ++s) {
-          const float* kk = e.keys.data() + (b * e.S + s) * H;
-          double dot = 0;
-          for (std::int64_t j = 0; j < H; ++j) dot += double(q[j]) * kk[j];
-          w[std::size_t(s)] = dot;
-          mx = std::max(mx, dot);
-        }
-        double sum = 0;
-        for (auto& v : w) sum += (v = std::exp(v - mx));
-        float* ctx = cat.data() + n * 2 * H;
-        for (std::int64_t j = 0; j < H; ++j) {
-          double acc = 0;
-          for (std::int64_t s = 0; s < len; ++s)
-            acc += w[std::size_t(s)] / sum * e.memory[std::size_t((b * e.S + s) * H + j)];
-          ctx[j] = float(acc);
-        }
-        std::memcpy(ctx + H, q, sizeof(float) * std::size_t(H));
-      }
-      linear_forward<float>(N, 2 * H, H, cat.data(), comb_w.data(), comb_b.data(), top.data());
-      for (auto& v : top) v = std::tanh(v);
-    }
-    std::vector<float> logits(std::size_t(N * V));
-    linear_forward<float>(N, H, V, top.data(), out_w.data(), out_b.empty() ? nullptr : out_b.data(),
-                          logits.data());
-    logp.resize(logits.size());
-    for (std::int64_t n = 0; n < N; ++n) {
-      const float* r = logits.data() + n * V;
-      double mx = r[0];
-      for (std::int64_t v = 1; v < V; ++v) mx = std::max(mx, double(r[v]));
-      double sum = 0;
-      for (std::int64_t v = 0; v < V; ++v) sum += std::exp(double(r[v]) - mx);
-      const double lse = std::log(sum);
-      for (std::int64_t v = 0; v < V; ++v) logp[std::size_t(n * V + v)] = double(r[v]) - mx - lse;
-    }
+  DecoderParts parts() {
+    DecoderParts d;
+    d.rnn = &decoder;
+    d.embedding = tgt_emb.data();
+    d.combine_w = cfg.attention.empty() ? nullptr : comb_w.data();
+    d.combine_b = cfg.attention.empty() ? nullptr : comb_b.data();
+    d.out_w = out_w.data();
+    d.out_b = out_b.empty() ? nullptr : out_b.data();
+    d.V = cfg.tgt_vocab_size;
+    d.E = cfg.embed_dim;
+    d.H = cfg.hidden_size;
+    d.L = cfg.num_layers;
+    d.bos = cfg.bos_id;
+    d.eos = cfg.eos_id;
+    return d;
   }
 };
 
@@ -339,87 +283,12 @@ const Vocabulary& Seq2Seq::tgt_vocab() const { return impl_->tgt_vocab; }
 std::pair<std::vector<std::int64_t>, double> Seq2Seq::beam_search(
     const std::vector<std::int64_t>& source, std::int64_t beam, std::int64_t max_len,
     double length_penalty) {
-  if (beam < 1)
-    throw std::invalid_argument("Seq2Seq::beam_search: beam must be >= 1, got " +
-                                std::to_string(beam));
-  if (max_len < 1)
-    throw std::invalid_argument("Seq2Seq::beam_search: max_len must be >= 1, got " +
-                                std::to_string(max_len));
+  if (beam < 1 || max_len < 1)
+    throw std::invalid_argument("Seq2Seq::beam_search: beam and max_len must be >= 1, got " +
+                                std::to_string(beam) + " and " + std::to_string(max_len));
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
-  const Encoded e = m.encode({source});
-  const std::int64_t k = beam, V = m.cfg.tgt_vocab_size, eos = m.cfg.eos_id;
-  auto norm = [&](double score, std::int64_t length) {
-    return length_penalty != 0.0 ? score / std::pow(double(length), length_penalty) : score;
-  };
-  std::vector<std::vector<std::int64_t>> hyps(1);
-  std::vector<double> scores(1, 0.0);
-  std::vector<float> h = e.h0, c = e.c0;
-  std::vector<std::pair<double, std::vector<std::int64_t>>> finished;
-  std::vector<double> logp;
-  bool stopped = false;
-  for (std::int64_t t = 0; t < max_len; ++t) {
-    const std::size_t n = hyps.size();
-    std::vector<std::int64_t> last(n), sent(n, 0);
-    for (std::size_t i = 0; i < n; ++i) last[i] = hyps[i].empty() ? m.cfg.bos_id : hyps[i].back();
-    m.step(e, last, sent, h, c, logp);
-    // The best 2k candidates, by score, ties to the lower flat index (numpy's stable argsort).
-    const std::size_t total = n * std::size_t(V), top = std::min(total, std::size_t(2 * k));
-    std::vector<std::size_t> order(total);
-    std::iota(order.begin(), order.end(), std::size_t(0));
-    auto cand = [&](std::size_t idx) { return scores[idx / std::size_t(V)] + logp[idx]; };
-    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(),
-                      [&](std::size_t a, std::size_t b) {
-                        const double ca = cand(a), cb = cand(b);
-                        return ca > cb || (ca == cb && a < b);
-                      });
-    std::vector<std::size_t> keep_beam;
-    std::vector<std::int64_t> keep_tok;
-    std::vector<double> keep_score;
-    for (std::size_t rank = 0; rank < top; ++rank) {
-      const std::size_t idx = order[rank], b = idx / std::size_t(V);
-      const auto tok = std::int64_t(idx % std::size_t(V));
-      if (tok == eos) {
-        if (rank < std::size_t(k)) finished.emplace_back(norm(cand(idx), t + 1), hyps[b]);
-      } else if (std::int64_t(keep_beam.size()) < k) {
-        keep_beam.push_back(b);
-        keep_tok.push_back(tok);
-        keep_score.push_back(cand(idx));
-      }
-    }
-    if (std::int64_t(finished.size()) >= k || keep_beam.empty()) {
-      stopped = true;
-      break;
-    }
-    std::vector<std::vector<std::int64_t>> next;
-    const std::int64_t L = m.cfg.num_layers, H = m.cfg.hidden_size, N = std::int64_t(n);
-    const auto nk = std::int64_t(keep_beam.size());
-    std::vector<float> h2(std::size_t(L * nk * H)), c2(c.empty() ? 0 : h2.size());
-    for (std::int64_t i = 0; i < nk; ++i) {
-      const auto b = std::int64_t(keep_beam[std::size_t(i)]);
-      next.push_back(hyps[std::size_t(b)]);
-      next.back().push_back(keep_tok[std::size_t(i)]);
-      for (std::int64_t l = 0; l < L; ++l) {
-        std::memcpy(h2.data() + (l * nk + i) * H, h.data() + (l * N + b) * H,
-                    sizeof(float) * std::size_t(H));
-        if (!c.empty())
-          std::memcpy(c2.data() + (l * nk + i) * H, c.data() + (l * N + b) * H,
-                      sizeof(float) * std::size_t(H));
-      }
-    }
-    hyps.swap(next);
-    scores = keep_score;
-    h.swap(h2);
-    c.swap(c2);
-  }
-  if (!stopped)
-    for (std::size_t i = 0; i < hyps.size(); ++i)
-      finished.emplace_back(norm(scores[i], std::int64_t(hyps[i].size())), hyps[i]);
-  if (finished.empty()) return {{}, 0.0};
-  std::size_t best = 0;  // the highest score, the earliest on ties
-  for (std::size_t i = 1; i < finished.size(); ++i)
-    if (finished[i].first > finished[best].first) best = i;
-  return {finished[best].second, finished[best].first};
+  return detail::beam_decode(m.parts(), m.encode({source}), beam, max_len, length_penalty);
 }
 
 std::vector<std::vector<std::int64_t>> Seq2Seq::translate_ids(
@@ -438,30 +307,8 @@ std::vector<std::vector<std::int64_t>> Seq2Seq::translate_ids(
       out.push_back(beam_search(s, beam, max_len, length_penalty).first);
     return out;
   }
-  // Greedy: the whole batch steps together; a row's tokens after its <eos> are dropped.
-  std::lock_guard<std::mutex> lock(m.mu);
-  const Encoded e = m.encode(sources);
-  const std::int64_t B = e.B, V = m.cfg.tgt_vocab_size;
-  std::vector<std::int64_t> tokens(static_cast<std::size_t>(B), m.cfg.bos_id);
-  std::vector<std::int64_t> sent(static_cast<std::size_t>(B));
-  std::iota(sent.begin(), sent.end(), std::int64_t(0));
-  std::vector<float> h = e.h0, c = e.c0;
-  std::vector<double> logp;
-  std::vector<char> done(std::size_t(B), 0);
-  out.assign(sources.size(), {});
-  for (std::int64_t t = 0; t < max_len; ++t) {
-    m.step(e, tokens, sent, h, c, logp);
-    bool all = true;
-    for (std::int64_t b = 0; b < B; ++b) {
-      const double* row = logp.data() + b * V;
-      tokens[std::size_t(b)] = std::max_element(row, row + V) - row;
-      if (tokens[std::size_t(b)] == m.cfg.eos_id) done[std::size_t(b)] = 1;
-      if (!done[std::size_t(b)]) out[std::size_t(b)].push_back(tokens[std::size_t(b)]);
-      all = all && done[std::size_t(b)];
-    }
-    if (all) break;
-  }
-  return out;
+  std::lock_guard<std::mutex> lock(m.mu);  // greedy: the whole batch steps together
+  return detail::greedy_decode(m.parts(), m.encode(sources), max_len);
 }
 
 std::vector<std::string> Seq2Seq::translate(const std::vector<std::string>& sentences,

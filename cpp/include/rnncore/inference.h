@@ -1,5 +1,5 @@
-// Inference from checkpoints saved in Python: a language model, a sequence classifier, a
-// sequence tagger, a forecaster and a translator (Seq2Seq) in C++.
+// Inference from checkpoints saved in Python, in C++: every task model (LanguageModel,
+// SequenceClassifier, SequenceTagger, Forecaster, Seq2Seq, Captioner).
 //
 // A checkpoint is a directory (rnncore.train.save_checkpoint; names in checkpoint_format.h)
 //   model.safetensors  the model's state_dict: embedding.weight, rnn.weight_ih_l0, ...,
@@ -439,6 +439,51 @@ class Seq2Seq {
  private:
   struct Impl;
   explicit Seq2Seq(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Model configuration of a Captioner checkpoint (rnncore.models.Captioner) and the decoding
+/// settings of the `rnncore train caption` run (checkpoint.json extra).
+struct CaptionerConfig {
+  std::int64_t feature_dim = 0;  // F of a feature vector (an image's CNN features)
+  std::int64_t vocab_size = 0;
+  std::int64_t embed_dim = 64;
+  std::int64_t hidden_size = 128;
+  std::int64_t num_layers = 1;
+  std::string cell = "lstm";
+  bool feed_features = false;  // the features are fed to every decoder step too
+  std::int64_t padding_idx = 0, bos_id = 2, eos_id = 3;
+  std::int64_t beam = 1, max_decode_len = 30;  // from the run
+};
+
+/// One-to-many: a feature vector -> the decoder's initial state (h0 = tanh(W_h f + b), an LSTM's
+/// c0 = W_c f + b) -> a caption, greedy for a batch or by beam search (as Python's).
+class Captioner {
+ public:
+  /// Loads DIR (model_type "Captioner"). Throws CheckpointError.
+  static Captioner load(const std::string& directory, const ModelRequirements& required = {});
+
+  Captioner(Captioner&&) noexcept;
+  Captioner& operator=(Captioner&&) noexcept;
+  ~Captioner();
+
+  const CaptionerConfig& config() const;
+  const CheckpointInfo& info() const;
+  const Vocabulary& vocab() const { return info().vocab; }
+
+  /// Caption ids (no <bos>/<eos>) of feature vectors (each [F]): greedy as one batch when
+  /// beam == 1, else beam search per vector; beam and max_len 0 take the run's settings.
+  std::vector<std::vector<std::int64_t>> caption_ids(
+      const std::vector<std::vector<float>>& features, std::int64_t beam = 0,
+      std::int64_t max_len = 0);
+
+  /// The captions as text (the vocabulary's tokens joined by spaces).
+  std::vector<std::string> caption(const std::vector<std::vector<float>>& features,
+                                   std::int64_t beam = 0, std::int64_t max_len = 0);
+
+ private:
+  struct Impl;
+  explicit Captioner(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

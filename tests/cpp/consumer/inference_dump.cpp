@@ -10,6 +10,7 @@
 //   inference_dump s2stext DIR BEAM MAXLEN SENTENCE... (one translation per line)
 //   inference_dump tokens LOWER STRIP TEXT...            (normalised tokens of each TEXT, a line
 //                  each, tokens joined by U+0001)
+//   inference_dump cap DIR BEAM MAXLEN features[B*F]      (one "ids" row per feature vector)
 //   inference_dump fc DIR L B x[L*B*I]                  (transformed windows, time-major)
 //   inference_dump fcast DIR N B history[B*N] [covariates[B*(I-1)*N]]   (original scale)
 #include <cstdio>
@@ -56,7 +57,7 @@ int main(int argc, char** argv) {
   }
   const long T = std::atol(argv[3]), B = std::atol(argv[4]);
   std::vector<std::int64_t> args;
-  if (kind != "tagtext" && kind != "s2s" && kind != "s2stext" && kind != "tokens")
+  if (kind != "tagtext" && kind != "s2s" && kind != "s2stext" && kind != "tokens" && kind != "cap")
     for (int i = 5; i < argc; ++i) args.push_back(std::atoll(argv[i]));
   try {
     if (kind == "lm") {
@@ -108,6 +109,16 @@ int main(int argc, char** argv) {
       std::vector<std::int64_t> tags(std::size_t(T * B));
       tagger.decode(T, B, logits.data(), lengths, tags.data());
       row("tags", tags);
+    } else if (kind == "cap") {
+      rnncore::Captioner model = rnncore::Captioner::load(dir);
+      const std::int64_t F = model.config().feature_dim;
+      std::vector<std::vector<float>> features;
+      for (int i = 5; i + F <= argc; i += int(F)) {
+        features.emplace_back();
+        for (std::int64_t j = 0; j < F; ++j)
+          features.back().push_back(float(std::atof(argv[i + j])));
+      }
+      for (const auto& ids : model.caption_ids(features, T, B)) row("ids", ids);
     } else if (kind == "fc" || kind == "fcast") {
       rnncore::Forecaster fc = rnncore::Forecaster::load(dir);
       const std::int64_t I = fc.config().input_size;
