@@ -102,7 +102,9 @@ def best_rate(items: list, batch: int, reps: int, run) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--binary", type=Path, default=HERE.parent / "build/dev/bench/cpp/rnncore_bench_models")
+    p.add_argument(
+        "--binary", type=Path, default=HERE.parent / "build/dev/bench/cpp/rnncore_bench_models"
+    )
     p.add_argument("--sentences", type=int, default=256)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--json", type=Path, default=HERE / "results" / "cpp_models.json")
