@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 import bench_rnn as br  # noqa: E402  (machine description)
 import rnncore  # noqa: E402
 from rnncore.cli import main as cli  # noqa: E402
+from rnncore.cli import openblas_library  # noqa: E402
 from rnncore.data import pad_sequences  # noqa: E402
 from rnncore.data.conll import read_conll  # noqa: E402
 from rnncore.data.text import tokenize  # noqa: E402
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--binary", type=Path, default=HERE.parent / "build/dev/bench/cpp/rnncore_bench_models"
     )
+    p.add_argument("--eigen", action="store_true", help="C++ on Eigen's GEMMs, not OpenBLAS")
     p.add_argument("--sentences", type=int, default=256)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--json", type=Path, default=HERE / "results" / "cpp_models.json")
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [str(args.binary), "--tagger", str(cpp_dirs[0]), "--tokens", str(tmp / "tokens.txt")]
         cmd += ["--seq2seq", str(cpp_dirs[1]), "--text", str(tmp / "text.txt")]
         cmd += ["--threads", "1", "--reps", str(args.reps), "--beam", "1"]
+        blas = openblas_library()
+        if blas and not args.eigen:  # the GEMMs Python's engine uses, for both
+            cmd += ["--blas", blas]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         cpp = {(r["model"], r["batch"]): r for r in map(json.loads, out.splitlines())}
         for batch in (1, 32):

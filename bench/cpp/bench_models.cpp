@@ -3,7 +3,7 @@
 // bench/bench_cpp_models.py runs it next to the same models in Python.
 //
 //   rnncore_bench_models [--tagger DIR --tokens FILE] [--seq2seq DIR --text FILE]
-//                        [--batches 1,32] [--reps 3] [--threads N] [--beam K]
+//                        [--batches 1,32] [--reps 3] [--threads N] [--beam K] [--blas LIB]
 // FILE: one sentence per line (for --tokens, tokens separated by spaces). Prints one JSON line
 // per (model, batch): {"model", "batch", "sentences", "seconds", "sentences_per_s"} (the best of
 // the repetitions).
@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
         rnncore::set_num_threads(std::stoi(value()));
       else if (a == "--beam")
         beam = std::stol(value());
+      else if (a == "--blas")
+        rnncore::load_blas(value());
       else if (a == "--batches") {
         batches.clear();
         std::stringstream ss(value());

@@ -270,13 +270,14 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
     std::fprintf(
         stderr,
-        "usage: rnncore_serve DIR [--threads N]\n"
+        "usage: rnncore_serve DIR [--threads N] [--blas LIBRARY]\n"
         "  Answers JSON-lines requests on stdin with the model in DIR (a `rnncore train`\n"
         "  output directory or a checkpoint), one JSON line per request on stdout.\n"
         "  tagger {\"tokens\": [[...]]}; seq2seq {\"text\": [...]} or {\"ids\": [[...]]};\n"
         "  classifier {\"text\": [...]} or {\"ids\": [[...]]}; forecaster {\"history\":\n"
         "  [[...]]}; captioner {\"features\": [[...]]}; language model {\"prefix\":\n"
-        "  [...], \"max_tokens\": N}.\n");
+        "  [...], \"max_tokens\": N}. --blas: a CBLAS (OpenBLAS) for the matrix products\n"
+        "  (rnncore serve passes the one Python's rnncore uses).\n");
     return argc < 2 ? 2 : 0;
   }
   std::optional<Model> model;
@@ -284,6 +285,8 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) {
       if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
         rnncore::set_num_threads(std::stoi(argv[++i]));
+      else if (!std::strcmp(argv[i], "--blas") && i + 1 < argc)
+        rnncore::load_blas(argv[++i]);
       else
         throw std::invalid_argument(std::string("unknown argument ") + argv[i]);
     }

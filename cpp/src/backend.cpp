@@ -2,11 +2,17 @@
 #include "rnncore/backend.h"
 
 #include <Eigen/Core>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 
 #include "linalg.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#define RNNCORE_HAS_DLOPEN 1
+#endif
 
 namespace rnncore {
 namespace detail {
@@ -23,6 +29,40 @@ void set_blas(SgemmFn sgemm, DgemmFn dgemm, const std::string& name) {
   detail::g_blas.s = sgemm;
   detail::g_blas.d = dgemm;
   detail::g_blas_name = (sgemm || dgemm) ? name : "eigen";
+}
+
+std::string load_blas(const std::string& path) {
+#ifdef RNNCORE_HAS_DLOPEN
+  // One thread from the start: the engine splits the products across its own threads, and an
+  // OpenBLAS pool started now would compete with them. The variable is put back afterwards.
+  const char* saved = std::getenv("OPENBLAS_NUM_THREADS");
+  const std::string before = saved ? saved : "";
+  setenv("OPENBLAS_NUM_THREADS", "1", 1);
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (saved)
+    setenv("OPENBLAS_NUM_THREADS", before.c_str(), 1);
+  else
+    unsetenv("OPENBLAS_NUM_THREADS");
+  if (!lib) throw std::runtime_error("load_blas: cannot load '" + path + "': " + dlerror());
+  // The scipy-openblas wheels prefix their symbols; a plain OpenBLAS or CBLAS does not.
+  for (const char* prefix : {"scipy_", ""}) {
+    auto* s = reinterpret_cast<SgemmFn>(dlsym(lib, (std::string(prefix) + "cblas_sgemm").c_str()));
+    auto* d = reinterpret_cast<DgemmFn>(dlsym(lib, (std::string(prefix) + "cblas_dgemm").c_str()));
+    if (!s || !d) continue;
+    const std::string openblas = std::string(prefix) + "openblas";
+    using SetThreads = void (*)(int);
+    if (auto* set =
+            reinterpret_cast<SetThreads>(dlsym(lib, (openblas + "_set_num_threads").c_str())))
+      set(1);
+    set_blas(s, d, "cblas (" + path + ")");
+    return gemm_backend();  // the library stays loaded: the engine holds its functions
+  }
+  dlclose(lib);
+  throw std::runtime_error("load_blas: '" + path + "' has no cblas_sgemm / cblas_dgemm");
+#else
+  throw std::runtime_error("load_blas: loading a library at run time is not supported here (" +
+                           path + ")");
+#endif
 }
 
 std::string gemm_backend() {

@@ -15,7 +15,8 @@ namespace rnncore::detail {
 
 void decoder_step(const DecoderParts& d, const DecodeInputs& in,
                   const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& sent,
-                  std::vector<float>& h, std::vector<float>& c, std::vector<double>& logp) {
+                  std::vector<float>& h, std::vector<float>& c, std::vector<double>& logp,
+                  std::vector<float>* logits_only) {
   const std::int64_t N = std::int64_t(tokens.size()), H = d.H, E = d.E, V = d.V;
   const std::int64_t C = in.C, In = E + C;
   const bool has_c = d.rnn->config().states() == 2;
@@ -62,8 +63,11 @@ void decoder_step(const DecoderParts& d, const DecodeInputs& in,
     linear_forward<float>(N, 2 * H, H, cat.data(), d.combine_w, d.combine_b, top.data());
     for (auto& v : top) v = std::tanh(v);
   }
-  std::vector<float> logits(std::size_t(N * V));
+  std::vector<float> own;
+  std::vector<float>& logits = logits_only ? *logits_only : own;
+  logits.resize(std::size_t(N * V));
   linear_forward<float>(N, H, V, top.data(), d.out_w, d.out_b, logits.data());
+  if (logits_only) return;
   logp.resize(logits.size());
   for (std::int64_t n = 0; n < N; ++n) {  // log-softmax in double, as Python's decoding
     const float* r = logits.data() + n * V;
@@ -82,15 +86,17 @@ std::vector<std::vector<std::int64_t>> greedy_decode(const DecoderParts& d, cons
   std::vector<std::int64_t> tokens(static_cast<std::size_t>(B), d.bos);
   std::vector<std::int64_t> sent(static_cast<std::size_t>(B));
   std::iota(sent.begin(), sent.end(), std::int64_t(0));
-  std::vector<float> h = in.h0, c = in.c0;
-  std::vector<double> logp;
+  std::vector<float> h = in.h0, c = in.c0, logits;
+  std::vector<double> unused;
   std::vector<char> done(static_cast<std::size_t>(B), 0);
   std::vector<std::vector<std::int64_t>> out(static_cast<std::size_t>(B));
   for (std::int64_t t = 0; t < max_len; ++t) {
-    decoder_step(d, in, tokens, sent, h, c, logp);
+    // The argmax of the logits is the log-probabilities' (the double log-softmax subtracts one
+    // constant per row, exactly enough to keep float values apart): no softmax needed.
+    decoder_step(d, in, tokens, sent, h, c, unused, &logits);
     bool all = true;
     for (std::int64_t b = 0; b < B; ++b) {
-      const double* row = logp.data() + b * V;
+      const float* row = logits.data() + b * V;
       tokens[std::size_t(b)] = std::max_element(row, row + V) - row;  // the first maximum
       if (tokens[std::size_t(b)] == d.eos) done[std::size_t(b)] = 1;
       if (!done[std::size_t(b)]) out[std::size_t(b)].push_back(tokens[std::size_t(b)]);

@@ -33,10 +33,12 @@ struct DecoderParts {
   std::int64_t V = 0, E = 0, H = 0, L = 0, bos = 0, eos = 0;
 };
 
-// One step for N rows: tokens [N]; h, c [L, N, H] updated; logp [N, V] (double) out.
+// One step for N rows: tokens [N]; h, c [L, N, H] updated; logp [N, V] (double) out, or, with
+// logits_only, the output layer's logits [N, V] there instead (greedy decoding's argmax).
 void decoder_step(const DecoderParts& d, const DecodeInputs& in,
                   const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& sent,
-                  std::vector<float>& h, std::vector<float>& c, std::vector<double>& logp);
+                  std::vector<float>& h, std::vector<float>& c, std::vector<double>& logp,
+                  std::vector<float>* logits_only = nullptr);
 
 // The most likely token at every step for every source, until all produced <eos> or max_len
 // steps; each row without <bos>/<eos> (tokens after its <eos> dropped).

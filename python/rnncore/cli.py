@@ -139,6 +139,16 @@ def serve_binary() -> str | None:
     return str(exe) if exe.is_file() and os.access(exe, os.X_OK) else None
 
 
+def openblas_library() -> str | None:
+    """The path of the scipy-openblas32 library rnncore's Python side uses, or None."""
+    try:
+        import scipy_openblas32 as sob
+    except ImportError:
+        return None
+    path = os.path.join(sob.get_lib_dir(), sob.get_library(True))
+    return path if os.path.isfile(path) else None
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     """`rnncore serve DIR` (issue 17): the model in C++ answering JSON-lines requests."""
     sv = sub.add_parser(
@@ -162,6 +172,9 @@ def _serve(args: argparse.Namespace) -> int:
             "install): pip install . builds it, or cmake -DRNNCORE_BUILD_SERVE=ON"
         )
     argv = [exe, args.dir] + ([] if args.threads is None else ["--threads", str(args.threads)])
+    blas = openblas_library()
+    if blas is not None:  # the C++ products on the OpenBLAS Python's rnncore uses
+        argv += ["--blas", blas]
     sys.stdout.flush()
     os.execv(exe, argv)
     return 0  # not reached

@@ -48,5 +48,10 @@ using DgemmFn = void (*)(int order, int trans_a, int trans_b, int m, int n, int 
 void set_blas(SgemmFn sgemm, DgemmFn dgemm, const std::string& name);
 /// "eigen" or the name given to set_blas.
 std::string gemm_backend();
+/// Loads a CBLAS shared library at run time (an OpenBLAS, or the scipy-openblas wheel's, whose
+/// symbols are prefixed "scipy_"), sets it to one thread and routes the engine's products to it
+/// (set_blas); returns gemm_backend(). Throws std::runtime_error naming the file when it cannot be
+/// loaded or has no cblas_sgemm / cblas_dgemm. Python's rnncore does the same at import.
+std::string load_blas(const std::string& path);
 
 }  // namespace rnncore
