@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -40,6 +41,7 @@ struct LanguageModel::Impl {
   std::vector<float> dec_w;         // [V, R]; empty when tied (embedding is used)
   std::vector<float> dec_b;         // [V] or empty
   std::vector<float> x, y, hn, cn;  // workspaces: [T*B, E], [T*B, R], [L, B, R], [L, B, H]
+  std::recursive_mutex mu;          // the workspaces serve one call at a time
 
   Impl(CheckpointInfo i, LanguageModelConfig c, Recurrent<float> r)
       : info(std::move(i)), cfg(std::move(c)), rnn(std::move(r)) {}
@@ -162,12 +164,14 @@ LanguageModel::State LanguageModel::initial_state(std::int64_t batch) const {
 
 void LanguageModel::log_probs(std::int64_t steps, std::int64_t batch, const std::int64_t* ids,
                               float* log_probs, State* state) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
   require_ptr(log_probs, "log_probs");
   impl_->run(steps, batch, ids, state, "LanguageModel::log_probs");
   impl_->decode(steps * batch, impl_->y.data(), log_probs);
 }
 
 std::vector<float> LanguageModel::feed(const std::vector<std::int64_t>& tokens, State& state) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
   if (tokens.empty()) throw std::invalid_argument("LanguageModel::feed: tokens must not be empty");
   const auto T = std::int64_t(tokens.size());
   impl_->run(T, 1, tokens.data(), &state, "LanguageModel::feed");
@@ -177,6 +181,7 @@ std::vector<float> LanguageModel::feed(const std::vector<std::int64_t>& tokens, 
 }
 
 std::vector<float> LanguageModel::next_log_probs(const std::vector<std::int64_t>& prefix) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
   if (prefix.empty())
     throw std::invalid_argument("LanguageModel::next_log_probs: prefix must not be empty");
   State s = initial_state(1);
@@ -184,6 +189,7 @@ std::vector<float> LanguageModel::next_log_probs(const std::vector<std::int64_t>
 }
 
 void LanguageModel::step(const std::int64_t* tokens, State& state, float* log_probs) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
   require_ptr(log_probs, "log_probs");
   impl_->run(1, state.batch, tokens, &state, "LanguageModel::step");
   impl_->decode(state.batch, impl_->y.data(), log_probs);
@@ -191,6 +197,7 @@ void LanguageModel::step(const std::int64_t* tokens, State& state, float* log_pr
 
 std::vector<std::int64_t> LanguageModel::sample(const std::vector<std::int64_t>& prefix,
                                                 const SampleOptions& o) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
   if (prefix.empty())
     throw std::invalid_argument(
         "LanguageModel::sample: prefix must not be empty (start with "
@@ -227,6 +234,7 @@ struct SequenceClassifier::Impl {
   std::vector<float> cls_b;           // [C] or empty
   std::vector<std::int64_t> ids;      // workspaces: [T*B], and below
   std::vector<float> x, y, hn, feat;  // [T*B, E], [T*B, D*H], [L*D, B, H], [B, D*H]
+  std::recursive_mutex mu;            // the workspaces serve one call at a time
 
   Impl(CheckpointInfo i, ClassifierConfig c, Recurrent<float> r)
       : info(std::move(i)), cfg(std::move(c)), rnn(std::move(r)) {}
@@ -296,6 +304,7 @@ const CheckpointInfo& SequenceClassifier::info() const { return impl_->info; }
 void SequenceClassifier::predict_proba(std::int64_t steps, std::int64_t batch,
                                        const std::int64_t* ids, const std::int64_t* lengths,
                                        float* probs) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
   Impl& m = *impl_;
   const ClassifierConfig& c = m.cfg;
   const int T = as_int(steps, "steps"), B = as_int(batch, "batch");

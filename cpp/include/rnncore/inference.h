@@ -17,8 +17,9 @@
 // cell or a size). std::invalid_argument for bad arguments of a call (token ids out of range,
 // lengths outside [1, T], a negative temperature). Messages name the checkpoint and the field.
 //
-// Threads: a model object runs one call at a time (its calls reuse its workspaces); each call uses
-// the engine's OpenMP threads (rnncore::set_num_threads). Use one object per thread otherwise.
+// Threads: one model object may be shared by many threads; its calls take turns (a lock, since
+// they reuse the engine's workspaces), each using the engine's OpenMP threads
+// (rnncore::set_num_threads). For calls that run at the same time, use one object per thread.
 #pragma once
 
 #include <cmath>
