@@ -33,6 +33,9 @@ struct Value {
   const Value* find(const std::string& key) const;
 };
 
+/// Appends code point `cp` (at most U+10FFFF) to `out` as UTF-8 (also the text pipeline's).
+void append_utf8(std::string& out, std::uint32_t cp);
+
 /// "null", "true", "number", "string", "array" or "object".
 const char* kind_name(Value::Kind kind);
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "json.h"
 #include "text_tables.h"
 
 namespace rnncore::detail {
@@ -62,27 +63,9 @@ std::u32string decode(const std::string& s) {
   return out;
 }
 
-void encode(std::uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
-
 std::string encode(const std::u32string& s) {
   std::string out;
-  for (std::uint32_t cp : s) encode(cp, out);
+  for (std::uint32_t cp : s) json::append_utf8(out, cp);
   return out;
 }
 
