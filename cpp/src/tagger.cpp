@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "rnncore/inference.h"
 #include "rnncore/ops.h"
+#include "text.h"
 
 namespace rnncore {
 
@@ -33,32 +34,6 @@ namespace {
 
 bool is_bio_tag(const std::string& t) {
   return t.size() > 2 && (t.compare(0, 2, "B-") == 0 || t.compare(0, 2, "I-") == 0);
-}
-
-// The UTF-8 code points of a token, each as its bytes: Python iterates a str by code point, and
-// the character vocabulary's tokens are those code points (a malformed byte stands alone).
-std::vector<std::string> code_points(const std::string& s) {
-  std::vector<std::string> out;
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80           ? 1
-                    : (c >> 5) == 0x6  ? 2
-                    : (c >> 4) == 0xE  ? 3
-                    : (c >> 3) == 0x1E ? 4
-                                       : 1;
-    if (i + n > s.size()) n = 1;
-    for (std::size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) n = 1;
-    out.push_back(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
-
-std::string ascii_lower(std::string s) {
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
-  return s;
 }
 
 }  // namespace
@@ -453,10 +428,10 @@ std::vector<std::vector<std::string>> SequenceTagger::tag(
       if (token.empty())
         throw std::invalid_argument("SequenceTagger::tag: token " + std::to_string(k) +
                                     " of sentence " + std::to_string(b) + " is empty");
-      words[b].push_back(vocab().id(m.lowercase ? ascii_lower(token) : token));
+      words[b].push_back(vocab().id(m.lowercase ? detail::lower_text(token) : token));
       if (m.cfg.char_vocab_size) {
         std::vector<std::int64_t> ids;
-        for (const auto& ch : code_points(token)) ids.push_back(m.char_vocab.id(ch));
+        for (const auto& ch : detail::code_points(token)) ids.push_back(m.char_vocab.id(ch));
         chars[b].push_back(std::move(ids));
       }
     }

@@ -140,6 +140,21 @@ std::vector<std::string> tokenize(const std::string& text) {
   return tokens;
 }
 
+std::vector<std::string> code_points(const std::string& text) {
+  std::vector<std::string> out;
+  for (std::uint32_t cp : decode(text)) {
+    out.emplace_back();
+    json::append_utf8(out.back(), cp);
+  }
+  return out;
+}
+
+std::string lower_text(const std::string& text) {
+  std::u32string s = decode(text);
+  for (auto& cp : s) cp = lower(cp);
+  return encode(s);
+}
+
 std::string detokenize(const std::vector<std::string>& tokens) {
   std::string out;
   for (const auto& tok : tokens) {

@@ -17,6 +17,13 @@ std::string normalize_text(const std::string& text, bool lower, bool strip_accen
 // tokenize(text, lower=False): "<br />" -> " ", then each match of \w+(?:'\w+)*|[^\w\s].
 std::vector<std::string> tokenize(const std::string& text);
 
+// The code points of UTF-8 text, each as its UTF-8 bytes (as Python iterates a str; a malformed
+// byte becomes U+FFFD).
+std::vector<std::string> code_points(const std::string& text);
+
+// str.lower(text), exact for Latin, Greek and Cyrillic.
+std::string lower_text(const std::string& text);
+
 // Tokens joined by spaces, without the space before , . ! ? ; :
 std::string detokenize(const std::vector<std::string>& tokens);
 

@@ -309,9 +309,9 @@ class SequenceTagger {
       const std::vector<std::vector<std::vector<std::int64_t>>>& char_ids = {});
 
   /// Tag names of tokenised sentences (each a non-empty list of tokens), run as one ragged batch:
-  /// words looked up as the training run did (lower-cased when lowercase(); ASCII letters only,
-  /// where Python lower-cases all of Unicode), characters (UTF-8 code points) of the tokens as
-  /// given. Unknown words and characters map to the vocabularies' unk.
+  /// words looked up as the training run did (lower-cased as str.lower when lowercase(): exact
+  /// for Latin, Greek and Cyrillic), characters (UTF-8 code points) of the tokens as given. Unknown
+  /// words and characters map to the vocabularies' unk.
   std::vector<std::vector<std::string>> tag(const std::vector<std::vector<std::string>>& sentences);
 
  private:
