@@ -1,6 +1,8 @@
 """Data-parallel training (rnncore.distributed, issue 16): batch slicing in one process, then real
 2-rank jobs under mpiexec over TCP loopback: the collectives, a 2-rank run ending where the
-1-process run ends, an exact resume with dropout, and faults that end the job instead of hanging.
+1-process run ends (with dropout, zoneout, recurrent dropout and word replacement too: masks are
+keyed by an example's index in the global batch), an exact resume with dropout, and faults that
+end the job instead of hanging.
 The MPI tests are skipped when mpi4py or mpiexec is missing (pip install ".[mpi]")."""
 
 import importlib.util
@@ -205,7 +207,7 @@ for bucket_bytes in (1 << 20, 16):
     )
     firsts = [p.grad.ravel()[0].item() for p in lin.parameters()]
     out[f"reduced{bucket_bytes}"] = [count, loss, firsts]
-# the Trainer: rank 0's weights everywhere, independent dropout streams
+# the Trainer: rank 0's weights everywhere, the same dropout streams (masks are keyed by position)
 model = LanguageModel(7, 4, 4, num_layers=2, dropout=0.5, seed=r)
 Trainer(model, optim.SGD(model.parameters(), lr=0.1), log=None, progress=False)
 out["lm_w"] = float(sum(float(p.data.sum()) for p in model.parameters()))
@@ -234,7 +236,7 @@ def test_collectives_on_two_ranks(tmp_path):
             # (3 * 1 + 1 * 2) / 4 = 1.25 times the parameter's (k + 1)
             assert grads == pytest.approx([1.25, 2.5])
     assert res[0]["lm_w"] == res[1]["lm_w"]
-    assert res[0]["dropout_seed"] != res[1]["dropout_seed"]
+    assert res[0]["dropout_seed"] == res[1]["dropout_seed"]
 
 
 ADDING = (
@@ -289,9 +291,16 @@ def test_language_model_columns_and_exact_resume_with_dropout(tmp_path):
     for name in p1:
         np.testing.assert_allclose(p2[name], p1[name], rtol=0, atol=1e-5, err_msg=name)
     assert two["valid"]["loss"] == pytest.approx(one["valid"]["loss"], rel=1e-5)
-    # dropout: 2 epochs straight, or 1 epoch then --resume: the same run, bit for bit
-    drop = [*opts, "--dropout", "0.3"]
+    # dropout between and around the layers, zoneout, recurrent dropout: an example's masks do
+    # not depend on the number of ranks, so 2 ranks still end where 1 process ends
+    drop = [*opts, "--zoneout", "0.1", "--recurrent-dropout", "0.2", "--dropout", "0.3"]
     full, _ = _train(2, "lm", tmp_path / "full", drop)
+    alone, _ = _train(1, "lm", tmp_path / "alone", drop)
+    pf, pa = _params(tmp_path / "full"), _params(tmp_path / "alone")
+    for name in pf:
+        np.testing.assert_allclose(pf[name], pa[name], rtol=0, atol=1e-5, err_msg=name)
+    assert full["valid"]["loss"] == pytest.approx(alone["valid"]["loss"], rel=1e-5)
+    # 2 epochs straight, or 1 epoch then --resume: the same run, bit for bit
     _train(2, "lm", tmp_path / "res", [*drop[:-2], "--dropout", "0.3", "--epochs", "1"])
     resumed, text = _train(2, "lm", tmp_path / "res", [*drop, "--resume"])
     assert "resumed from" in text
@@ -299,6 +308,35 @@ def test_language_model_columns_and_exact_resume_with_dropout(tmp_path):
     for name in pf:
         np.testing.assert_array_equal(pr[name], pf[name], err_msg=name)
     assert resumed["valid"] == full["valid"]
+
+
+def _conll(tmp_path, sizes=(201, 40, 40)):
+    d = tmp_path / "conll"
+    d.mkdir()
+    for i, (split, n) in enumerate(zip(("train", "valid", "test"), sizes, strict=True)):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for toks, tags in data.synthetic_tagging(n, seed=i):
+            lines += [f"{w} NN I-NP {t}" for w, t in zip(toks, tags, strict=True)] + [""]
+        (d / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@needs_mpi
+def test_tagger_with_dropout_word_replacement_and_an_empty_slice(tmp_path):
+    # 201 sentences in batches of 8: the last global batch holds one sentence, so rank 1's
+    # slice is empty and its layers run no forward; the Trainer then hands it rank 0's random
+    # state, and the second epoch's masks still agree with one process's
+    opts = (
+        f"--data {_conll(tmp_path)} --hidden 10 --embed 8 --char-embed 4 --char-hidden 4 "
+        "--batch-size 8 --epochs 2 --dropout 0.5 --unk-replace 0.5 --layers 2 --seed 3"
+    ).split()
+    one, _ = _train(1, "tagger", tmp_path / "one", opts)
+    two, _ = _train(2, "tagger", tmp_path / "two", opts)
+    p1, p2 = _params(tmp_path / "one"), _params(tmp_path / "two")
+    for name in p1:
+        np.testing.assert_allclose(p2[name], p1[name], rtol=0, atol=1e-5, err_msg=name)
+    for h1, h2 in zip(one["history"], two["history"], strict=True):
+        assert h2["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-5)
 
 
 FAULT_SCRIPT = """

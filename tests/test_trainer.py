@@ -189,7 +189,12 @@ def test_rng_state_reaches_closures_objects_and_modules():
     drop = nn.Dropout(0.5, seed=3)
     objects = {"data": closure, "pipe": pipe.batches, "drop": drop}
     state = get_rng_state(objects)
-    assert set(state) == {"data.<gen>", "pipe.__self__.sampler._rng", "drop._rng"}
+    assert set(state) == {
+        "data.<gen>",
+        "pipe.__self__.sampler._rng",
+        "drop._dropout_seed",  # Dropout's masks are keyed by (seed, call count, position)
+        "drop._calls",
+    }
     first = (closure(), pipe.batches(), drop(np.ones(6)))
     assert set_rng_state(state, objects) == sorted(state, key=list(state).index)
     second = (closure(), pipe.batches(), drop(np.ones(6)))

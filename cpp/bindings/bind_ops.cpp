@@ -65,6 +65,21 @@ rnncore::Reduction parse_reduction(const std::string& r) {
 // ---- Embedding --------------------------------------------------------------------------------
 
 template <typename T>
+py::tuple keyed_dropout(py::handle x_obj, double p, std::uint64_t seed, std::int64_t batch_offset) {
+  auto x = checked<T>(x_obj, "x", "[outer, B, inner]", {-1, -1, -1});
+  const py::ssize_t O = x.shape(0), B = x.shape(1), I = x.shape(2);
+  py::array_t<T> y({O, B, I}), scale({O, B, I});
+  const T* xp = x.data();
+  T* yp = y.mutable_data();
+  T* sp = scale.mutable_data();
+  {
+    py::gil_scoped_release release;
+    rnncore::keyed_dropout<T>(O, B, I, xp, p, seed, batch_offset, yp, sp);
+  }
+  return py::make_tuple(y, scale);
+}
+
+template <typename T>
 py::array_t<T> embedding_forward(py::handle ids_obj, py::handle weight_obj) {
   auto weight = checked<T>(weight_obj, "weight", "[V, E]", {-1, -1});
   const py::ssize_t V = weight.shape(0), E = weight.shape(1);
@@ -696,6 +711,31 @@ void bind_ops(py::module_& m) {
       py::arg("nesterov") = false, py::arg("first_step") = false,
       "torch.optim.SGD update of a flat buffer: param [P] in place, grad [P], momentum_buf [P] "
       "or None when momentum == 0.");
+  m.def(
+      "keyed_uniform",
+      [](std::int64_t outer, std::int64_t B, std::int64_t inner, std::uint64_t seed,
+         std::int64_t batch_offset) {
+        if (outer < 0 || B < 0 || inner < 0)
+          throw py::value_error("keyed_uniform: outer, B and inner must be >= 0");
+        py::array_t<double> out({py::ssize_t(outer), py::ssize_t(B), py::ssize_t(inner)});
+        double* op = out.mutable_data();
+        py::gil_scoped_release release;
+        rnncore::keyed_uniform(outer, B, inner, seed, batch_offset, op);
+        return out;
+      },
+      py::arg("outer"), py::arg("B"), py::arg("inner"), py::arg("seed"), py::kw_only(),
+      py::arg("batch_offset") = 0,
+      "Uniform draws in [0, 1), float64 [outer, B, inner]: element (o, b, i) keyed by (seed, "
+      "example batch_offset + b, position o * inner + i).");
+  m.def(
+      "keyed_dropout",
+      [](py::handle x, double p, std::uint64_t seed, std::int64_t batch_offset) {
+        if (float_bits(x, "x") == 64) return keyed_dropout<double>(x, p, seed, batch_offset);
+        return keyed_dropout<float>(x, p, seed, batch_offset);
+      },
+      py::arg("x"), py::arg("p"), py::arg("seed"), py::kw_only(), py::arg("batch_offset") = 0,
+      "Inverted dropout of x [outer, B, inner] with keyed_uniform's draws: (y, scale), scale = "
+      "1/(1-p) where the draw is >= p, else 0; y = x * scale. p in [0, 1).");
   m.def(
       "adam_step",
       [](py::handle p, py::handle g, py::handle m1, py::handle m2, py::handle vmax,

@@ -72,18 +72,20 @@ struct PyRecurrent {
   }
 
   py::tuple forward(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj, py::handle c0_obj,
-                    bool training, std::uint64_t seed) {
+                    bool training, std::uint64_t seed, std::int64_t batch_offset) {
     CallLock lock(mu);
-    return forward_locked(x_obj, lengths_obj, h0_obj, c0_obj, training, seed, true);
+    return forward_locked(x_obj, lengths_obj, h0_obj, c0_obj, training, seed, true, batch_offset);
   }
 
   // A training forward whose saved context goes to the caller (an autograd graph node) instead
   // of the layer's stack: (y, hn, cn, saved). One lock over both, so that no other thread's
   // forward can come between.
   py::tuple forward_saved(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
-                          py::handle c0_obj, std::uint64_t seed, bool stochastic) {
+                          py::handle c0_obj, std::uint64_t seed, bool stochastic,
+                          std::int64_t batch_offset) {
     CallLock lock(mu);
-    py::tuple out = forward_locked(x_obj, lengths_obj, h0_obj, c0_obj, true, seed, stochastic);
+    py::tuple out =
+        forward_locked(x_obj, lengths_obj, h0_obj, c0_obj, true, seed, stochastic, batch_offset);
     auto handle = std::make_unique<Handle>();
     handle->saved = core.take_saved();
     handle->x = std::move(saved.back().x);
@@ -127,7 +129,8 @@ struct PyRecurrent {
   }
 
   py::tuple forward_locked(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
-                           py::handle c0_obj, bool training, std::uint64_t seed, bool stochastic) {
+                           py::handle c0_obj, bool training, std::uint64_t seed, bool stochastic,
+                           std::int64_t batch_offset) {
     const auto& c = core.config();
     const bool lstm = c.states() == 2;
     auto x = checked<T>(x_obj, "x", "[T, B, I=" + std::to_string(c.input_size) + "]",
@@ -160,7 +163,8 @@ struct PyRecurrent {
       T* hnp = hn.mutable_data();
       T* cnp = lstm ? cn.mutable_data() : nullptr;
       py::gil_scoped_release release;
-      core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed, stochastic);
+      core.forward(T32, B32, xp, lp, h0p, c0p, yp, hnp, cnp, training, seed, stochastic,
+                   batch_offset);
     }
     if (training) saved.push_back({x, y, std::this_thread::get_id()});
     if (lstm) return py::make_tuple(y, hn, cn);
@@ -306,12 +310,14 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
           "Drop every saved training forward (and the memory it holds).")
       .def("forward", &Cls::forward, py::arg("x"), py::arg("lengths") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("training") = true,
-           py::arg("seed") = 0,
+           py::arg("seed") = 0, py::arg("batch_offset") = 0,
            "x [T,B,I], lengths int64 [B] or None, h0 [L*D,B,R] / c0 [L*D,B,H] or None -> "
-           "(y [T,B,D*R], hn [L*D,B,R], cn [L*D,B,H] or None); R = proj_size or H")
+           "(y [T,B,D*R], hn [L*D,B,R], cn [L*D,B,H] or None); R = proj_size or H. "
+           "batch_offset: index of sequence 0 in the batch the random masks are keyed by "
+           "(data parallelism)")
       .def("forward_saved", &Cls::forward_saved, py::arg("x"), py::arg("lengths") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("seed") = 0,
-           py::arg("stochastic") = true,
+           py::arg("stochastic") = true, py::arg("batch_offset") = 0,
            "A training forward whose saved context is returned instead of kept: (y, hn, cn, "
            "saved); stochastic=False draws no dropout. For autograd systems (rnncore.torch).")
       .def("backward_saved", &Cls::backward_saved, py::arg("saved"), py::arg("dy") = py::none(),

@@ -13,6 +13,7 @@
 
 #include "cells/layer_norm.h"
 #include "cells/step.h"
+#include "keyed.h"
 
 namespace rnncore::detail {
 
@@ -48,28 +49,22 @@ struct Packing {
   }
 };
 
-// splitmix64: a counter-based hash, so random masks depend on (seed, layer, position) only,
-// never on the thread count or the order of the work.
-inline std::uint64_t mix64(std::uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 // The random parts of a lane's recurrence (zoneout, recurrent dropout) for one call.
 struct LaneRandom {
   double zoneout = 0.0;            // p: a unit keeps its previous value with probability p
   double recurrent_dropout = 0.0;  // p of the per-sequence mask on h_{t-1} into W_hh
   bool training = false;
-  std::uint64_t key = 0;  // this lane's stream (seed, layer, direction)
+  std::uint64_t key = 0;          // this lane's stream (seed, layer, direction)
+  std::int64_t batch_offset = 0;  // the call's ForwardCall::batch_offset
   bool zoned() const { return zoneout > 0.0; }
   bool rdrop() const { return training && recurrent_dropout > 0.0; }
-  // Zoneout's draws for units [4*(j/4), 4*(j/4) + 4) of sequence b at step t (stream 0: h,
-  // 1: c): one hash, four uniform 16-bit fields (p resolved to 1/65536).
-  std::uint64_t draws(int stream, Index t, Index b, Index B, Index j, Index H) const {
-    const Index slot = ((t * B + b) * 2 + stream) * ((H + 3) / 4) + j / 4;
-    return mix64(key + std::uint64_t(slot));
+  // The stream of the call's sequence b.
+  std::uint64_t sequence(Index b) const { return sequence_key(key, batch_offset + b); }
+  // Zoneout's draws for units [4*(j/4), 4*(j/4) + 4) at step t of the sequence whose stream is
+  // seq (stream 0: h, 1: c): one hash, four uniform 16-bit fields (p resolved to 1/65536).
+  std::uint64_t draws(std::uint64_t seq, int stream, Index t, Index j, Index H) const {
+    const Index slot = (t * 2 + stream) * ((H + 3) / 4) + j / 4;
+    return mix64(seq + std::uint64_t(slot));
   }
   // Whether unit j keeps its previous value, from the draws of its group of four.
   bool keeps(std::uint64_t draws, Index j) const {
@@ -260,15 +255,16 @@ void zone_forward(const Step<T>& s, const LaneRandom& rnd, const Packing& pk, In
         RowArr<T>(c, u) = p * ConstRowArr<T>(cp, u) + (T(1) - p) * RowArr<T>(c, u);
       continue;
     }
-    const Index row = pk.off[t] + r, b = pk.perm[r];
+    const Index row = pk.off[t] + r;
+    const std::uint64_t seq = rnd.sequence(pk.perm[r]);
     T* zh = w.zh + row * H + s.j0;
     T* zc = kHasC ? w.zc + row * H + s.j0 : nullptr;
     std::uint64_t dh = 0, dc = 0;  // the draws of the current group of four units
     for (Index k = 0; k < u; ++k) {
       const Index j = s.j0 + k;
       if (k == 0 || j % 4 == 0) {
-        dh = rnd.draws(0, t, b, pk.B, j, H);
-        if constexpr (kHasC) dc = rnd.draws(1, t, b, pk.B, j, H);
+        dh = rnd.draws(seq, 0, t, j, H);
+        if constexpr (kHasC) dc = rnd.draws(seq, 1, t, j, H);
       }
       const bool keep_h = rnd.keeps(dh, j);
       zh[k] = keep_h ? T(1) : T(0);
@@ -318,12 +314,13 @@ void draw_recurrent_mask(const LaneRandom& rnd, const Packing& pk, Index R, T* m
   const double p = rnd.recurrent_dropout;
   const T scale = T(1.0 / (1.0 - p));
   const std::uint64_t key = mix64(rnd.key ^ 0x7265632d64726f70ULL);  // its own stream
-  for (Index r = 0; r < pk.B; ++r)
+  for (Index r = 0; r < pk.B; ++r) {
+    const std::uint64_t seq = sequence_key(key, rnd.batch_offset + pk.perm[r]);
     for (Index q = 0; q < R; ++q) {
-      const std::uint64_t pos = std::uint64_t(pk.perm[r]) * std::uint64_t(R) + std::uint64_t(q);
-      const double u = double(mix64(key + pos) >> 11) * 0x1.0p-53;
+      const double u = double(mix64(seq + std::uint64_t(q)) >> 11) * 0x1.0p-53;
       mask[r * R + q] = u >= p ? scale : T(0);
     }
+  }
 }
 
 // h_in = h_prev ⊙ mask for rows [0, n) and this thread's columns [q0, q1) (recurrent dropout).

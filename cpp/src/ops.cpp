@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "keyed.h"
 #include "linalg.h"
 
 namespace rnncore {
@@ -141,6 +142,66 @@ void check_ids(std::int64_t N, std::int64_t V, const std::int64_t* ids, const ch
                                   " at position " + std::to_string(n) + " is out of range [0, " +
                                   std::to_string(V) + ")");
   }
+}
+
+namespace {
+
+void check_keyed(std::int64_t outer, std::int64_t B, std::int64_t inner,
+                 std::int64_t batch_offset) {
+  require(outer >= 0 && B >= 0 && inner >= 0, "outer, B and inner must be >= 0, got " +
+                                                  std::to_string(outer) + ", " + std::to_string(B) +
+                                                  ", " + std::to_string(inner));
+  require(batch_offset >= 0, "batch_offset must be >= 0, got " + std::to_string(batch_offset));
+}
+
+// f(flat index, 32 random bits) over [outer, B, inner], one example's stream per (o, b) row: one
+// hash serves two neighbouring elements of a row (the hash is the cost; 32 bits resolve p to
+// 2^-32).
+template <typename F>
+void for_keyed(std::int64_t outer, std::int64_t B, std::int64_t inner, std::uint64_t key,
+               std::int64_t batch_offset, F&& f) {
+  const std::int64_t rows = outer * B, pairs = (inner + 1) / 2;
+  parallel_for(rows, rows * inner >= kParallelMin, [&](std::int64_t r) {
+    const std::int64_t o = r / B, b = r % B;
+    const std::uint64_t ex = detail::sequence_key(key, batch_offset + b);
+    const std::uint64_t pos = std::uint64_t(o) * std::uint64_t(pairs);
+    const std::int64_t base = r * inner;
+    for (std::int64_t i = 0; i < inner; i += 2) {
+      const std::uint64_t bits = detail::mix64(ex + pos + std::uint64_t(i / 2));
+      f(base + i, std::uint32_t(bits));
+      if (i + 1 < inner) f(base + i + 1, std::uint32_t(bits >> 32));
+    }
+  });
+}
+
+}  // namespace
+
+void keyed_uniform(std::int64_t outer, std::int64_t B, std::int64_t inner, std::uint64_t seed,
+                   std::int64_t batch_offset, double* out) {
+  check_keyed(outer, B, inner, batch_offset);
+  require_ptr(out, outer * B * inner, "out");
+  for_keyed(outer, B, inner, detail::dropout_key(seed), batch_offset,
+            [&](std::int64_t k, std::uint32_t bits) { out[k] = double(bits) * 0x1.0p-32; });
+}
+
+template <typename T>
+void keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner, const T* x, double p,
+                   std::uint64_t seed, std::int64_t batch_offset, T* y, T* scale) {
+  check_keyed(outer, B, inner, batch_offset);
+  require(p >= 0.0 && p < 1.0, "p must be in [0, 1), got " + std::to_string(p));
+  const std::int64_t n = outer * B * inner;
+  require_ptr(x, n, "x");
+  require_ptr(y, n, "y");
+  require_ptr(scale, n, "scale");
+  const T keep = T(1.0 / (1.0 - p));
+  // draw >= p, with draw = bits / 2^32, in integers: bits >= ceil(p * 2^32)
+  const std::uint64_t cut = std::uint64_t(std::ceil(p * 0x1.0p32));
+  for_keyed(outer, B, inner, detail::dropout_key(seed), batch_offset,
+            [&](std::int64_t k, std::uint32_t bits) {
+              const T s = std::uint64_t(bits) >= cut ? keep : T(0);
+              scale[k] = s;
+              y[k] = x[k] * s;
+            });
 }
 
 template <typename T>
@@ -704,6 +765,8 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
                                       const std::int64_t*, const T*, T*, std::int64_t);           \
   template void linear_forward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*,   \
                                   const T*, T*);                                                  \
+  template void keyed_dropout<T>(std::int64_t, std::int64_t, std::int64_t, const T*, double,      \
+                                 std::uint64_t, std::int64_t, T*, T*);                            \
   template void linear_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*, const T*,  \
                                    const T*, T*, T*, T*);                                         \
   template void conv1d_forward<T>(std::int64_t, std::int64_t, std::int64_t, std::int64_t,         \

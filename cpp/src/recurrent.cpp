@@ -179,7 +179,7 @@ void Recurrent<T>::restore_saved(SavedForward&& saved) {
 template <typename T>
 void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t* lengths,
                            const T* h0, const T* c0, T* y, T* hn, T* cn, bool training,
-                           std::uint64_t dropout_seed, bool stochastic) {
+                           std::uint64_t dropout_seed, bool stochastic, std::int64_t batch_offset) {
   Impl& m = *impl_;
   if (training && !stochastic && (m.cfg.zoneout > 0.0 || m.cfg.recurrent_dropout > 0.0))
     throw std::invalid_argument(
@@ -188,6 +188,8 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   if (steps < 1) throw std::invalid_argument("x: sequence length T must be >= 1");
   if (batch < 1) throw std::invalid_argument("x: batch size B must be >= 1");
   if (!x || !y) throw std::invalid_argument("x and y must not be null");
+  if (batch_offset < 0)
+    throw std::invalid_argument("batch_offset must be >= 0, got " + std::to_string(batch_offset));
   if (lengths)
     for (int b = 0; b < batch; ++b)
       if (lengths[b] < 1 || lengths[b] > steps)
@@ -209,6 +211,7 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   call.training = training;
   call.stochastic = stochastic;
   call.dropout_seed = dropout_seed;
+  call.batch_offset = batch_offset;
   m.backend->forward(call);
   if (training) m.saved.push_back({steps, batch});
 }

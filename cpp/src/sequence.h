@@ -30,6 +30,7 @@ struct ForwardCall {
   // zoneout or recurrent dropout, whose inference forms have no backward.
   bool stochastic = true;
   std::uint64_t dropout_seed = 0;
+  std::int64_t batch_offset = 0;  // index of sequence 0 in the batch the masks are keyed by
 };
 
 // One backward call over the saved forward, already checked: shapes as in Recurrent::backward.

@@ -201,6 +201,7 @@ class CpuSequence final : public SequenceBackend<T> {
     AlignedVec<T> h0s, c0s;
     bool dropout_active = false;
     std::uint64_t seed = 0;  // the call's dropout_seed: zoneout's and recurrent dropout's streams
+    std::int64_t batch_offset = 0;  // the call's batch_offset (the masks' sequence keys)
   };
   std::vector<std::unique_ptr<Saved>> saved_;
   std::size_t depth_ = 0;
@@ -260,6 +261,7 @@ class CpuSequence final : public SequenceBackend<T> {
     r.recurrent_dropout = cfg_.recurrent_dropout;
     r.training = training;
     r.key = mix64(s_->seed ^ mix64(0x6c616e6500000000ULL + std::uint64_t(k)));
+    r.batch_offset = s_->batch_offset;
     return r;
   }
 
@@ -325,7 +327,7 @@ class CpuSequence final : public SequenceBackend<T> {
   // Inverted dropout on layer l's input prev [N, D*R] into s_->ws.Xd[l], the scales into
   // s_->ws.mask[l]; each mask value depends on (seed, layer, position) only.
   void drop_inputs(Index l, const T* prev, std::uint64_t seed) {
-    const Index B = s_->pk.B, DH = cfg_.directions() * cfg_.state_size();
+    const Index DH = cfg_.directions() * cfg_.state_size();
     const double p = cfg_.dropout;
     const T scale = T(1.0 / (1.0 - p));
     const std::uint64_t key = mix64(seed ^ mix64(std::uint64_t(l)));
@@ -334,9 +336,10 @@ class CpuSequence final : public SequenceBackend<T> {
     for (Index t = 0; t < s_->pk.T; ++t)
       for (Index i = 0; i < s_->pk.bs[t]; ++i) {
         const Index row = s_->pk.off[t] + i;
-        const std::uint64_t pos = std::uint64_t(t * B + s_->pk.perm[i]) * std::uint64_t(DH);
+        const std::uint64_t pos = sequence_key(key, s_->batch_offset + s_->pk.perm[i]) +
+                                  std::uint64_t(t) * std::uint64_t(DH);
         for (Index j = 0; j < DH; ++j) {
-          const double u = double(mix64(key + pos + std::uint64_t(j)) >> 11) * 0x1.0p-53;
+          const double u = double(mix64(pos + std::uint64_t(j)) >> 11) * 0x1.0p-53;
           const T keep = u >= p ? scale : T(0);
           mask[row * DH + j] = keep;
           xd[row * DH + j] = prev[row * DH + j] * keep;
@@ -353,6 +356,7 @@ class CpuSequence final : public SequenceBackend<T> {
     const Index I = cfg_.input_size, B = s_->pk.B, N = s_->pk.N;
     s_->dropout_active = call.training && call.stochastic && cfg_.dropout > 0.0 && L > 1;
     s_->seed = call.dropout_seed;
+    s_->batch_offset = call.batch_offset;
     const bool direct = !s_->pk.ragged;
     s_->ws.template plan<Cell>(cfg_, s_->pk, call.training, s_->dropout_active, direct);
 

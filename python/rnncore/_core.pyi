@@ -40,6 +40,7 @@ class _Recurrent:
         c0: np.ndarray | None = None,
         training: bool = True,
         seed: int = 0,
+        batch_offset: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]: ...
     def backward(
         self,
@@ -56,6 +57,7 @@ class _Recurrent:
         c0: np.ndarray | None = None,
         seed: int = 0,
         stochastic: bool = True,
+        batch_offset: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, _SavedForward]: ...
     def backward_saved(
         self,
@@ -164,6 +166,12 @@ def mse_loss(
 def sgd_step(
     param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, **kw: Any
 ) -> None: ...
+def keyed_uniform(
+    outer: int, B: int, inner: int, seed: int, *, batch_offset: int = 0
+) -> np.ndarray: ...
+def keyed_dropout(
+    x: np.ndarray, p: float, seed: int, *, batch_offset: int = 0
+) -> tuple[np.ndarray, np.ndarray]: ...
 def adam_step(
     param: np.ndarray,
     grad: np.ndarray,

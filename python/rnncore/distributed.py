@@ -20,6 +20,13 @@ In a script of one's own::
         count, loss = reducer.allreduce(out["count"], out["loss"])   # global mean gradient
         optimizer.step()
 
+Random masks: every rank keeps the same seeds, and :func:`shard_batches` tells the layers where
+the rank's slice starts (:func:`rnncore.nn.set_batch_offset`); every mask (Dropout, dropout
+between recurrent layers, zoneout, recurrent dropout, the tagger's word replacement) is keyed by
+an example's index in the global batch, so it does not depend on the number of ranks. A rank
+whose slice of a step is empty runs no forward and its layers' call counters lag: the Trainer
+then gives every rank rank 0's random state (``reducer.empty_slices`` says when).
+
 The world is detected lazily: importing rnncore never imports mpi4py. :func:`init` looks at the
 variables an MPI launcher sets (``OMPI_COMM_WORLD_SIZE``, ``PMI_SIZE``, ...; or
 ``RNNCORE_DISTRIBUTED=1`` to force MPI, ``=0`` to refuse it) and only then imports mpi4py.
@@ -46,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from .nn.keyed import set_batch_offset
+
 __all__ = [
     "World",
     "GradientReducer",
@@ -60,7 +69,6 @@ __all__ = [
     "allreduce_gradients",
     "local_slice",
     "shard_batches",
-    "rank_seed",
     "abort",
 ]
 
@@ -385,7 +393,7 @@ def allreduce_sums(sums: Mapping[str, float], world: World | None = None) -> dic
 
 
 class _Bucket:
-    """One allreduce: a staging buffer [n (+2 on the first bucket)] of one dtype and the gradient
+    """One allreduce: a staging buffer [n (+3 on the first bucket)] of one dtype and the gradient
     arrays packed into it at their offsets."""
 
     __slots__ = ("staging", "members")
@@ -403,8 +411,9 @@ class GradientReducer:
     Each rank's gradients are those of its mean loss over ``count`` items; what every rank holds
     afterwards is the gradient of the mean over all ranks' items,
     ``g = sum_r count_r * g_r / sum_r count_r``, so slices of unequal size (the last batch of an
-    epoch) weigh exactly as in one process with the whole batch. The global count and loss ride in
-    two extra slots of the first bucket: no second collective. Frozen parameters
+    epoch) weigh exactly as in one process with the whole batch. The global count, the loss and
+    the number of empty slices ride in three extra slots of the first bucket: no second
+    collective. Frozen parameters
     (``requires_grad = False``) are left out; tied parameters (one buffer) are summed once.
 
     Args:
@@ -416,6 +425,7 @@ class GradientReducer:
     Attributes:
         calls, seconds, bytes: allreduces made, seconds spent in them (waiting for the slowest
             rank included), bytes reduced, since construction.
+        empty_slices: how many ranks had an empty slice (count 0) in the last step.
     """
 
     def __init__(
@@ -433,6 +443,7 @@ class GradientReducer:
         self.calls = 0
         self.seconds = 0.0
         self.bytes = 0
+        self.empty_slices = 0
         self._plan_key: tuple[bool, ...] | None = None
         self._buckets: list[_Bucket] = []
 
@@ -448,13 +459,13 @@ class GradientReducer:
             used = 0
             for g in (g for g in grads if g.dtype == dtype):
                 if members and (used + g.size) * dtype.itemsize > self.bucket_bytes:
-                    buckets.append(_Bucket(dtype, members, 2 if not buckets else 0))
+                    buckets.append(_Bucket(dtype, members, 3 if not buckets else 0))
                     members, used = [], 0
                 members.append((g, used))
                 used += g.size
-            buckets.append(_Bucket(dtype, members, 2 if not buckets else 0))
+            buckets.append(_Bucket(dtype, members, 3 if not buckets else 0))
         if not buckets:  # nothing to train: the count and loss still need their sums
-            buckets.append(_Bucket(np.dtype(np.float64), [], 2))
+            buckets.append(_Bucket(np.dtype(np.float64), [], 3))
         self._plan_key, self._buckets = key, buckets
         return buckets
 
@@ -479,14 +490,16 @@ class GradientReducer:
             for g, off in b.members:
                 np.multiply(g.reshape(-1), c, out=st[off : off + g.size])
             if i == 0:
-                st[-2] = c
+                st[-3] = c
                 # an empty slice adds nothing, unless its loss is NaN/inf: that must reach all
-                st[-1] = float(loss) * c if c or not math.isfinite(loss) else 0.0
+                st[-2] = float(loss) * c if c or not math.isfinite(loss) else 0.0
+                st[-1] = 0.0 if c else 1.0
             self.world.allreduce_array(st)
             self.bytes += st.nbytes
         self.calls += len(buckets)
         self.seconds += time.perf_counter() - start
-        total, loss_sum = float(buckets[0].staging[-2]), float(buckets[0].staging[-1])
+        total, loss_sum = float(buckets[0].staging[-3]), float(buckets[0].staging[-2])
+        self.empty_slices = int(round(float(buckets[0].staging[-1])))
         scale = 1.0 / total if total > 0 else 0.0
         for b in buckets:
             st = b.staging
@@ -521,15 +534,6 @@ def allreduce_gradients(
     return reducer.allreduce(count, loss)
 
 
-def rank_seed(seed: int | None, rank: int, step: int = 0) -> int:
-    """A seed for the random streams (dropout masks) of ``rank``, derived from the run's
-    ``seed`` (and a step count, to restart streams mid-run): different on every rank so that the
-    ranks' masks are independent draws, the same from run to run. Shape: a scalar in
-    [0, 2**63)."""
-    ss = np.random.SeedSequence([int(seed or 0) % 2**63, int(rank), int(step), 0x72616E6B])
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
 # ---- slicing the global batches ----------------------------------------------------------------
 def local_slice(n: int, rank: int, size: int) -> slice:
     """Rank ``rank``'s contiguous part of ``n`` items split over ``size`` ranks: the first
@@ -551,6 +555,7 @@ class _StreamSlice:
         from .data import BPTTBatches
 
         part = local_slice(batches.data.shape[1], rank, size)
+        self.offset = part.start
         self.windows = len(batches)
         self.batches = (
             BPTTBatches(np.ascontiguousarray(batches.data[:, part]), batches.bptt)
@@ -564,7 +569,12 @@ class _StreamSlice:
     def __iter__(self) -> Iterator[Any]:
         if self.batches is None:
             return iter([None] * self.windows)
-        return iter(self.batches)
+        return self._windows()
+
+    def _windows(self) -> Iterator[Any]:
+        for window in self.batches:
+            set_batch_offset(self.offset)  # masks are keyed by the stream's global column
+            yield window
 
 
 def _shard(batches: Any, rank: int, size: int) -> Any:

@@ -25,6 +25,22 @@ struct Span {
 
 enum class Reduction : int { kMean = 0, kSum = 1 };
 
+// ---- Keyed random masks ----------------------------------------------------------------------
+// An array viewed as [outer, B, inner], B its examples (the batch axis): element (o, b, i) draws
+// from (seed, example batch_offset + b, position o * inner + i). A slice of the examples, given
+// its offset, draws exactly what the whole batch draws (data parallelism); the thread count never
+// matters.
+
+/// Uniform draws in [0, 1), multiples of 2^-32.   out [outer, B, inner]
+void keyed_uniform(std::int64_t outer, std::int64_t B, std::int64_t inner, std::uint64_t seed,
+                   std::int64_t batch_offset, double* out);
+
+/// Inverted dropout with keyed masks: scale = 1/(1-p) where the element's draw is >= p, else 0;
+/// y = x * scale. p in [0, 1).   x, y, scale [outer, B, inner]
+template <typename T>
+void keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner, const T* x, double p,
+                   std::uint64_t seed, std::int64_t batch_offset, T* y, T* scale);
+
 // ---- Embedding --------------------------------------------------------------------------------
 
 /// Throws std::invalid_argument if some ids[n] is outside [0, V), naming `name`, the first

@@ -180,9 +180,14 @@ class Recurrent {
   /// stochastic=false (training only) saves for backward without dropout between layers: a
   /// module in evaluation mode whose output still needs gradients. With zoneout or recurrent
   /// dropout it throws std::invalid_argument (their inference forms have no backward).
+  /// batch_offset: the index of this call's first sequence in a larger batch that other
+  /// processes share (data parallelism). Every random draw (dropout between layers, zoneout,
+  /// recurrent dropout) is keyed by (dropout_seed, layer, the sequence's index in that batch,
+  /// step), never by the batch size, so a slice draws exactly what the whole batch would.
   void forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths, const Scalar* h0,
                const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn, bool training,
-               std::uint64_t dropout_seed = 0, bool stochastic = true);
+               std::uint64_t dropout_seed = 0, bool stochastic = true,
+               std::int64_t batch_offset = 0);
 
   /// BPTT over the newest training forward not yet consumed. Each training forward is saved (a
   /// layer may run several before backward: a shared layer, a cell stepped through time), and

@@ -89,8 +89,8 @@ class Captioner(nn.Module):
         rnn_in = embed_dim + (feature_dim if self.feed_features else 0)
         self.rnn = make_rnn(cell, rnn_in, hidden_size, num_layers, dtype=dtype, seed=next(seeds))
         self.output = nn.Linear(hidden_size, vocab_size, dtype=dtype, seed=next(seeds))
-        self.emb_dropout = nn.Dropout(dropout, seed=next(seeds))
-        self.out_dropout = nn.Dropout(dropout, seed=next(seeds))
+        self.emb_dropout = nn.Dropout(dropout, seed=next(seeds), batch_axis=1)
+        self.out_dropout = nn.Dropout(dropout, seed=next(seeds), batch_axis=1)
         self.criterion = nn.CrossEntropyLoss(ignore_index=padding_idx, class_axis=-1)
         self._h0: np.ndarray | None = None
 

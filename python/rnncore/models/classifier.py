@@ -177,7 +177,7 @@ class SequenceClassifier(TextClassifier):
         self.embedding = Embedding(
             vocab_size, embed_dim, padding_idx=padding_idx, dtype=dtype, seed=s[0]
         )
-        self.drop_in = Dropout(dropout, seed=s[1])
+        self.drop_in = Dropout(dropout, seed=s[1], batch_axis=1)
         self.rnn = make_rnn(
             cell,
             embed_dim,

@@ -277,7 +277,7 @@ class LanguageModel(Module):
                 self._config[key] = value
         s = child_seeds(seed, 5)
         self.embedding = Embedding(vocab_size, embed_dim, dtype=dtype, seed=s[0])
-        self.drop_in = Dropout(dropout, seed=s[1])
+        self.drop_in = Dropout(dropout, seed=s[1], batch_axis=1)
         self.rnn = make_rnn(
             cell,
             embed_dim,
@@ -292,7 +292,7 @@ class LanguageModel(Module):
             layer_norm=layer_norm,
             owner=owner,
         )
-        self.drop_out = Dropout(dropout, seed=s[3])
+        self.drop_out = Dropout(dropout, seed=s[3], batch_axis=1)
         if tie_weights:
             self.decoder: Linear | TiedDecoder = TiedDecoder(self.embedding)
         else:

@@ -224,9 +224,9 @@ class Seq2Seq(nn.Module):
         if attention is not None:
             self.attn_combine = nn.Linear(2 * H, H, dtype=dtype, seed=next(seeds))
         self.output = nn.Linear(H, tgt_vocab_size, dtype=dtype, seed=next(seeds))
-        self.src_dropout = nn.Dropout(dropout, seed=next(seeds))
-        self.tgt_dropout = nn.Dropout(dropout, seed=next(seeds))
-        self.out_dropout = nn.Dropout(dropout, seed=next(seeds))
+        self.src_dropout = nn.Dropout(dropout, seed=next(seeds), batch_axis=1)
+        self.tgt_dropout = nn.Dropout(dropout, seed=next(seeds), batch_axis=1)
+        self.out_dropout = nn.Dropout(dropout, seed=next(seeds), batch_axis=1)
         self.criterion = nn.CrossEntropyLoss(ignore_index=padding_idx, class_axis=-1)
         self._cache: dict[str, Any] = {}
 

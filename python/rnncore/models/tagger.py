@@ -210,7 +210,7 @@ class SequenceTagger(Module):
                 char_embed_dim, char_hidden_size, bidirectional=True, dtype=dtype, seed=s[6]
             )
             features += 2 * char_hidden_size
-        self.drop_in = Dropout(dropout, seed=s[1])
+        self.drop_in = Dropout(dropout, seed=s[1], batch_axis=1)
         self.rnn = make_rnn(
             cell,
             features,
@@ -225,7 +225,7 @@ class SequenceTagger(Module):
             layer_norm=layer_norm,
             owner=owner,
         )
-        self.drop_out = Dropout(dropout, seed=s[3])
+        self.drop_out = Dropout(dropout, seed=s[3], batch_axis=1)
         self.classifier = Linear(D * hidden_size, num_tags, dtype=dtype, seed=s[4])
         self.criterion = CrossEntropyLoss(ignore_index=IGNORE, class_axis=-1)
         self.crf = None

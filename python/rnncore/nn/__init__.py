@@ -7,6 +7,7 @@ from .cells import GRUCell, LSTMCell, RNNCell
 from .containers import ModuleList, Sequential
 from .conv import Conv1d
 from .crf import CRF, bio_constraints
+from .keyed import batch_offset, offset_scope, set_batch_offset
 from .layers import Dropout, Embedding, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, ParameterBudgetError, inference_mode, parameter_budget
@@ -35,6 +36,9 @@ __all__ = [
     "CRF",
     "bio_constraints",
     "Dropout",
+    "batch_offset",
+    "set_batch_offset",
+    "offset_scope",
     "CrossEntropyLoss",
     "MSELoss",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import check_device, float_dtype, positive_int
+from .keyed import keyed_dropout
 from .module import Module, Parameter, reserve_parameters
 
 
@@ -378,28 +379,44 @@ class Dropout(Module):
     """Inverted dropout: in training, each element is zeroed with probability p and the rest are
     scaled by 1/(1-p); in eval mode, the identity.
 
-    The mask comes from a numpy Generator seeded by ``seed`` (same seed, same masks). Shapes:
-    x [...] -> y [...] (same shape and dtype); ``backward(dy)`` -> dy ⊙ mask / (1-p).
+    The masks are counter-based draws (:mod:`rnncore.nn.keyed`): element e of example b in the
+    k-th training call depends only on (seed, k, b + batch_offset(), e's position within its
+    example), so the same seed gives the same masks, and a data-parallel rank holding a slice of
+    a batch draws the masks one process holding the whole batch would. Shapes: x [...] -> y [...]
+    (same shape and dtype); ``backward(dy)`` -> dy ⊙ mask / (1-p).
 
     Args:
         p: drop probability in [0, 1] (p = 1 gives zeros, as PyTorch).
-        seed: seed of the mask generator, or None.
+        seed: seed of the masks, or None for a fresh random one.
+        batch_axis: the axis of x that indexes examples (0 for [B, ...], 1 for time-major
+            [T, B, ...]), or None to treat each call's x as one example.
     """
 
-    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+    def __init__(self, p: float = 0.5, seed: int | None = None, batch_axis: int | None = 0) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
             raise TypeError(f"Dropout: p must be a number, got {type(p).__name__}")
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        if batch_axis is not None and (
+            isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer))
+        ):
+            raise TypeError(
+                f"Dropout: batch_axis must be an integer or None, got {type(batch_axis).__name__}"
+            )
         self.p = float(p)
-        self._rng = np.random.default_rng(seed)
+        self.batch_axis = None if batch_axis is None else int(batch_axis)
+        self._reseed(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+
+    def _reseed(self, seed: int) -> None:
+        self._dropout_seed = int(seed) % 2**63
+        self._calls = 0
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Apply dropout.
 
         Args:
-            x: float32 or float64 array of any shape.
+            x: float32 or float64 array of any shape (with batch_axis among its axes).
 
         Returns:
             An array shaped like x (x itself in eval mode or when p == 0).
@@ -414,11 +431,19 @@ class Dropout(Module):
         if self.p == 0.0:
             self._save_for_backward((None, x.shape))
             return x
+        axis = self.batch_axis
+        if axis is not None and not -x.ndim <= axis < x.ndim:
+            raise ValueError(
+                f"{where}: batch_axis {axis} is not an axis of x (shape {x.shape}); "
+                "construct Dropout with the axis that indexes examples, or None"
+            )
+        self._calls += 1
         if self.p == 1.0:
             scale = np.zeros(x.shape, dtype=x.dtype)
         else:
-            keep = self._rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-            scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+            y, scale = keyed_dropout(x, self.p, self._dropout_seed + self._calls, axis)
+            self._save_for_backward((scale, x.shape))
+            return y
         self._save_for_backward((scale, x.shape))
         return x * scale
 
@@ -440,4 +465,4 @@ class Dropout(Module):
         return dy if scale is None else dy * scale
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" + ("" if self.batch_axis == 0 else f", batch_axis={self.batch_axis}")

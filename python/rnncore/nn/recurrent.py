@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import check_device, float_dtype, positive_int
+from .keyed import batch_offset
 from .module import Module, Parameter, reserve_parameters
 
 #: The engine's cell registry by name: {"lstm": {"name", "torch_mode", "layer", "layer_option",
@@ -336,7 +337,13 @@ class _Recurrent(Module):
         self._calls += 1
         try:
             y, hn, cn = self._core.forward(
-                xt, lens, h0, c0, self.training, (self._dropout_seed + self._calls) % 2**64
+                xt,
+                lens,
+                h0,
+                c0,
+                self.training,
+                (self._dropout_seed + self._calls) % 2**64,
+                batch_offset(),
             )
         except (ValueError, TypeError) as e:
             msg = f"{hx_name} ({e})" if str(e).startswith(("h0", "c0")) else str(e)

@@ -666,8 +666,14 @@ class SampledBatches:
         rank, size = self.part
         if size == 1:
             return (self.collate(idx) for idx in self.sampler)
-        slices = (idx[dist.local_slice(len(idx), rank, size)] for idx in self.sampler)
-        return (self.collate(idx) if idx.size else None for idx in slices)
+        return self._slices(rank, size)
+
+    def _slices(self, rank: int, size: int) -> Iterator[Any]:
+        for idx in self.sampler:
+            part = dist.local_slice(len(idx), rank, size)
+            # random masks are keyed by an example's index in the global batch
+            nn.set_batch_offset(part.start)
+            yield self.collate(idx[part]) if part.stop > part.start else None
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 from ..data import Vocab, build_label_vocab, pad_sequences, read_conll, tokenize
 from ..models import SequenceTagger
 from ..models.tagger import IGNORE, TaggerBatch, is_bio
+from ..nn.keyed import keyed_uniform
 from ._common import (
     SampledBatches,
     TaskError,
@@ -230,14 +231,20 @@ def encode_words(tokens: list[str], vocab: Vocab, lowercase: bool) -> np.ndarray
 
 class UnkReplacing:
     """Training batches in which each word seen once in training becomes <unk> with
-    probability p (a fresh draw per batch), so the <unk> embedding is trained."""
+    probability p (a fresh draw per batch), so the <unk> embedding is trained.
+
+    The draws are keyed by (seed, batch count, the sentence's index in the global batch, the
+    word's position): a data-parallel rank replaces exactly the words one process would."""
+
+    _rng_state_attrs = ("_seed", "_calls")  # the random state a checkpoint keeps
 
     def __init__(self, batches: SampledBatches, singleton: np.ndarray, unk: int, p: float, seed):
         self.batches = batches
         self.singleton = singleton
         self.unk = unk
         self.p = p
-        self.rng = np.random.default_rng([seed, 7])
+        self._seed = int(np.random.SeedSequence([int(seed), 7]).generate_state(1, np.uint64)[0])
+        self._calls = 0
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -247,10 +254,12 @@ class UnkReplacing:
 
     def __iter__(self):
         for b in self.batches:
+            self._calls += 1  # empty slices too, so every rank's count stays the same
             if b is None:  # an empty slice of a global batch (data parallel)
                 yield b
                 continue
-            drop = self.singleton[b.ids] & (self.rng.random(b.ids.shape) < self.p)
+            u = keyed_uniform(self._seed + self._calls, b.ids.shape, batch_axis=1)
+            drop = self.singleton[b.ids] & (u < self.p)
             yield b._replace(ids=np.where(drop, self.unk, b.ids))
 
 

@@ -54,14 +54,13 @@ def _merge_rank_rng(states: list[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _rank_rng(state: Mapping[str, Any], rank: int) -> tuple[dict[str, Any], bool]:
-    """(rank ``rank``'s random state in a merged one, whether the checkpoint had entries of its
-    own): the unprefixed entries, overridden by those under "rank<rank>/"."""
+def _rank_rng(state: Mapping[str, Any], rank: int) -> dict[str, Any]:
+    """Rank ``rank``'s random state in a merged one: the unprefixed entries (rank 0's),
+    overridden by those under "rank<rank>/"."""
     own_prefix = f"rank{rank}/"
     base = {k: v for k, v in state.items() if not re.match(r"rank\d+/", k)}
-    own = {k[len(own_prefix) :]: v for k, v in state.items() if k.startswith(own_prefix)}
-    base.update(own)
-    return base, rank == 0 or bool(own)
+    base.update({k[len(own_prefix) :]: v for k, v in state.items() if k.startswith(own_prefix)})
+    return base
 
 
 class TrainingDiverged(RuntimeError):
@@ -307,10 +306,12 @@ class Trainer:
             slice), and the same number of batches; the gradients are averaged over all ranks'
             items (weighted by ``count``) with one allreduce per step; training and validation
             metrics are reduced over the ranks; only rank 0 logs and writes history, plots and
-            checkpoints (:meth:`save` is collective: call it on every rank). The ranks other than
-            0 reseed their model's random streams (dropout) with
-            :func:`rnncore.distributed.rank_seed`, so that their masks are independent of rank
-            0's; checkpoints keep every rank's random state, so resuming is exact.
+            checkpoints (:meth:`save` is collective: call it on every rank). Every rank keeps
+            the same random streams: dropout masks are keyed by an example's index in the global
+            batch (:mod:`rnncore.nn.keyed`; the sharded batches say where each slice starts), so
+            an example's mask does not depend on the number of ranks, and an N-rank run draws
+            what one process with the same global batches draws; checkpoints keep the random
+            state, so resuming is exact.
 
     Attributes:
         history: list of per-epoch dicts: epoch, steps, train_loss (and train_<metric> from
@@ -415,8 +416,7 @@ class Trainer:
         if self.world.size > 1:
             self._reducer = _dist.GradientReducer(self._params, self.world)
             _dist.broadcast_parameters(model, self.world)
-            if self.world.rank > 0:  # independent dropout masks on every rank
-                model.manual_seed(_dist.rank_seed(seed, self.world.rank))
+            self._share_random_state()  # the same streams on every rank, whatever their seeds
 
     @property
     def writes(self) -> bool:
@@ -563,8 +563,8 @@ class Trainer:
 
         In a distributed run this is a collective: rank 0 reads the checkpoint (only it needs
         the files) and sends weights, optimizer, scheduler and Trainer state to the others;
-        each rank takes back its own random state (a checkpoint of another number of ranks has
-        none for it: its streams then restart from :func:`rnncore.distributed.rank_seed`).
+        each rank takes back its own random state (a rank that a checkpoint of fewer ranks has
+        no entries for takes rank 0's: the model's streams are the same on every rank).
 
         Returns:
             The :class:`rnncore.train.checkpoint.Checkpoint` (None on ranks other than 0).
@@ -586,12 +586,10 @@ class Trainer:
         saved_rng = ckpt.rng if ckpt is not None else None
         if world.size > 1:
             saved_rng = self._share_loaded_state(saved_rng)
-        rng, own = _rank_rng(saved_rng or {}, world.rank)
+        rng = _rank_rng(saved_rng or {}, world.rank)
         if rng:
             set_rng_state(rng, self._rng_objects())
             self._pending_rng = rng
-        if world.rank > 0 and not own:
-            self.model.manual_seed(_dist.rank_seed(self.seed, world.rank, self.global_step))
         if ckpt is not None:
             self._say(f"resumed from {ckpt.path} (epoch {self.epoch}, step {self.global_step})")
         return ckpt
@@ -616,6 +614,14 @@ class Trainer:
                 self.scheduler.load_state_dict(state["scheduler"])
             self.load_state_dict(state["trainer"])
         return state["rng"]
+
+    def _share_random_state(self) -> None:
+        """Give every rank rank 0's model random state (a collective). A rank whose slice of a
+        step was empty ran no forward, so its layers' call counters, which key the masks, fell
+        behind; rank 0's slice is never empty unless every rank's is."""
+        world = self.world
+        state = get_rng_state({"model": self.model}) if world.rank == 0 else None
+        set_rng_state(world.broadcast_object(state), {"model": self.model})
 
     # ---- training -----------------------------------------------------------------------------
     def _progress_bar(self, batches: Any, epoch: int) -> Any:
@@ -699,6 +705,8 @@ class Trainer:
                     count, has_count = 1.0, False
                 if reducer is not None:  # every rank now holds the global batch's gradient
                     count, loss = reducer.allreduce(count, loss)
+                    if reducer.empty_slices:
+                        self._share_random_state()
                 bad = None if math.isfinite(loss) else ("the loss", loss)
                 norm = math.nan
                 if bad is None:
