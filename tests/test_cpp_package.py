@@ -663,6 +663,7 @@ def test_rnncore_serve_answers_json_lines(prefix: Path, tmp_path: Path) -> None:
         [str(exe), str(tagger), "--threads", "1"], input=lines, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
+    assert "engine built for baseline" in r.stderr  # a plain CMake build has no ISA variants
     answers = [json.loads(line) for line in r.stdout.splitlines()]
     assert answers[0] == {"id": "a", "tags": want_tags}
     assert answers[1]["id"] == 7 and "tokens must be a list" in answers[1]["error"]
@@ -706,6 +707,20 @@ def test_cli_serve_runs_the_installed_binary(tmp_path: Path) -> None:
     got = json.loads(r.stdout)
     assert got["id"] == 1
     np.testing.assert_allclose(got["forecast"][0], fc.predict(x)[0], rtol=1e-5)
+    # the portable program hands over to the variant Python picked for this CPU (avx2/avx512
+    # engines ship beside it), unless RNNCORE_ISA says otherwise
+    from rnncore import _native
+
+    assert f"engine built for {_native.variant}" in r.stderr, r.stderr
+    r = subprocess.run(
+        [serve_binary(), str(fdir)],
+        input=json.dumps({"history": [[1.0, 2.0, 3.0]]}) + "\n",
+        capture_output=True,
+        text=True,
+        env={**ENV, "RNNCORE_ISA": "baseline"},
+    )
+    assert "engine built for baseline" in r.stderr, r.stderr
+    np.testing.assert_allclose(json.loads(r.stdout)["forecast"][0], fc.predict(x)[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize(("cell", "layers", "feed"), [("lstm", 2, False), ("gru", 1, True)])

@@ -288,3 +288,28 @@ def test_every_engine_variant_the_cpu_runs_gives_the_same_numbers():
     for name, r in results.items():
         for key in ("y", "dx", "g"):
             assert r[key] == pytest.approx(base[key], rel=1e-5), (name, key)
+
+
+def test_a_forced_variant_the_cpu_cannot_run_is_refused_with_a_warning():
+    """RNNCORE_ISA naming an engine this CPU lacks (or no engine) warns and falls back instead
+    of dying of an illegal instruction."""
+    import os
+    import subprocess
+    import sys
+
+    from rnncore import _native
+
+    flags = _native.cpu_flags()
+    cases = [("sse", "is not one of baseline, avx2, avx512")]
+    cases += [(name, "this CPU lacks") for name, needs in _native._VARIANTS if not needs <= flags]
+    for forced, says in cases:
+        out = subprocess.run(
+            [sys.executable, "-c", "import rnncore, rnncore._native as n; print(n.variant)"],
+            env=dict(os.environ, RNNCORE_ISA=forced),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert says in out.stderr, out.stderr
+        runnable = {"baseline"} | {n for n, needs in _native._VARIANTS if needs <= flags}
+        assert out.stdout.strip() in runnable

@@ -16,10 +16,16 @@
 //   language model {"prefix": [ids], "max_tokens": 20?, "temperature": 1?, "top_k": 0?,
 //                   "seed": 0?}                                       -> {"ids": [...]}
 // A bad request gets {"error": "...", "id": ...} and the server goes on; end of input ends it.
+//
+// Where the build made them (the pip package does), rnncore_serve_avx2 and rnncore_serve_avx512
+// lie beside this program, each linking the engine compiled for that instruction set, as the
+// Python module's variants do: the portable program hands itself over (exec) to the widest one
+// this CPU runs. RNNCORE_ISA=baseline|avx2|avx512 forces a choice, as for Python.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -28,6 +34,8 @@
 #include <string>
 #include <variant>
 #include <vector>
+
+#include <unistd.h>
 
 #include "json.h"
 #include "rnncore/rnncore.h"
@@ -266,6 +274,56 @@ std::string answer(rnncore::Captioner& m, const Value& req) {
 
 }  // namespace
 
+#ifndef RNNCORE_SERVE_ISA
+#define RNNCORE_SERVE_ISA "baseline"
+#endif
+
+namespace {
+
+// Exec the widest sibling variant this CPU runs (see the top of the file); returns when there is
+// none, when this program is a variant itself, or when the exec fails.
+void exec_best_variant(char** argv) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(RNNCORE_SERVE_VARIANT)
+  const char* forced = std::getenv("RNNCORE_ISA");
+  std::string want = forced ? forced : "";
+  for (auto& ch : want) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (want == "baseline") return;
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  std::vector<std::string> order;
+  if (!want.empty()) {
+    if ((want == "avx2" && avx2) || (want == "avx512" && avx512)) {
+      order = {want};
+    } else {
+      std::fprintf(stderr,
+                   "rnncore_serve: RNNCORE_ISA=%s is not an engine this CPU runs "
+                   "(baseline, avx2 or avx512 with the CPU's support); using the portable one\n",
+                   want.c_str());
+      return;
+    }
+  } else if (avx512)
+    order = {"avx512", "avx2"};
+  else if (avx2)
+    order = {"avx2"};
+  std::error_code ec;
+  const auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  if (ec) return;
+  for (const auto& isa : order) {
+    const auto exe = (dir / ("rnncore_serve_" + isa)).string();
+    if (::access(exe.c_str(), X_OK) == 0) ::execv(exe.c_str(), argv);
+  }
+#else
+  (void)argv;
+#endif
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
     std::fprintf(
@@ -280,6 +338,7 @@ int main(int argc, char** argv) {
         "  (rnncore serve passes the one Python's rnncore uses).\n");
     return argc < 2 ? 2 : 0;
   }
+  exec_best_variant(argv);
   std::optional<Model> model;
   try {
     for (int i = 2; i < argc; ++i) {
@@ -295,7 +354,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rnncore_serve: %s\n", e.what());
     return 1;
   }
-  std::fprintf(stderr, "rnncore_serve: ready\n");
+  std::fprintf(stderr, "rnncore_serve: ready (engine built for %s)\n", RNNCORE_SERVE_ISA);
   std::string line;
   while (std::getline(std::cin, line)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;

@@ -2,7 +2,8 @@
 
 The wheel carries the bindings compiled three times (see CMakeLists.txt); the best one the CPU
 can run is imported and registered as ``rnncore._core``, so the rest of the package never needs
-to know. ``RNNCORE_ISA=baseline|avx2|avx512`` in the environment forces a variant.
+to know. ``RNNCORE_ISA=baseline|avx2|avx512`` in the environment forces a variant (one the CPU
+cannot run is refused with a warning: the portable build is used).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from types import ModuleType
 
 # Variant -> CPU flags (as /proc/cpuinfo spells them) that its compiler flags assume.
@@ -78,7 +80,23 @@ def load_core() -> ModuleType:
     global variant
     forced = os.environ.get("RNNCORE_ISA", "").strip().lower() or None
     flags = cpu_flags()
+    if forced not in (None, "baseline", *(name for name, _ in _VARIANTS)):
+        warnings.warn(
+            f"RNNCORE_ISA={forced!r} is not one of baseline, avx2, avx512; using the best "
+            "engine this CPU runs",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        forced = None
     for name, needs in _VARIANTS:
+        if forced == name and not needs <= flags:  # it would die of an illegal instruction
+            warnings.warn(
+                f"RNNCORE_ISA={name}: this CPU lacks {', '.join(sorted(needs - flags))}; "
+                "using the portable engine",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            forced = "baseline"
         if forced not in (None, name) or (forced is None and not needs <= flags):
             continue
         try:
