@@ -10,7 +10,9 @@ A program, not a test. Three parts, written to bench/results/distributed.{md,jso
    Trainer's items/s (tokens); the allreduce share is rank 0's time in the gradient allreduce
    over its training time.
 2. Also measured: one allreduce of that model's gradient between the 2 ranks alone (after a
-   barrier, so no waiting for a slower rank): MPI's time and rnncore's staging copies around it.
+   barrier, so no waiting for a slower rank): MPI's time and rnncore's staging copies around it;
+   and whether overlapping it with backward would pay: a rank's training step on its slice with
+   a nonblocking allreduce running across it, against the two in sequence.
 3. A cost model for N machines: for each task model of bench/results/quality_*.json (parameters
    and items/s measured there on this machine), the ring allreduce time
    ``2 (N-1)/N * bytes / bandwidth + 2 (N-1) * latency`` at 10, 25 and 100 Gb/s, and the per-rank
@@ -21,6 +23,7 @@ A program, not a test. Three parts, written to bench/results/distributed.{md,jso
 
     python bench/bench_distributed.py                   # about 3 minutes
     python bench/bench_distributed.py --batches 40 --repeats 1   # a quick look
+    python bench/bench_distributed.py --probe-only      # part 2 again (half a minute)
 
 Needs ``pip install ".[mpi]"`` and the PTB files (``--data``, default ../shared/data/ptb).
 """
@@ -89,6 +92,7 @@ def probe(n_params: int, repeats: int) -> None:
         if i >= 3:
             rnncore_s.append(t1 - t)
             mpi_s.append(t3 - t2)
+    overlap = _overlap_probe(world, bare, repeats)
     if world.rank == 0:
         out = {
             "parameters": n_params,
@@ -97,9 +101,58 @@ def probe(n_params: int, repeats: int) -> None:
             "library": world.library,
             "rnncore_allreduce_s": statistics.median(rnncore_s),
             "mpi_allreduce_s": statistics.median(mpi_s),
+            "overlap": overlap,
         }
         print("PROBE " + json.dumps(out), flush=True)
     dist.finish(world)
+
+
+def _overlap_probe(world: Any, buf: Any, repeats: int) -> dict[str, float]:
+    """Would overlapping the allreduce with backward pay here? Medians over ``repeats`` of a
+    rank's training step on its slice of the PTB recipe's batch (10 x 20 tokens of the 2 x 200
+    LSTM LM, 1 engine thread) alone, the gradient allreduce alone, the two in sequence, and the
+    two overlapped: a nonblocking allreduce started before the step and waited for after it (the
+    most an overlap with backward could win)."""
+    import numpy as np
+    import rnncore
+    from rnncore.models import LanguageModel
+
+    rnncore.set_num_threads(1)
+    MPI = world._MPI
+    model = LanguageModel(10000, 200, 200, num_layers=2, seed=0)
+    ids = np.random.default_rng(world.rank).integers(0, 10000, size=(21, 10))
+    batch = (ids[:-1], ids[1:])
+
+    def step() -> None:
+        model.zero_grad()
+        model.training_step(batch)
+
+    def allreduce() -> None:
+        world.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
+    def sequential() -> None:
+        step()
+        allreduce()
+
+    def overlapped() -> None:
+        request = world.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        step()
+        request.Wait()
+
+    times: dict[str, list[float]] = {}
+    for i in range(repeats + 2):  # 2 warm-ups; interleaved
+        for name, f in (
+            ("step", step),
+            ("allreduce", allreduce),
+            ("sequential", sequential),
+            ("overlapped", overlapped),
+        ):
+            world.barrier()
+            t = time.perf_counter()
+            f()
+            if i >= 2:
+                times.setdefault(name, []).append(time.perf_counter() - t)
+    return {name + "_s": statistics.median(v) for name, v in times.items()}
 
 
 # ---- part 1: the recipe ------------------------------------------------------------------------
@@ -169,12 +222,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
     params = runs["2 ranks x 1 thread"][0]["parameters"]
+    return {"configs": summary, "parameters": params, "probe": run_probe(params)}
+
+
+def run_probe(params: int) -> dict[str, Any]:
+    """Part 2 under mpiexec -n 2: rank 0's PROBE line."""
     cmd = [_mpiexec(), "-n", "2", sys.executable, __file__, "--probe", str(params)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("PROBE ")]
     if proc.returncode != 0 or not lines:
         sys.exit(f"bench_distributed: the allreduce probe failed:\n{proc.stdout}\n{proc.stderr}")
-    return {"configs": summary, "parameters": params, "probe": json.loads(lines[0][6:])}
+    return json.loads(lines[0][6:])
 
 
 # ---- part 3: the cost model --------------------------------------------------------------------
@@ -283,6 +341,7 @@ def write_report(measured: dict[str, Any], rows: list[dict[str, Any]], args) -> 
         f"barrier): {_ms(p['rnncore_allreduce_s'])} ms through rnncore's GradientReducer, "
         f"{_ms(p['mpi_allreduce_s'])} ms for MPI's allreduce of the same buffer (the rest is "
         "rnncore's staging copies, scaled by the item count).",
+        *_overlap_lines(p.get("overlap")),
         "",
         "## N machines: a cost model",
         "",
@@ -333,6 +392,27 @@ def write_report(measured: dict[str, Any], rows: list[dict[str, Any]], args) -> 
     return "\n".join(lines)
 
 
+def _overlap_lines(o: dict[str, float] | None) -> list[str]:
+    if not o:
+        return []
+    gain = o["sequential_s"] / o["overlapped_s"]
+    verdict = (
+        "overlapping pays here"
+        if gain > 1.05
+        else "overlapping does not pay here: both ranks keep the 2 cores busy with compute, and "
+        "Open MPI moves a nonblocking allreduce's data only inside MPI calls (no progress "
+        "thread), so the transfer still happens in the final wait. It pays on machines with a "
+        "core or a NIC free to progress the transfer while the engine computes"
+    )
+    return [
+        f"- Overlap with backward, the upper bound (a nonblocking allreduce of the gradient "
+        f"started before a rank's training step on its slice, 10 x 20 tokens, and waited for "
+        f"after it): {_ms(o['overlapped_s'])} ms against {_ms(o['sequential_s'])} ms in "
+        f"sequence (step alone {_ms(o['step_s'])} ms, allreduce alone "
+        f"{_ms(o['allreduce_s'])} ms): {gain:.2f}x, so {verdict}.",
+    ]
+
+
 def _reading(rows: list[dict[str, Any]]) -> str:
     """What the table says, from its numbers: which recipes' own batch, split over 8 ranks,
     already covers the hiding batch."""
@@ -367,10 +447,24 @@ def main() -> None:
         action="store_true",
         help="rewrite distributed.md from distributed.json (no runs)",
     )
+    ap.add_argument(
+        "--probe-only",
+        action="store_true",
+        help="rerun part 2 (the allreduce and overlap probe) into distributed.json, rewrite the md",
+    )
     ap.add_argument("--probe", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe is not None:
         probe(args.probe, repeats=20)
+        return
+    if args.probe_only:
+        blob = json.loads((RESULTS / "distributed.json").read_text())
+        blob["measured"]["probe"] = run_probe(blob["measured"]["parameters"])
+        saved = argparse.Namespace(**blob["options"])
+        report = write_report(blob["measured"], blob["cost_model"], saved)
+        (RESULTS / "distributed.md").write_text(report, encoding="utf-8")
+        (RESULTS / "distributed.json").write_text(json.dumps(blob, indent=1) + "\n")
+        print(report)
         return
     if args.report_only:
         blob = json.loads((RESULTS / "distributed.json").read_text())
