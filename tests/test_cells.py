@@ -78,7 +78,7 @@ def test_device_argument(build):
     if not _core.has_cuda():
         with pytest.raises(RuntimeError, match="CUDA"):
             build(device="cuda")
-    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda-sim', got 'tpu'"):
         build(device="tpu")
     with pytest.raises(TypeError, match="device must be a string"):
         build(device=0)

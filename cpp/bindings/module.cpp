@@ -369,6 +369,10 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
       "The cell registry: [{name, torch_mode, layer, layer_option, gates, states, layer_norm}] per "
       "cell.");
   m.def("has_cuda", &rnncore::has_cuda, "True when this build has the CUDA backend.");
+  m.def("cuda_device_count", &rnncore::cuda_device_count,
+        "CUDA devices visible (0 without the CUDA backend or without a GPU).");
+  m.def("load_cublas", &rnncore::load_cublas, py::arg("path"),
+        "Load cuBLAS from path for the CUDA backend (before the first GPU layer); returns path.");
   m.def(
       "require_device",
       [](const std::string& device) {

@@ -73,18 +73,41 @@ std::string gemm_backend() {
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::kCpu;
   if (name == "cuda" || name == "cuda:0") return Device::kCuda;
-  throw std::invalid_argument("device must be 'cpu' or 'cuda', got '" + name + "'");
+  if (name == "cuda-sim") return Device::kCudaSim;
+  throw std::invalid_argument("device must be 'cpu', 'cuda' or 'cuda-sim', got '" + name + "'");
 }
 
-const char* device_name(Device device) { return device == Device::kCuda ? "cuda" : "cpu"; }
+const char* device_name(Device device) {
+  switch (device) {
+    case Device::kCuda:
+      return "cuda";
+    case Device::kCudaSim:
+      return "cuda-sim";
+    default:
+      return "cpu";
+  }
+}
 
+#ifndef RNNCORE_WITH_CUDA
 bool has_cuda() { return false; }
+int cuda_device_count() { return 0; }
+std::string load_cublas(const std::string& path) {
+  throw std::runtime_error("load_cublas('" + path +
+                           "'): this build of rnncore has no CUDA backend");
+}
+#endif
 
 void require_device(Device device) {
-  if (device == Device::kCuda && !has_cuda())
+  if (device != Device::kCuda) return;
+  if (!has_cuda())
     throw std::runtime_error(
         "device 'cuda': this build of rnncore has no CUDA backend (built without CUDA); use "
-        "device='cpu'");
+        "device='cpu', or build with -DRNNCORE_CUDA=ON (pip install \".[cuda]\" -C "
+        "cmake.define.RNNCORE_CUDA=ON)");
+  if (cuda_device_count() < 1)
+    throw std::runtime_error(
+        "device 'cuda': no CUDA device is visible (rnncore was built with "
+        "CUDA, but this machine shows no GPU); use device='cpu'");
 }
 
 int set_num_threads(int n) {

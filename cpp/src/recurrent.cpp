@@ -72,8 +72,21 @@ struct Recurrent<T>::Impl {
     require_device(cfg.device);
     info = std::move(layout.params);
     num_params = layout.size;
-    // The only device today; a CUDA build adds its backend here.
-    backend = detail::make_cpu_sequence<T>(cfg, std::move(layout.lanes), num_params);
+    switch (cfg.device) {
+      case Device::kCpu:
+        backend = detail::make_cpu_sequence<T>(cfg, std::move(layout.lanes), num_params);
+        break;
+      case Device::kCudaSim:
+        backend = detail::make_sim_sequence<T>(cfg, std::move(layout.lanes), num_params);
+        break;
+      case Device::kCuda:
+#ifdef RNNCORE_WITH_CUDA
+        backend = detail::make_cuda_sequence<T>(cfg, std::move(layout.lanes), num_params);
+        break;
+#endif
+      default:
+        throw std::runtime_error("device: no backend for " + std::string(device_name(cfg.device)));
+    }
     // Layer norm's gains start at 1 (the identity), everything else at 0 until the caller sets it.
     for (const ParamInfo& p : info)
       if (p.name.rfind("ln_weight", 0) == 0)

@@ -86,4 +86,15 @@ std::unique_ptr<SequenceBackend<T>> make_cpu_sequence(const RecurrentConfig& cfg
                                                       std::vector<LaneLayout> lanes,
                                                       std::size_t num_params);
 
+// The CUDA backend's algorithm on the CPU (device "cuda-sim", gpu/sim_sequence.cpp), and on a GPU
+// in a CUDA build (cpp/cuda/cuda_sequence.cu).
+template <typename T>
+std::unique_ptr<SequenceBackend<T>> make_sim_sequence(const RecurrentConfig& cfg,
+                                                      std::vector<LaneLayout> lanes,
+                                                      std::size_t num_params);
+template <typename T>
+std::unique_ptr<SequenceBackend<T>> make_cuda_sequence(const RecurrentConfig& cfg,
+                                                       std::vector<LaneLayout> lanes,
+                                                       std::size_t num_params);
+
 }  // namespace rnncore::detail

@@ -12,12 +12,13 @@ _native.load_core()  # rnncore._core: the engine build for this CPU (portable, A
 
 import numpy as np  # noqa: E402
 
-from . import _blas, _core, data, metrics, nn, optim, serialization, train  # noqa: E402
+from . import _blas, _core, cuda, data, metrics, nn, optim, serialization, train  # noqa: E402
 from ._version import __version__  # noqa: E402
 
 __all__ = [
     "__version__",
     "nn",
+    "cuda",
     "optim",
     "data",
     "metrics",

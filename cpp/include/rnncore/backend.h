@@ -6,18 +6,27 @@
 
 namespace rnncore {
 
-/// Where a layer's parameters live and its kernels run.
-enum class Device : int { kCpu = 0, kCuda = 1 };
+/// Where a layer's parameters live and its kernels run. kCudaSim runs the CUDA backend's
+/// algorithm on the CPU (host memory, loops, a reference GEMM): slow, for testing that backend on
+/// machines without a GPU.
+enum class Device : int { kCpu = 0, kCuda = 1, kCudaSim = 2 };
 
-/// "cpu" or "cuda" (PyTorch's spellings; "cuda:0" names the first GPU). Throws
+/// "cpu", "cuda" (PyTorch's spellings; "cuda:0" names the first GPU) or "cuda-sim". Throws
 /// std::invalid_argument naming the accepted values for anything else.
 Device parse_device(const std::string& name);
-/// "cpu" or "cuda".
+/// "cpu", "cuda" or "cuda-sim".
 const char* device_name(Device device);
 /// True when this build has the CUDA backend. A build without it answers every request for
 /// Device::kCuda with std::runtime_error saying so.
 bool has_cuda();
-/// Throws std::runtime_error when `device` is not available in this build.
+/// The number of CUDA devices visible (0 without the CUDA backend or without a GPU).
+int cuda_device_count();
+/// The CUDA backend loads cuBLAS at run time, by default the system's libcublas.so.13; this
+/// loads the one at `path` instead (e.g. the nvidia-cublas wheel's), before the first GPU layer.
+/// Returns the path; std::runtime_error if it cannot be loaded or without the CUDA backend.
+std::string load_cublas(const std::string& path);
+/// Throws std::runtime_error when `device` is not available: CUDA in a build without it, or
+/// with no GPU visible.
 void require_device(Device device);
 
 /// Threads used by the engine (OpenMP). n >= 1; returns the previous value.

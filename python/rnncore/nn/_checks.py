@@ -27,19 +27,28 @@ def float_dtype(value: Any, owner: str) -> np.dtype:
     return dt
 
 
-def check_device(value: Any, owner: str) -> str:
-    """``value`` as a device name this build can use ("cpu"; "cuda" where built with CUDA).
+def check_device(value: Any, owner: str, *, gpu: bool = False) -> str:
+    """``value`` as a device name this build can use: "cpu"; with ``gpu=True`` (the recurrent
+    layers) also "cuda" where built with CUDA and a GPU is visible, and "cuda-sim" (the CUDA
+    backend's algorithm on the CPU, for testing).
 
-    Raises TypeError for a non-string, ValueError for an unknown name and RuntimeError naming
-    CUDA when the build has no CUDA backend (as ``torch`` does without one).
+    Raises TypeError for a non-string, ValueError for an unknown name or a GPU device of a layer
+    that runs on the CPU only, and RuntimeError naming CUDA when the build has no CUDA backend or
+    no GPU is visible (as ``torch`` does).
     """
     if not isinstance(value, str):
         raise TypeError(f"{owner}: device must be a string like 'cpu', got {type(value).__name__}")
     from .. import _core
 
     try:
-        return _core.require_device(value)
+        name = _core.require_device(value)
     except ValueError as e:
         raise ValueError(f"{owner}: {e}") from None
     except RuntimeError as e:
         raise RuntimeError(f"{owner}: {e}") from None
+    if name != "cpu" and not gpu:
+        raise ValueError(
+            f"{owner}: device {value!r}: this layer runs on the CPU only so far (on the GPU: the "
+            "recurrent layers RNN, LSTM, GRU); use device='cpu'"
+        )
+    return name

@@ -173,7 +173,7 @@ class RNNCell(_Cell):
         nonlinearity: "tanh" or "relu".
         dtype: "float32" or "float64".
         seed: seed of PyTorch's U(-1/sqrt(H), 1/sqrt(H)) initialisation, or None.
-        device: "cpu" ("cuda" is a RuntimeError in a build without CUDA).
+        device: "cpu", "cuda" or "cuda-sim", as for :class:`~rnncore.nn.LSTM`.
     """
 
     def __init__(

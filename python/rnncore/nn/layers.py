@@ -102,7 +102,7 @@ class Embedding(_FlatModule):
             never receives a gradient, or None.
         dtype: 'float32' or 'float64'.
         seed: seed of the N(0, 1) initialisation (PyTorch's), or None.
-        device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
+        device: 'cpu' (a GPU device is refused: this layer runs on the CPU only so far).
 
     Parameter: ``weight`` [V, E]. ``backward`` scatter-adds into ``weight.grad`` and returns None
     (ids have no gradient); with ``weight.requires_grad = False`` (frozen, see
@@ -166,7 +166,7 @@ class Embedding(_FlatModule):
                 given (not zeroed); it never receives a gradient.
             dtype: 'float32' or 'float64'; None: the dtype of ``embeddings`` when it is one of
                 these (a TypeError otherwise: no silent cast).
-            device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
+            device: 'cpu' (a GPU device is refused: this layer runs on the CPU only so far).
 
         Returns:
             The Embedding (V, E); the caller's array is not shared.
@@ -276,7 +276,7 @@ class Linear(_FlatModule):
         bias: whether to learn a bias [O].
         dtype: 'float32' or 'float64'.
         seed: seed of the U(-1/sqrt(I), 1/sqrt(I)) initialisation (PyTorch's), or None.
-        device: 'cpu' ('cuda' is a RuntimeError in a build without CUDA).
+        device: 'cpu' (a GPU device is refused: this layer runs on the CPU only so far).
 
     Parameters: ``weight`` [O, I], ``bias`` [O]; both in one flat buffer.
     Shapes: x [..., I] -> y [..., O]; ``backward(dy [..., O])`` -> dx [..., I]. Each

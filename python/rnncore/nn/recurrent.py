@@ -39,8 +39,11 @@ class _Recurrent(Module):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
     ``cell`` is a registry name (:data:`CELLS`): the subclasses pick it from their PyTorch-style
-    options (``nonlinearity``, ``reset_after``). ``device`` is "cpu"; "cuda" raises RuntimeError
-    in a build without the CUDA backend.
+    options (``nonlinearity``, ``reset_after``). ``device``: "cpu"; "cuda" (numpy arrays in and
+    out, copied; a RuntimeError in a build without the CUDA backend or without a GPU; the cells
+    rnn, rnn_relu, lstm, gru without proj_size, zoneout, recurrent dropout or layer norm so far);
+    "cuda-sim" runs the CUDA backend's algorithm on the CPU (slow; for testing). See
+    :mod:`rnncore.cuda`.
     """
 
     _mode = ""
@@ -109,7 +112,7 @@ class _Recurrent(Module):
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.dtype = float_dtype(dtype, owner)
-        self.device = check_device(device, owner)
+        self.device = check_device(device, owner, gpu=True)
         self.cell = cell
         self._has_c = CELLS[cell]["states"] == 2  # the state is (h, c)
         reserve_parameters(self._num_parameters(), owner)  # before the engine allocates

@@ -1,0 +1,60 @@
+// The host device policy of the GPU backend's algorithm (gpu/sequence_gpu.h): plain memory,
+// loops for the kernels and a column-major reference GEMM with cuBLAS's argument convention, so
+// that the algorithm, its indexing and its GEMM calls run and are tested on a machine without a
+// GPU (device "cuda-sim"). Small shapes only: nothing here is fast.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+namespace rnncore::detail::gpu {
+
+using Index = std::int64_t;
+
+struct HostDevice {
+  static constexpr const char* kName = "cuda-sim";
+
+  template <typename T>
+  T* alloc(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T)));
+  }
+  static void release(void* p) { ::operator delete(p); }
+  void upload(void* dst, const void* src, std::size_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void download(void* dst, const void* src, std::size_t bytes) {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void copy(void* dst, const void* src, std::size_t bytes) {
+    if (bytes) std::memmove(dst, src, bytes);
+  }
+  void zero(void* p, std::size_t bytes) {
+    if (bytes) std::memset(p, 0, bytes);
+  }
+  // f(i) for i in [0, n): one GPU thread each on the device.
+  template <typename F>
+  void for_each(Index n, const F& f) {
+    for (Index i = 0; i < n; ++i) f(i);
+  }
+  // cuBLAS's gemm: column-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C; beta == 0
+  // ignores C's contents.
+  template <typename T>
+  void gemm_colmajor(bool ta, bool tb, Index m, Index n, Index k, T alpha, const T* A, Index lda,
+                     const T* B, Index ldb, T beta, T* C, Index ldc) {
+    for (Index j = 0; j < n; ++j)
+      for (Index i = 0; i < m; ++i) {
+        T acc = T(0);
+        for (Index p = 0; p < k; ++p) {
+          const T a = ta ? A[p + i * lda] : A[i + p * lda];
+          const T b = tb ? B[j + p * ldb] : B[p + j * ldb];
+          acc += a * b;
+        }
+        T& c = C[i + j * ldc];
+        c = alpha * acc + (beta == T(0) ? T(0) : beta * c);
+      }
+  }
+};
+
+}  // namespace rnncore::detail::gpu

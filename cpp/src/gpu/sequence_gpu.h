@@ -1,0 +1,600 @@
+// The CUDA backend's sequence layers, written once over a device policy: cuBLAS and CUDA kernels
+// on a GPU (cpp/cuda/cuda_sequence.cu), or memory and loops on the CPU (gpu/device_host.h,
+// device "cuda-sim"), so that the algorithm is tested against the CPU engine where no GPU is.
+//
+// The design is the CPU engine's (and haste's): per layer and direction one input-projection GEMM
+// over all steps, one recurrent GEMM and one element-wise kernel per step, and after the loop the
+// weight gradients as big GEMMs over all steps. Ragged batches run unpacked: past a sequence's end
+// its state is carried through unchanged and its output is zero (the reverse direction starts at
+// the sequence's own last step), which is PyTorch's packed-sequence semantics. Parameters and
+// gradients keep a host copy (Recurrent::params(), numpy views in Python): every call uploads the
+// parameters; backward adds the device's gradients into the host ones. Dropout between layers
+// draws the CPU engine's masks (keyed.h), so the two devices agree bit for bit on them.
+//
+// Cells: rnn (tanh, relu), lstm, gru (reset-after). The other options (proj_size, zoneout,
+// recurrent dropout, layer norm, gated cells, gru_v1) are refused by check_gpu_config.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../keyed.h"
+#include "../sequence.h"
+
+namespace rnncore::detail::gpu {
+
+using Index = std::int64_t;
+
+// Throws std::invalid_argument for what the GPU backend does not run yet.
+void check_gpu_config(const RecurrentConfig& cfg, const char* device);
+
+// ---- math usable in kernels ----------------------------------------------------------------
+RNNCORE_HD inline float exp_(float x) { return expf(x); }
+RNNCORE_HD inline double exp_(double x) { return ::exp(x); }
+RNNCORE_HD inline float tanh_(float x) { return tanhf(x); }
+RNNCORE_HD inline double tanh_(double x) { return ::tanh(x); }
+template <typename T>
+RNNCORE_HD inline T sigmoid_(T x) {
+  return T(1) / (T(1) + exp_(-x));
+}
+
+enum class Kind : int { kRnnTanh, kRnnRelu, kLstm, kGru };
+
+// ---- kernels: functors over an index, one GPU thread each ------------------------------------
+// out[r, j] = bias[j] (or 0) for r in [0, rows): the input projection's starting value.
+template <typename T>
+struct FillRows {
+  T* out;
+  const T* bias;
+  Index cols;
+  RNNCORE_HD void operator()(Index i) const { out[i] = bias ? bias[i % cols] : T(0); }
+};
+
+// Dropout between layers: xd = y * mask, mask as the CPU engine draws it (sequence_cpu.cpp).
+template <typename T>
+struct DropInputs {
+  const T* y;
+  T* xd;
+  T* mask;
+  const std::int64_t* len;
+  Index B, DH;
+  std::uint64_t key;
+  std::int64_t offset;
+  double p;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index j = i % DH, b = (i / DH) % B, t = i / (DH * B);
+    const std::uint64_t pos =
+        sequence_key(key, offset + b) + std::uint64_t(t) * std::uint64_t(DH) + std::uint64_t(j);
+    const double u = double(mix64(pos) >> 11) * 0x1.0p-53;
+    const T keep = u >= p ? T(1.0 / (1.0 - p)) : T(0);
+    mask[i] = keep;
+    xd[i] = t < len[b] ? y[i] * keep : T(0);
+  }
+};
+
+template <typename T>
+struct Multiply {
+  T* x;
+  const T* m;
+  RNNCORE_HD void operator()(Index i) const { x[i] *= m[i]; }
+};
+
+template <typename T>
+struct AddInto {
+  T* dst;
+  const T* src;
+  RNNCORE_HD void operator()(Index i) const { dst[i] += src[i]; }
+};
+
+// out[j] += sum over rows of g[r, j].
+template <typename T>
+struct ColumnSums {
+  const T* g;
+  T* out;
+  Index rows, cols;
+  RNNCORE_HD void operator()(Index j) const {
+    T s = T(0);
+    for (Index r = 0; r < rows; ++r) s += g[r * cols + j];
+    out[j] += s;
+  }
+};
+
+// One step of one lane, forward, element (b, j) of [B, H]. xp: this step's input projection
+// [B, G*H] (b_ih included), hp: h_prev W_hh^T [B, G*H], bh: b_hh or null. Writes the new state,
+// the output column of y [B, ld_y], and what backward needs (gates [B, G*H]; the GRU's
+// W_hn h + b_hn in hn_keep [B, H]; the LSTM's c in c_keep [B, H]; h_prev in hprev [B, H]).
+template <typename T>
+struct CellForward {
+  Kind kind;
+  Index H, t;
+  const std::int64_t* len;
+  const T *xp, *hp, *bh, *h_prev, *c_prev;
+  T *h_next, *c_next, *y;
+  Index ld_y;
+  T *gates, *hn_keep, *c_keep, *hprev, *cprev;  // null in inference
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H;
+    const bool active = t < len[b];
+    const T h0 = h_prev[i];
+    if (hprev) hprev[i] = h0;
+    if (!active) {  // past the end: the state carries through, the output is zero
+      h_next[i] = h0;
+      if (c_next) c_next[i] = c_prev[i];
+      y[b * ld_y + j] = T(0);
+      return;
+    }
+    auto pre = [&](int g) {
+      const Index at = b * (kind == Kind::kLstm ? 4 : kind == Kind::kGru ? 3 : 1) * H + g * H + j;
+      return xp[at] + hp[at] + (bh ? bh[g * H + j] : T(0));
+    };
+    T h = T(0);
+    if (kind == Kind::kRnnTanh || kind == Kind::kRnnRelu) {
+      const T a = pre(0);
+      h = kind == Kind::kRnnTanh ? tanh_(a) : (a > T(0) ? a : T(0));
+      if (gates) gates[i] = h;
+    } else if (kind == Kind::kLstm) {
+      const T ig = sigmoid_(pre(0)), fg = sigmoid_(pre(1)), gg = tanh_(pre(2)),
+              og = sigmoid_(pre(3));
+      const T cp = c_prev[i];
+      const T c = fg * cp + ig * gg;
+      h = og * tanh_(c);
+      c_next[i] = c;
+      if (gates) {
+        T* g = gates + b * 4 * H + j;
+        g[0] = ig;
+        g[H] = fg;
+        g[2 * H] = gg;
+        g[3 * H] = og;
+        c_keep[i] = c;
+        cprev[i] = cp;
+      }
+    } else {  // GRU, reset-after (PyTorch's): n = tanh(x_n + r * (W_hn h + b_hn))
+      const Index row = b * 3 * H;
+      const T r = sigmoid_(pre(0)), z = sigmoid_(pre(1));
+      const T hn = hp[row + 2 * H + j] + (bh ? bh[2 * H + j] : T(0));
+      const T n = tanh_(xp[row + 2 * H + j] + r * hn);
+      h = (T(1) - z) * n + z * h0;
+      if (gates) {
+        T* g = gates + row + j;
+        g[0] = r;
+        g[H] = z;
+        g[2 * H] = n;
+        hn_keep[i] = hn;
+      }
+    }
+    h_next[i] = h;
+    y[b * ld_y + j] = h;
+  }
+};
+
+// One step of one lane, backward, element (b, j). dh [B, H]: dL/dh after this step (from the
+// step after it and the final state); dy: this step's output gradient [B, ld_y] or null. Writes
+// the pre-activation gradients (dgx for the input side, dgh for the recurrent side: they differ
+// for the GRU only, else dgh == dgx), updates dc in place, and sets dh_carry to the part of
+// dL/dh_prev that does not go through W_hh (the recurrent GEMM adds the rest).
+template <typename T>
+struct CellBackward {
+  Kind kind;
+  Index H, t;
+  const std::int64_t* len;
+  const T *dh, *dy;
+  Index ld_y;
+  const T *gates, *hn_keep, *c_keep, *cprev, *hprev;
+  T *dc, *dgx, *dgh, *dh_carry;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H;
+    const bool active = t < len[b];
+    if (!active) {  // the state passed through this step unchanged
+      dh_carry[i] = dh[i];
+      return;
+    }
+    const T d = dh[i] + (dy ? dy[b * ld_y + j] : T(0));
+    if (kind == Kind::kRnnTanh || kind == Kind::kRnnRelu) {
+      const T h = gates[i];
+      const T da = kind == Kind::kRnnTanh ? d * (T(1) - h * h) : (h > T(0) ? d : T(0));
+      dgx[i] = da;
+      dh_carry[i] = T(0);
+    } else if (kind == Kind::kLstm) {
+      const T* g = gates + b * 4 * H + j;
+      const T ig = g[0], fg = g[H], gg = g[2 * H], og = g[3 * H];
+      const T tc = tanh_(c_keep[i]);
+      const T dct = dc[i] + d * og * (T(1) - tc * tc);
+      T* o = dgx + b * 4 * H + j;
+      o[0] = dct * gg * ig * (T(1) - ig);
+      o[H] = dct * cprev[i] * fg * (T(1) - fg);
+      o[2 * H] = dct * ig * (T(1) - gg * gg);
+      o[3 * H] = d * tc * og * (T(1) - og);
+      dc[i] = dct * fg;
+      dh_carry[i] = T(0);
+    } else {
+      const Index row = b * 3 * H;
+      const T* g = gates + row + j;
+      const T r = g[0], z = g[H], n = g[2 * H];
+      const T dn = d * (T(1) - z) * (T(1) - n * n);
+      const T dz = d * (hprev[i] - n) * z * (T(1) - z);
+      const T dr = dn * hn_keep[i] * r * (T(1) - r);
+      dgx[row + j] = dr;
+      dgx[row + H + j] = dz;
+      dgx[row + 2 * H + j] = dn;
+      dgh[row + j] = dr;
+      dgh[row + H + j] = dz;
+      dgh[row + 2 * H + j] = dn * r;
+      dh_carry[i] = d * z;
+    }
+  }
+};
+
+// sq[b] = ||dL/dh_t||^2 of row b (0 past the end): the step-gradient diagnostic.
+template <typename T>
+struct RowSquares {
+  const T *dh, *dy;
+  Index H, ld_y, t;
+  const std::int64_t* len;
+  double* sq;
+  RNNCORE_HD void operator()(Index b) const {
+    double s = 0.0;
+    if (t < len[b])
+      for (Index j = 0; j < H; ++j) {
+        const double v = double(dh[b * H + j] + (dy ? dy[b * ld_y + j] : T(0)));
+        s += v * v;
+      }
+    sq[b] = s;
+  }
+};
+
+// ---- buffers ---------------------------------------------------------------------------------
+template <typename T, typename Dev>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Dev* dev, std::size_t n) : dev_(dev), n_(n), p_(n ? dev->template alloc<T>(n) : nullptr) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept : dev_(o.dev_), n_(o.n_), p_(o.p_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      dev_ = o.dev_;
+      n_ = o.n_;
+      p_ = o.p_;
+      o.p_ = nullptr;
+      o.n_ = 0;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  void zero() {
+    if (p_) dev_->zero(p_, n_ * sizeof(T));
+  }
+
+ private:
+  void reset() {
+    if (p_) Dev::release(p_);  // static: a saved forward may outlive its layer
+    p_ = nullptr;
+    n_ = 0;
+  }
+  Dev* dev_ = nullptr;
+  std::size_t n_ = 0;
+  T* p_ = nullptr;
+};
+
+// Row-major C[M, N] = alpha op(A) op(B) + beta C through a column-major (cuBLAS) GEMM, which
+// computes C^T = op(B)^T op(A)^T: the operands swap places, the transposes stay.
+template <typename T, typename Dev>
+void gemm(Dev& dev, bool ta, bool tb, Index M, Index N, Index K, T alpha, const T* A, Index lda,
+          const T* B, Index ldb, T beta, T* C, Index ldc) {
+  if (M == 0 || N == 0) return;
+  dev.gemm_colmajor(tb, ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+
+// ---- the backend -----------------------------------------------------------------------------
+template <typename T, typename Dev>
+class GpuSequence final : public SequenceBackend<T> {
+  // What one training forward keeps for its backward (device memory).
+  struct Lane {
+    Buffer<T, Dev> gates, hn_keep, c_keep, cprev, hprev;
+  };
+  struct Saved final : SavedContext {
+    const void* owner = nullptr;
+    Index T_ = 0, B = 0;
+    Buffer<std::int64_t, Dev> len;
+    std::vector<Buffer<T, Dev>> inputs;  // [L]: each layer's input [T, B, I_l] (dropped if so)
+    std::vector<Buffer<T, Dev>> masks;   // [L]: dropout's scales (layers above the first)
+    std::vector<Lane> lanes;             // [L*D]
+    bool dropout = false;
+  };
+
+ public:
+  GpuSequence(const RecurrentConfig& cfg, std::vector<LaneLayout> lanes, std::size_t num_params)
+      : cfg_(cfg),
+        lanes_(std::move(lanes)),
+        host_params_(num_params, T(0)),
+        host_grads_(num_params, T(0)),
+        params_(&dev_, num_params),
+        grads_(&dev_, num_params) {
+    check_gpu_config(cfg, Dev::kName);
+    switch (cfg.cell) {
+      case CellType::kRnnTanh:
+        kind_ = Kind::kRnnTanh;
+        break;
+      case CellType::kRnnRelu:
+        kind_ = Kind::kRnnRelu;
+        break;
+      case CellType::kLstm:
+        kind_ = Kind::kLstm;
+        break;
+      default:
+        kind_ = Kind::kGru;
+        break;
+    }
+  }
+
+  T* params() override { return host_params_.data(); }
+  T* grads() override { return host_grads_.data(); }
+  void zero_grad() override { std::fill(host_grads_.begin(), host_grads_.end(), T(0)); }
+
+  void forward(const ForwardCall<T>& call) override {
+    const Index Tn = call.steps, B = call.batch, L = cfg_.num_layers, D = cfg_.directions();
+    const Index H = cfg_.hidden_size, DH = D * H, G = cfg_.gates(), GH = G * H;
+    const Index I = cfg_.input_size;
+    const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
+    upload_params();
+    auto s = std::make_unique<Saved>();
+    s->owner = this;
+    s->T_ = Tn;
+    s->B = B;
+    s->len = lengths(call.lengths, Tn, B);
+    s->dropout = call.training && call.stochastic && cfg_.dropout > 0.0 && L > 1;
+    const std::int64_t* len = s->len.data();
+
+    Buffer<T, Dev> x(&dev_, std::size_t(Tn * B * I));
+    dev_.upload(x.data(), call.x, sizeof(T) * x.size());
+    Buffer<T, Dev> h0(&dev_, std::size_t(L * D * B * H)), c0;
+    load_or_zero(h0, call.h0);
+    if (lstm) {
+      c0 = Buffer<T, Dev>(&dev_, h0.size());
+      load_or_zero(c0, call.c0);
+    }
+    Buffer<T, Dev> hn(&dev_, h0.size()), cn(&dev_, lstm ? h0.size() : 0);
+    Buffer<T, Dev> xp(&dev_, std::size_t(Tn * B * GH)), hp(&dev_, std::size_t(B * GH));
+    Buffer<T, Dev> ha(&dev_, std::size_t(B * H)), hb(&dev_, std::size_t(B * H));
+    Buffer<T, Dev> ca(&dev_, lstm ? std::size_t(B * H) : 0),
+        cb(&dev_, lstm ? std::size_t(B * H) : 0);
+
+    Buffer<T, Dev> input = std::move(x);  // layer l's input [T, B, I_l]
+    Buffer<T, Dev> output;
+    s->inputs.resize(std::size_t(L));
+    s->masks.resize(std::size_t(L));
+    if (call.training) s->lanes.resize(std::size_t(L * D));
+    for (Index l = 0; l < L; ++l) {
+      const Index Il = l == 0 ? I : DH;
+      if (l > 0 && s->dropout) {
+        Buffer<T, Dev> xd(&dev_, input.size()), mask(&dev_, input.size());
+        const std::uint64_t key = mix64(call.dropout_seed ^ mix64(std::uint64_t(l)));
+        dev_.for_each(Index(input.size()),
+                      DropInputs<T>{input.data(), xd.data(), mask.data(), len, B, DH, key,
+                                    call.batch_offset, cfg_.dropout});
+        input = std::move(xd);
+        s->masks[std::size_t(l)] = std::move(mask);
+      }
+      output = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * DH));
+      for (Index d = 0; d < D; ++d) {
+        const Index k = l * D + d;
+        const LaneLayout& lo = lanes_[std::size_t(k)];
+        const T* P = params_.data();
+        dev_.for_each(Index(xp.size()),
+                      FillRows<T>{xp.data(), cfg_.bias ? P + lo.bx : nullptr, GH});
+        gemm<T>(dev_, false, true, Tn * B, GH, Il, T(1), input.data(), Il, P + lo.Wx, Il, T(1),
+                xp.data(), GH);
+        Lane lane;
+        if (call.training) {
+          lane.gates = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * GH));
+          lane.hprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          if (gru) lane.hn_keep = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          if (lstm) {
+            lane.c_keep = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+            lane.cprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          }
+        }
+        T *h_cur = ha.data(), *h_nxt = hb.data(), *c_cur = ca.data(), *c_nxt = cb.data();
+        dev_.copy(h_cur, h0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
+        if (lstm) dev_.copy(c_cur, c0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
+        for (Index step = 0; step < Tn; ++step) {
+          const Index t = d == 1 ? Tn - 1 - step : step;
+          gemm<T>(dev_, false, true, B, GH, H, T(1), h_cur, H, P + lo.Wh, H, T(0), hp.data(), GH);
+          const std::size_t at = std::size_t(t * B);
+          CellForward<T> f{kind_,
+                           H,
+                           t,
+                           len,
+                           xp.data() + at * GH,
+                           hp.data(),
+                           cfg_.bias ? P + lo.bh : nullptr,
+                           h_cur,
+                           lstm ? c_cur : nullptr,
+                           h_nxt,
+                           lstm ? c_nxt : nullptr,
+                           output.data() + at * DH + d * H,
+                           DH,
+                           call.training ? lane.gates.data() + at * GH : nullptr,
+                           gru && call.training ? lane.hn_keep.data() + at * H : nullptr,
+                           lstm && call.training ? lane.c_keep.data() + at * H : nullptr,
+                           call.training ? lane.hprev.data() + at * H : nullptr,
+                           lstm && call.training ? lane.cprev.data() + at * H : nullptr};
+          dev_.for_each(B * H, f);
+          std::swap(h_cur, h_nxt);
+          std::swap(c_cur, c_nxt);
+        }
+        dev_.copy(hn.data() + k * B * H, h_cur, sizeof(T) * std::size_t(B * H));
+        if (lstm) dev_.copy(cn.data() + k * B * H, c_cur, sizeof(T) * std::size_t(B * H));
+        if (call.training) s->lanes[std::size_t(k)] = std::move(lane);
+      }
+      if (call.training) s->inputs[std::size_t(l)] = std::move(input);
+      input = std::move(output);
+    }
+    dev_.download(call.y, input.data(), sizeof(T) * input.size());
+    if (call.hn) dev_.download(call.hn, hn.data(), sizeof(T) * hn.size());
+    if (call.cn && lstm) dev_.download(call.cn, cn.data(), sizeof(T) * cn.size());
+    if (call.training) saved_.push_back(std::move(s));
+  }
+
+  void backward(const BackwardCall<T>& call) override {
+    if (saved_.empty()) throw std::runtime_error("backward without a saved training forward");
+    std::unique_ptr<Saved> s = std::move(saved_.back());
+    saved_.pop_back();
+    const Index Tn = s->T_, B = s->B, L = cfg_.num_layers, D = cfg_.directions();
+    const Index H = cfg_.hidden_size, DH = D * H, G = cfg_.gates(), GH = G * H;
+    const Index I = cfg_.input_size;
+    const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
+    const std::int64_t* len = s->len.data();
+    upload_params();
+    grads_.zero();
+    const T* P = params_.data();
+    T* dP = grads_.data();
+
+    Buffer<T, Dev> dY(&dev_, std::size_t(Tn * B * DH));
+    load_or_zero(dY, call.dy);
+    Buffer<T, Dev> dhn(&dev_, std::size_t(L * D * B * H)), dcn;
+    load_or_zero(dhn, call.dhn);
+    if (lstm) {
+      dcn = Buffer<T, Dev>(&dev_, dhn.size());
+      load_or_zero(dcn, call.dcn);
+    }
+    Buffer<T, Dev> dh0(&dev_, dhn.size()), dc0(&dev_, lstm ? dhn.size() : 0);
+    Buffer<T, Dev> dh(&dev_, std::size_t(B * H)), dh_next(&dev_, std::size_t(B * H));
+    Buffer<T, Dev> dc(&dev_, lstm ? std::size_t(B * H) : 0);
+    Buffer<T, Dev> dgx(&dev_, std::size_t(Tn * B * GH)), dgh(&dev_, gru ? dgx.size() : 0);
+    Buffer<double, Dev> sq(&dev_, call.step_grad_norms ? std::size_t(Tn * B) : 0);
+    std::vector<double> norms(call.step_grad_norms ? std::size_t(L * D * Tn) : 0, 0.0);
+    std::vector<double> sq_host(sq.size());
+
+    for (Index l = L - 1; l >= 0; --l) {
+      const Index Il = l == 0 ? I : DH;
+      const Buffer<T, Dev>& X = s->inputs[std::size_t(l)];
+      Buffer<T, Dev> dX(&dev_, std::size_t(Tn * B * Il));
+      dX.zero();
+      for (Index d = 0; d < D; ++d) {
+        const Index k = l * D + d;
+        const LaneLayout& lo = lanes_[std::size_t(k)];
+        const Lane& lane = s->lanes[std::size_t(k)];
+        dev_.copy(dh.data(), dhn.data() + k * B * H, sizeof(T) * std::size_t(B * H));
+        if (lstm) dev_.copy(dc.data(), dcn.data() + k * B * H, sizeof(T) * std::size_t(B * H));
+        dgx.zero();
+        if (gru) dgh.zero();
+        T* dgh_all = gru ? dgh.data() : dgx.data();
+        for (Index step = 0; step < Tn; ++step) {  // the forward's steps, last first
+          const Index t = d == 1 ? step : Tn - 1 - step;
+          const std::size_t at = std::size_t(t * B);
+          const T* dy_t = dY.data() + at * DH + d * H;
+          if (call.step_grad_norms) {
+            dev_.for_each(B, RowSquares<T>{dh.data(), dy_t, H, DH, t, len, sq.data() + at});
+          }
+          CellBackward<T> f{kind_,
+                            H,
+                            t,
+                            len,
+                            dh.data(),
+                            dy_t,
+                            DH,
+                            lane.gates.data() + at * GH,
+                            gru ? lane.hn_keep.data() + at * H : nullptr,
+                            lstm ? lane.c_keep.data() + at * H : nullptr,
+                            lstm ? lane.cprev.data() + at * H : nullptr,
+                            lane.hprev.data() + at * H,
+                            lstm ? dc.data() : nullptr,
+                            dgx.data() + at * GH,
+                            gru ? dgh.data() + at * GH : nullptr,
+                            dh_next.data()};
+          dev_.for_each(B * H, f);
+          gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(1),
+                  dh_next.data(), H);
+          std::swap(dh, dh_next);
+        }
+        dev_.copy(dh0.data() + k * B * H, dh.data(), sizeof(T) * std::size_t(B * H));
+        if (lstm) dev_.copy(dc0.data() + k * B * H, dc.data(), sizeof(T) * std::size_t(B * H));
+        if (call.step_grad_norms) {
+          dev_.download(sq_host.data(), sq.data(), sizeof(double) * sq.size());
+          for (Index t = 0; t < Tn; ++t) {
+            double total = 0.0;
+            for (Index b = 0; b < B; ++b) total += sq_host[std::size_t(t * B + b)];
+            norms[std::size_t(k * Tn + t)] = std::sqrt(total);
+          }
+        }
+        // the weight gradients over all steps at once
+        gemm<T>(dev_, true, false, GH, Il, Tn * B, T(1), dgx.data(), GH, X.data(), Il, T(1),
+                dP + lo.Wx, Il);
+        gemm<T>(dev_, true, false, GH, H, Tn * B, T(1), dgh_all, GH, lane.hprev.data(), H, T(1),
+                dP + lo.Wh, H);
+        if (cfg_.bias) {
+          dev_.for_each(GH, ColumnSums<T>{dgx.data(), dP + lo.bx, Tn * B, GH});
+          dev_.for_each(GH, ColumnSums<T>{dgh_all, dP + lo.bh, Tn * B, GH});
+        }
+        gemm<T>(dev_, false, false, Tn * B, Il, GH, T(1), dgx.data(), GH, P + lo.Wx, Il, T(1),
+                dX.data(), Il);
+      }
+      if (l > 0 && s->dropout)
+        dev_.for_each(Index(dX.size()), Multiply<T>{dX.data(), s->masks[std::size_t(l)].data()});
+      dY = std::move(dX);
+    }
+    dev_.download(call.dx, dY.data(), sizeof(T) * dY.size());
+    if (call.dh0) dev_.download(call.dh0, dh0.data(), sizeof(T) * dh0.size());
+    if (call.dc0 && lstm) dev_.download(call.dc0, dc0.data(), sizeof(T) * dc0.size());
+    if (call.step_grad_norms) std::copy(norms.begin(), norms.end(), call.step_grad_norms);
+    std::vector<T> g(host_grads_.size());
+    dev_.download(g.data(), grads_.data(), sizeof(T) * g.size());
+    for (std::size_t i = 0; i < g.size(); ++i) host_grads_[i] += g[i];
+  }
+
+  void discard_saved() override { saved_.clear(); }
+
+  std::unique_ptr<SavedContext> take_saved() override {
+    std::unique_ptr<SavedContext> out = std::move(saved_.back());
+    saved_.pop_back();
+    return out;
+  }
+
+  void restore_saved(std::unique_ptr<SavedContext> saved) override {
+    auto* s = dynamic_cast<Saved*>(saved.get());
+    if (!s || s->owner != this)
+      throw std::invalid_argument("restore_saved: the saved forward belongs to another layer");
+    saved.release();
+    saved_.push_back(std::unique_ptr<Saved>(s));
+  }
+
+ private:
+  void upload_params() {
+    dev_.upload(params_.data(), host_params_.data(), sizeof(T) * host_params_.size());
+  }
+  void load_or_zero(Buffer<T, Dev>& buf, const T* host) {
+    if (host)
+      dev_.upload(buf.data(), host, sizeof(T) * buf.size());
+    else
+      buf.zero();
+  }
+  Buffer<std::int64_t, Dev> lengths(const std::int64_t* host, Index Tn, Index B) {
+    Buffer<std::int64_t, Dev> len(&dev_, std::size_t(B));
+    std::vector<std::int64_t> full(std::size_t(B), Tn);
+    dev_.upload(len.data(), host ? host : full.data(), sizeof(std::int64_t) * std::size_t(B));
+    return len;
+  }
+
+  RecurrentConfig cfg_;
+  std::vector<LaneLayout> lanes_;
+  Kind kind_ = Kind::kLstm;
+  Dev dev_;  // before the buffers: they free through it
+  std::vector<T> host_params_, host_grads_;
+  Buffer<T, Dev> params_, grads_;
+  std::vector<std::unique_ptr<Saved>> saved_;
+};
+
+}  // namespace rnncore::detail::gpu

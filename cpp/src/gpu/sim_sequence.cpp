@@ -1,0 +1,50 @@
+// Device "cuda-sim": the CUDA backend's algorithm (gpu/sequence_gpu.h) on host memory and loops,
+// so that it is tested against the CPU engine on machines without a GPU; and the checks of what
+// the GPU backend runs, shared with the CUDA build.
+#include <string>
+
+#include "device_host.h"
+#include "sequence_gpu.h"
+
+namespace rnncore::detail {
+
+namespace gpu {
+
+void check_gpu_config(const RecurrentConfig& cfg, const char* device) {
+  const std::string where = std::string("device '") + device + "': ";
+  switch (cfg.cell) {
+    case CellType::kRnnTanh:
+    case CellType::kRnnRelu:
+    case CellType::kLstm:
+    case CellType::kGru:
+      break;
+    default:
+      throw std::invalid_argument(where + "the " + cell_info(cfg.cell).name +
+                                  " cell runs on the CPU only so far (cells on the GPU: rnn, "
+                                  "rnn_relu, lstm, gru)");
+  }
+  if (cfg.proj_size > 0)
+    throw std::invalid_argument(where + "proj_size runs on the CPU only so far");
+  if (cfg.zoneout > 0.0) throw std::invalid_argument(where + "zoneout runs on the CPU only so far");
+  if (cfg.recurrent_dropout > 0.0)
+    throw std::invalid_argument(where + "recurrent_dropout runs on the CPU only so far");
+  if (cfg.layer_norm) throw std::invalid_argument(where + "layer_norm runs on the CPU only so far");
+}
+
+}  // namespace gpu
+
+template <typename T>
+std::unique_ptr<SequenceBackend<T>> make_sim_sequence(const RecurrentConfig& cfg,
+                                                      std::vector<LaneLayout> lanes,
+                                                      std::size_t num_params) {
+  return std::make_unique<gpu::GpuSequence<T, gpu::HostDevice>>(cfg, std::move(lanes), num_params);
+}
+
+template std::unique_ptr<SequenceBackend<float>> make_sim_sequence<float>(const RecurrentConfig&,
+                                                                          std::vector<LaneLayout>,
+                                                                          std::size_t);
+template std::unique_ptr<SequenceBackend<double>> make_sim_sequence<double>(const RecurrentConfig&,
+                                                                            std::vector<LaneLayout>,
+                                                                            std::size_t);
+
+}  // namespace rnncore::detail

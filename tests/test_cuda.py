@@ -1,0 +1,168 @@
+"""The CUDA backend (issue 20). Its algorithm (cpp/src/gpu/sequence_gpu.h) runs on every machine
+as device "cuda-sim" (host memory, loops, a reference GEMM with cuBLAS's conventions) and is
+checked here against the CPU engine: outputs, final states and every gradient, for each cell,
+stacked and bidirectional, ragged, with initial states and dropout. The same checks run on a
+real GPU (device "cuda") where one is visible, and skip with the reason otherwise; a build with
+the backend (-DRNNCORE_CUDA=ON) is compiled by tests/test_cuda_build.py."""
+
+import numpy as np
+import pytest
+import rnncore
+from rnncore import nn
+
+GPU = rnncore.cuda.is_available()
+DEVICES = [
+    "cuda-sim",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not GPU,
+            reason="no CUDA device visible"
+            + ("" if rnncore.cuda.is_built() else " (and this build has no CUDA backend)"),
+        ),
+    ),
+]
+
+CONFIGS = [
+    (nn.LSTM, {}),
+    (nn.GRU, {}),
+    (nn.RNN, {}),
+    (nn.RNN, {"nonlinearity": "relu"}),
+    (nn.LSTM, {"dropout": 0.4}),
+    (nn.GRU, {"bias": False, "dropout": 0.3}),
+]
+
+
+def _layer(cls, kw, device, dtype, layers=2, bidirectional=True, **extra):
+    return cls(
+        5,
+        6,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        seed=3,
+        dtype=dtype,
+        device=device,
+        **kw,
+        **extra,
+    )
+
+
+def _run(m, x, lens, hx, dy, dstate):
+    """A training forward and backward: (y, final state, dx, d initial state, grads, norms)."""
+    m.train()
+    m._calls = 0  # the same dropout masks on both devices
+    m.zero_grad()
+    m.record_step_grad_norms = True
+    y, hn = m(x, hx, lengths=lens)
+    dx, dh0 = m.backward(dy, dstate)
+    grads = np.concatenate([p.grad.ravel() for p in m.parameters()])
+    return y, hn, dx, dh0, grads, m.step_grad_norms
+
+
+def _flat(v):
+    if isinstance(v, tuple):
+        return np.concatenate([_flat(u) for u in v])
+    return np.asarray(v, dtype=np.float64).ravel()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-10), ("float32", 1e-5)])
+@pytest.mark.parametrize("cls, kw", CONFIGS)
+def test_training_step_equals_the_cpu_engine(device, dtype, tol, cls, kw):
+    rng = np.random.default_rng(0)
+    T, B, L, D, H = 7, 4, 2, 2, 6
+    x = rng.standard_normal((T, B, 5)).astype(dtype)
+    lens = np.array([7, 3, 5, 1])
+    h0 = rng.standard_normal((L * D, B, H)).astype(dtype)
+    hx = (h0, rng.standard_normal((L * D, B, H)).astype(dtype)) if cls is nn.LSTM else h0
+    dy = np.cos(np.arange(T * B * D * H)).reshape(T, B, D * H).astype(dtype)
+    dh = np.full((L * D, B, H), 0.3, dtype)
+    dstate = (dh, np.full_like(dh, -0.2)) if cls is nn.LSTM else dh
+    cpu = _run(_layer(cls, kw, "cpu", dtype), x, lens, hx, dy, dstate)
+    dev = _run(_layer(cls, kw, device, dtype), x, lens, hx, dy, dstate)
+    names = ("y", "final state", "dx", "d initial state", "parameter gradients", "step norms")
+    for name, a, b in zip(names, cpu, dev, strict=True):
+        scale = max(1.0, float(np.abs(_flat(a)).max()))
+        np.testing.assert_allclose(_flat(b), _flat(a), rtol=0, atol=tol * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_inference_batch_first_no_state_and_one_direction(device):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 9, 5))  # batch first
+    for cls in (nn.LSTM, nn.GRU):
+        a = _layer(cls, {}, "cpu", "float64", layers=3, bidirectional=False, batch_first=True)
+        b = _layer(cls, {}, device, "float64", layers=3, bidirectional=False, batch_first=True)
+        a.eval()
+        b.eval()
+        ya, ha = a(x, lengths=[9, 2, 5])
+        yb, hb = b(x, lengths=[9, 2, 5])
+        np.testing.assert_allclose(yb, ya, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(_flat(hb), _flat(ha), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_forwards_then_two_backwards_newest_first(device):
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((4, 3, 5)) for _ in range(2)]
+    dys = [rng.standard_normal((4, 3, 12)) for _ in range(2)]
+    out = {}
+    for dev in ("cpu", device):
+        m = _layer(nn.GRU, {}, dev, "float64")
+        m.train()
+        for x in xs:
+            m(x)
+        dxs = [m.backward(dy)[0] for dy in reversed(dys)]
+        out[dev] = (dxs, np.concatenate([p.grad.ravel() for p in m.parameters()]))
+    for a, b in zip(out["cpu"][0], out[device][0], strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out[device][1], out["cpu"][1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_few_sgd_steps_train_the_same(device):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4, 5))
+    target = rng.standard_normal((6, 4, 12))
+    params = {}
+    for dev in ("cpu", device):
+        m = _layer(nn.LSTM, {"dropout": 0.2}, dev, "float64")
+        opt = rnncore.optim.SGD(m.parameters(), lr=0.1)
+        m.train()
+        for _ in range(3):
+            opt.zero_grad()
+            y, _ = m(x)
+            m.backward(y - target)
+            opt.step()
+        params[dev] = np.concatenate([p.data.ravel() for p in m.parameters()])
+    np.testing.assert_allclose(params[device], params["cpu"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kw, what",
+    [
+        ({"zoneout": 0.1}, "zoneout runs on the CPU only"),
+        ({"recurrent_dropout": 0.1}, "recurrent_dropout runs on the CPU only"),
+        ({"layer_norm": True}, "layer_norm runs on the CPU only"),
+        ({"proj_size": 3}, "proj_size runs on the CPU only"),
+    ],
+)
+def test_options_not_on_the_gpu_yet_are_refused_by_name(kw, what):
+    with pytest.raises(ValueError, match=what):
+        nn.LSTM(5, 6, device="cuda-sim", **kw)
+    with pytest.raises(ValueError, match="gru_v1 cell runs on the CPU only"):
+        nn.GRU(5, 6, reset_after=False, device="cuda-sim")
+    with pytest.raises(ValueError, match="this layer runs on the CPU only so far"):
+        nn.Linear(5, 6, device="cuda-sim")
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_runtime_error():
+    assert rnncore.cuda.is_built() == rnncore._core.has_cuda()
+    if GPU:
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(RuntimeError, match="CUDA") as e:
+        nn.LSTM(5, 6, device="cuda")
+    assert "no CUDA backend" in str(e.value) or "no CUDA device is visible" in str(e.value)
+    assert rnncore.cuda.is_available() is False
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda-sim'"):
+        nn.LSTM(5, 6, device="tpu")
