@@ -5,6 +5,8 @@ stacked and bidirectional, ragged, with initial states and dropout. The same che
 real GPU (device "cuda") where one is visible, and skip with the reason otherwise; a build with
 the backend (-DRNNCORE_CUDA=ON) is compiled by tests/test_cuda_build.py."""
 
+import json
+
 import numpy as np
 import pytest
 import rnncore
@@ -166,3 +168,45 @@ def test_cuda_device_without_a_gpu_is_a_clear_runtime_error():
     assert rnncore.cuda.is_available() is False
     with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda-sim'"):
         nn.LSTM(5, 6, device="tpu")
+
+
+def test_to_moves_the_recurrent_layers_of_a_model_and_keeps_its_values():
+    from rnncore.models import LanguageModel
+
+    ids = np.random.default_rng(4).integers(0, 20, size=(6, 3))
+    a = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=5)
+    b = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=5).to("cuda-sim")
+    assert b.rnn.device == "cuda-sim" and b.decoder.device == "cpu"  # the rest stays on the CPU
+    for m in (a, b):
+        m.eval()
+    la, _ = a(ids)
+    lb, _ = b(ids)
+    np.testing.assert_allclose(lb, la, rtol=0, atol=1e-12)
+    cell = nn.LSTMCell(3, 4, seed=1, dtype="float64")
+    x = np.ones((2, 3))
+    h, c = cell(x)
+    cell.to("cuda-sim")
+    assert cell.device == "cuda-sim"
+    h2, c2 = cell(x)
+    np.testing.assert_allclose(h2, h, rtol=0, atol=1e-12)
+    dict(cell.named_parameters())["weight_ih"].data[...] = 0.0  # still the engine layer's
+    assert not np.allclose(cell(x)[0], h)
+
+
+def test_train_device_option(tmp_path, capsys):
+    from rnncore.cli import main
+
+    opts = (
+        "--epochs 1 --hidden 6 --steps 8 --train-size 40 --valid-size 10 --test-size 10 "
+        "--batch-size 10 --no-progress --threads 1"
+    ).split()
+    runs = {}
+    for dev in ("cpu", "cuda-sim"):
+        out = tmp_path / dev
+        assert main(["train", "adding", "--out", str(out), "--device", dev, *opts]) == 0
+        runs[dev] = json.loads((out / "metrics.json").read_text())
+    assert runs["cuda-sim"]["test"]["loss"] == pytest.approx(runs["cpu"]["test"]["loss"], rel=1e-5)
+    if not GPU:
+        code = main(["train", "adding", "--out", str(tmp_path / "gpu"), "--device", "cuda", *opts])
+        assert code == 2
+        assert "--device cuda" in capsys.readouterr().err

@@ -59,6 +59,12 @@ class _Cell(Module):
     def _reseed(self, seed: int) -> None:
         self._layer._reseed(seed)
 
+    def _move_to(self, device: str) -> None:
+        self._layer._move_to(device)
+        self.device = self._layer.device
+        for p, q in zip(self._parameters, self._layer.parameters(), strict=True):
+            p._data, p._grad = q.data, q.grad
+
     def _discard_own_saved(self) -> None:
         self._saved.clear()
         self._layer.discard_saved()

@@ -321,6 +321,22 @@ class Module:
         """Inference mode: forward keeps nothing, backward is not possible. Returns self."""
         return self.train(False)
 
+    def to(self, device: str) -> Module:
+        """Move the layers that can run on ``device`` there; returns self (PyTorch's spelling).
+
+        The recurrent layers move ("cpu", "cuda", "cuda-sim"); the other layers run on the CPU
+        whatever the device (numpy arrays connect them), so a model on "cuda" runs its recurrent
+        layers on the GPU. Parameters keep their values and names, but their arrays are new:
+        build optimizers after moving, as in PyTorch. Unconsumed saved forwards are dropped.
+        Raises what ``device=`` in a layer's constructor raises for an unusable device.
+        """
+        for _, m in self._named_modules():
+            m._move_to(device)
+        return self
+
+    def _move_to(self, device: str) -> None:
+        """This module's own part of :meth:`to` (nothing: it runs on the CPU)."""
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: copy of the parameter array}."""
         return {name: p.data.copy() for name, p in self.named_parameters()}

@@ -116,21 +116,7 @@ class _Recurrent(Module):
         self.cell = cell
         self._has_c = CELLS[cell]["states"] == 2  # the state is (h, c)
         reserve_parameters(self._num_parameters(), owner)  # before the engine allocates
-        core_cls = _core.RecurrentF32 if self.dtype == np.float32 else _core.RecurrentF64
-        self._core = core_cls(
-            cell,
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            self.bidirectional,
-            self.bias,
-            self.dropout,
-            self.device,
-            self.proj_size,
-            self.zoneout,
-            self.recurrent_dropout,
-            self.layer_norm,
-        )
+        self._core = self._new_core(self.device)
         flat, gflat = self._core.params, self._core.grads
         for name, offset, shape in self._core.param_info():
             size = math.prod(shape)
@@ -148,6 +134,39 @@ class _Recurrent(Module):
         self.record_step_grad_norms = False
         self.step_grad_norms: np.ndarray | None = None
         self.reset_parameters(init, forget_bias)
+
+    def _new_core(self, device: str) -> Any:
+        """An engine layer of this configuration on ``device`` (parameters zero)."""
+        core_cls = _core.RecurrentF32 if self.dtype == np.float32 else _core.RecurrentF64
+        return core_cls(
+            self.cell,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bidirectional,
+            self.bias,
+            self.dropout,
+            device,
+            self.proj_size,
+            self.zoneout,
+            self.recurrent_dropout,
+            self.layer_norm,
+        )
+
+    def _move_to(self, device: str) -> None:
+        name = check_device(device, f"{type(self).__name__}.to", gpu=True)
+        if name == self.device:
+            return
+        core = self._new_core(name)
+        core.params[...] = self._core.params
+        core.grads[...] = self._core.grads
+        flat, gflat = core.params, core.grads
+        for p, (_, offset, shape) in zip(self._parameters, core.param_info(), strict=True):
+            size = math.prod(shape)
+            p._data = flat[offset : offset + size].reshape(shape)
+            p._grad = gflat[offset : offset + size].reshape(shape)
+        self._saved.clear()
+        self._core, self.device = core, name
 
     # ---- parameters ------------------------------------------------------------------------
     @property

@@ -251,6 +251,13 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
     )
     t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
     t.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEV",
+        help="where the recurrent layers run: cpu, or cuda (a CUDA build of rnncore and a GPU; "
+        "the other layers stay on the CPU); checkpoints load onto either",
+    )
+    t.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run from DIR/checkpoint/last (same options)",
@@ -563,8 +570,14 @@ def say(args: argparse.Namespace, message: str) -> None:
     log_line(args.out, message)
 
 
-def make_optimizer(args: argparse.Namespace, params: list[Any]) -> Optimizer:
-    """The optimizer named by --optimizer with --lr and --weight-decay."""
+def make_optimizer(args: argparse.Namespace, model: nn.Module) -> Optimizer:
+    """The optimizer named by --optimizer with --lr and --weight-decay, for ``model`` once moved
+    to --device (before the optimizer sees its parameters, as in PyTorch)."""
+    try:
+        model.to(getattr(args, "device", "cpu"))
+    except (ValueError, RuntimeError) as e:
+        raise TaskError(f"--device {args.device}: {e}") from None
+    params = model.parameters()
     lr, wd = args.lr, args.weight_decay
     if args.optimizer == "sgd":
         return optim.SGD(params, lr=lr, weight_decay=wd)

@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train,
         valid,
         test,
-        optimizer=make_optimizer(args, model.parameters()),
+        optimizer=make_optimizer(args, model),
         extra={"task": NAME, "steps": T, "cell": args.cell},
         data_info={
             "steps": T,

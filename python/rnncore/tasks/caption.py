@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train,
         valid,
         test,
-        optimizer=make_optimizer(args, model.parameters()),
+        optimizer=make_optimizer(args, model),
         vocab=vocab,
         extra={"task": NAME, "max_decode_len": args.max_decode_len, "beam": args.beam},
         data_info={

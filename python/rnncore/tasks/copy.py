@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train,
         valid,
         test,
-        optimizer=make_optimizer(args, model.parameters()),
+        optimizer=make_optimizer(args, model),
         extra={"task": NAME, "seq_len": S, "delay": args.delay, "symbols": K},
         data_info={
             "steps": T,

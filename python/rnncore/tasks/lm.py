@@ -199,7 +199,7 @@ def train_lm(
     train = stream_batches(corpus.train, args.batch_size, args.bptt, names[0])
     valid = stream_batches(corpus.valid, args.eval_batch_size, args.bptt, names[1])
     test = stream_batches(corpus.test, args.eval_batch_size, args.bptt, names[2])
-    opt = make_optimizer(args, model.parameters())
+    opt = make_optimizer(args, model)
     sched = None if args.lr_decay == 1.0 else DecayAfter(opt, args.decay_after, args.lr_decay)
     extra = dict(extra, bptt=args.bptt, eval_batch_size=args.eval_batch_size)
     info = {

@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train,
         valid,
         test,
-        optimizer=make_optimizer(args, model.parameters()),
+        optimizer=make_optimizer(args, model),
         monitor="accuracy",
         mode="max",
         vocab=vocab,

@@ -426,7 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train,
         valid,
         test,
-        optimizer=make_optimizer(args, model.parameters()),
+        optimizer=make_optimizer(args, model),
         vocabs={"src": src_vocab, "tgt": tgt_vocab},
         extra=extra,
         data_info={

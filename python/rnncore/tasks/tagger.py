@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train,
         valid,
         test,
-        optimizer=make_optimizer(args, model.parameters()),
+        optimizer=make_optimizer(args, model),
         monitor="f1" if bio else "accuracy",
         mode="max",
         vocab=vocab,
