@@ -572,9 +572,12 @@ class _StreamSlice:
         return self._windows()
 
     def _windows(self) -> Iterator[Any]:
-        for window in self.batches:
-            set_batch_offset(self.offset)  # masks are keyed by the stream's global column
-            yield window
+        try:
+            for window in self.batches:
+                set_batch_offset(self.offset)  # masks are keyed by the stream's global column
+                yield window
+        finally:
+            set_batch_offset(0)
 
 
 def _shard(batches: Any, rank: int, size: int) -> Any:

@@ -682,11 +682,14 @@ class SampledBatches:
         return self._slices(rank, size)
 
     def _slices(self, rank: int, size: int) -> Iterator[Any]:
-        for idx in self.sampler:
-            part = dist.local_slice(len(idx), rank, size)
-            # random masks are keyed by an example's index in the global batch
-            nn.set_batch_offset(part.start)
-            yield self.collate(idx[part]) if part.stop > part.start else None
+        try:
+            for idx in self.sampler:
+                part = dist.local_slice(len(idx), rank, size)
+                # random masks are keyed by an example's index in the global batch
+                nn.set_batch_offset(part.start)
+                yield self.collate(idx[part]) if part.stop > part.start else None
+        finally:
+            nn.set_batch_offset(0)
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
