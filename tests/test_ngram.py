@@ -306,6 +306,23 @@ def test_load_rejects_corrupted_files_naming_file_and_field(saved, name):
         KneserNeyLM.load(path)
 
 
+def test_a_huge_tampered_array_is_refused_before_it_is_decompressed(saved, monkeypatch):
+    _, path, _ = saved
+    with np.load(path / "ngram.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["keys_1"] = np.zeros(20_000_000, dtype=np.int64)  # 160 MB inflated, ~160 kB stored
+    np.savez_compressed(path / "ngram.npz", **arrays)
+    real = np.lib.npyio.NpzFile.__getitem__
+
+    def getitem(self, key):
+        assert key != "keys_1", "keys_1 was decompressed before its header was checked"
+        return real(self, key)
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", getitem)
+    with pytest.raises(ValueError, match=r"ngram\.npz: field 'keys_1' must be integers of shape"):
+        KneserNeyLM.load(path)
+
+
 def test_load_names_a_missing_file(saved):
     _, path, _ = saved
     (path / "ngram.npz").unlink()

@@ -496,6 +496,29 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _check_member(z: Any, name: str, g: int) -> None:
+    """Reads only the .npy header of ``name`` in the npz ``z`` and its size in the zip's index:
+    an array that is not integers of shape (g,), or whose stored bytes cannot hold it, is refused
+    before it is decompressed (a tampered file cannot make us inflate gigabytes first)."""
+    member = name + ".npy"
+    info = z.zip.getinfo(member)
+    with z.zip.open(member) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"field {name!r}: unsupported .npy version {version}")
+        header = fp.tell()
+    if dtype.kind not in "iu" or shape != (g,):
+        raise ValueError(f"field {name!r} must be integers of shape ({g},), got {dtype} {shape}")
+    if info.file_size != header + g * dtype.itemsize:
+        raise ValueError(
+            f"field {name!r}: {info.file_size} stored bytes cannot hold {g} values of {dtype}"
+        )
+
+
 def _read_arrays(
     path: Path, ngrams: list[int], V: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -512,13 +535,9 @@ def _read_arrays(
                 )
             n_contexts = 1
             for k, g in enumerate(ngrams, 1):
+                for name in (f"keys_{k}", f"counts_{k}"):  # before anything is decompressed
+                    _check_member(z, name, g)
                 key, c = z[f"keys_{k}"], z[f"counts_{k}"]
-                for name, a in ((f"keys_{k}", key), (f"counts_{k}", c)):
-                    if a.dtype.kind not in "iu" or a.shape != (g,):
-                        raise ValueError(
-                            f"{path}: field {name!r} must be integers of shape ({g},), got "
-                            f"{a.dtype} {a.shape}"
-                        )
                 key, c = key.astype(np.int64), c.astype(np.int64)
                 if g and (key[0] < 0 or key[-1] >= n_contexts * V or np.any(np.diff(key) <= 0)):
                     raise ValueError(
