@@ -152,17 +152,14 @@ for (s, t), o in list(zip(test_pairs, out, strict=True))[:6]:
 # ## Where does the decoder look?
 #
 # Score the model's own translation with one teacher-forced forward pass and read the
-# attention weights it computed, one row per output word (`model._cache["attention"]` is
-# internal state of the last forward, used here for the picture only).
+# attention weights it computed, one row per output word (`model.attention_weights`).
 
 # %%
 sentence = test_pairs[0][0] if FRA is None else "i think he is right .".split()
 ids = src_vocab.encode(sentence)
 translation = model.translate([ids], beam_width=5, max_len=20)[0]
-model.eval()
 src_b, src_len, tgt_in, _ = model.make_batch([ids], [translation])
-model(src_b, src_len, tgt_in)
-weights = model._cache["attention"]["weights"][0]  # [T_out, S]
+weights = model.attention_weights(src_b, src_len, tgt_in)[0]  # [T_out, S]
 fig, ax = plt.subplots(figsize=(0.6 * len(sentence) + 2, 0.5 * weights.shape[0] + 1.5))
 ax.imshow(weights, cmap="Greys", vmin=0, vmax=1)
 ax.set_xticks(range(len(sentence)), sentence, rotation=45)
@@ -216,9 +213,7 @@ Trainer(
 sentence = list("abcdefgh")
 ids = toy_src.encode(sentence)
 output = aligner.translate([ids], max_len=20)[0]
-aligner.eval()
-aligner(*aligner.make_batch([ids], [output])[:3])
-weights = aligner._cache["attention"]["weights"][0]  # [T_out, S]
+weights = aligner.attention_weights(*aligner.make_batch([ids], [output])[:3])[0]  # [T_out, S]
 fig, ax = plt.subplots(figsize=(5, 5))
 ax.imshow(weights, cmap="Greys", vmin=0, vmax=1)
 ax.set_xticks(range(len(sentence)), sentence)

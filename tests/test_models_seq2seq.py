@@ -337,3 +337,17 @@ def test_cli_trains_writes_metrics_and_translates(tmp_path, capsys):
     )
     assert rc == 2
     assert "bad.txt, line 2: empty source sentence" in capsys.readouterr().err
+
+
+def test_attention_weights_are_distributions_over_each_source():
+    model = Seq2Seq(9, 10, embed_dim=3, hidden_size=4, attention="general", dropout=0.3, seed=5)
+    src, src_len, tgt_in, _ = model.make_batch([[3, 4, 5, 6], [7, 8]], [[1, 2, 3], [4]])
+    model.train()
+    w = model.attention_weights(src, src_len, tgt_in)
+    assert model.training  # the mode is left as it was
+    assert w.shape == (2, tgt_in.shape[0], src.shape[0])
+    np.testing.assert_allclose(w.sum(axis=-1), 1.0, rtol=1e-5)
+    assert np.all(w[1, :, int(src_len[1]) :] == 0)  # never past a source's end
+    np.testing.assert_array_equal(model.attention_weights(src, src_len, tgt_in), w)  # no dropout
+    with pytest.raises(ValueError, match="no attention"):
+        Seq2Seq(9, 10, seed=0).attention_weights(src, src_len, tgt_in)

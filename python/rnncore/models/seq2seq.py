@@ -353,6 +353,23 @@ class Seq2Seq(nn.Module):
             self._save_for_backward(self._cache)
         return self.output(self.out_dropout(top))
 
+    def attention_weights(
+        self, src: Any, src_lengths: Any, tgt_in: Any, tgt_lengths: Any = None
+    ) -> np.ndarray:
+        """Where the decoder looks: the attention weights of a teacher-forced pass in inference
+        mode (dropout off; the model's mode is left as it was), [B, T, S]: for each target step
+        t, its distribution over the source steps (zero past a source's length). Arguments as
+        :meth:`forward` (e.g. from :meth:`make_batch`). A model without attention has none:
+        ValueError."""
+        if self.attention is None:
+            raise ValueError(
+                "Seq2Seq.attention_weights: this model has no attention (attention=None)"
+            )
+        with nn.inference_mode(self):
+            self.forward(src, src_lengths, tgt_in, tgt_lengths)
+            weights = self._cache["attention"]["weights"]
+        return np.array(weights, copy=True)
+
     def backward(self, dlogits: np.ndarray) -> None:
         """Backward of the newest unconsumed training forward; gradients accumulate in every
         parameter."""
