@@ -73,6 +73,11 @@ def test_stream_batches_shard_by_columns_and_wrappers_are_copied():
         dist._shard([(np.zeros(3),)], 0, 2)
 
 
+def test_map_slices_in_one_process_is_a_plain_map():
+    assert dist.map_slices(lambda part: [2 * x for x in part], [1, 2, 3]) == [2, 4, 6]
+    assert dist.map_slices(lambda part: [], []) == []
+
+
 def test_single_process_world_and_reducer():
     world = dist.init(False)
     assert (world.rank, world.size) == (0, 1)
@@ -212,6 +217,8 @@ model = LanguageModel(7, 4, 4, num_layers=2, dropout=0.5, seed=r)
 Trainer(model, optim.SGD(model.parameters(), lr=0.1), log=None, progress=False)
 out["lm_w"] = float(sum(float(p.data.sum()) for p in model.parameters()))
 out["dropout_seed"] = int(model.rnn._dropout_seed)
+# decoding a test set split across the ranks: each rank maps its part, all get the whole
+out["mapped"] = dist.map_slices(lambda part: [(x, world.rank) for x in part], list(range(7)))
 print("RESULT " + json.dumps(out), flush=True)
 """
 
@@ -237,6 +244,8 @@ def test_collectives_on_two_ranks(tmp_path):
             assert grads == pytest.approx([1.25, 2.5])
     assert res[0]["lm_w"] == res[1]["lm_w"]
     assert res[0]["dropout_seed"] == res[1]["dropout_seed"]
+    want = [[x, 0 if x < 4 else 1] for x in range(7)]  # rank 0 maps items 0-3, rank 1 4-6
+    assert res[0]["mapped"] == res[1]["mapped"] == want
 
 
 ADDING = (

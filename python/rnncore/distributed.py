@@ -69,6 +69,7 @@ __all__ = [
     "allreduce_gradients",
     "local_slice",
     "shard_batches",
+    "map_slices",
     "abort",
 ]
 
@@ -578,6 +579,26 @@ class _StreamSlice:
                 yield window
         finally:
             set_batch_offset(0)
+
+
+def map_slices(fn: Any, items: Any, world: World | None = None) -> list[Any]:
+    """``fn`` over a sequence split across the ranks: each rank calls ``fn(items[part])`` on its
+    contiguous part (:func:`local_slice`) and every rank gets the concatenated results, in
+    order, as one process calling ``fn(items)`` would (for an ``fn`` that maps item by item, e.g.
+    decoding a test set). A collective; with one rank just ``list(fn(items))``.
+
+    Args:
+        fn: sequence of n items -> sequence of n results.
+        items: a sequence (list, array) of n items, the same on every rank.
+        world: default the world :func:`init` created (:func:`current`: one process when none
+            was, as in ``--no-distributed`` runs).
+    """
+    w = world or current()
+    if w.size == 1:
+        return list(fn(items))
+    part = local_slice(len(items), w.rank, w.size)
+    mine = list(fn(items[part])) if part.stop > part.start else []
+    return [r for chunk in w.allgather_object(mine) for r in chunk]
 
 
 def _shard(batches: Any, rank: int, size: int) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed as dist
 from ..data import Vocab, read_caption_data, synthetic_scenes, write_caption_data
 from ..metrics import corpus_bleu
 from ..models import Captioner
@@ -175,7 +176,9 @@ def caption_scores(
     """Exact-match rate and BLEU of the decoded captions of a split."""
     start = time.perf_counter()
     feats, caps = split
-    out = model.caption(feats, beam_width=beam, max_len=max_len)
+    out = dist.map_slices(  # each rank decodes its part of the split
+        lambda part: model.caption(part, beam_width=beam, max_len=max_len), feats
+    )
     hyps = [vocab.decode(o) for o in out]
     exact = float(np.mean([h == c for h, c in zip(hyps, caps, strict=True)]))
     bleu = corpus_bleu([" ".join(h) for h in hyps], [" ".join(c) for c in caps])

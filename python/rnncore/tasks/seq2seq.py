@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed as dist
 from ..data import (
     DataFormatError,
     build_translation_vocabs,
@@ -339,8 +340,11 @@ def bleu_of(
     """Corpus BLEU (sacreBLEU's definition) of the model's translations of ``pairs``."""
     start = time.perf_counter()
     sources = [src_vocab.encode(s) for s, _ in pairs]
-    outputs = model.translate(
-        sources, beam_width=beam, max_len=max_len, length_penalty=length_penalty, batch_size=256
+    outputs = dist.map_slices(  # each rank decodes its part of the test set
+        lambda part: model.translate(
+            part, beam_width=beam, max_len=max_len, length_penalty=length_penalty, batch_size=256
+        ),
+        sources,
     )
     hyps = [" ".join(tgt_vocab.decode(o)) for o in outputs]
     refs = [" ".join(t) for _, t in pairs]
