@@ -210,3 +210,19 @@ def test_train_device_option(tmp_path, capsys):
         code = main(["train", "adding", "--out", str(tmp_path / "gpu"), "--device", "cuda", *opts])
         assert code == 2
         assert "--device cuda" in capsys.readouterr().err
+
+
+def test_checkpoints_are_device_free(tmp_path):
+    from rnncore.models import LanguageModel
+    from rnncore.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ids = np.random.default_rng(6).integers(0, 20, size=(5, 2))
+    model = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=7).to("cuda-sim")
+    model.eval()
+    want, _ = model(ids)
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "ck", model))
+    assert ckpt.model.rnn.device == "cpu"  # a checkpoint loads onto the CPU ...
+    got, _ = ckpt.model(ids)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    ckpt.model.to("cuda-sim")  # ... and moves wherever the machine allows
+    np.testing.assert_allclose(ckpt.model(ids)[0], want, rtol=0, atol=1e-12)
