@@ -32,6 +32,9 @@ CONFIGS = [
     (nn.RNN, {"nonlinearity": "relu"}),
     (nn.LSTM, {"dropout": 0.4}),
     (nn.GRU, {"bias": False, "dropout": 0.3}),
+    (nn.LSTM, {"zoneout": 0.2, "dropout": 0.3}),
+    (nn.GRU, {"zoneout": 0.3}),
+    (nn.RNN, {"zoneout": 0.25}),
 ]
 
 
@@ -89,12 +92,12 @@ def test_training_step_equals_the_cpu_engine(device, dtype, tol, cls, kw):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_inference_batch_first_no_state_and_one_direction(device):
+def test_inference_batch_first_no_state_one_direction_and_zoneout(device):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 9, 5))  # batch first
-    for cls in (nn.LSTM, nn.GRU):
-        a = _layer(cls, {}, "cpu", "float64", layers=3, bidirectional=False, batch_first=True)
-        b = _layer(cls, {}, device, "float64", layers=3, bidirectional=False, batch_first=True)
+    for cls, kw in ((nn.LSTM, {}), (nn.GRU, {}), (nn.LSTM, {"zoneout": 0.3})):
+        a = _layer(cls, kw, "cpu", "float64", layers=3, bidirectional=False, batch_first=True)
+        b = _layer(cls, kw, device, "float64", layers=3, bidirectional=False, batch_first=True)
         a.eval()
         b.eval()
         ya, ha = a(x, lengths=[9, 2, 5])
@@ -143,7 +146,6 @@ def test_a_few_sgd_steps_train_the_same(device):
 @pytest.mark.parametrize(
     "kw, what",
     [
-        ({"zoneout": 0.1}, "zoneout runs on the CPU only"),
         ({"recurrent_dropout": 0.1}, "recurrent_dropout runs on the CPU only"),
         ({"layer_norm": True}, "layer_norm runs on the CPU only"),
         ({"proj_size": 3}, "proj_size runs on the CPU only"),

@@ -11,7 +11,7 @@
 // parameters; backward adds the device's gradients into the host ones. Dropout between layers
 // draws the CPU engine's masks (keyed.h), so the two devices agree bit for bit on them.
 //
-// Cells: rnn (tanh, relu), lstm, gru (reset-after). The other options (proj_size, zoneout,
+// Cells: rnn (tanh, relu), lstm, gru (reset-after), with zoneout. The other options (proj_size,
 // recurrent dropout, layer norm, gated cells, gru_v1) are refused by check_gpu_config.
 #pragma once
 
@@ -117,6 +117,16 @@ struct CellForward {
   T *h_next, *c_next, *y;
   Index ld_y;
   T *gates, *hn_keep, *c_keep, *hprev, *cprev;  // null in inference
+  // Zoneout (0: none): in training a unit keeps its previous value where the CPU engine's draw
+  // (lane_cpu.h, LaneRandom) says so, recorded in zh/zc [B, H]; in inference the expectation.
+  double zoneout;
+  std::uint64_t lane_key;
+  std::int64_t offset;
+  T *zh, *zc;
+  RNNCORE_HD bool keeps(std::uint64_t seq, int stream, Index j) const {
+    const std::uint64_t d = mix64(seq + std::uint64_t((t * 2 + stream) * ((H + 3) / 4) + j / 4));
+    return double((d >> (16 * (j % 4))) & 0xffff) * (1.0 / 65536.0) < zoneout;
+  }
   RNNCORE_HD void operator()(Index i) const {
     const Index b = i / H, j = i % H;
     const bool active = t < len[b];
@@ -143,7 +153,7 @@ struct CellForward {
       const T cp = c_prev[i];
       const T c = fg * cp + ig * gg;
       h = og * tanh_(c);
-      c_next[i] = c;
+      c_next[i] = zone(c, cp, 1, b, j, zc ? zc + i : nullptr);
       if (gates) {
         T* g = gates + b * 4 * H + j;
         g[0] = ig;
@@ -167,8 +177,17 @@ struct CellForward {
         hn_keep[i] = hn;
       }
     }
+    h = zone(h, h0, 0, b, j, zh ? zh + i : nullptr);
     h_next[i] = h;
     y[b * ld_y + j] = h;
+  }
+  // The zoned value of a unit whose cell computed `fresh` and whose previous value is `prev`.
+  RNNCORE_HD T zone(T fresh, T prev, int stream, Index b, Index j, T* record) const {
+    if (zoneout <= 0.0) return fresh;
+    if (!record) return T(zoneout) * prev + (T(1) - T(zoneout)) * fresh;  // inference
+    const bool keep = keeps(sequence_key(lane_key, offset + b), stream, j);
+    *record = keep ? T(1) : T(0);
+    return keep ? prev : fresh;
   }
 };
 
@@ -186,6 +205,7 @@ struct CellBackward {
   Index ld_y;
   const T *gates, *hn_keep, *c_keep, *cprev, *hprev;
   T *dc, *dgx, *dgh, *dh_carry;
+  const T *zh, *zc;  // zoneout's records of this step, or null
   RNNCORE_HD void operator()(Index i) const {
     const Index b = i / H, j = i % H;
     const bool active = t < len[b];
@@ -193,12 +213,20 @@ struct CellBackward {
       dh_carry[i] = dh[i];
       return;
     }
-    const T d = dh[i] + (dy ? dy[b * ld_y + j] : T(0));
+    const T total = dh[i] + (dy ? dy[b * ld_y + j] : T(0));
+    // a kept unit's gradient goes straight to the previous step, a fresh one's to the cell
+    const T kept = zh && zh[i] != T(0) ? total : T(0);
+    const T d = total - kept;
+    T dc_kept = T(0);
+    if (zc && zc[i] != T(0)) {
+      dc_kept = dc[i];
+      dc[i] = T(0);
+    }
     if (kind == Kind::kRnnTanh || kind == Kind::kRnnRelu) {
       const T h = gates[i];
       const T da = kind == Kind::kRnnTanh ? d * (T(1) - h * h) : (h > T(0) ? d : T(0));
       dgx[i] = da;
-      dh_carry[i] = T(0);
+      dh_carry[i] = kept;
     } else if (kind == Kind::kLstm) {
       const T* g = gates + b * 4 * H + j;
       const T ig = g[0], fg = g[H], gg = g[2 * H], og = g[3 * H];
@@ -209,8 +237,8 @@ struct CellBackward {
       o[H] = dct * cprev[i] * fg * (T(1) - fg);
       o[2 * H] = dct * ig * (T(1) - gg * gg);
       o[3 * H] = d * tc * og * (T(1) - og);
-      dc[i] = dct * fg;
-      dh_carry[i] = T(0);
+      dc[i] = dct * fg + dc_kept;
+      dh_carry[i] = kept;
     } else {
       const Index row = b * 3 * H;
       const T* g = gates + row + j;
@@ -224,7 +252,7 @@ struct CellBackward {
       dgh[row + j] = dr;
       dgh[row + H + j] = dz;
       dgh[row + 2 * H + j] = dn * r;
-      dh_carry[i] = d * z;
+      dh_carry[i] = kept + d * z;
     }
   }
 };
@@ -302,7 +330,7 @@ template <typename T, typename Dev>
 class GpuSequence final : public SequenceBackend<T> {
   // What one training forward keeps for its backward (device memory).
   struct Lane {
-    Buffer<T, Dev> gates, hn_keep, c_keep, cprev, hprev;
+    Buffer<T, Dev> gates, hn_keep, c_keep, cprev, hprev, zh, zc;
   };
   struct Saved final : SavedContext {
     const void* owner = nullptr;
@@ -348,6 +376,7 @@ class GpuSequence final : public SequenceBackend<T> {
     const Index H = cfg_.hidden_size, DH = D * H, G = cfg_.gates(), GH = G * H;
     const Index I = cfg_.input_size;
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
+    const bool zoned = cfg_.zoneout > 0.0;
     upload_params();
     auto s = std::make_unique<Saved>();
     s->owner = this;
@@ -405,7 +434,17 @@ class GpuSequence final : public SequenceBackend<T> {
             lane.c_keep = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
             lane.cprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
           }
+          if (zoned) {
+            lane.zh = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+            lane.zh.zero();
+            if (lstm) {
+              lane.zc = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+              lane.zc.zero();
+            }
+          }
         }
+        const std::uint64_t lane_key =
+            mix64(call.dropout_seed ^ mix64(0x6c616e6500000000ULL + std::uint64_t(k)));
         T *h_cur = ha.data(), *h_nxt = hb.data(), *c_cur = ca.data(), *c_nxt = cb.data();
         dev_.copy(h_cur, h0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
         if (lstm) dev_.copy(c_cur, c0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
@@ -430,7 +469,12 @@ class GpuSequence final : public SequenceBackend<T> {
                            gru && call.training ? lane.hn_keep.data() + at * H : nullptr,
                            lstm && call.training ? lane.c_keep.data() + at * H : nullptr,
                            call.training ? lane.hprev.data() + at * H : nullptr,
-                           lstm && call.training ? lane.cprev.data() + at * H : nullptr};
+                           lstm && call.training ? lane.cprev.data() + at * H : nullptr,
+                           cfg_.zoneout,
+                           lane_key,
+                           call.batch_offset,
+                           zoned && call.training ? lane.zh.data() + at * H : nullptr,
+                           zoned && call.training && lstm ? lane.zc.data() + at * H : nullptr};
           dev_.for_each(B * H, f);
           std::swap(h_cur, h_nxt);
           std::swap(c_cur, c_nxt);
@@ -514,7 +558,9 @@ class GpuSequence final : public SequenceBackend<T> {
                             lstm ? dc.data() : nullptr,
                             dgx.data() + at * GH,
                             gru ? dgh.data() + at * GH : nullptr,
-                            dh_next.data()};
+                            dh_next.data(),
+                            lane.zh.size() ? lane.zh.data() + at * H : nullptr,
+                            lane.zc.size() ? lane.zc.data() + at * H : nullptr};
           dev_.for_each(B * H, f);
           gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(1),
                   dh_next.data(), H);
