@@ -35,6 +35,9 @@ CONFIGS = [
     (nn.LSTM, {"zoneout": 0.2, "dropout": 0.3}),
     (nn.GRU, {"zoneout": 0.3}),
     (nn.RNN, {"zoneout": 0.25}),
+    (nn.LSTM, {"recurrent_dropout": 0.3, "zoneout": 0.1}),
+    (nn.GRU, {"recurrent_dropout": 0.25, "dropout": 0.2}),
+    (nn.RNN, {"recurrent_dropout": 0.2}),
 ]
 
 
@@ -146,7 +149,6 @@ def test_a_few_sgd_steps_train_the_same(device):
 @pytest.mark.parametrize(
     "kw, what",
     [
-        ({"recurrent_dropout": 0.1}, "recurrent_dropout runs on the CPU only"),
         ({"layer_norm": True}, "layer_norm runs on the CPU only"),
         ({"proj_size": 3}, "proj_size runs on the CPU only"),
     ],

@@ -11,8 +11,8 @@
 // parameters; backward adds the device's gradients into the host ones. Dropout between layers
 // draws the CPU engine's masks (keyed.h), so the two devices agree bit for bit on them.
 //
-// Cells: rnn (tanh, relu), lstm, gru (reset-after), with zoneout. The other options (proj_size,
-// recurrent dropout, layer norm, gated cells, gru_v1) are refused by check_gpu_config.
+// Cells: rnn (tanh, relu), lstm, gru (reset-after), with zoneout and recurrent dropout. The other
+// options (proj_size, layer norm, gated cells, gru_v1) are refused by check_gpu_config.
 #pragma once
 
 #include <cmath>
@@ -75,6 +75,33 @@ struct DropInputs {
     mask[i] = keep;
     xd[i] = t < len[b] ? y[i] * keep : T(0);
   }
+};
+
+// Recurrent dropout's mask of one lane [B, H]: one inverted-dropout scale per (sequence, unit)
+// for the whole call, drawn as the CPU engine draws it (lane_cpu.h, draw_recurrent_mask).
+template <typename T>
+struct RecurrentMask {
+  T* mask;
+  Index H;
+  std::uint64_t lane_key;
+  std::int64_t offset;
+  double p;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H;
+    const std::uint64_t key = mix64(lane_key ^ 0x7265632d64726f70ULL);
+    const double u =
+        double(mix64(sequence_key(key, offset + b) + std::uint64_t(j)) >> 11) * 0x1.0p-53;
+    mask[i] = u >= p ? T(1.0 / (1.0 - p)) : T(0);
+  }
+};
+
+// out = a * m (element-wise), or out += a * m with accumulate.
+template <typename T>
+struct MultiplyInto {
+  T* out;
+  const T *a, *m;
+  bool accumulate;
+  RNNCORE_HD void operator()(Index i) const { out[i] = (accumulate ? out[i] : T(0)) + a[i] * m[i]; }
 };
 
 template <typename T>
@@ -331,6 +358,7 @@ class GpuSequence final : public SequenceBackend<T> {
   // What one training forward keeps for its backward (device memory).
   struct Lane {
     Buffer<T, Dev> gates, hn_keep, c_keep, cprev, hprev, zh, zc;
+    Buffer<T, Dev> rmask, hin;  // recurrent dropout: the mask [B, H], h_prev * mask [T, B, H]
   };
   struct Saved final : SavedContext {
     const void* owner = nullptr;
@@ -377,6 +405,7 @@ class GpuSequence final : public SequenceBackend<T> {
     const Index I = cfg_.input_size;
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
     const bool zoned = cfg_.zoneout > 0.0;
+    const bool rdrop = call.training && cfg_.recurrent_dropout > 0.0;
     upload_params();
     auto s = std::make_unique<Saved>();
     s->owner = this;
@@ -445,13 +474,25 @@ class GpuSequence final : public SequenceBackend<T> {
         }
         const std::uint64_t lane_key =
             mix64(call.dropout_seed ^ mix64(0x6c616e6500000000ULL + std::uint64_t(k)));
+        if (rdrop) {
+          lane.rmask = Buffer<T, Dev>(&dev_, std::size_t(B * H));
+          lane.hin = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          dev_.for_each(B * H, RecurrentMask<T>{lane.rmask.data(), H, lane_key, call.batch_offset,
+                                                cfg_.recurrent_dropout});
+        }
         T *h_cur = ha.data(), *h_nxt = hb.data(), *c_cur = ca.data(), *c_nxt = cb.data();
         dev_.copy(h_cur, h0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
         if (lstm) dev_.copy(c_cur, c0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
         for (Index step = 0; step < Tn; ++step) {
           const Index t = d == 1 ? Tn - 1 - step : step;
-          gemm<T>(dev_, false, true, B, GH, H, T(1), h_cur, H, P + lo.Wh, H, T(0), hp.data(), GH);
           const std::size_t at = std::size_t(t * B);
+          const T* h_in = h_cur;  // what W_hh sees
+          if (rdrop) {
+            T* hin = lane.hin.data() + at * H;
+            dev_.for_each(B * H, MultiplyInto<T>{hin, h_cur, lane.rmask.data(), false});
+            h_in = hin;
+          }
+          gemm<T>(dev_, false, true, B, GH, H, T(1), h_in, H, P + lo.Wh, H, T(0), hp.data(), GH);
           CellForward<T> f{kind_,
                            H,
                            t,
@@ -516,6 +557,7 @@ class GpuSequence final : public SequenceBackend<T> {
     }
     Buffer<T, Dev> dh0(&dev_, dhn.size()), dc0(&dev_, lstm ? dhn.size() : 0);
     Buffer<T, Dev> dh(&dev_, std::size_t(B * H)), dh_next(&dev_, std::size_t(B * H));
+    Buffer<T, Dev> dh_in(&dev_, cfg_.recurrent_dropout > 0.0 ? std::size_t(B * H) : 0);
     Buffer<T, Dev> dc(&dev_, lstm ? std::size_t(B * H) : 0);
     Buffer<T, Dev> dgx(&dev_, std::size_t(Tn * B * GH)), dgh(&dev_, gru ? dgx.size() : 0);
     Buffer<double, Dev> sq(&dev_, call.step_grad_norms ? std::size_t(Tn * B) : 0);
@@ -562,8 +604,15 @@ class GpuSequence final : public SequenceBackend<T> {
                             lane.zh.size() ? lane.zh.data() + at * H : nullptr,
                             lane.zc.size() ? lane.zc.data() + at * H : nullptr};
           dev_.for_each(B * H, f);
-          gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(1),
-                  dh_next.data(), H);
+          if (lane.rmask.size()) {  // dL/dh_prev += (dL/dh_in) * mask
+            gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(0),
+                    dh_in.data(), H);
+            dev_.for_each(B * H,
+                          MultiplyInto<T>{dh_next.data(), dh_in.data(), lane.rmask.data(), true});
+          } else {
+            gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(1),
+                    dh_next.data(), H);
+          }
           std::swap(dh, dh_next);
         }
         dev_.copy(dh0.data() + k * B * H, dh.data(), sizeof(T) * std::size_t(B * H));
@@ -579,8 +628,8 @@ class GpuSequence final : public SequenceBackend<T> {
         // the weight gradients over all steps at once
         gemm<T>(dev_, true, false, GH, Il, Tn * B, T(1), dgx.data(), GH, X.data(), Il, T(1),
                 dP + lo.Wx, Il);
-        gemm<T>(dev_, true, false, GH, H, Tn * B, T(1), dgh_all, GH, lane.hprev.data(), H, T(1),
-                dP + lo.Wh, H);
+        const T* h_in = lane.rmask.size() ? lane.hin.data() : lane.hprev.data();
+        gemm<T>(dev_, true, false, GH, H, Tn * B, T(1), dgh_all, GH, h_in, H, T(1), dP + lo.Wh, H);
         if (cfg_.bias) {
           dev_.for_each(GH, ColumnSums<T>{dgx.data(), dP + lo.bx, Tn * B, GH});
           dev_.for_each(GH, ColumnSums<T>{dgh_all, dP + lo.bh, Tn * B, GH});

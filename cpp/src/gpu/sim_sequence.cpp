@@ -25,8 +25,6 @@ void check_gpu_config(const RecurrentConfig& cfg, const char* device) {
   }
   if (cfg.proj_size > 0)
     throw std::invalid_argument(where + "proj_size runs on the CPU only so far");
-  if (cfg.recurrent_dropout > 0.0)
-    throw std::invalid_argument(where + "recurrent_dropout runs on the CPU only so far");
   if (cfg.layer_norm) throw std::invalid_argument(where + "layer_norm runs on the CPU only so far");
 }
 
