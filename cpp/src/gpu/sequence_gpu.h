@@ -417,12 +417,7 @@ class GpuSequence final : public SequenceBackend<T> {
 
     Buffer<T, Dev> x(&dev_, std::size_t(Tn * B * I));
     dev_.upload(x.data(), call.x, sizeof(T) * x.size());
-    Buffer<T, Dev> h0(&dev_, std::size_t(L * D * B * H)), c0;
-    load_or_zero(h0, call.h0);
-    if (lstm) {
-      c0 = Buffer<T, Dev>(&dev_, h0.size());
-      load_or_zero(c0, call.c0);
-    }
+    auto [h0, c0] = load_states(call.h0, call.c0, L * D * B * H);
     Buffer<T, Dev> hn(&dev_, h0.size()), cn(&dev_, lstm ? h0.size() : 0);
     Buffer<T, Dev> xp(&dev_, std::size_t(Tn * B * GH)), hp(&dev_, std::size_t(B * GH));
     Buffer<T, Dev> ha(&dev_, std::size_t(B * H)), hb(&dev_, std::size_t(B * H));
@@ -549,12 +544,7 @@ class GpuSequence final : public SequenceBackend<T> {
 
     Buffer<T, Dev> dY(&dev_, std::size_t(Tn * B * DH));
     load_or_zero(dY, call.dy);
-    Buffer<T, Dev> dhn(&dev_, std::size_t(L * D * B * H)), dcn;
-    load_or_zero(dhn, call.dhn);
-    if (lstm) {
-      dcn = Buffer<T, Dev>(&dev_, dhn.size());
-      load_or_zero(dcn, call.dcn);
-    }
+    auto [dhn, dcn] = load_states(call.dhn, call.dcn, L * D * B * H);
     Buffer<T, Dev> dh0(&dev_, dhn.size()), dc0(&dev_, lstm ? dhn.size() : 0);
     Buffer<T, Dev> dh(&dev_, std::size_t(B * H)), dh_next(&dev_, std::size_t(B * H));
     Buffer<T, Dev> dh_in(&dev_, cfg_.recurrent_dropout > 0.0 ? std::size_t(B * H) : 0);
@@ -675,6 +665,16 @@ class GpuSequence final : public SequenceBackend<T> {
       dev_.upload(buf.data(), host, sizeof(T) * buf.size());
     else
       buf.zero();
+  }
+  // A state on the device: h [n] (and the LSTM's c [n]) from the host, or zeros where null.
+  std::pair<Buffer<T, Dev>, Buffer<T, Dev>> load_states(const T* h, const T* c, Index n) {
+    Buffer<T, Dev> hd(&dev_, std::size_t(n)), cd;
+    load_or_zero(hd, h);
+    if (kind_ == Kind::kLstm) {
+      cd = Buffer<T, Dev>(&dev_, std::size_t(n));
+      load_or_zero(cd, c);
+    }
+    return {std::move(hd), std::move(cd)};
   }
   Buffer<std::int64_t, Dev> lengths(const std::int64_t* host, Index Tn, Index B) {
     Buffer<std::int64_t, Dev> len(&dev_, std::size_t(B));
