@@ -183,12 +183,13 @@ def _float32_matches_torch(cell, x, lengths, hidden, bidirectional, threads, see
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
 @pytest.mark.parametrize(("hidden", "threads"), [(40, 2), (150, 2), (150, 1), (300, 1)])
-@pytest.mark.parametrize("steps", [9, 33])
+@pytest.mark.parametrize("steps", [3, 9, 33])
 def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads, steps):
-    """Batches of <= 4 use matrix-vector products: calls of fewer than 32 steps on W_hh in place,
-    longer ones on W_hh packed in 128-output panels (AVX-512 / AVX2 kernels in float32), one
-    template per batch size. Each thread packs its H/threads units per gate: 20, 75, 150 and 300
-    leave partial 16x16 transpose tiles, partial panels and masked lanes."""
+    """Batches of <= 4 use matrix-vector products: short calls on W_hh in place (under 32 steps
+    with the AVX-512 kernels, under 5 with the AVX2 ones), longer ones on W_hh packed in panels
+    of 128 (AVX-512) or 64 (AVX2) outputs, one template per batch size. Each thread packs its
+    H/threads units per gate: 20, 75, 150 and 300 leave partial transpose tiles, partial panels
+    and masked lanes."""
     T, I = steps, 7
     rng = np.random.default_rng(4)
     x = rng.standard_normal((T, batch, I)).astype(np.float32)

@@ -373,13 +373,13 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
     // Small batches get each gate's block packed for the matrix-vector kernel (gemv.h), or for
-    // calls of a few steps use W_hh in place (step.h, kGemvPackMinSteps); on AVX-512 CPUs a
+    // calls of a few steps use W_hh in place (step.h, gemv_pack_min_steps_for); on AVX-512 CPUs a
     // larger batch's float block is packed into panels for packed_gemm instead.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * R;
     T* wh_region = sc.wh_blocked.data() + G * R * (units.begin + kPanel * thread_id());
     const Index u = units.size(), uq = outs.size();
     const bool small_batch = pk.B <= kGemvRows;
-    const bool gemv_in_place = small_batch && pk.T < kGemvPackMinSteps;
+    const bool gemv_in_place = small_batch && pk.T < gemv_pack_min_steps_for<T>();
     const T* wh_packed = nullptr;
     if constexpr (std::is_same_v<T, float>) {
       if (!small_batch && packed_gemm_available()) {

@@ -32,11 +32,16 @@ struct RowSrc {
 // product per row on a copy of W_hh packed once per call (see gemv.h): a GEMM would repack the
 // weights on every step, which costs more than the product itself.
 constexpr Index kGemvRows = kGemvMaxRows;
-// Calls of fewer steps than this (decoding one token at a time, say) multiply W_hh where it lies
-// instead: packing costs ~100 us per MB of weights, while the in-place product (Eigen's row-major
-// matrix-vector kernel, dot products) is only ~15% slower per step; for H = 256 the two meet at
-// ~45 steps. A B=1, T=1, H=256 LSTM call at 1 thread (C++, I=1): 110 -> 22 us.
-constexpr Index kGemvPackMinSteps = 32;
+// Calls of fewer steps than gemv_pack_min_steps() (decoding one token at a time, say) multiply
+// W_hh where it lies instead. With the AVX-512 kernels packing costs ~100 us per MB of weights
+// while the in-place product (Eigen's row-major matrix-vector kernel, dot products) is only ~15%
+// slower per step, so the two meet at ~45 steps for H = 256 (32 is used); a B=1, T=1, H=256 LSTM
+// call at 1 thread (C++, I=1): 110 -> 22 us. The AVX2 kernels pack sooner (gemv.h).
+template <typename T>
+Index gemv_pack_min_steps_for() {
+  // double always uses the portable kernel and its scalar packing.
+  return std::is_same_v<T, float> ? gemv_pack_min_steps() : 32;
+}
 
 // C[0:n, :cols] (+)= src[0:n, :k] · W[cols, k]ᵀ with src given as a RowSrc.
 template <typename T>
@@ -105,8 +110,8 @@ struct Step {
   // at most kGemvRows) each gate's [u, R] block packed by pack_gemv_panels (u*R values each).
   const T* Wh_own = nullptr;
   bool small_batch = false;
-  // Short calls of a small batch (see kGemvPackMinSteps): Wh_own is unused and gate g's block of
-  // this thread's units is rows [g*H + j0, g*H + j1) of Wh itself.
+  // Short calls of a small batch (see gemv_pack_min_steps_for): Wh_own is unused and gate g's block
+  // of this thread's units is rows [g*H + j0, g*H + j1) of Wh itself.
   bool gemv_in_place = false;
   // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
   // per gate block [R, u] (packed_size(R, u) floats each); backward, W_hh[:, q0:q1] as [G*H, uq].
