@@ -11,8 +11,9 @@
 // parameters; backward adds the device's gradients into the host ones. Dropout between layers
 // draws the CPU engine's masks (keyed.h), so the two devices agree bit for bit on them.
 //
-// Cells: rnn (tanh, relu), lstm, gru (reset-after), with zoneout and recurrent dropout. The other
-// options (proj_size, layer norm, gated cells, gru_v1) are refused by check_gpu_config.
+// Cells: rnn (tanh, relu), lstm (also with proj_size), gru (reset-after) and gru_v1 (reset-before:
+// a second recurrent GEMM per step, W_hn (r ⊙ h)), with zoneout and recurrent dropout. Layer norm
+// and the gated cells are refused by check_gpu_config.
 #pragma once
 
 #include <cmath>
@@ -43,7 +44,7 @@ RNNCORE_HD inline T sigmoid_(T x) {
   return T(1) / (T(1) + exp_(-x));
 }
 
-enum class Kind : int { kRnnTanh, kRnnRelu, kLstm, kGru };
+enum class Kind : int { kRnnTanh, kRnnRelu, kLstm, kGru, kGruV1 };
 
 // ---- kernels: functors over an index, one GPU thread each ------------------------------------
 // out[r, j] = bias[j] (or 0) for r in [0, rows): the input projection's starting value.
@@ -131,10 +132,86 @@ struct ColumnSums {
   }
 };
 
+// The reset-before GRU's gates of one step, element (b, j) of [B, H]: rz [B, 3H] holds h_in W_hh^T
+// for the r and z blocks (the GEMM's output) and gets r and z themselves; rh = r ⊙ h_in, the
+// input of the step's second product W_hn (r ⊙ h).
+template <typename T>
+struct GruV1Gates {
+  Index H;
+  const T *xp, *bh, *h_in;
+  T *rz, *rh;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H, row = b * 3 * H;
+    const T r = sigmoid_(xp[row + j] + rz[row + j] + (bh ? bh[j] : T(0)));
+    const T z = sigmoid_(xp[row + H + j] + rz[row + H + j] + (bh ? bh[H + j] : T(0)));
+    rz[row + j] = r;
+    rz[row + H + j] = z;
+    rh[i] = r * h_in[i];
+  }
+};
+
+// A projected LSTM's step, element (b, q) of [B, R]: hq = m W_hr^T is the new state of the rows
+// still running; the others carry theirs and output zero.
+template <typename T>
+struct ProjSelect {
+  Index R, t;
+  const std::int64_t* len;
+  const T *hq, *h_prev;
+  T *h_next, *y;
+  Index ld_y;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / R, q = i % R;
+    const bool active = t < len[b];
+    h_next[i] = active ? hq[i] : h_prev[i];
+    y[b * ld_y + q] = active ? hq[i] : T(0);
+  }
+};
+
+// A projected LSTM's backward step, element (b, q) of [B, R]: dq = dL/dh_t of the rows still
+// running (carried + output gradient; kept for dW_hr, zero elsewhere), and the carried gradient
+// of the rows past their end, which passes through the step unchanged (the recurrent GEMM adds
+// dG W_hh for the others).
+template <typename T>
+struct ProjGradIn {
+  Index R, t;
+  const std::int64_t* len;
+  const T *dh, *dy;
+  Index ld_y;
+  T *dq, *dh_carry;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / R, q = i % R;
+    const bool active = t < len[b];
+    dq[i] = active ? dh[i] + (dy ? dy[b * ld_y + q] : T(0)) : T(0);
+    dh_carry[i] = active ? T(0) : dh[i];
+  }
+};
+
+// The reset-before GRU's backward through r, element (b, j) of [B, H], after the cell wrote dn
+// and dz: drh = dn W_hn is dL/d(r ⊙ h_in); dr goes to dG's r block, drh ⊙ r to dL/dh_in.
+template <typename T>
+struct GruV1ResetGrad {
+  Index H, t;
+  const std::int64_t* len;
+  const T *drh, *gates, *h_in;
+  T *dg, *dh_in;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H;
+    if (!(t < len[b])) {
+      dh_in[i] = T(0);
+      return;
+    }
+    const T r = gates[b * 3 * H + j];
+    dg[b * 3 * H + j] = drh[i] * h_in[i] * r * (T(1) - r);
+    dh_in[i] = drh[i] * r;
+  }
+};
+
 // One step of one lane, forward, element (b, j) of [B, H]. xp: this step's input projection
 // [B, G*H] (b_ih included), hp: h_prev W_hh^T [B, G*H], bh: b_hh or null. Writes the new state,
 // the output column of y [B, ld_y], and what backward needs (gates [B, G*H]; the GRU's
 // W_hn h + b_hn in hn_keep [B, H]; the LSTM's c in c_keep [B, H]; h_prev in hprev [B, H]).
+// gru_v1: hp holds r and z (GruV1Gates) and W_hn (r ⊙ h_in) in the n block. A projected LSTM
+// passes y = m [B, H] (its cell output before W_hr) and scratch for h_prev / h_next.
 template <typename T>
 struct CellForward {
   Kind kind;
@@ -166,7 +243,10 @@ struct CellForward {
       return;
     }
     auto pre = [&](int g) {
-      const Index at = b * (kind == Kind::kLstm ? 4 : kind == Kind::kGru ? 3 : 1) * H + g * H + j;
+      const Index G = kind == Kind::kLstm                            ? 4
+                      : (kind == Kind::kGru || kind == Kind::kGruV1) ? 3
+                                                                     : 1;
+      const Index at = b * G * H + g * H + j;
       return xp[at] + hp[at] + (bh ? bh[g * H + j] : T(0));
     };
     T h = T(0);
@@ -189,6 +269,17 @@ struct CellForward {
         g[3 * H] = og;
         c_keep[i] = c;
         cprev[i] = cp;
+      }
+    } else if (kind == Kind::kGruV1) {  // n = tanh(x_n + W_hn (r ⊙ h) + b_hn)
+      const Index row = b * 3 * H;
+      const T r = hp[row + j], z = hp[row + H + j];
+      const T n = tanh_(pre(2));
+      h = (T(1) - z) * n + z * h0;
+      if (gates) {
+        T* g = gates + row + j;
+        g[0] = r;
+        g[H] = z;
+        g[2 * H] = n;
       }
     } else {  // GRU, reset-after (PyTorch's): n = tanh(x_n + r * (W_hn h + b_hn))
       const Index row = b * 3 * H;
@@ -222,7 +313,8 @@ struct CellForward {
 // step after it and the final state); dy: this step's output gradient [B, ld_y] or null. Writes
 // the pre-activation gradients (dgx for the input side, dgh for the recurrent side: they differ
 // for the GRU only, else dgh == dgx), updates dc in place, and sets dh_carry to the part of
-// dL/dh_prev that does not go through W_hh (the recurrent GEMM adds the rest).
+// dL/dh_prev that does not go through W_hh (the recurrent GEMM adds the rest). gru_v1 writes dz
+// and dn only: dr needs dn W_hn first (GruV1ResetGrad).
 template <typename T>
 struct CellBackward {
   Kind kind;
@@ -266,6 +358,13 @@ struct CellBackward {
       o[3 * H] = d * tc * og * (T(1) - og);
       dc[i] = dct * fg + dc_kept;
       dh_carry[i] = kept;
+    } else if (kind == Kind::kGruV1) {
+      const Index row = b * 3 * H;
+      const T* g = gates + row + j;
+      const T z = g[H], n = g[2 * H];
+      dgx[row + H + j] = d * (hprev[i] - n) * z * (T(1) - z);
+      dgx[row + 2 * H + j] = d * (T(1) - z) * (T(1) - n * n);
+      dh_carry[i] = kept + d * z;
     } else {
       const Index row = b * 3 * H;
       const T* g = gates + row + j;
@@ -359,6 +458,8 @@ class GpuSequence final : public SequenceBackend<T> {
   struct Lane {
     Buffer<T, Dev> gates, hn_keep, c_keep, cprev, hprev, zh, zc;
     Buffer<T, Dev> rmask, hin;  // recurrent dropout: the mask [B, H], h_prev * mask [T, B, H]
+    Buffer<T, Dev> rh;          // gru_v1: r ⊙ h_in of every step [T, B, H]
+    Buffer<T, Dev> m;           // proj_size: the cell's output before W_hr [T, B, H]
   };
   struct Saved final : SavedContext {
     const void* owner = nullptr;
@@ -377,7 +478,8 @@ class GpuSequence final : public SequenceBackend<T> {
         host_params_(num_params, T(0)),
         host_grads_(num_params, T(0)),
         params_(&dev_, num_params),
-        grads_(&dev_, num_params) {
+        grads_(&dev_, num_params),
+        R_(cfg.proj_size > 0 ? cfg.proj_size : cfg.hidden_size) {
     check_gpu_config(cfg, Dev::kName);
     switch (cfg.cell) {
       case CellType::kRnnTanh:
@@ -388,6 +490,9 @@ class GpuSequence final : public SequenceBackend<T> {
         break;
       case CellType::kLstm:
         kind_ = Kind::kLstm;
+        break;
+      case CellType::kGruV1:
+        kind_ = Kind::kGruV1;
         break;
       default:
         kind_ = Kind::kGru;
@@ -401,9 +506,10 @@ class GpuSequence final : public SequenceBackend<T> {
 
   void forward(const ForwardCall<T>& call) override {
     const Index Tn = call.steps, B = call.batch, L = cfg_.num_layers, D = cfg_.directions();
-    const Index H = cfg_.hidden_size, DH = D * H, G = cfg_.gates(), GH = G * H;
+    const Index H = cfg_.hidden_size, R = R_, DR = D * R, G = cfg_.gates(), GH = G * H;
     const Index I = cfg_.input_size;
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
+    const bool v1 = kind_ == Kind::kGruV1, proj = R != H;
     const bool zoned = cfg_.zoneout > 0.0;
     const bool rdrop = call.training && cfg_.recurrent_dropout > 0.0;
     upload_params();
@@ -417,12 +523,20 @@ class GpuSequence final : public SequenceBackend<T> {
 
     Buffer<T, Dev> x(&dev_, std::size_t(Tn * B * I));
     dev_.upload(x.data(), call.x, sizeof(T) * x.size());
-    auto [h0, c0] = load_states(call.h0, call.c0, L * D * B * H);
-    Buffer<T, Dev> hn(&dev_, h0.size()), cn(&dev_, lstm ? h0.size() : 0);
+    auto [h0, c0] = load_states(call.h0, call.c0, L * D * B);
+    Buffer<T, Dev> hn(&dev_, h0.size()), cn(&dev_, c0.size());
     Buffer<T, Dev> xp(&dev_, std::size_t(Tn * B * GH)), hp(&dev_, std::size_t(B * GH));
-    Buffer<T, Dev> ha(&dev_, std::size_t(B * H)), hb(&dev_, std::size_t(B * H));
+    Buffer<T, Dev> ha(&dev_, std::size_t(B * R)), hb(&dev_, std::size_t(B * R));
     Buffer<T, Dev> ca(&dev_, lstm ? std::size_t(B * H) : 0),
         cb(&dev_, lstm ? std::size_t(B * H) : 0);
+    // gru_v1 in inference: r ⊙ h_in of the step. A projected LSTM: the cell's output m of the
+    // step (inference), m W_hr^T, and [B, H] stand-ins for the cell's h_prev / h_next.
+    Buffer<T, Dev> rh(&dev_, v1 && !call.training ? std::size_t(B * H) : 0);
+    Buffer<T, Dev> m_step(&dev_, proj && !call.training ? std::size_t(B * H) : 0);
+    Buffer<T, Dev> hq(&dev_, proj ? std::size_t(B * R) : 0);
+    Buffer<T, Dev> cell_h0(&dev_, proj ? std::size_t(B * H) : 0),
+        cell_h1(&dev_, proj ? std::size_t(B * H) : 0);
+    if (proj) cell_h0.zero();
 
     Buffer<T, Dev> input = std::move(x);  // layer l's input [T, B, I_l]
     Buffer<T, Dev> output;
@@ -430,21 +544,22 @@ class GpuSequence final : public SequenceBackend<T> {
     s->masks.resize(std::size_t(L));
     if (call.training) s->lanes.resize(std::size_t(L * D));
     for (Index l = 0; l < L; ++l) {
-      const Index Il = l == 0 ? I : DH;
+      const Index Il = l == 0 ? I : DR;
       if (l > 0 && s->dropout) {
         Buffer<T, Dev> xd(&dev_, input.size()), mask(&dev_, input.size());
         const std::uint64_t key = mix64(call.dropout_seed ^ mix64(std::uint64_t(l)));
         dev_.for_each(Index(input.size()),
-                      DropInputs<T>{input.data(), xd.data(), mask.data(), len, B, DH, key,
+                      DropInputs<T>{input.data(), xd.data(), mask.data(), len, B, DR, key,
                                     call.batch_offset, cfg_.dropout});
         input = std::move(xd);
         s->masks[std::size_t(l)] = std::move(mask);
       }
-      output = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * DH));
+      output = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * DR));
       for (Index d = 0; d < D; ++d) {
         const Index k = l * D + d;
         const LaneLayout& lo = lanes_[std::size_t(k)];
         const T* P = params_.data();
+        const T* bh = cfg_.bias ? P + lo.bh : nullptr;
         dev_.for_each(Index(xp.size()),
                       FillRows<T>{xp.data(), cfg_.bias ? P + lo.bx : nullptr, GH});
         gemm<T>(dev_, false, true, Tn * B, GH, Il, T(1), input.data(), Il, P + lo.Wx, Il, T(1),
@@ -452,8 +567,10 @@ class GpuSequence final : public SequenceBackend<T> {
         Lane lane;
         if (call.training) {
           lane.gates = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * GH));
-          lane.hprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          lane.hprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * R));
           if (gru) lane.hn_keep = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          if (v1) lane.rh = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+          if (proj) lane.m = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
           if (lstm) {
             lane.c_keep = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
             lane.cprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
@@ -476,7 +593,7 @@ class GpuSequence final : public SequenceBackend<T> {
                                                 cfg_.recurrent_dropout});
         }
         T *h_cur = ha.data(), *h_nxt = hb.data(), *c_cur = ca.data(), *c_nxt = cb.data();
-        dev_.copy(h_cur, h0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
+        dev_.copy(h_cur, h0.data() + k * B * R, sizeof(T) * std::size_t(B * R));
         if (lstm) dev_.copy(c_cur, c0.data() + k * B * H, sizeof(T) * std::size_t(B * H));
         for (Index step = 0; step < Tn; ++step) {
           const Index t = d == 1 ? Tn - 1 - step : step;
@@ -487,24 +604,36 @@ class GpuSequence final : public SequenceBackend<T> {
             dev_.for_each(B * H, MultiplyInto<T>{hin, h_cur, lane.rmask.data(), false});
             h_in = hin;
           }
-          gemm<T>(dev_, false, true, B, GH, H, T(1), h_in, H, P + lo.Wh, H, T(0), hp.data(), GH);
+          if (proj && call.training)
+            dev_.copy(lane.hprev.data() + at * R, h_cur, sizeof(T) * std::size_t(B * R));
+          if (v1) {  // r and z, then W_hn (r ⊙ h_in) into the n block
+            T* rh_t = call.training ? lane.rh.data() + at * H : rh.data();
+            gemm<T>(dev_, false, true, B, 2 * H, H, T(1), h_in, H, P + lo.Wh, H, T(0), hp.data(),
+                    GH);
+            dev_.for_each(B * H, GruV1Gates<T>{H, xp.data() + at * GH, bh, h_in, hp.data(), rh_t});
+            gemm<T>(dev_, false, true, B, H, H, T(1), rh_t, H, P + lo.Wh + 2 * H * H, H, T(0),
+                    hp.data() + 2 * H, GH);
+          } else {
+            gemm<T>(dev_, false, true, B, GH, R, T(1), h_in, R, P + lo.Wh, R, T(0), hp.data(), GH);
+          }
+          T* m_t = proj ? (call.training ? lane.m.data() + at * H : m_step.data()) : nullptr;
           CellForward<T> f{kind_,
                            H,
                            t,
                            len,
                            xp.data() + at * GH,
                            hp.data(),
-                           cfg_.bias ? P + lo.bh : nullptr,
-                           h_cur,
+                           bh,
+                           proj ? cell_h0.data() : h_cur,
                            lstm ? c_cur : nullptr,
-                           h_nxt,
+                           proj ? cell_h1.data() : h_nxt,
                            lstm ? c_nxt : nullptr,
-                           output.data() + at * DH + d * H,
-                           DH,
+                           proj ? m_t : output.data() + at * DR + d * R,
+                           proj ? H : DR,
                            call.training ? lane.gates.data() + at * GH : nullptr,
                            gru && call.training ? lane.hn_keep.data() + at * H : nullptr,
                            lstm && call.training ? lane.c_keep.data() + at * H : nullptr,
-                           call.training ? lane.hprev.data() + at * H : nullptr,
+                           call.training && !proj ? lane.hprev.data() + at * H : nullptr,
                            lstm && call.training ? lane.cprev.data() + at * H : nullptr,
                            cfg_.zoneout,
                            lane_key,
@@ -512,10 +641,15 @@ class GpuSequence final : public SequenceBackend<T> {
                            zoned && call.training ? lane.zh.data() + at * H : nullptr,
                            zoned && call.training && lstm ? lane.zc.data() + at * H : nullptr};
           dev_.for_each(B * H, f);
+          if (proj) {  // h = m W_hr^T for the rows still running
+            gemm<T>(dev_, false, true, B, R, H, T(1), m_t, H, P + lo.Wr, H, T(0), hq.data(), R);
+            dev_.for_each(B * R, ProjSelect<T>{R, t, len, hq.data(), h_cur, h_nxt,
+                                               output.data() + at * DR + d * R, DR});
+          }
           std::swap(h_cur, h_nxt);
           std::swap(c_cur, c_nxt);
         }
-        dev_.copy(hn.data() + k * B * H, h_cur, sizeof(T) * std::size_t(B * H));
+        dev_.copy(hn.data() + k * B * R, h_cur, sizeof(T) * std::size_t(B * R));
         if (lstm) dev_.copy(cn.data() + k * B * H, c_cur, sizeof(T) * std::size_t(B * H));
         if (call.training) s->lanes[std::size_t(k)] = std::move(lane);
       }
@@ -533,21 +667,29 @@ class GpuSequence final : public SequenceBackend<T> {
     std::unique_ptr<Saved> s = std::move(saved_.back());
     saved_.pop_back();
     const Index Tn = s->T_, B = s->B, L = cfg_.num_layers, D = cfg_.directions();
-    const Index H = cfg_.hidden_size, DH = D * H, G = cfg_.gates(), GH = G * H;
+    const Index H = cfg_.hidden_size, R = R_, DR = D * R, G = cfg_.gates(), GH = G * H;
     const Index I = cfg_.input_size;
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
+    const bool v1 = kind_ == Kind::kGruV1, proj = R != H;
     const std::int64_t* len = s->len.data();
     upload_params();
     grads_.zero();
     const T* P = params_.data();
     T* dP = grads_.data();
 
-    Buffer<T, Dev> dY(&dev_, std::size_t(Tn * B * DH));
+    Buffer<T, Dev> dY(&dev_, std::size_t(Tn * B * DR));
     load_or_zero(dY, call.dy);
-    auto [dhn, dcn] = load_states(call.dhn, call.dcn, L * D * B * H);
-    Buffer<T, Dev> dh0(&dev_, dhn.size()), dc0(&dev_, lstm ? dhn.size() : 0);
-    Buffer<T, Dev> dh(&dev_, std::size_t(B * H)), dh_next(&dev_, std::size_t(B * H));
-    Buffer<T, Dev> dh_in(&dev_, cfg_.recurrent_dropout > 0.0 ? std::size_t(B * H) : 0);
+    auto [dhn, dcn] = load_states(call.dhn, call.dcn, L * D * B);
+    Buffer<T, Dev> dh0(&dev_, dhn.size()), dc0(&dev_, dcn.size());
+    Buffer<T, Dev> dh(&dev_, std::size_t(B * R)), dh_next(&dev_, std::size_t(B * R));
+    // dL/dh_in before recurrent dropout's mask; gru_v1 sums its two products' parts there.
+    const bool split_in = cfg_.recurrent_dropout > 0.0 || v1;
+    Buffer<T, Dev> dh_in(&dev_, split_in ? std::size_t(B * H) : 0);
+    Buffer<T, Dev> drh(&dev_, v1 ? std::size_t(B * H) : 0);
+    // A projected LSTM: dL/dh of every step (for dW_hr), dL/dm of the step, and a stand-in for
+    // the cell's dh_carry (all of it goes through W_hh).
+    Buffer<T, Dev> dq(&dev_, proj ? std::size_t(Tn * B * R) : 0);
+    Buffer<T, Dev> dm(&dev_, proj ? std::size_t(B * H) : 0), cell_carry(&dev_, dm.size());
     Buffer<T, Dev> dc(&dev_, lstm ? std::size_t(B * H) : 0);
     Buffer<T, Dev> dgx(&dev_, std::size_t(Tn * B * GH)), dgh(&dev_, gru ? dgx.size() : 0);
     Buffer<double, Dev> sq(&dev_, call.step_grad_norms ? std::size_t(Tn * B) : 0);
@@ -555,7 +697,7 @@ class GpuSequence final : public SequenceBackend<T> {
     std::vector<double> sq_host(sq.size());
 
     for (Index l = L - 1; l >= 0; --l) {
-      const Index Il = l == 0 ? I : DH;
+      const Index Il = l == 0 ? I : DR;
       const Buffer<T, Dev>& X = s->inputs[std::size_t(l)];
       Buffer<T, Dev> dX(&dev_, std::size_t(Tn * B * Il));
       dX.zero();
@@ -563,49 +705,71 @@ class GpuSequence final : public SequenceBackend<T> {
         const Index k = l * D + d;
         const LaneLayout& lo = lanes_[std::size_t(k)];
         const Lane& lane = s->lanes[std::size_t(k)];
-        dev_.copy(dh.data(), dhn.data() + k * B * H, sizeof(T) * std::size_t(B * H));
+        dev_.copy(dh.data(), dhn.data() + k * B * R, sizeof(T) * std::size_t(B * R));
         if (lstm) dev_.copy(dc.data(), dcn.data() + k * B * H, sizeof(T) * std::size_t(B * H));
         dgx.zero();
         if (gru) dgh.zero();
         T* dgh_all = gru ? dgh.data() : dgx.data();
+        // h_prev as W_hh saw it, [T, B, R]: masked by recurrent dropout, or as it was
+        const T* h_in_all = lane.rmask.size() ? lane.hin.data() : lane.hprev.data();
         for (Index step = 0; step < Tn; ++step) {  // the forward's steps, last first
           const Index t = d == 1 ? step : Tn - 1 - step;
           const std::size_t at = std::size_t(t * B);
-          const T* dy_t = dY.data() + at * DH + d * H;
+          const T* dy_t = dY.data() + at * DR + d * R;
           if (call.step_grad_norms) {
-            dev_.for_each(B, RowSquares<T>{dh.data(), dy_t, H, DH, t, len, sq.data() + at});
+            dev_.for_each(B, RowSquares<T>{dh.data(), dy_t, R, DR, t, len, sq.data() + at});
+          }
+          if (proj) {  // dL/dm = dL/dh W_hr for the rows still running; the rest carry dh
+            T* dq_t = dq.data() + at * R;
+            dev_.for_each(B * R,
+                          ProjGradIn<T>{R, t, len, dh.data(), dy_t, DR, dq_t, dh_next.data()});
+            gemm<T>(dev_, false, false, B, H, R, T(1), dq_t, R, P + lo.Wr, H, T(0), dm.data(), H);
           }
           CellBackward<T> f{kind_,
                             H,
                             t,
                             len,
-                            dh.data(),
-                            dy_t,
-                            DH,
+                            proj ? dm.data() : dh.data(),
+                            proj ? nullptr : dy_t,
+                            DR,
                             lane.gates.data() + at * GH,
                             gru ? lane.hn_keep.data() + at * H : nullptr,
                             lstm ? lane.c_keep.data() + at * H : nullptr,
                             lstm ? lane.cprev.data() + at * H : nullptr,
-                            lane.hprev.data() + at * H,
+                            proj ? nullptr : lane.hprev.data() + at * H,
                             lstm ? dc.data() : nullptr,
                             dgx.data() + at * GH,
                             gru ? dgh.data() + at * GH : nullptr,
-                            dh_next.data(),
+                            proj ? cell_carry.data() : dh_next.data(),
                             lane.zh.size() ? lane.zh.data() + at * H : nullptr,
                             lane.zc.size() ? lane.zc.data() + at * H : nullptr};
           dev_.for_each(B * H, f);
-          if (lane.rmask.size()) {  // dL/dh_prev += (dL/dh_in) * mask
-            gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(0),
-                    dh_in.data(), H);
+          const T* dg_t = dgh_all + at * GH;
+          if (v1) {  // through W_hn (r ⊙ h_in): dr, and r ⊙ drh into dL/dh_in
+            gemm<T>(dev_, false, false, B, H, H, T(1), dgx.data() + at * GH + 2 * H, GH,
+                    P + lo.Wh + 2 * H * H, H, T(0), drh.data(), H);
             dev_.for_each(B * H,
-                          MultiplyInto<T>{dh_next.data(), dh_in.data(), lane.rmask.data(), true});
-          } else {
-            gemm<T>(dev_, false, false, B, H, GH, T(1), dgh_all + at * GH, GH, P + lo.Wh, H, T(1),
-                    dh_next.data(), H);
+                          GruV1ResetGrad<T>{H, t, len, drh.data(), lane.gates.data() + at * GH,
+                                            h_in_all + at * H, dgx.data() + at * GH, dh_in.data()});
+            gemm<T>(dev_, false, false, B, H, 2 * H, T(1), dg_t, GH, P + lo.Wh, H, T(1),
+                    dh_in.data(), H);
+          } else if (split_in) {
+            gemm<T>(dev_, false, false, B, H, GH, T(1), dg_t, GH, P + lo.Wh, H, T(0), dh_in.data(),
+                    H);
+          } else {  // dL/dh_prev += dG W_hh
+            gemm<T>(dev_, false, false, B, R, GH, T(1), dg_t, GH, P + lo.Wh, R, T(1),
+                    dh_next.data(), R);
+          }
+          if (split_in) {  // dL/dh_prev += dL/dh_in (* recurrent dropout's mask)
+            if (lane.rmask.size())
+              dev_.for_each(B * H,
+                            MultiplyInto<T>{dh_next.data(), dh_in.data(), lane.rmask.data(), true});
+            else
+              dev_.for_each(B * H, AddInto<T>{dh_next.data(), dh_in.data()});
           }
           std::swap(dh, dh_next);
         }
-        dev_.copy(dh0.data() + k * B * H, dh.data(), sizeof(T) * std::size_t(B * H));
+        dev_.copy(dh0.data() + k * B * R, dh.data(), sizeof(T) * std::size_t(B * R));
         if (lstm) dev_.copy(dc0.data() + k * B * H, dc.data(), sizeof(T) * std::size_t(B * H));
         if (call.step_grad_norms) {
           dev_.download(sq_host.data(), sq.data(), sizeof(double) * sq.size());
@@ -618,8 +782,18 @@ class GpuSequence final : public SequenceBackend<T> {
         // the weight gradients over all steps at once
         gemm<T>(dev_, true, false, GH, Il, Tn * B, T(1), dgx.data(), GH, X.data(), Il, T(1),
                 dP + lo.Wx, Il);
-        const T* h_in = lane.rmask.size() ? lane.hin.data() : lane.hprev.data();
-        gemm<T>(dev_, true, false, GH, H, Tn * B, T(1), dgh_all, GH, h_in, H, T(1), dP + lo.Wh, H);
+        if (v1) {  // the r and z blocks pair with h_in, the n block with r ⊙ h_in
+          gemm<T>(dev_, true, false, 2 * H, H, Tn * B, T(1), dgx.data(), GH, h_in_all, H, T(1),
+                  dP + lo.Wh, H);
+          gemm<T>(dev_, true, false, H, H, Tn * B, T(1), dgx.data() + 2 * H, GH, lane.rh.data(), H,
+                  T(1), dP + lo.Wh + 2 * H * H, H);
+        } else {
+          gemm<T>(dev_, true, false, GH, R, Tn * B, T(1), dgh_all, GH, h_in_all, R, T(1),
+                  dP + lo.Wh, R);
+        }
+        if (proj)  // dW_hr = Σ_t (dL/dh_t)^T m_t
+          gemm<T>(dev_, true, false, R, H, Tn * B, T(1), dq.data(), R, lane.m.data(), H, T(1),
+                  dP + lo.Wr, H);
         if (cfg_.bias) {
           dev_.for_each(GH, ColumnSums<T>{dgx.data(), dP + lo.bx, Tn * B, GH});
           dev_.for_each(GH, ColumnSums<T>{dgh_all, dP + lo.bh, Tn * B, GH});
@@ -666,12 +840,13 @@ class GpuSequence final : public SequenceBackend<T> {
     else
       buf.zero();
   }
-  // A state on the device: h [n] (and the LSTM's c [n]) from the host, or zeros where null.
-  std::pair<Buffer<T, Dev>, Buffer<T, Dev>> load_states(const T* h, const T* c, Index n) {
-    Buffer<T, Dev> hd(&dev_, std::size_t(n)), cd;
+  // A state on the device for rows lane-by-sequence: h [rows, R] (and the LSTM's c [rows, H])
+  // from the host, or zeros where null.
+  std::pair<Buffer<T, Dev>, Buffer<T, Dev>> load_states(const T* h, const T* c, Index rows) {
+    Buffer<T, Dev> hd(&dev_, std::size_t(rows * R_)), cd;
     load_or_zero(hd, h);
     if (kind_ == Kind::kLstm) {
-      cd = Buffer<T, Dev>(&dev_, std::size_t(n));
+      cd = Buffer<T, Dev>(&dev_, std::size_t(rows * cfg_.hidden_size));
       load_or_zero(cd, c);
     }
     return {std::move(hd), std::move(cd)};
@@ -689,6 +864,7 @@ class GpuSequence final : public SequenceBackend<T> {
   Dev dev_;  // before the buffers: they free through it
   std::vector<T> host_params_, host_grads_;
   Buffer<T, Dev> params_, grads_;
+  Index R_;  // the size of h: proj_size, or hidden_size
   std::vector<std::unique_ptr<Saved>> saved_;
 };
 

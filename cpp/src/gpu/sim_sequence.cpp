@@ -17,14 +17,13 @@ void check_gpu_config(const RecurrentConfig& cfg, const char* device) {
     case CellType::kRnnRelu:
     case CellType::kLstm:
     case CellType::kGru:
+    case CellType::kGruV1:
       break;
     default:
       throw std::invalid_argument(where + "the " + cell_info(cfg.cell).name +
                                   " cell runs on the CPU only so far (cells on the GPU: rnn, "
-                                  "rnn_relu, lstm, gru)");
+                                  "rnn_relu, lstm, gru, gru_v1)");
   }
-  if (cfg.proj_size > 0)
-    throw std::invalid_argument(where + "proj_size runs on the CPU only so far");
   if (cfg.layer_norm) throw std::invalid_argument(where + "layer_norm runs on the CPU only so far");
 }
 
