@@ -1,7 +1,8 @@
 """The CUDA backend (issue 20). Its algorithm (cpp/src/gpu/sequence_gpu.h) runs on every machine
 as device "cuda-sim" (host memory, loops, a reference GEMM with cuBLAS's conventions) and is
-checked here against the CPU engine: outputs, final states and every gradient, for each cell,
-stacked and bidirectional, ragged, with initial states and dropout. The same checks run on a
+checked here against the CPU engine: outputs, final states and every gradient, for each cell
+(both GRU forms, the LSTM with proj_size, the gated cells), stacked and bidirectional, ragged,
+with initial states, dropout, zoneout and recurrent dropout. The same checks run on a
 real GPU (device "cuda") where one is visible, and skip with the reason otherwise; a build with
 the backend (-DRNNCORE_CUDA=ON) is compiled by tests/test_cuda_build.py."""
 
@@ -44,6 +45,10 @@ CONFIGS = [
     (nn.LSTM, {"proj_size": 4}),
     (nn.LSTM, {"proj_size": 3, "dropout": 0.3}),
     (nn.LSTM, {"proj_size": 2, "bias": False}),
+    (nn.GatedRNN, {"gates": ()}),
+    (nn.GatedRNN, {"gates": ("input",), "zoneout": 0.2, "dropout": 0.3}),
+    (nn.GatedRNN, {"gates": ("input", "forget"), "recurrent_dropout": 0.3}),
+    (nn.GatedRNN, {"gates": ("input", "forget"), "bias": False, "zoneout": 0.15}),
 ]
 
 
@@ -162,8 +167,6 @@ def test_a_few_sgd_steps_train_the_same(device):
 def test_options_not_on_the_gpu_yet_are_refused_by_name():
     with pytest.raises(ValueError, match="layer_norm runs on the CPU only"):
         nn.LSTM(5, 6, device="cuda-sim", layer_norm=True)
-    with pytest.raises(ValueError, match="gated-input cell runs on the CPU only"):
-        nn.recurrent_layer("gated-input", 5, 6, device="cuda-sim")
     with pytest.raises(ValueError, match="this layer runs on the CPU only so far"):
         nn.Linear(5, 6, device="cuda-sim")
 

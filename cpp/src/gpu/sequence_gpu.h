@@ -12,8 +12,8 @@
 // draws the CPU engine's masks (keyed.h), so the two devices agree bit for bit on them.
 //
 // Cells: rnn (tanh, relu), lstm (also with proj_size), gru (reset-after) and gru_v1 (reset-before:
-// a second recurrent GEMM per step, W_hn (r ⊙ h)), with zoneout and recurrent dropout. Layer norm
-// and the gated cells are refused by check_gpu_config.
+// a second recurrent GEMM per step, W_hn (r ⊙ h)), the lecture's gated cells (cells/gated.h),
+// with zoneout and recurrent dropout. Layer norm is refused by check_gpu_config.
 #pragma once
 
 #include <cmath>
@@ -44,7 +44,32 @@ RNNCORE_HD inline T sigmoid_(T x) {
   return T(1) / (T(1) + exp_(-x));
 }
 
-enum class Kind : int { kRnnTanh, kRnnRelu, kLstm, kGru, kGruV1 };
+enum class Kind : int {
+  kRnnTanh,
+  kRnnRelu,
+  kLstm,
+  kGru,
+  kGruV1,
+  kGatedResidual,  // s' = s + r
+  kGatedInput,     // s' = s + i ⊙ r
+  kGatedForget,    // s' = f ⊙ s + i ⊙ r
+};
+
+// Gate blocks of H rows in W_ih and W_hh.
+RNNCORE_HD inline int gate_blocks(Kind k) {
+  switch (k) {
+    case Kind::kLstm:
+      return 4;
+    case Kind::kGru:
+    case Kind::kGruV1:
+    case Kind::kGatedForget:
+      return 3;
+    case Kind::kGatedInput:
+      return 2;
+    default:
+      return 1;
+  }
+}
 
 // ---- kernels: functors over an index, one GPU thread each ------------------------------------
 // out[r, j] = bias[j] (or 0) for r in [0, rows): the input projection's starting value.
@@ -243,10 +268,7 @@ struct CellForward {
       return;
     }
     auto pre = [&](int g) {
-      const Index G = kind == Kind::kLstm                            ? 4
-                      : (kind == Kind::kGru || kind == Kind::kGruV1) ? 3
-                                                                     : 1;
-      const Index at = b * G * H + g * H + j;
+      const Index at = b * gate_blocks(kind) * H + g * H + j;
       return xp[at] + hp[at] + (bh ? bh[g * H + j] : T(0));
     };
     T h = T(0);
@@ -269,6 +291,19 @@ struct CellForward {
         g[3 * H] = og;
         c_keep[i] = c;
         cprev[i] = cp;
+      }
+    } else if (kind == Kind::kGatedResidual || kind == Kind::kGatedInput ||
+               kind == Kind::kGatedForget) {  // blocks (i, f, r) as present, r last
+      const int G = gate_blocks(kind);
+      const T r = tanh_(pre(G - 1));
+      const T ig = kind == Kind::kGatedResidual ? T(1) : sigmoid_(pre(0));
+      const T fg = kind == Kind::kGatedForget ? sigmoid_(pre(1)) : T(1);
+      h = fg * h0 + ig * r;
+      if (gates) {
+        T* g = gates + b * G * H + j;
+        g[(G - 1) * H] = r;
+        if (kind != Kind::kGatedResidual) g[0] = ig;
+        if (kind == Kind::kGatedForget) g[H] = fg;
       }
     } else if (kind == Kind::kGruV1) {  // n = tanh(x_n + W_hn (r ⊙ h) + b_hn)
       const Index row = b * 3 * H;
@@ -358,6 +393,18 @@ struct CellBackward {
       o[3 * H] = d * tc * og * (T(1) - og);
       dc[i] = dct * fg + dc_kept;
       dh_carry[i] = kept;
+    } else if (kind == Kind::kGatedResidual || kind == Kind::kGatedInput ||
+               kind == Kind::kGatedForget) {
+      const int G = gate_blocks(kind);
+      const T* g = gates + b * G * H + j;
+      T* o = dgx + b * G * H + j;
+      const T r = g[(G - 1) * H];
+      const T ig = kind == Kind::kGatedResidual ? T(1) : g[0];
+      const T fg = kind == Kind::kGatedForget ? g[H] : T(1);
+      o[(G - 1) * H] = d * ig * (T(1) - r * r);
+      if (kind != Kind::kGatedResidual) o[0] = d * r * ig * (T(1) - ig);
+      if (kind == Kind::kGatedForget) o[H] = d * hprev[i] * fg * (T(1) - fg);
+      dh_carry[i] = kept + d * fg;
     } else if (kind == Kind::kGruV1) {
       const Index row = b * 3 * H;
       const T* g = gates + row + j;
@@ -493,6 +540,15 @@ class GpuSequence final : public SequenceBackend<T> {
         break;
       case CellType::kGruV1:
         kind_ = Kind::kGruV1;
+        break;
+      case CellType::kGatedResidual:
+        kind_ = Kind::kGatedResidual;
+        break;
+      case CellType::kGatedInput:
+        kind_ = Kind::kGatedInput;
+        break;
+      case CellType::kGatedForget:
+        kind_ = Kind::kGatedForget;
         break;
       default:
         kind_ = Kind::kGru;

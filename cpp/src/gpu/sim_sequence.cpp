@@ -18,11 +18,13 @@ void check_gpu_config(const RecurrentConfig& cfg, const char* device) {
     case CellType::kLstm:
     case CellType::kGru:
     case CellType::kGruV1:
+    case CellType::kGatedResidual:
+    case CellType::kGatedInput:
+    case CellType::kGatedForget:
       break;
-    default:
+    default:  // a cell added to the CPU engine and not yet to sequence_gpu.h
       throw std::invalid_argument(where + "the " + cell_info(cfg.cell).name +
-                                  " cell runs on the CPU only so far (cells on the GPU: rnn, "
-                                  "rnn_relu, lstm, gru, gru_v1)");
+                                  " cell runs on the CPU only so far");
   }
   if (cfg.layer_norm) throw std::invalid_argument(where + "layer_norm runs on the CPU only so far");
 }
