@@ -2,7 +2,7 @@
 as device "cuda-sim" (host memory, loops, a reference GEMM with cuBLAS's conventions) and is
 checked here against the CPU engine: outputs, final states and every gradient, for each cell
 (both GRU forms, the LSTM with proj_size, the gated cells), stacked and bidirectional, ragged,
-with initial states, dropout, zoneout and recurrent dropout. The same checks run on a
+with initial states, dropout, zoneout, recurrent dropout and layer norm. The same checks run on a
 real GPU (device "cuda") where one is visible, and skip with the reason otherwise; a build with
 the backend (-DRNNCORE_CUDA=ON) is compiled by tests/test_cuda_build.py."""
 
@@ -49,6 +49,11 @@ CONFIGS = [
     (nn.GatedRNN, {"gates": ("input",), "zoneout": 0.2, "dropout": 0.3}),
     (nn.GatedRNN, {"gates": ("input", "forget"), "recurrent_dropout": 0.3}),
     (nn.GatedRNN, {"gates": ("input", "forget"), "bias": False, "zoneout": 0.15}),
+    (nn.LSTM, {"layer_norm": True}),
+    (nn.LSTM, {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.3, "dropout": 0.2}),
+    (nn.LSTM, {"layer_norm": True, "proj_size": 4, "bias": False}),
+    (nn.GRU, {"layer_norm": True}),
+    (nn.GRU, {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.25}),
 ]
 
 
@@ -107,6 +112,44 @@ def test_training_step_equals_the_cpu_engine(device, dtype, tol, cls, kw):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (nn.LSTM, {"layer_norm": True, "zoneout": 0.2}),
+        (nn.GRU, {"layer_norm": True}),
+        (nn.LSTM, {"layer_norm": True, "proj_size": 3}),
+    ],
+)
+def test_layer_norm_with_random_gains_equals_the_cpu_engine(device, cls, kw):
+    """The layer's initial gains are 1 and β_c 0, which would hide a gain used in the wrong place:
+    here every parameter is random (and of either sign) on both devices."""
+    rng = np.random.default_rng(5)
+    layers = [
+        cls(5, 6, num_layers=2, bidirectional=True, device=d, dtype="float64", seed=1, **kw)
+        for d in ("cpu", device)
+    ]
+    values = [
+        rng.uniform(0.5, 1.5, p.data.shape) * rng.choice([-1.0, 1.0], p.data.shape)
+        for p in layers[0].parameters()
+    ]
+    x = rng.standard_normal((6, 3, 5))
+    out = []
+    for m in layers:
+        for p, v in zip(m.parameters(), values, strict=True):
+            p.data[...] = v
+        m.train()
+        m._calls = 0
+        m.zero_grad()
+        y, _ = m(x, lengths=[6, 2, 4])
+        dx, _ = m.backward(np.cos(y))
+        out.append((y, dx, np.concatenate([p.grad.ravel() for p in m.parameters()])))
+    for name, a, b in zip(("y", "dx", "parameter gradients"), *out, strict=True):
+        np.testing.assert_allclose(
+            b, a, rtol=0, atol=1e-10 * max(1.0, np.abs(a).max()), err_msg=name
+        )
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_inference_batch_first_no_state_one_direction_and_zoneout(device):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 9, 5))  # batch first
@@ -116,6 +159,8 @@ def test_inference_batch_first_no_state_one_direction_and_zoneout(device):
         (nn.LSTM, {"zoneout": 0.3}),
         (nn.GRU, {"reset_after": False}),
         (nn.LSTM, {"proj_size": 4}),
+        (nn.LSTM, {"layer_norm": True, "zoneout": 0.2}),
+        (nn.GRU, {"layer_norm": True}),
     ):
         a = _layer(cls, kw, "cpu", "float64", layers=3, bidirectional=False, batch_first=True)
         b = _layer(cls, kw, device, "float64", layers=3, bidirectional=False, batch_first=True)
@@ -164,9 +209,7 @@ def test_a_few_sgd_steps_train_the_same(device):
     np.testing.assert_allclose(params[device], params["cpu"], rtol=0, atol=1e-12)
 
 
-def test_options_not_on_the_gpu_yet_are_refused_by_name():
-    with pytest.raises(ValueError, match="layer_norm runs on the CPU only"):
-        nn.LSTM(5, 6, device="cuda-sim", layer_norm=True)
+def test_non_recurrent_layers_are_refused_on_the_gpu_by_name():
     with pytest.raises(ValueError, match="this layer runs on the CPU only so far"):
         nn.Linear(5, 6, device="cuda-sim")
 

@@ -13,7 +13,8 @@
 //
 // Cells: rnn (tanh, relu), lstm (also with proj_size), gru (reset-after) and gru_v1 (reset-before:
 // a second recurrent GEMM per step, W_hn (r ⊙ h)), the lecture's gated cells (cells/gated.h),
-// with zoneout and recurrent dropout. Layer norm is refused by check_gpu_config.
+// with zoneout and recurrent dropout, and layer norm (LSTM, GRU) with its row statistics one GPU
+// thread per row (correct, not yet fast: a block reduction per row would be).
 #pragma once
 
 #include <cmath>
@@ -39,6 +40,12 @@ RNNCORE_HD inline float exp_(float x) { return expf(x); }
 RNNCORE_HD inline double exp_(double x) { return ::exp(x); }
 RNNCORE_HD inline float tanh_(float x) { return tanhf(x); }
 RNNCORE_HD inline double tanh_(double x) { return ::tanh(x); }
+RNNCORE_HD inline float sqrt_(float x) { return sqrtf(x); }
+RNNCORE_HD inline double sqrt_(double x) { return ::sqrt(x); }
+
+// LN's ε: PyTorch's LayerNorm default, as the CPU engine's kLayerNormEps (cells/layer_norm.h;
+// sim_sequence.cpp checks that the two agree).
+constexpr double kLayerNormEps = 1e-5;
 template <typename T>
 RNNCORE_HD inline T sigmoid_(T x) {
   return T(1) / (T(1) + exp_(-x));
@@ -430,6 +437,184 @@ struct CellBackward {
   }
 };
 
+// ---- layer norm (cells/layer_norm.h's equations; one GPU thread per row) ---------------------
+// Row r of v [rows, n]: xhat = LN(v) = (v - mean) / sqrt(var + ε), kept with 1/sqrt(var + ε) in
+// rstd (either may be null); with a gain v becomes gain ⊙ xhat + bias (bias may be null).
+template <typename T>
+struct NormRows {
+  T* v;
+  const T *gain, *bias;
+  T *xhat, *rstd;
+  Index n;
+  RNNCORE_HD void operator()(Index r) const {
+    T* row = v + r * n;
+    T mean = T(0), m2 = T(0);
+    for (Index j = 0; j < n; ++j) mean += row[j];
+    mean /= T(n);
+    for (Index j = 0; j < n; ++j) m2 += (row[j] - mean) * (row[j] - mean);
+    const T inv = T(1) / sqrt_(m2 / T(n) + T(kLayerNormEps));
+    if (rstd) rstd[r] = inv;
+    for (Index j = 0; j < n; ++j) {
+      const T xh = (row[j] - mean) * inv;
+      if (xhat) xhat[r * n + j] = xh;
+      if (gain) row[j] = gain[j] * xh + (bias ? bias[j] : T(0));
+    }
+  }
+};
+
+// Backward of NormRows with a gain, row r: dv [rows, n] is dL/d(gain ⊙ xhat + bias); xhat
+// becomes dL/dv_in = rstd (dv ⊙ gain - a - xhat b), a = mean(dv ⊙ gain), b = mean(dv ⊙ gain ⊙
+// xhat).
+template <typename T>
+struct NormRowsBackward {
+  const T *dv, *gain;
+  T* xhat;
+  const T* rstd;
+  Index n;
+  RNNCORE_HD void operator()(Index r) const {
+    const T* d = dv + r * n;
+    T* xh = xhat + r * n;
+    T a = T(0), b = T(0);
+    for (Index j = 0; j < n; ++j) {
+      a += d[j] * gain[j];
+      b += d[j] * gain[j] * xh[j];
+    }
+    a /= T(n);
+    b /= T(n);
+    for (Index j = 0; j < n; ++j) xh[j] = rstd[r] * (d[j] * gain[j] - a - xh[j] * b);
+  }
+};
+
+// out[j] += sum over rows of a[r, j] * b[r, j]: a gain's gradient.
+template <typename T>
+struct ColumnDotSums {
+  const T *a, *b;
+  T* out;
+  Index rows, cols;
+  RNNCORE_HD void operator()(Index j) const {
+    T s = T(0);
+    for (Index r = 0; r < rows; ++r) s += a[r * cols + j] * b[r * cols + j];
+    out[j] += s;
+  }
+};
+
+// The layer-normalised LSTM's step for row b (one thread per row: c' is normalised over the
+// row): the pre-activations as CellForward's (the recurrent side already γ_h ⊙ LN), then
+// h = o ⊙ tanh(γ_c ⊙ LN(c') + β_c). In training LN(c') and its rstd are kept in chat / rstd_c;
+// the saved c is c' itself. Zoneout, ragged rows and the projected form as CellForward.
+template <typename T>
+struct LnLstmForward {
+  CellForward<T> f;  // the step's pointers (f.kind is kLstm)
+  const T *gain_c, *bias_c;
+  T *chat, *rstd_c;  // training: [B, H], [B]; else null
+  RNNCORE_HD void operator()(Index b) const {
+    const Index H = f.H, G4 = 4 * H;
+    const bool active = f.t < f.len[b];
+    for (Index j = 0; j < H; ++j) {
+      const Index i = b * H + j;
+      if (f.hprev) f.hprev[i] = f.h_prev[i];
+      if (!active) {
+        f.h_next[i] = f.h_prev[i];
+        f.c_next[i] = f.c_prev[i];
+        f.y[b * f.ld_y + j] = T(0);
+      }
+    }
+    if (!active) return;
+    T mean = T(0), m2 = T(0);
+    for (Index j = 0; j < H; ++j) {  // the gates and c', kept in c_next for now
+      const Index i = b * H + j, at = b * G4 + j;
+      auto pre = [&](int g) {
+        return f.xp[at + g * H] + f.hp[at + g * H] + (f.bh ? f.bh[g * H + j] : T(0));
+      };
+      const T ig = sigmoid_(pre(0)), fg = sigmoid_(pre(1)), gg = tanh_(pre(2)),
+              og = sigmoid_(pre(3));
+      const T c = fg * f.c_prev[i] + ig * gg;
+      f.c_next[i] = c;
+      mean += c;
+      if (f.gates) {
+        T* g = f.gates + at;
+        g[0] = ig;
+        g[H] = fg;
+        g[2 * H] = gg;
+        g[3 * H] = og;
+        f.c_keep[i] = c;
+        f.cprev[i] = f.c_prev[i];
+      } else {
+        f.y[b * f.ld_y + j] = og;  // parked until h is known
+      }
+    }
+    mean /= T(H);
+    for (Index j = 0; j < H; ++j) m2 += (f.c_next[b * H + j] - mean) * (f.c_next[b * H + j] - mean);
+    const T inv = T(1) / sqrt_(m2 / T(H) + T(kLayerNormEps));
+    if (rstd_c) rstd_c[b] = inv;
+    for (Index j = 0; j < H; ++j) {
+      const Index i = b * H + j;
+      const T ch = (f.c_next[i] - mean) * inv;
+      if (chat) chat[i] = ch;
+      const T og = f.gates ? f.gates[b * G4 + 3 * H + j] : f.y[b * f.ld_y + j];
+      const T h = og * tanh_(gain_c[j] * ch + bias_c[j]);
+      f.c_next[i] = f.zone(f.c_next[i], f.c_prev[i], 1, b, j, f.zc ? f.zc + i : nullptr);
+      const T hz = f.zone(h, f.h_prev[i], 0, b, j, f.zh ? f.zh + i : nullptr);
+      f.h_next[i] = hz;
+      f.y[b * f.ld_y + j] = hz;
+    }
+  }
+};
+
+// Backward of LnLstmForward for row b: writes dG's four blocks, updates dc, sets dh_carry (the
+// part of dL/dh_prev outside W_hh: zoneout's kept units) and dyc = dL/d(γ_c ⊙ LN(c') + β_c)
+// [B, H] for γ_c's and β_c's gradients after the loop.
+template <typename T>
+struct LnLstmBackward {
+  Index H, t;
+  const std::int64_t* len;
+  const T *dh, *dy;
+  Index ld_y;
+  const T *gates, *cprev, *chat, *rstd_c, *gain_c, *bias_c;
+  T *dc, *dgx, *dh_carry, *dyc;
+  const T *zh, *zc;
+  RNNCORE_HD void operator()(Index b) const {
+    if (!(t < len[b])) {
+      for (Index j = 0; j < H; ++j) {
+        dh_carry[b * H + j] = dh[b * H + j];
+        dyc[b * H + j] = T(0);
+      }
+      return;
+    }
+    T a = T(0), c2 = T(0);
+    for (Index j = 0; j < H; ++j) {
+      const Index i = b * H + j;
+      const T total = dh[i] + (dy ? dy[b * ld_y + j] : T(0));
+      const T kept = zh && zh[i] != T(0) ? total : T(0);
+      const T d = total - kept;
+      const T* g = gates + b * 4 * H + j;
+      const T og = g[3 * H], ch = chat[i];
+      const T th = tanh_(gain_c[j] * ch + bias_c[j]);
+      const T dv = d * og * (T(1) - th * th);
+      dyc[i] = dv;
+      a += dv * gain_c[j];
+      c2 += dv * gain_c[j] * ch;
+      dgx[b * 4 * H + 3 * H + j] = d * th * og * (T(1) - og);
+      dh_carry[i] = kept;
+    }
+    a /= T(H);
+    c2 /= T(H);
+    for (Index j = 0; j < H; ++j) {
+      const Index i = b * H + j;
+      const T* g = gates + b * 4 * H + j;
+      const T ig = g[0], fg = g[H], gg = g[2 * H];
+      const bool keep_c = zc && zc[i] != T(0);
+      const T carried = keep_c ? T(0) : dc[i];
+      const T dct = carried + rstd_c[b] * (dyc[i] * gain_c[j] - a - chat[i] * c2);
+      T* o = dgx + b * 4 * H + j;
+      o[0] = dct * gg * ig * (T(1) - ig);
+      o[H] = dct * cprev[i] * fg * (T(1) - fg);
+      o[2 * H] = dct * ig * (T(1) - gg * gg);
+      dc[i] = dct * fg + (keep_c ? dc[i] : T(0));
+    }
+  }
+};
+
 // sq[b] = ||dL/dh_t||^2 of row b (0 past the end): the step-gradient diagnostic.
 template <typename T>
 struct RowSquares {
@@ -507,6 +692,9 @@ class GpuSequence final : public SequenceBackend<T> {
     Buffer<T, Dev> rmask, hin;  // recurrent dropout: the mask [B, H], h_prev * mask [T, B, H]
     Buffer<T, Dev> rh;          // gru_v1: r ⊙ h_in of every step [T, B, H]
     Buffer<T, Dev> m;           // proj_size: the cell's output before W_hr [T, B, H]
+    // layer_norm: LN of the input side [T, B, GH] and of the recurrent side [T, B, GH] with their
+    // rstd [T, B]; the LSTM's LN(c') [T, B, H] and its rstd [T, B]
+    Buffer<T, Dev> xhat, rstd_x, rhat, rstd_h, chat, rstd_c;
   };
   struct Saved final : SavedContext {
     const void* owner = nullptr;
@@ -565,7 +753,7 @@ class GpuSequence final : public SequenceBackend<T> {
     const Index H = cfg_.hidden_size, R = R_, DR = D * R, G = cfg_.gates(), GH = G * H;
     const Index I = cfg_.input_size;
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
-    const bool v1 = kind_ == Kind::kGruV1, proj = R != H;
+    const bool v1 = kind_ == Kind::kGruV1, proj = R != H, ln = cfg_.layer_norm;
     const bool zoned = cfg_.zoneout > 0.0;
     const bool rdrop = call.training && cfg_.recurrent_dropout > 0.0;
     upload_params();
@@ -616,11 +804,25 @@ class GpuSequence final : public SequenceBackend<T> {
         const LaneLayout& lo = lanes_[std::size_t(k)];
         const T* P = params_.data();
         const T* bh = cfg_.bias ? P + lo.bh : nullptr;
-        dev_.for_each(Index(xp.size()),
-                      FillRows<T>{xp.data(), cfg_.bias ? P + lo.bx : nullptr, GH});
+        Lane lane;
+        if (call.training && ln) {
+          lane.xhat = Buffer<T, Dev>(&dev_, xp.size());
+          lane.rstd_x = Buffer<T, Dev>(&dev_, std::size_t(Tn * B));
+          lane.rhat = Buffer<T, Dev>(&dev_, xp.size());
+          lane.rstd_h = Buffer<T, Dev>(&dev_, std::size_t(Tn * B));
+          if (lstm) {
+            lane.chat = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * H));
+            lane.rstd_c = Buffer<T, Dev>(&dev_, std::size_t(Tn * B));
+          }
+        }
+        // the input side of every step: x W_ih^T + b_ih, or γ_x ⊙ LN(x W_ih^T) + b_ih
+        const T* bx = cfg_.bias ? P + lo.bx : nullptr;
+        dev_.for_each(Index(xp.size()), FillRows<T>{xp.data(), ln ? nullptr : bx, GH});
         gemm<T>(dev_, false, true, Tn * B, GH, Il, T(1), input.data(), Il, P + lo.Wx, Il, T(1),
                 xp.data(), GH);
-        Lane lane;
+        if (ln)
+          dev_.for_each(Tn * B, NormRows<T>{xp.data(), P + lo.ln_x, bx, lane.xhat.data(),
+                                            lane.rstd_x.data(), GH});
         if (call.training) {
           lane.gates = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * GH));
           lane.hprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * R));
@@ -672,6 +874,10 @@ class GpuSequence final : public SequenceBackend<T> {
           } else {
             gemm<T>(dev_, false, true, B, GH, R, T(1), h_in, R, P + lo.Wh, R, T(0), hp.data(), GH);
           }
+          if (ln)  // the recurrent side becomes γ_h ⊙ LN(h W_hh^T)
+            dev_.for_each(B, NormRows<T>{hp.data(), P + lo.ln_h, nullptr,
+                                         call.training ? lane.rhat.data() + at * GH : nullptr,
+                                         call.training ? lane.rstd_h.data() + at : nullptr, GH});
           T* m_t = proj ? (call.training ? lane.m.data() + at * H : m_step.data()) : nullptr;
           CellForward<T> f{kind_,
                            H,
@@ -696,7 +902,12 @@ class GpuSequence final : public SequenceBackend<T> {
                            call.batch_offset,
                            zoned && call.training ? lane.zh.data() + at * H : nullptr,
                            zoned && call.training && lstm ? lane.zc.data() + at * H : nullptr};
-          dev_.for_each(B * H, f);
+          if (ln && lstm)
+            dev_.for_each(B, LnLstmForward<T>{f, P + lo.ln_c, P + lo.ln_cb,
+                                              call.training ? lane.chat.data() + at * H : nullptr,
+                                              call.training ? lane.rstd_c.data() + at : nullptr});
+          else
+            dev_.for_each(B * H, f);
           if (proj) {  // h = m W_hr^T for the rows still running
             gemm<T>(dev_, false, true, B, R, H, T(1), m_t, H, P + lo.Wr, H, T(0), hq.data(), R);
             dev_.for_each(B * R, ProjSelect<T>{R, t, len, hq.data(), h_cur, h_nxt,
@@ -726,7 +937,7 @@ class GpuSequence final : public SequenceBackend<T> {
     const Index H = cfg_.hidden_size, R = R_, DR = D * R, G = cfg_.gates(), GH = G * H;
     const Index I = cfg_.input_size;
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
-    const bool v1 = kind_ == Kind::kGruV1, proj = R != H;
+    const bool v1 = kind_ == Kind::kGruV1, proj = R != H, ln = cfg_.layer_norm;
     const std::int64_t* len = s->len.data();
     upload_params();
     grads_.zero();
@@ -747,6 +958,8 @@ class GpuSequence final : public SequenceBackend<T> {
     Buffer<T, Dev> dq(&dev_, proj ? std::size_t(Tn * B * R) : 0);
     Buffer<T, Dev> dm(&dev_, proj ? std::size_t(B * H) : 0), cell_carry(&dev_, dm.size());
     Buffer<T, Dev> dc(&dev_, lstm ? std::size_t(B * H) : 0);
+    // the layer-normalised LSTM: dL/d(γ_c ⊙ LN(c') + β_c) of every step, for dγ_c and dβ_c
+    Buffer<T, Dev> dyc(&dev_, ln && lstm ? std::size_t(Tn * B * H) : 0);
     Buffer<T, Dev> dgx(&dev_, std::size_t(Tn * B * GH)), dgh(&dev_, gru ? dgx.size() : 0);
     Buffer<double, Dev> sq(&dev_, call.step_grad_norms ? std::size_t(Tn * B) : 0);
     std::vector<double> norms(call.step_grad_norms ? std::size_t(L * D * Tn) : 0, 0.0);
@@ -760,7 +973,7 @@ class GpuSequence final : public SequenceBackend<T> {
       for (Index d = 0; d < D; ++d) {
         const Index k = l * D + d;
         const LaneLayout& lo = lanes_[std::size_t(k)];
-        const Lane& lane = s->lanes[std::size_t(k)];
+        Lane& lane = s->lanes[std::size_t(k)];
         dev_.copy(dh.data(), dhn.data() + k * B * R, sizeof(T) * std::size_t(B * R));
         if (lstm) dev_.copy(dc.data(), dcn.data() + k * B * H, sizeof(T) * std::size_t(B * H));
         dgx.zero();
@@ -799,8 +1012,25 @@ class GpuSequence final : public SequenceBackend<T> {
                             proj ? cell_carry.data() : dh_next.data(),
                             lane.zh.size() ? lane.zh.data() + at * H : nullptr,
                             lane.zc.size() ? lane.zc.data() + at * H : nullptr};
-          dev_.for_each(B * H, f);
+          if (ln && lstm)
+            dev_.for_each(
+                B, LnLstmBackward<T>{H, t, len, proj ? dm.data() : dh.data(), proj ? nullptr : dy_t,
+                                     DR, lane.gates.data() + at * GH, lane.cprev.data() + at * H,
+                                     lane.chat.data() + at * H, lane.rstd_c.data() + at,
+                                     P + lo.ln_c, P + lo.ln_cb, dc.data(), dgx.data() + at * GH,
+                                     proj ? cell_carry.data() : dh_next.data(), dyc.data() + at * H,
+                                     lane.zh.size() ? lane.zh.data() + at * H : nullptr,
+                                     lane.zc.size() ? lane.zc.data() + at * H : nullptr});
+          else
+            dev_.for_each(B * H, f);
           const T* dg_t = dgh_all + at * GH;
+          if (ln) {  // through the recurrent side's norm: rhat becomes dL/d(h W_hh^T)
+            T* rhat_t = lane.rhat.data() + at * GH;
+            dev_.for_each(GH, ColumnDotSums<T>{dg_t, rhat_t, dP + lo.ln_h, B, GH});
+            dev_.for_each(
+                B, NormRowsBackward<T>{dg_t, P + lo.ln_h, rhat_t, lane.rstd_h.data() + at, GH});
+            dg_t = rhat_t;
+          }
           if (v1) {  // through W_hn (r ⊙ h_in): dr, and r ⊙ drh into dL/dh_in
             gemm<T>(dev_, false, false, B, H, H, T(1), dgx.data() + at * GH + 2 * H, GH,
                     P + lo.Wh + 2 * H * H, H, T(0), drh.data(), H);
@@ -835,17 +1065,30 @@ class GpuSequence final : public SequenceBackend<T> {
             norms[std::size_t(k * Tn + t)] = std::sqrt(total);
           }
         }
-        // the weight gradients over all steps at once
-        gemm<T>(dev_, true, false, GH, Il, Tn * B, T(1), dgx.data(), GH, X.data(), Il, T(1),
-                dP + lo.Wx, Il);
+        // the weight gradients over all steps at once; with layer norm through the input side's
+        // norm first (xhat becomes dL/d(x W_ih^T))
+        const T* dpx = dgx.data();
+        if (ln) {
+          dev_.for_each(GH,
+                        ColumnDotSums<T>{dgx.data(), lane.xhat.data(), dP + lo.ln_x, Tn * B, GH});
+          dev_.for_each(Tn * B, NormRowsBackward<T>{dgx.data(), P + lo.ln_x, lane.xhat.data(),
+                                                    lane.rstd_x.data(), GH});
+          dpx = lane.xhat.data();
+        }
+        gemm<T>(dev_, true, false, GH, Il, Tn * B, T(1), dpx, GH, X.data(), Il, T(1), dP + lo.Wx,
+                Il);
         if (v1) {  // the r and z blocks pair with h_in, the n block with r ⊙ h_in
           gemm<T>(dev_, true, false, 2 * H, H, Tn * B, T(1), dgx.data(), GH, h_in_all, H, T(1),
                   dP + lo.Wh, H);
           gemm<T>(dev_, true, false, H, H, Tn * B, T(1), dgx.data() + 2 * H, GH, lane.rh.data(), H,
                   T(1), dP + lo.Wh + 2 * H * H, H);
-        } else {
-          gemm<T>(dev_, true, false, GH, R, Tn * B, T(1), dgh_all, GH, h_in_all, R, T(1),
-                  dP + lo.Wh, R);
+        } else {  // with layer norm, rhat holds dL/d(h W_hh^T) now
+          gemm<T>(dev_, true, false, GH, R, Tn * B, T(1), ln ? lane.rhat.data() : dgh_all, GH,
+                  h_in_all, R, T(1), dP + lo.Wh, R);
+        }
+        if (ln && lstm) {
+          dev_.for_each(H, ColumnDotSums<T>{dyc.data(), lane.chat.data(), dP + lo.ln_c, Tn * B, H});
+          dev_.for_each(H, ColumnSums<T>{dyc.data(), dP + lo.ln_cb, Tn * B, H});
         }
         if (proj)  // dW_hr = Σ_t (dL/dh_t)^T m_t
           gemm<T>(dev_, true, false, R, H, Tn * B, T(1), dq.data(), R, lane.m.data(), H, T(1),
@@ -854,8 +1097,8 @@ class GpuSequence final : public SequenceBackend<T> {
           dev_.for_each(GH, ColumnSums<T>{dgx.data(), dP + lo.bx, Tn * B, GH});
           dev_.for_each(GH, ColumnSums<T>{dgh_all, dP + lo.bh, Tn * B, GH});
         }
-        gemm<T>(dev_, false, false, Tn * B, Il, GH, T(1), dgx.data(), GH, P + lo.Wx, Il, T(1),
-                dX.data(), Il);
+        gemm<T>(dev_, false, false, Tn * B, Il, GH, T(1), dpx, GH, P + lo.Wx, Il, T(1), dX.data(),
+                Il);
       }
       if (l > 0 && s->dropout)
         dev_.for_each(Index(dX.size()), Multiply<T>{dX.data(), s->masks[std::size_t(l)].data()});

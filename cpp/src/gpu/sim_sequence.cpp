@@ -3,6 +3,7 @@
 // the GPU backend runs, shared with the CUDA build.
 #include <string>
 
+#include "../cells/layer_norm.h"
 #include "device_host.h"
 #include "sequence_gpu.h"
 
@@ -26,8 +27,10 @@ void check_gpu_config(const RecurrentConfig& cfg, const char* device) {
       throw std::invalid_argument(where + "the " + cell_info(cfg.cell).name +
                                   " cell runs on the CPU only so far");
   }
-  if (cfg.layer_norm) throw std::invalid_argument(where + "layer_norm runs on the CPU only so far");
 }
+
+static_assert(kLayerNormEps == rnncore::detail::kLayerNormEps,
+              "the GPU's layer norm uses the CPU engine's epsilon");
 
 }  // namespace gpu
 

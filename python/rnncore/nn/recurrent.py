@@ -40,9 +40,8 @@ class _Recurrent(Module):
 
     ``cell`` is a registry name (:data:`CELLS`): the subclasses pick it from their PyTorch-style
     options (``nonlinearity``, ``reset_after``). ``device``: "cpu"; "cuda" (numpy arrays in and
-    out, copied; a RuntimeError in a build without the CUDA backend or without a GPU; the cells
-    every cell (the LSTM also with proj_size), with zoneout and recurrent dropout, without layer
-    norm so far);
+    out, copied; a RuntimeError in a build without the CUDA backend or without a GPU; every cell
+    and option runs there);
     "cuda-sim" runs the CUDA backend's algorithm on the CPU (slow; for testing). See
     :mod:`rnncore.cuda`.
     """
