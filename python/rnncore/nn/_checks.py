@@ -49,6 +49,6 @@ def check_device(value: Any, owner: str, *, gpu: bool = False) -> str:
     if name != "cpu" and not gpu:
         raise ValueError(
             f"{owner}: device {value!r}: this layer runs on the CPU only so far (on the GPU: the "
-            "recurrent layers RNN, LSTM, GRU); use device='cpu'"
+            "recurrent layers RNN, LSTM, GRU, GatedRNN); use device='cpu'"
         )
     return name
