@@ -200,10 +200,12 @@ def test_small_batch_matrix_vector_path_float32(cell, batch, hidden, threads, st
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_packed_weight_steps_float32(cell, bidirectional, threads):
-    """float32 batches > 4 run the per-step products on packed weights (AVX-512 CPUs): 13 rows
-    (a full 12-row tile and a 1-row tail), H=45 (a partial 32-column panel)."""
-    T, B, I, H = 8, 13, 6, 45
+@pytest.mark.parametrize(("B", "H"), [(13, 45), (7, 300)])
+def test_packed_weight_steps_float32(cell, bidirectional, threads, B, H):
+    """float32 batches > 4 run the per-step products on packed weights (AVX-512 or AVX2 CPUs):
+    13 rows (AVX-512 tiles of 7 and 6 rows, AVX2 tiles of 5, 4, 4), H=45 (a partial 32-column
+    panel, masked halves); H=300 runs the product over R=300 in two k blocks (256 + 44 on AVX2)."""
+    T, I = 8, 6
     rng = np.random.default_rng(5)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     lengths = [T] + [int(v) for v in rng.integers(1, T + 1, size=B - 1)]

@@ -373,8 +373,8 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
     // Each thread copies its rows of W_hh (its units, gate after gate) into one contiguous block
     // starting at row G*j0, so its recurrent product is a single GEMM on cache-resident weights.
     // Small batches get each gate's block packed for the matrix-vector kernel (gemv.h), or for
-    // calls of a few steps use W_hh in place (step.h, gemv_pack_min_steps_for); on AVX-512 CPUs a
-    // larger batch's float block is packed into panels for packed_gemm instead.
+    // calls of a few steps use W_hh in place (step.h, gemv_pack_min_steps_for); on AVX-512 and AVX2
+    // CPUs a larger batch's float block is packed into panels for packed_gemm instead.
     T* wh_own = sc.wh_blocked.data() + G * units.begin * R;
     T* wh_region = sc.wh_blocked.data() + G * R * (units.begin + kPanel * thread_id());
     const Index u = units.size(), uq = outs.size();
@@ -472,7 +472,8 @@ void lane_backward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& 
       const Range units = share(H, thread_count(), thread_id());
       const Range outs = proj ? share(R, thread_count(), thread_id()) : units;
       const Index j = units.begin, u = units.size(), q = outs.begin, uq = outs.size();
-      // On AVX-512 CPUs (float) this thread's columns of W_hh are packed once for all steps.
+      // On AVX-512 and AVX2 CPUs (float) this thread's columns of W_hh are packed once for all
+      // steps.
       const T* wh_packed = nullptr;
       if constexpr (std::is_same_v<T, float>) {
         if (packed_gemm_available() && uq > 0) {

@@ -12,7 +12,8 @@ using PIndex = std::ptrdiff_t;
 /// Columns per panel (two AVX-512 registers of floats).
 constexpr PIndex kPanel = 32;
 
-/// True when the CPU runs the packed kernel (AVX-512F); otherwise callers use their GEMM path.
+/// True when the CPU runs a packed kernel (AVX-512F, or AVX2 with FMA); otherwise callers use
+/// their GEMM path.
 bool packed_gemm_available();
 
 /// Floats needed to pack a [k, m] operand: ceil(m / kPanel) panels of k × kPanel.

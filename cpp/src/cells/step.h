@@ -113,8 +113,9 @@ struct Step {
   // Short calls of a small batch (see gemv_pack_min_steps_for): Wh_own is unused and gate g's block
   // of this thread's units is rows [g*H + j0, g*H + j1) of Wh itself.
   bool gemv_in_place = false;
-  // float on AVX-512 CPUs: this thread's weights packed for packed_gemm, once per call: forward,
-  // per gate block [R, u] (packed_size(R, u) floats each); backward, W_hh[:, q0:q1] as [G*H, uq].
+  // float on AVX-512 and AVX2 CPUs: this thread's weights packed for packed_gemm, once per call:
+  // forward, per gate block [R, u] (packed_size(R, u) floats each); backward, W_hh[:, q0:q1] as
+  // [G*H, uq].
   const T* Wh_packed = nullptr;
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
