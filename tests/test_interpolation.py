@@ -179,3 +179,27 @@ def test_bad_directories_and_data_exit_2(runs, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:  # not a number: argparse's usage error
         main(["eval", str(lm), "--data", str(ptb), "--interpolate", str(ng), "--weight", "x"])
     assert e.value.code == 2
+
+
+def test_eval_on_an_ngram_run_gives_its_own_metrics(runs, capsys, tmp_path):
+    """`rnncore eval NGRAM_DIR --data PATH` scores the saved counts again: the run's own valid and
+    test numbers on its folder, one file by its name; the rest of the use commands say what does
+    apply (it once failed with "no checkpoint")."""
+    ptb, _, ng = runs
+    code, out, err = _cli(capsys, "eval", ng, "--data", ptb)
+    assert code == 0, err
+    got, saved = json.loads(out), json.loads((ng / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        assert got[split]["ppl"] == pytest.approx(saved[split]["ppl"], rel=1e-12)
+    code, out, err = _cli(capsys, "eval", ng / "model", "--data", ptb / "ptb.test.txt")
+    assert code == 0, err
+    assert json.loads(out)["ptb.test.txt"]["ppl"] == pytest.approx(saved["test"]["ppl"], rel=1e-12)
+    for argv, message in (
+        (["eval", ng, "--data", ptb, "--batch-size", 4], "--batch-size does not apply"),
+        (["eval", ng, "--data", ptb, "--interpolate", ng], "is an n-gram run: --interpolate"),
+        (["eval", ng, "--data", tmp_path], "no file"),
+        (["sample", ng], "`rnncore sample` does not apply to an n-gram model"),
+        (["predict", ng, "w1 w2"], "`rnncore predict` does not apply to an n-gram model"),
+    ):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)

@@ -1043,6 +1043,16 @@ def run_use_command(args: argparse.Namespace) -> int:
     """Run eval / sample / predict; prints the result on stdout."""
     if args.command == "eval":
         check_eval(args)  # before the model is read
+    from . import ngram
+
+    if ngram.is_run(args.dir):  # counts, not a checkpoint
+        if args.command != "eval":
+            raise TaskError(
+                f"`rnncore {args.command}` does not apply to an n-gram model ({args.dir}); "
+                "`rnncore eval` does"
+            )
+        print(json.dumps(to_json_ready(ngram.evaluate_run(args)), indent=1))
+        return 0
     ckpt, module = open_model_dir(args.dir)
     task = ckpt.extra["task"]
     if args.command == "eval":

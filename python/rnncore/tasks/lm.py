@@ -307,24 +307,24 @@ def _loss_ppl(logprobs: np.ndarray) -> dict[str, float]:
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
 
 
-def load_ngram_run(path: str) -> tuple[Any, Path]:
+def load_ngram_run(path: str, what: str = "--interpolate") -> tuple[Any, Path]:
     """(KneserNeyLM, its model folder) of an `rnncore train ngram` output directory (or of the
-    model folder itself); TaskError naming the directory when it is not one."""
+    model folder itself); TaskError naming the directory (as ``what`` + path) when it is not
+    one."""
     from ..ngram import META_FILE, KneserNeyLM
     from .ngram import MODEL_DIR
 
     p = Path(path)
+    where = f"{what} {p}".strip()
     if not p.is_dir():
-        raise TaskError(f"--interpolate {p}: no such directory (give an `rnncore train ngram` run)")
+        raise TaskError(f"{where}: no such directory (give an `rnncore train ngram` run)")
     model_dir = p if (p / META_FILE).is_file() else p / MODEL_DIR
     if not (model_dir / META_FILE).is_file():
-        raise TaskError(
-            f"--interpolate {p}: not an `rnncore train ngram` run (no {MODEL_DIR}/{META_FILE})"
-        )
+        raise TaskError(f"{where}: not an `rnncore train ngram` run (no {MODEL_DIR}/{META_FILE})")
     try:
         return KneserNeyLM.load(model_dir), model_dir
     except ValueError as e:
-        raise TaskError(f"--interpolate {p}: unreadable n-gram model: {e}") from None
+        raise TaskError(f"{where}: unreadable n-gram model: {e}") from None
 
 
 def _vocab_difference(a: Vocab, b: Vocab) -> str:

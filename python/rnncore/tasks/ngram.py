@@ -6,7 +6,8 @@ reports them, so the two tasks' numbers compare. Writes ``DIR/metrics.json`` (th
 layout where it applies: ``task``, ``valid`` and ``test`` as ``{"loss", "ppl"}``,
 ``wall_seconds``, ``train_seconds`` (counting), ``model_type``, ``model_config``, ``data``,
 ``options``, ``checkpoint``), ``DIR/train.log`` and the model in ``DIR/model/``
-(:meth:`KneserNeyLM.save`'s format; reopen it with ``KneserNeyLM.load``).
+(:meth:`KneserNeyLM.save`'s format; reopen it with ``KneserNeyLM.load``). ``rnncore eval DIR
+--data PATH`` scores the saved model again (:func:`evaluate_run`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import load_ptb
-from ..ngram import KneserNeyLM, split_sentences
+from ..data import load_ptb, read_ptb
+from ..ngram import META_FILE, KneserNeyLM, split_sentences
 from ._common import (
     HelpFormatter,
     TaskError,
@@ -126,3 +127,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log_line(out, f"{name + ':':6s} loss {metrics['loss']:.4f}  ppl {metrics['ppl']:.4f}")
     log_line(out, f"wrote {out / 'metrics.json'} and {out / MODEL_DIR}")
     return result
+
+
+def is_run(path: str | os.PathLike[str]) -> bool:
+    """True for an `rnncore train ngram` output directory or its model folder (which hold no
+    checkpoint: `rnncore eval` reads them here rather than as a trained network)."""
+    p = Path(path)
+    return (p / MODEL_DIR / META_FILE).is_file() or (p / META_FILE).is_file()
+
+
+def evaluate_run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """`rnncore eval DIR --data PATH` on an n-gram run: ``{split: {"loss", "ppl"}}`` on a PTB
+    folder's valid and test files, or on the one file given (named by its file name), per token
+    with ``<eos>`` included and unknown words as ``<unk>``: the numbers the run's metrics.json
+    holds for its own data."""
+    from .lm import eval_files, load_ngram_run
+
+    if args.interpolate is not None:
+        raise TaskError(
+            f"{args.dir} is an n-gram run: --interpolate mixes an RNN language model (DIR, an "
+            "`rnncore train lm` run) with an n-gram (NGRAM_DIR)"
+        )
+    if args.batch_size is not None:
+        raise TaskError("--batch-size does not apply to an n-gram model (it reads no batches)")
+    model, _ = load_ngram_run(args.dir, what="")
+    eos = model.vocab.eos_id
+    out = {}
+    for name, f in eval_files(args.data).items():
+        if not f.is_file():
+            raise TaskError(f"--data {args.data}: no file {f}")
+        ids = model.vocab.encode(tok for sent in read_ptb(f) for tok in sent)
+        out[name] = model.evaluate(split_sentences(ids, eos))
+    return out
