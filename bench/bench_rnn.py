@@ -265,6 +265,36 @@ class TorchSubject:
         return Case(run, prep)
 
 
+class TorchInt8Subject:
+    """PyTorch's dynamically quantized int8 LSTM/GRU (torch.ao.quantization.quantize_dynamic:
+    int8 weights, activations quantized per call), inference only: the reference issue 21 asks
+    batch-1 latency to be compared with."""
+
+    name = "torch_int8"
+
+    def __init__(self, torch, fp32: TorchSubject):
+        import warnings
+
+        self.torch = torch
+        self.x = fp32.x
+        with warnings.catch_warnings():  # the torch.ao deprecation notice
+            warnings.simplefilter("ignore")
+            self.module = torch.ao.quantization.quantize_dynamic(
+                torch.nn.Sequential(fp32.module).eval(),
+                {torch.nn.LSTM, torch.nn.GRU},
+                dtype=torch.qint8,
+            )
+
+    def infer(self) -> Case:
+        torch, x, module = self.torch, self.x, self.module
+
+        def run():
+            with torch.no_grad():
+                return module(x)
+
+        return Case(run)
+
+
 # ---------------------------------------------------------------------------
 # Timing
 
@@ -614,11 +644,17 @@ def bench_cell(
         if diff is None or diff > 1e-3:
             msg = f"outputs differ, max |diff| = {diff}"
             print(f"  WARNING {cfg.name}/{cell}: {msg}", file=sys.stderr)
+    int8 = None
+    if torch is not None and cfg.name == "b1_latency" and cell in ("lstm", "gru"):
+        int8 = TorchInt8Subject(torch, subjects["torch"])
 
     rows = []
     for mode in ("infer", "train") if cfg.train else ("infer",):
         cpu_before = _cpu_times()
-        times = measure({name: getattr(s, mode)() for name, s in subjects.items()}, plan)
+        cases = {name: getattr(s, mode)() for name, s in subjects.items()}
+        if int8 is not None and mode == "infer":
+            cases[int8.name] = int8.infer()
+        times = measure(cases, plan)
         steal = _steal_pct(cpu_before, _cpu_times())
         flops = forward_flops(cfg, cell, tokens) * (3 if mode == "train" else 1)
         row: dict = {
@@ -640,6 +676,10 @@ def bench_cell(
             row[name] = st
         if "rnncore" in row and "torch" in row:
             row["speedup"] = row["torch"]["median_s"] / row["rnncore"]["median_s"]
+        if "rnncore" in row and "torch_int8" in row:
+            row["speedup_vs_torch_int8"] = (
+                row["torch_int8"]["median_s"] / row["rnncore"]["median_s"]
+            )
         rows.append(row)
     return rows
 
@@ -942,6 +982,11 @@ def summarize(results: list[dict], threads: list[int]) -> dict:
         s["b1_infer_speedup"] = {
             r["cell"]: r["speedup"] for r in infer if r["config"] == "b1_latency"
         }
+        s["b1_infer_speedup_vs_torch_int8"] = {
+            r["cell"]: r["speedup_vs_torch_int8"]
+            for r in infer
+            if r["config"] == "b1_latency" and "speedup_vs_torch_int8" in r
+        }
         frac: dict = {}
         for r in results:
             if r["threads"] == n and r["config"] in ("medium", "large") and "rnncore" in r:
@@ -1087,6 +1132,12 @@ def render(report: dict, markdown: bool) -> str:
         if s["b1_infer_speedup"]:
             b1 = ", ".join(f"{c} {v:.2f}" for c, v in s["b1_infer_speedup"].items())
             lines.append(f"{bullet}b1_latency inference speedup: {b1}")
+        if s.get("b1_infer_speedup_vs_torch_int8"):
+            q = ", ".join(f"{c} {v:.2f}" for c, v in s["b1_infer_speedup_vs_torch_int8"].items())
+            lines.append(
+                f"{bullet}b1_latency inference speedup over torch's dynamic int8 "
+                f"(quantize_dynamic): {q}"
+            )
         if s["rnncore_frac_peak_medium_large"]:
             fracs = s["rnncore_frac_peak_medium_large"].items()
             fr = ", ".join(f"{k} {100 * v:.0f}%" for k, v in fracs if v)
