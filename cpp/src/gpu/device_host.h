@@ -16,9 +16,14 @@ using Index = std::int64_t;
 struct HostDevice {
   static constexpr const char* kName = "cuda-sim";
 
+  // New memory is filled with 0xFF bytes (NaN as float or double, -1 as an integer), so that an
+  // algorithm that reads device memory it never wrote fails the cuda-sim tests every time rather
+  // than when the allocator happens to hand out garbage (cudaMalloc's memory is uninitialised).
   template <typename T>
   T* alloc(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T)));
+    void* p = ::operator new(n * sizeof(T));
+    std::memset(p, 0xFF, n * sizeof(T));
+    return static_cast<T*>(p);
   }
   static void release(void* p) { ::operator delete(p); }
   void upload(void* dst, const void* src, std::size_t bytes) {

@@ -517,9 +517,13 @@ struct LnLstmForward {
         f.h_next[i] = f.h_prev[i];
         f.c_next[i] = f.c_prev[i];
         f.y[b * f.ld_y + j] = T(0);
+        if (chat) chat[i] = T(0);  // dγ_c sums chat over every row after the loop
       }
     }
-    if (!active) return;
+    if (!active) {
+      if (rstd_c) rstd_c[b] = T(0);
+      return;
+    }
     T mean = T(0), m2 = T(0);
     for (Index j = 0; j < H; ++j) {  // the gates and c', kept in c_next for now
       const Index i = b * H + j, at = b * G4 + j;
