@@ -37,6 +37,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
+sys.path.insert(0, str(HERE))
+
+import bench_rnn as br  # noqa: E402  (the machine's description)
+
 RECIPES = ("ptb", "charlm", "sst2", "conll")
 
 
@@ -261,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         "# Whole recipes: rnncore against the same model in plain PyTorch",
         "",
         f"`python bench/bench_recipes.py --batches {args.batches} --rounds {args.rounds} "
-        f"--threads {args.threads}` on {platform.node() or 'this machine'} ({os.cpu_count()} "
-        f"cores, shared), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Seconds per "
-        "training batch (forward, loss, backward, clipping, optimizer step), the best of the "
-        "alternating rounds; ratio = PyTorch / rnncore (> 1: rnncore is faster; goal 1.5).",
+        f"--threads {args.threads}` on {platform.node() or 'this machine'}, {br._cpu_model()} "
+        f"({os.cpu_count()} cores, shared), torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}. Seconds per training batch (forward, loss, backward, "
+        "clipping, optimizer step), the best of the alternating rounds; ratio = PyTorch / "
+        "rnncore (> 1: rnncore is faster; goal 1.5).",
         "",
         "| recipe | threads | batches | rnncore ms/batch | PyTorch ms/batch | ratio |",
         "|---|---|---|---|---|---|",
