@@ -51,15 +51,17 @@ RNNCORE_HD inline T sigmoid_(T x) {
   return T(1) / (T(1) + exp_(-x));
 }
 
+// The cell, as the kernels switch on it: CellType's values (the constructor casts one into the
+// other once check_gpu_config has accepted the cell).
 enum class Kind : int {
-  kRnnTanh,
-  kRnnRelu,
-  kLstm,
-  kGru,
-  kGruV1,
-  kGatedResidual,  // s' = s + r
-  kGatedInput,     // s' = s + i ⊙ r
-  kGatedForget,    // s' = f ⊙ s + i ⊙ r
+  kRnnTanh = int(CellType::kRnnTanh),
+  kRnnRelu = int(CellType::kRnnRelu),
+  kLstm = int(CellType::kLstm),
+  kGru = int(CellType::kGru),
+  kGruV1 = int(CellType::kGruV1),
+  kGatedResidual = int(CellType::kGatedResidual),  // s' = s + r
+  kGatedInput = int(CellType::kGatedInput),        // s' = s + i ⊙ r
+  kGatedForget = int(CellType::kGatedForget),      // s' = f ⊙ s + i ⊙ r
 };
 
 // Gate blocks of H rows in W_ih and W_hh.
@@ -719,33 +721,8 @@ class GpuSequence final : public SequenceBackend<T> {
         params_(&dev_, num_params),
         grads_(&dev_, num_params),
         R_(cfg.proj_size > 0 ? cfg.proj_size : cfg.hidden_size) {
-    check_gpu_config(cfg, Dev::kName);
-    switch (cfg.cell) {
-      case CellType::kRnnTanh:
-        kind_ = Kind::kRnnTanh;
-        break;
-      case CellType::kRnnRelu:
-        kind_ = Kind::kRnnRelu;
-        break;
-      case CellType::kLstm:
-        kind_ = Kind::kLstm;
-        break;
-      case CellType::kGruV1:
-        kind_ = Kind::kGruV1;
-        break;
-      case CellType::kGatedResidual:
-        kind_ = Kind::kGatedResidual;
-        break;
-      case CellType::kGatedInput:
-        kind_ = Kind::kGatedInput;
-        break;
-      case CellType::kGatedForget:
-        kind_ = Kind::kGatedForget;
-        break;
-      default:
-        kind_ = Kind::kGru;
-        break;
-    }
+    check_gpu_config(cfg, Dev::kName);  // every cell it accepts is a Kind
+    kind_ = static_cast<Kind>(cfg.cell);
   }
 
   T* params() override { return host_params_.data(); }
