@@ -2,10 +2,10 @@
 
 For the medium, large and long shapes of bench_rnn.py and batch 1 (b1_latency), LSTM and GRU:
 a training step (forward + backward through a dense dy) and an inference forward, each timed as
-the median of ``--reps`` runs after warm-ups, alternating the two libraries. rnncore's layers
-take numpy arrays and return numpy arrays (copied to and from the GPU every call, parameters
-uploaded every call); torch's tensors stay on the GPU, so the copies are part of rnncore's time
-and the ratio shows what they cost. Writes bench/results/cuda.{json,md}.
+the median of ``--reps`` runs after warm-ups, alternating the subjects: rnncore.torch's layer on
+CUDA tensors (nothing leaves the GPU: the like-for-like comparison with torch.nn), and
+rnncore.nn's numpy layer (x, y, dy, dx copied to and from the GPU and the parameters uploaded
+every call, so its column shows what the copies cost). Writes bench/results/cuda.{json,md}.
 
     python bench/bench_cuda.py                 # needs a GPU and a CUDA build of rnncore
     python bench/bench_cuda.py --smoke         # the script itself, on the CPU (device cuda-sim)
@@ -52,9 +52,14 @@ def measure(cfg: br.Config, cell: str, device: str, reps: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((cfg.T, cfg.B, cfg.I)).astype(np.float32)
     dy = rng.standard_normal((cfg.T, cfg.B, cfg.H)).astype(np.float32)
+    import rnncore.torch as rt
+
     ours = (nn.LSTM if cell == "lstm" else nn.GRU)(cfg.I, cfg.H, seed=0, device=device)
     tdev = "cuda" if device == "cuda" else "cpu"
     theirs = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(cfg.I, cfg.H).to(tdev)
+    ours_t = (rt.LSTM if cell == "lstm" else rt.GRU)(cfg.I, cfg.H).to(tdev)
+    if device != "cuda":  # the smoke run: the same device calls on host memory
+        ours_t._cpu_engine_device = device
     tx = torch.from_numpy(x).to(tdev).requires_grad_(True)
     tdy = torch.from_numpy(dy).to(tdev)
 
@@ -72,26 +77,37 @@ def measure(cfg: br.Config, cell: str, device: str, reps: int) -> dict:
         ours.eval()
         ours(x)
 
-    def theirs_train() -> None:
-        theirs.zero_grad()
-        y, _ = theirs(tx)
-        y.backward(tdy)
-        sync()
+    def torch_train(layer):
+        def step() -> None:
+            layer.zero_grad()
+            y, _ = layer(tx)
+            y.backward(tdy)
+            sync()
 
-    def theirs_infer() -> None:
-        with torch.no_grad():
-            theirs(tx)
-        sync()
+        return step
+
+    def torch_infer(layer):
+        def step() -> None:
+            with torch.no_grad():
+                layer(tx)
+            sync()
+
+        return step
 
     row = {"config": cfg.name, "cell": cell, "T": cfg.T, "B": cfg.B, "I": cfg.I, "H": cfg.H}
-    for mode, a, b in (("train", ours_train, theirs_train), ("infer", ours_infer, theirs_infer)):
-        ta, tb = [], []
-        for _ in range(3):  # alternating rounds: a busy spell hits both
-            ta.append(_time(a, reps))
-            tb.append(_time(b, reps))
-        row[f"{mode}_rnncore_s"] = min(ta)
-        row[f"{mode}_torch_s"] = min(tb)
-        row[f"{mode}_ratio"] = min(tb) / min(ta)  # > 1: rnncore is faster
+    for mode, subjects in (
+        ("train", (ours_train, torch_train(ours_t), torch_train(theirs))),
+        ("infer", (ours_infer, torch_infer(ours_t), torch_infer(theirs))),
+    ):
+        times: list[list[float]] = [[], [], []]
+        for _ in range(3):  # alternating rounds: a busy spell hits every subject
+            for fn, ts in zip(subjects, times, strict=True):
+                ts.append(_time(fn, reps))
+        row[f"{mode}_rnncore_s"] = min(times[0])
+        row[f"{mode}_rt_s"] = min(times[1])
+        row[f"{mode}_torch_s"] = min(times[2])
+        row[f"{mode}_ratio"] = min(times[2]) / min(times[1])  # > 1: rnncore is faster
+        row[f"{mode}_numpy_ratio"] = min(times[2]) / min(times[0])
     return row
 
 
@@ -101,20 +117,24 @@ def report(rows: list[dict], device_name: str, torch_version: str) -> str:
         "",
         f"`python bench/bench_cuda.py` on {device_name}, torch {torch_version}, "
         f"{time.strftime('%Y-%m-%d')}. Float32, one layer, one direction; the best of three "
-        "alternating rounds of medians. rnncore's time includes copying x, y, dy, dx and the "
-        "parameters between host and GPU on every call (numpy in and out); torch's tensors stay "
-        "on the GPU. Ratio = torch time / rnncore time (> 1: rnncore is faster).",
+        "alternating rounds of medians. rnncore.torch: rnncore's layer on torch CUDA tensors "
+        "(nothing leaves the GPU, as for torch.nn); numpy: rnncore.nn's layer, whose time "
+        "includes copying x, y, dy, dx and the parameters between host and GPU every call. "
+        "Ratio = torch time / rnncore.torch time (> 1: rnncore is faster); numpy ratio = torch "
+        "time / numpy layer time.",
         "",
-        "| shape | cell | T x B x I -> H | train rnncore ms | train torch ms | train ratio "
-        "| infer rnncore ms | infer torch ms | infer ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | cell | T x B x I -> H | train rnncore.torch ms | train torch ms | train ratio "
+        "| train numpy ratio | infer rnncore.torch ms | infer torch ms | infer ratio "
+        "| infer numpy ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['cell']} | {r['T']} x {r['B']} x {r['I']} -> {r['H']} | "
-            f"{1e3 * r['train_rnncore_s']:.2f} | {1e3 * r['train_torch_s']:.2f} | "
-            f"{r['train_ratio']:.2f}x | {1e3 * r['infer_rnncore_s']:.2f} | "
-            f"{1e3 * r['infer_torch_s']:.2f} | {r['infer_ratio']:.2f}x |"
+            f"{1e3 * r['train_rt_s']:.2f} | {1e3 * r['train_torch_s']:.2f} | "
+            f"{r['train_ratio']:.2f}x | {r['train_numpy_ratio']:.2f}x | "
+            f"{1e3 * r['infer_rt_s']:.2f} | {1e3 * r['infer_torch_s']:.2f} | "
+            f"{r['infer_ratio']:.2f}x | {r['infer_numpy_ratio']:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 

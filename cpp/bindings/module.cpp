@@ -128,6 +128,59 @@ struct PyRecurrent {
     return py::make_tuple(r[0], r[1], r[2], dparams);
   }
 
+  // Calls on device memory (a layer on "cuda" or "cuda-sim"): every array is an address the
+  // caller owns and has checked (rnncore.torch: torch tensors of the layer's dtype, contiguous,
+  // on the layer's device, shaped as forward's), 0 for none. lengths stays a host array. A
+  // training forward returns its saved context; inference returns None.
+  py::object forward_device(std::uintptr_t x, int steps, int batch, py::handle lengths_obj,
+                            std::uintptr_t h0, std::uintptr_t c0, std::uintptr_t y,
+                            std::uintptr_t hn, std::uintptr_t cn, std::uintptr_t params,
+                            bool training, std::uint64_t seed, bool stochastic) {
+    CallLock lock(mu);
+    py::array_t<std::int64_t> lengths;
+    if (!lengths_obj.is_none())
+      lengths = checked<std::int64_t>(lengths_obj, "lengths", "[B=" + std::to_string(batch) + "]",
+                                      {batch});
+    {
+      const std::int64_t* lp = lengths_obj.is_none() ? nullptr : lengths.data();
+      py::gil_scoped_release release;
+      core.forward_on_device(steps, batch, ptr<const T>(x), lp, ptr<const T>(h0), ptr<const T>(c0),
+                             ptr<T>(y), ptr<T>(hn), ptr<T>(cn), ptr<const T>(params), training,
+                             seed, stochastic);
+    }
+    if (!training) return py::none();
+    auto handle = std::make_unique<Handle>();
+    handle->saved = core.take_saved();
+    return py::cast(std::move(handle));
+  }
+
+  // BPTT through a forward_device context (once), gradients written to the caller's device
+  // memory: dx, dh0, dc0 (=) and grads (+=, the flat buffer [P]).
+  void backward_device(Handle& handle, std::uintptr_t dy, std::uintptr_t dhn, std::uintptr_t dcn,
+                       std::uintptr_t dx, std::uintptr_t dh0, std::uintptr_t dc0,
+                       std::uintptr_t params, std::uintptr_t grads) {
+    CallLock lock(mu);
+    if (handle.saved.empty())
+      throw std::runtime_error(
+          "backward through this forward already ran (each forward allows one backward)");
+    const int depth = core.saved_forwards() + 1;
+    core.restore_saved(std::move(handle.saved));
+    try {
+      py::gil_scoped_release release;
+      core.backward_on_device(ptr<const T>(dy), ptr<const T>(dhn), ptr<const T>(dcn), ptr<T>(dx),
+                              ptr<T>(dh0), ptr<T>(dc0), ptr<const T>(params), ptr<T>(grads));
+    } catch (...) {
+      // An argument the engine refused before consuming the forward: hand it back.
+      if (core.saved_forwards() == depth) handle.saved = core.take_saved();
+      throw;
+    }
+  }
+
+  template <typename P>
+  static P* ptr(std::uintptr_t address) {
+    return reinterpret_cast<P*>(address);
+  }
+
   py::tuple forward_locked(py::handle x_obj, py::handle lengths_obj, py::handle h0_obj,
                            py::handle c0_obj, bool training, std::uint64_t seed, bool stochastic,
                            std::int64_t batch_offset) {
@@ -324,6 +377,18 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
            py::arg("dhn") = py::none(), py::arg("dcn") = py::none(),
            "BPTT through a forward_saved context (once): (dx, dh0, dc0 or None, dparams [P]), "
            "dparams holding this call's parameter gradients; the layer's grads stay zero.")
+      .def("forward_device", &Cls::forward_device, py::arg("x"), py::arg("steps"), py::arg("batch"),
+           py::arg("lengths"), py::arg("h0"), py::arg("c0"), py::arg("y"), py::arg("hn"),
+           py::arg("cn"), py::arg("params"), py::arg("training"), py::arg("seed"),
+           py::arg("stochastic"),
+           "A GPU layer's forward on device memory, for rnncore.torch: x, h0, c0, y, hn, cn, "
+           "params are device addresses (0: none; params 0: the layer's own) the caller checked; "
+           "lengths an int64 host array or None. Returns the saved context (training) or None.")
+      .def("backward_device", &Cls::backward_device, py::arg("saved"), py::arg("dy"),
+           py::arg("dhn"), py::arg("dcn"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
+           py::arg("params"), py::arg("grads"),
+           "BPTT through a forward_device context on device memory: dx, dh0, dc0 written, grads "
+           "[P] accumulated (device addresses, 0: none; grads 0: the layer's own).")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
            py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
            "dy [T,B,D*R] or None, dhn [L*D,B,R] / dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 "

@@ -189,10 +189,41 @@ void Recurrent<T>::restore_saved(SavedForward&& saved) {
   saved.owner_ = nullptr;
 }
 
+namespace {
+
+// The GPU backends take calls on their own memory; the CPU engine has no such thing.
+void require_gpu_device(const RecurrentConfig& cfg, const char* what) {
+  if (cfg.device == Device::kCpu)
+    throw std::invalid_argument(std::string(what) +
+                                ": the layer is on the CPU; calls on device memory need a layer "
+                                "on 'cuda' or 'cuda-sim'");
+}
+
+}  // namespace
+
 template <typename T>
 void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t* lengths,
                            const T* h0, const T* c0, T* y, T* hn, T* cn, bool training,
                            std::uint64_t dropout_seed, bool stochastic, std::int64_t batch_offset) {
+  run_forward(steps, batch, x, lengths, h0, c0, y, hn, cn, nullptr, false, training, dropout_seed,
+              stochastic, batch_offset);
+}
+
+template <typename T>
+void Recurrent<T>::forward_on_device(int steps, int batch, const T* x, const std::int64_t* lengths,
+                                     const T* h0, const T* c0, T* y, T* hn, T* cn, const T* params,
+                                     bool training, std::uint64_t dropout_seed, bool stochastic,
+                                     std::int64_t batch_offset) {
+  require_gpu_device(impl_->cfg, "forward_on_device");
+  run_forward(steps, batch, x, lengths, h0, c0, y, hn, cn, params, true, training, dropout_seed,
+              stochastic, batch_offset);
+}
+
+template <typename T>
+void Recurrent<T>::run_forward(int steps, int batch, const T* x, const std::int64_t* lengths,
+                               const T* h0, const T* c0, T* y, T* hn, T* cn, const T* params,
+                               bool on_device, bool training, std::uint64_t dropout_seed,
+                               bool stochastic, std::int64_t batch_offset) {
   Impl& m = *impl_;
   if (training && !stochastic && (m.cfg.zoneout > 0.0 || m.cfg.recurrent_dropout > 0.0))
     throw std::invalid_argument(
@@ -225,6 +256,8 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
   call.stochastic = stochastic;
   call.dropout_seed = dropout_seed;
   call.batch_offset = batch_offset;
+  call.on_device = on_device;
+  call.device_params = params;
   m.backend->forward(call);
   if (training) m.saved.push_back({steps, batch});
 }
@@ -232,6 +265,20 @@ void Recurrent<T>::forward(int steps, int batch, const T* x, const std::int64_t*
 template <typename T>
 void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
                             double* step_grad_norms) {
+  run_backward(dy, dhn, dcn, dx, dh0, dc0, step_grad_norms, false, nullptr, nullptr);
+}
+
+template <typename T>
+void Recurrent<T>::backward_on_device(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0,
+                                      T* dc0, const T* params, T* grads) {
+  require_gpu_device(impl_->cfg, "backward_on_device");
+  run_backward(dy, dhn, dcn, dx, dh0, dc0, nullptr, true, params, grads);
+}
+
+template <typename T>
+void Recurrent<T>::run_backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0, T* dc0,
+                                double* step_grad_norms, bool on_device, const T* params,
+                                T* grads) {
   Impl& m = *impl_;
   if (m.saved.empty())
     throw std::runtime_error(
@@ -240,6 +287,10 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   if (m.cfg.states() == 1 && dcn)
     throw std::invalid_argument(std::string("dcn: a ") + cell_info(m.cfg.cell).name +
                                 " cell has no cell state");
+  if (m.backend->saved_device_params() != params)
+    throw std::invalid_argument(
+        "params must be the parameters the forward read (the same device buffer, or none for "
+        "the layer's own)");
   m.saved.pop_back();  // consumed: the saved gates turn into their gradients
   detail::BackwardCall<T> call;
   call.dy = dy;
@@ -249,6 +300,9 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
   call.dh0 = dh0;
   call.dc0 = m.cfg.states() == 2 ? dc0 : nullptr;
   call.step_grad_norms = step_grad_norms;
+  call.on_device = on_device;
+  call.device_params = params;
+  call.device_grads = grads;
   m.backend->backward(call);
 }
 

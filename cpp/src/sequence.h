@@ -31,6 +31,11 @@ struct ForwardCall {
   bool stochastic = true;
   std::uint64_t dropout_seed = 0;
   std::int64_t batch_offset = 0;  // index of sequence 0 in the batch the masks are keyed by
+  // The GPU backends only (Recurrent::forward_on_device): x, h0, c0, y, hn, cn are the backend's
+  // device memory (no host round trip), and device_params, when set, is the flat parameter
+  // buffer [P] on the device, read in place of the layer's own.
+  bool on_device = false;
+  const T* device_params = nullptr;
 };
 
 // One backward call over the saved forward, already checked: shapes as in Recurrent::backward.
@@ -43,6 +48,12 @@ struct BackwardCall {
   T* dh0 = nullptr;                   // [L*D,B,R] out or null
   T* dc0 = nullptr;                   // [L*D,B,H] out or null
   double* step_grad_norms = nullptr;  // [L*D,T] out or null
+  // The GPU backends only (Recurrent::backward_on_device): dy, dhn, dcn, dx, dh0, dc0 are device
+  // memory; device_params must be what the forward read; device_grads, when set, is a device
+  // buffer [P] the parameter gradients accumulate into (+=) instead of the layer's own.
+  bool on_device = false;
+  const T* device_params = nullptr;
+  T* device_grads = nullptr;
 };
 
 // Where one lane's (layer l, direction d; lane k = l*D + d) tensors start in the flat parameter
@@ -72,6 +83,8 @@ class SequenceBackend {
   virtual void forward(const ForwardCall<T>& call) = 0;
   // Throws std::runtime_error if the backend finds the saved forward's inputs changed.
   virtual void backward(const BackwardCall<T>& call) = 0;
+  // The device parameters the newest saved forward read (ForwardCall::device_params), or null.
+  virtual const void* saved_device_params() const { return nullptr; }
   // Drops every saved forward (and the memory they hold).
   virtual void discard_saved() = 0;
   // Moves the newest saved forward out of the backend (there is one: the caller checks).

@@ -66,6 +66,35 @@ class _Recurrent:
         dhn: np.ndarray | None = None,
         dcn: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]: ...
+    # GPU layers only: device addresses (0: none), checked by the caller (rnncore.torch).
+    def forward_device(
+        self,
+        x: int,
+        steps: int,
+        batch: int,
+        lengths: np.ndarray | None,
+        h0: int,
+        c0: int,
+        y: int,
+        hn: int,
+        cn: int,
+        params: int,
+        training: bool,
+        seed: int,
+        stochastic: bool,
+    ) -> _SavedForward | None: ...
+    def backward_device(
+        self,
+        saved: _SavedForward,
+        dy: int,
+        dhn: int,
+        dcn: int,
+        dx: int,
+        dh0: int,
+        dc0: int,
+        params: int,
+        grads: int,
+    ) -> None: ...
 
 class _SavedForward:
     @property

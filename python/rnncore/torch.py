@@ -13,6 +13,12 @@ optimizers, ``load_state_dict`` and ``torch.save`` work on them as usual and a f
 weights. Activations cross zero-copy too: a contiguous CPU input is read in place, outputs are
 the engine's arrays. Importing this module needs PyTorch; rnncore itself never does.
 
+On a GPU (``.cuda()``, ``device="cuda"``; a CUDA build of rnncore, see :mod:`rnncore.cuda`) the
+layer runs rnncore's CUDA backend on the tensors where they lie: inputs, states, outputs and
+gradients stay torch CUDA tensors and nothing goes through the host, so the rest of the model,
+the loss and the optimizer stay on the GPU too (the parameters are packed into one flat device
+buffer per call, a device-to-device copy).
+
 Beyond PyTorch's options: ``zoneout=`` and ``recurrent_dropout=`` (keyword, all three),
 ``layer_norm=True`` (LSTM, GRU: adds ``ln_*`` parameters), ``GRU(reset_after=False)`` (Cho et al.'s
 GRU, same parameter names) and :class:`GatedRNN`, the lecture's gated cells.
@@ -74,6 +80,166 @@ class _Engine:
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().contiguous().numpy()
+
+
+def _address(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+class _DeviceEngine:
+    """One engine layer on a GPU device ("cuda", or "cuda-sim" for the tests) that reads the
+    tensors' own memory: the parameters come in as one flat buffer per call."""
+
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, device: str) -> None:
+        self.core = _ENGINE_DTYPES[dtype](**cfg, device=device)
+        self.dtype = dtype
+        self.info = [(name, off, tuple(shape)) for name, off, shape in self.core.param_info()]
+        self.size = int(self.core.params.size)
+        # In param_info's order the parameters tile the buffer (one cat packs them); checked,
+        # not assumed, so a layout with gaps still packs correctly, slice by slice.
+        ends = [off + math.prod(shape) for _, off, shape in self.info]
+        self.tiled = [off for _, off, _ in self.info] == [0, *ends[:-1]] and ends[-1] == self.size
+        dirs = 2 if cfg["bidirectional"] else 1
+        self.lanes = cfg["num_layers"] * dirs  # L*D
+        self.hidden = cfg["hidden_size"]  # H: c's width
+        self.width = cfg["proj_size"] or cfg["hidden_size"]  # R: h's width
+        self.out = dirs * self.width  # D*R: y's width
+        self.has_c = CELLS[cfg["cell"]]["states"] == 2
+
+    def state_shape(self, batch: int, cell: bool = False) -> tuple[int, int, int]:
+        """[L*D, B, R] (h), or [L*D, B, H] (c: cell=True)."""
+        return (self.lanes, batch, self.hidden if cell else self.width)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: np.ndarray | None,
+        h0: torch.Tensor | None,
+        c0: torch.Tensor | None,
+        flat: torch.Tensor,
+        training: bool,
+        seed: int,
+        stochastic: bool,
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(saved context or None, y, hn, cn) of x [T, B, I] on the device, checked."""
+        steps, batch = x.shape[0], x.shape[1]
+        y = x.new_empty((steps, batch, self.out))
+        hn = x.new_empty(self.state_shape(batch))
+        cn = x.new_empty(self.state_shape(batch, True)) if self.has_c else None
+        _stream_sync(x.device)
+        handle = self.core.forward_device(
+            x.data_ptr(),
+            steps,
+            batch,
+            lengths,
+            _address(h0),
+            _address(c0),
+            y.data_ptr(),
+            hn.data_ptr(),
+            _address(cn),
+            flat.data_ptr(),
+            training,
+            seed,
+            stochastic,
+        )
+        _stream_sync(x.device)
+        return handle, y, hn, cn
+
+    def flatten(self, params: list[torch.Tensor]) -> torch.Tensor:
+        """The parameters in the engine's layout: one contiguous tensor [P] on their device."""
+        with torch.no_grad():
+            if self.tiled:
+                return torch.cat([p.reshape(-1) for p in params])
+            flat = params[0].new_zeros(self.size)
+            for (_, off, shape), p in zip(self.info, params, strict=True):
+                flat[off : off + math.prod(shape)].copy_(p.reshape(-1))
+            return flat
+
+    def grads(self, dflat: torch.Tensor, needs: Any) -> list[torch.Tensor | None]:
+        """Each parameter's gradient: a view of the flat gradient [P] (None where not needed)."""
+        return [
+            dflat[off : off + math.prod(shape)].view(shape) if need else None
+            for (_, off, shape), need in zip(self.info, needs, strict=True)
+        ]
+
+
+def _stream_sync(device: torch.device) -> None:
+    """The CUDA backend runs on the legacy default stream: a caller on another stream hands
+    over here (before the call: its inputs are ready; after: our outputs are)."""
+    if device.type == "cuda" and torch.cuda.current_stream(device) != torch.cuda.default_stream(
+        device
+    ):
+        torch.cuda.current_stream(device).synchronize()
+        torch.cuda.default_stream(device).synchronize()
+
+
+class _DeviceFunction(torch.autograd.Function):
+    """_RecurrentFunction on a GPU device: the engine reads and writes the tensors in place."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        engine: _DeviceEngine,
+        mode: tuple[bool, bool, int],
+        lengths: np.ndarray | None,
+        x: torch.Tensor,
+        h0: torch.Tensor | None,
+        c0: torch.Tensor | None,
+        *params: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        save, stochastic, seed = mode
+        flat = engine.flatten(list(params))
+        # A stochastic forward without gradients still trains (dropout): its context is dropped.
+        handle, y, hn, cn = engine.forward(
+            x, lengths, h0, c0, flat, save or stochastic, seed, stochastic
+        )
+        ctx.set_materialize_grads(False)
+        if save:
+            ctx.engine, ctx.handle, ctx.mode, ctx.lengths = engine, handle, mode, lengths
+            ctx.flat = flat
+            ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
+            ctx.save_for_backward(x, h0, c0, *params)
+        return (y, hn) if cn is None else (y, hn, cn)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Any, dhn: Any, dcn: Any = None) -> tuple[Any, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "rnncore.torch: double backward (create_graph=True) through a recurrent layer is "
+                "not supported; use torch.nn's layer for higher-order gradients"
+            )
+        x, h0, c0, *_ = ctx.saved_tensors  # raises if any was modified in place
+        engine, flat = ctx.engine, ctx.flat
+        handle = ctx.handle
+        if handle.consumed:  # retain_graph: run the forward again for a fresh context
+            _, stochastic, seed = ctx.mode
+            handle = engine.forward(x, ctx.lengths, h0, c0, flat, True, seed, stochastic)[0]
+        batch = x.shape[1]
+        dx = torch.empty_like(x)
+        dh0 = x.new_empty(engine.state_shape(batch)) if ctx.has_h0 else None
+        dc0 = x.new_empty(engine.state_shape(batch, True)) if ctx.has_c0 else None
+        dflat = torch.zeros_like(flat)
+        args = [None if g is None else g.contiguous() for g in (dy, dhn, dcn)]
+        _stream_sync(x.device)
+        engine.core.backward_device(
+            handle,
+            *(_address(g) for g in args),
+            dx.data_ptr(),
+            _address(dh0),
+            _address(dc0),
+            flat.data_ptr(),
+            dflat.data_ptr(),
+        )
+        _stream_sync(x.device)
+        return (
+            None,
+            None,
+            None,
+            dx if ctx.needs_input_grad[3] else None,
+            dh0 if ctx.needs_input_grad[4] else None,
+            dc0 if ctx.needs_input_grad[5] else None,
+            *engine.grads(dflat, ctx.needs_input_grad[6:]),
+        )
 
 
 class _RecurrentFunction(torch.autograd.Function):
@@ -169,6 +335,10 @@ class _EngineRecurrent:
 
     _engine: _Engine | None
     _shadow: _Engine | None
+    #: The engine for parameters on the CPU: "cpu", or "cuda-sim" (the CUDA backend's algorithm
+    #: on host memory, through the same calls as on a GPU: how the tests check the GPU path on
+    #: machines without one).
+    _cpu_engine_device = "cpu"
 
     def _attach(
         self, cell: str, zoneout: float, recurrent_dropout: float, layer_norm: bool
@@ -202,11 +372,12 @@ class _EngineRecurrent:
         first = next(iter(self._parameters.values()), None)
         dtype = first.dtype if first is not None else torch.get_default_dtype()
         device = first.device if first is not None else torch.device("cpu")
-        if device.type != "cpu":
-            raise RuntimeError(f"{owner}: rnncore's engine runs on the CPU, not {device}")
+        if device.type not in ("cpu", "cuda"):
+            raise RuntimeError(f"{owner}: rnncore's engine runs on the CPU or CUDA, not {device}")
         if dtype not in _ENGINE_DTYPES:
             raise TypeError(f"{owner}: dtype must be torch.float32 or torch.float64, got {dtype}")
         self._shadow = None
+        self._device_engines: dict[tuple[str, torch.dtype], _DeviceEngine] = {}
         self._engine = _Engine(self._cfg, dtype)
         names = []
         for i, (name, _, _) in enumerate(self._engine.info):
@@ -223,6 +394,10 @@ class _EngineRecurrent:
             names.append(name)
         self._flat_weights_names = names
         self._own = [self._parameters[n] for n in names]
+        if device.type == "cuda":  # built in the engine's buffer, then moved where asked
+            with torch.no_grad():
+                for p in self._own:
+                    p.data = p.data.to(device)
         self.register_load_state_dict_post_hook(_adopt_loaded)
         self._all_weights = [
             [n for n in names if n.endswith(f"_l{k // self._dirs()}" + self._suffix(k))]
@@ -260,19 +435,24 @@ class _EngineRecurrent:
             self._adopt()
         return ret
 
-    def _engine_for(self, params: list[torch.Tensor]) -> _Engine:
+    def _engine_for(self, params: list[torch.Tensor]) -> _Engine | _DeviceEngine:
         owner = type(self).__name__
-        dtype = params[0].dtype
+        dtype, device = params[0].dtype, params[0].device
         for n, p in zip(self._flat_weights_names, params, strict=True):
-            if p.device.type != "cpu":
+            if p.device != device:
                 raise RuntimeError(
-                    f"{owner}: rnncore's engine runs on the CPU; parameter {n} is on {p.device}"
+                    f"{owner}: parameters must all be on one device; {n} is on {p.device}, "
+                    f"{self._flat_weights_names[0]} on {device}"
                 )
             if p.dtype != dtype or dtype not in _ENGINE_DTYPES:
                 raise TypeError(
                     f"{owner}: parameters must all be torch.float32 or all torch.float64, "
                     f"got {n} {p.dtype}"
                 )
+        if device.type == "cuda" or (device.type == "cpu" and self._cpu_engine_device != "cpu"):
+            return self._device_engine(device, dtype)
+        if device.type != "cpu":
+            raise RuntimeError(f"{owner}: rnncore's engine runs on the CPU or CUDA, not {device}")
         if self._engine is not None and self._engine.holds(params):
             return self._engine
         own = self._own
@@ -286,9 +466,34 @@ class _EngineRecurrent:
         self._shadow.load(params)
         return self._shadow
 
+    def flatten_parameters(self) -> None:
+        """A no-op, as torch.nn's on the CPU: on a GPU torch would move the weights into cuDNN's
+        packed layout, which rnncore's engine does not read (and which has no place for the
+        ``ln_*`` weights); the engine packs its own buffer each call."""
+
+    def _device_engine(self, device: torch.device, dtype: torch.dtype) -> _DeviceEngine:
+        """The GPU engine for parameters on ``device`` (made on first use, one per dtype)."""
+        owner = type(self).__name__
+        if device.type == "cuda":
+            if device.index not in (None, 0):
+                raise RuntimeError(f"{owner}: rnncore's CUDA backend runs on cuda:0, not {device}")
+            name = "cuda"
+        else:
+            name = self._cpu_engine_device
+        engines = self.__dict__.setdefault("_device_engines", {})
+        engine = engines.get((name, dtype))
+        if engine is None:
+            try:
+                engine = _DeviceEngine(self._cfg, dtype, name)
+            except RuntimeError as e:  # no CUDA backend in this build, or no GPU
+                raise RuntimeError(f"{owner}: {e}") from None
+            engines[(name, dtype)] = engine
+        return engine
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # type: ignore[misc]
         state["_engine"] = None  # the engine is rebuilt from the parameters
+        state["_device_engines"] = {}
         state["_shadow"] = None
         state["_own"] = None
         return state
@@ -341,8 +546,11 @@ class _EngineRecurrent:
                 f"{owner}: input dtype {x.dtype} does not match the parameters' {engine.dtype}: "
                 f"convert the input (input.to({engine.dtype})) or the model (model.to(...))"
             )
-        if x.device.type != "cpu":
-            raise RuntimeError(f"{owner}: input is on {x.device}; rnncore's engine runs on the CPU")
+        if x.device != params[0].device:
+            raise RuntimeError(
+                f"{owner}: input is on {x.device}, the parameters on {params[0].device}: move one "
+                f"(input.to({str(params[0].device)!r}) or model.to(...))"
+            )
         if x.shape[-1] != self.input_size:
             raise ValueError(
                 f"{owner}: input.size(-1) must be input_size={self.input_size}, got {x.shape[-1]}"
@@ -364,9 +572,15 @@ class _EngineRecurrent:
                 "(call .train()); their evaluation forms have no backward in the engine"
             )
         seed = int(torch.randint(0, 2**62, (1,)).item()) if stochastic else 0
-        outs = _RecurrentFunction.apply(
-            engine, (save, stochastic, seed), lengths, x, h0, c0, *params
-        )
+        if isinstance(engine, _DeviceEngine):
+            _check_device_states(engine, x, h0, c0, owner)
+            outs = _DeviceFunction.apply(
+                engine, (save, stochastic, seed), lengths, x, h0, c0, *params
+            )
+        else:
+            outs = _RecurrentFunction.apply(
+                engine, (save, stochastic, seed), lengths, x, h0, c0, *params
+            )
         y, hn = outs[0], outs[1]
         if packed:
             y = _repack(y, input)
@@ -423,6 +637,34 @@ class _EngineRecurrent:
         if self._cell == "gru_v1":
             s += ", reset_after=False"
         return s
+
+
+def _check_device_states(
+    engine: _DeviceEngine,
+    x: torch.Tensor,
+    h0: torch.Tensor | None,
+    c0: torch.Tensor | None,
+    owner: str,
+) -> None:
+    """The GPU engine reads h_0 and c_0 by address: their device, dtype and shape are checked
+    here (the CPU engine's binding checks its numpy arrays itself)."""
+    batch = x.shape[1]
+    for name, s, shape in (
+        ("h_0", h0, engine.state_shape(batch)),
+        ("c_0", c0, engine.state_shape(batch, True)),
+    ):
+        if s is None:
+            continue
+        if s.device != x.device or s.dtype != x.dtype:
+            raise TypeError(
+                f"{owner}: {name} must be {x.dtype} on {x.device} like the input, got {s.dtype} "
+                f"on {s.device}"
+            )
+        if tuple(s.shape) != shape:
+            raise ValueError(
+                f"{owner}: {name} must have shape {list(shape)} [L*D, B, "
+                f"{'H' if name == 'c_0' else 'R'}], got {list(s.shape)}"
+            )
 
 
 def _adopt_loaded(module: _EngineRecurrent, incompatible: Any) -> None:

@@ -203,6 +203,25 @@ class Recurrent {
   void backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx, Scalar* dh0,
                 Scalar* dc0, double* step_grad_norms = nullptr);
 
+  /// The GPU devices ("cuda", "cuda-sim") only: forward() on the device's memory, with no host
+  /// round trip (how rnncore.torch runs on torch CUDA tensors). x, h0, c0, y, hn, cn are device
+  /// pointers (for "cuda-sim", host memory), shaped as for forward(); lengths stays on the host.
+  /// params: the flat parameters [num_params] on the device in param_info()'s layout, read in
+  /// place (they must stay alive and unchanged until backward), or nullptr for the layer's own
+  /// (params(), uploaded). A training forward is consumed by backward_on_device with the same
+  /// params. std::invalid_argument on a CPU layer.
+  void forward_on_device(int steps, int batch, const Scalar* x, const std::int64_t* lengths,
+                         const Scalar* h0, const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn,
+                         const Scalar* params, bool training, std::uint64_t dropout_seed = 0,
+                         bool stochastic = true, std::int64_t batch_offset = 0);
+
+  /// backward() on the device's memory: dy, dhn, dcn (each may be nullptr), dx, dh0, dc0 are
+  /// device pointers; params must be what the forward read (std::invalid_argument otherwise);
+  /// grads: a device buffer [num_params] the parameter gradients accumulate into (+=), or
+  /// nullptr for the layer's own grads(). std::invalid_argument on a CPU layer.
+  void backward_on_device(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx,
+                          Scalar* dh0, Scalar* dc0, const Scalar* params, Scalar* grads);
+
   /// True while some training forward waits for its backward.
   bool has_saved_forward() const;
   /// How many training forwards wait for their backward.
@@ -219,6 +238,14 @@ class Recurrent {
   void restore_saved(SavedForward&& saved);
 
  private:
+  void run_forward(int steps, int batch, const Scalar* x, const std::int64_t* lengths,
+                   const Scalar* h0, const Scalar* c0, Scalar* y, Scalar* hn, Scalar* cn,
+                   const Scalar* params, bool on_device, bool training, std::uint64_t dropout_seed,
+                   bool stochastic, std::int64_t batch_offset);
+  void run_backward(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx, Scalar* dh0,
+                    Scalar* dc0, double* step_grad_norms, bool on_device, const Scalar* params,
+                    Scalar* grads);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

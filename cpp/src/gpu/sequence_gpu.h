@@ -8,7 +8,10 @@
 // its state is carried through unchanged and its output is zero (the reverse direction starts at
 // the sequence's own last step), which is PyTorch's packed-sequence semantics. Parameters and
 // gradients keep a host copy (Recurrent::params(), numpy views in Python): every call uploads the
-// parameters; backward adds the device's gradients into the host ones. Dropout between layers
+// parameters; backward adds the device's gradients into the host ones. A call on device memory
+// (Recurrent::forward_on_device, for torch CUDA tensors) reads its inputs and the caller's
+// parameters where they lie on the GPU and writes its outputs and gradients there, so a training
+// step never goes through the host. Dropout between layers
 // draws the CPU engine's masks (keyed.h), so the two devices agree bit for bit on them.
 //
 // Cells: rnn (tanh, relu), lstm (also with proj_size), gru (reset-after) and gru_v1 (reset-before:
@@ -710,6 +713,7 @@ class GpuSequence final : public SequenceBackend<T> {
     std::vector<Buffer<T, Dev>> masks;   // [L]: dropout's scales (layers above the first)
     std::vector<Lane> lanes;             // [L*D]
     bool dropout = false;
+    const T* device_params = nullptr;  // the caller's parameters it read, or null: the layer's
   };
 
  public:
@@ -737,9 +741,10 @@ class GpuSequence final : public SequenceBackend<T> {
     const bool v1 = kind_ == Kind::kGruV1, proj = R != H, ln = cfg_.layer_norm;
     const bool zoned = cfg_.zoneout > 0.0;
     const bool rdrop = call.training && cfg_.recurrent_dropout > 0.0;
-    upload_params();
+    const T* P = params_for(call.device_params);
     auto s = std::make_unique<Saved>();
     s->owner = this;
+    s->device_params = call.device_params;
     s->T_ = Tn;
     s->B = B;
     s->len = lengths(call.lengths, Tn, B);
@@ -747,8 +752,8 @@ class GpuSequence final : public SequenceBackend<T> {
     const std::int64_t* len = s->len.data();
 
     Buffer<T, Dev> x(&dev_, std::size_t(Tn * B * I));
-    dev_.upload(x.data(), call.x, sizeof(T) * x.size());
-    auto [h0, c0] = load_states(call.h0, call.c0, L * D * B);
+    put(x.data(), call.x, x.size(), call.on_device);
+    auto [h0, c0] = load_states(call.h0, call.c0, L * D * B, call.on_device);
     Buffer<T, Dev> hn(&dev_, h0.size()), cn(&dev_, c0.size());
     Buffer<T, Dev> xp(&dev_, std::size_t(Tn * B * GH)), hp(&dev_, std::size_t(B * GH));
     Buffer<T, Dev> ha(&dev_, std::size_t(B * R)), hb(&dev_, std::size_t(B * R));
@@ -783,7 +788,6 @@ class GpuSequence final : public SequenceBackend<T> {
       for (Index d = 0; d < D; ++d) {
         const Index k = l * D + d;
         const LaneLayout& lo = lanes_[std::size_t(k)];
-        const T* P = params_.data();
         const T* bh = cfg_.bias ? P + lo.bh : nullptr;
         Lane lane;
         if (call.training && ln) {
@@ -904,9 +908,9 @@ class GpuSequence final : public SequenceBackend<T> {
       if (call.training) s->inputs[std::size_t(l)] = std::move(input);
       input = std::move(output);
     }
-    dev_.download(call.y, input.data(), sizeof(T) * input.size());
-    if (call.hn) dev_.download(call.hn, hn.data(), sizeof(T) * hn.size());
-    if (call.cn && lstm) dev_.download(call.cn, cn.data(), sizeof(T) * cn.size());
+    get(call.y, input.data(), input.size(), call.on_device);
+    if (call.hn) get(call.hn, hn.data(), hn.size(), call.on_device);
+    if (call.cn && lstm) get(call.cn, cn.data(), cn.size(), call.on_device);
     if (call.training) saved_.push_back(std::move(s));
   }
 
@@ -920,14 +924,13 @@ class GpuSequence final : public SequenceBackend<T> {
     const bool lstm = kind_ == Kind::kLstm, gru = kind_ == Kind::kGru;
     const bool v1 = kind_ == Kind::kGruV1, proj = R != H, ln = cfg_.layer_norm;
     const std::int64_t* len = s->len.data();
-    upload_params();
+    const T* P = params_for(call.device_params);
     grads_.zero();
-    const T* P = params_.data();
     T* dP = grads_.data();
 
     Buffer<T, Dev> dY(&dev_, std::size_t(Tn * B * DR));
-    load_or_zero(dY, call.dy);
-    auto [dhn, dcn] = load_states(call.dhn, call.dcn, L * D * B);
+    load_or_zero(dY, call.dy, call.on_device);
+    auto [dhn, dcn] = load_states(call.dhn, call.dcn, L * D * B, call.on_device);
     Buffer<T, Dev> dh0(&dev_, dhn.size()), dc0(&dev_, dcn.size());
     Buffer<T, Dev> dh(&dev_, std::size_t(B * R)), dh_next(&dev_, std::size_t(B * R));
     // dL/dh_in before recurrent dropout's mask; gru_v1 sums its two products' parts there.
@@ -1085,13 +1088,21 @@ class GpuSequence final : public SequenceBackend<T> {
         dev_.for_each(Index(dX.size()), Multiply<T>{dX.data(), s->masks[std::size_t(l)].data()});
       dY = std::move(dX);
     }
-    dev_.download(call.dx, dY.data(), sizeof(T) * dY.size());
-    if (call.dh0) dev_.download(call.dh0, dh0.data(), sizeof(T) * dh0.size());
-    if (call.dc0 && lstm) dev_.download(call.dc0, dc0.data(), sizeof(T) * dc0.size());
+    get(call.dx, dY.data(), dY.size(), call.on_device);
+    if (call.dh0) get(call.dh0, dh0.data(), dh0.size(), call.on_device);
+    if (call.dc0 && lstm) get(call.dc0, dc0.data(), dc0.size(), call.on_device);
     if (call.step_grad_norms) std::copy(norms.begin(), norms.end(), call.step_grad_norms);
+    if (call.device_grads) {
+      dev_.for_each(Index(grads_.size()), AddInto<T>{call.device_grads, grads_.data()});
+      return;
+    }
     std::vector<T> g(host_grads_.size());
     dev_.download(g.data(), grads_.data(), sizeof(T) * g.size());
     for (std::size_t i = 0; i < g.size(); ++i) host_grads_[i] += g[i];
+  }
+
+  const void* saved_device_params() const override {
+    return saved_.empty() ? nullptr : saved_.back()->device_params;
   }
 
   void discard_saved() override { saved_.clear(); }
@@ -1111,23 +1122,41 @@ class GpuSequence final : public SequenceBackend<T> {
   }
 
  private:
-  void upload_params() {
+  // The parameters a call reads on the device: the caller's buffer, or the layer's own uploaded.
+  const T* params_for(const T* device_params) {
+    if (device_params) return device_params;
     dev_.upload(params_.data(), host_params_.data(), sizeof(T) * host_params_.size());
+    return params_.data();
   }
-  void load_or_zero(Buffer<T, Dev>& buf, const T* host) {
-    if (host)
-      dev_.upload(buf.data(), host, sizeof(T) * buf.size());
+  // n values into device memory from the host, or from the device (on_device).
+  void put(T* dst, const T* src, std::size_t n, bool on_device) {
+    if (on_device)
+      dev_.copy(dst, src, sizeof(T) * n);
+    else
+      dev_.upload(dst, src, sizeof(T) * n);
+  }
+  // n values out of device memory to the host, or to the device (on_device).
+  void get(T* dst, const T* src, std::size_t n, bool on_device) {
+    if (on_device)
+      dev_.copy(dst, src, sizeof(T) * n);
+    else
+      dev_.download(dst, src, sizeof(T) * n);
+  }
+  void load_or_zero(Buffer<T, Dev>& buf, const T* src, bool on_device) {
+    if (src)
+      put(buf.data(), src, buf.size(), on_device);
     else
       buf.zero();
   }
   // A state on the device for rows lane-by-sequence: h [rows, R] (and the LSTM's c [rows, H])
-  // from the host, or zeros where null.
-  std::pair<Buffer<T, Dev>, Buffer<T, Dev>> load_states(const T* h, const T* c, Index rows) {
+  // from the host (or the device: on_device), or zeros where null.
+  std::pair<Buffer<T, Dev>, Buffer<T, Dev>> load_states(const T* h, const T* c, Index rows,
+                                                        bool on_device) {
     Buffer<T, Dev> hd(&dev_, std::size_t(rows * R_)), cd;
-    load_or_zero(hd, h);
+    load_or_zero(hd, h, on_device);
     if (kind_ == Kind::kLstm) {
       cd = Buffer<T, Dev>(&dev_, std::size_t(rows * cfg_.hidden_size));
-      load_or_zero(cd, c);
+      load_or_zero(cd, c, on_device);
     }
     return {std::move(hd), std::move(cd)};
   }
