@@ -35,6 +35,7 @@ CONFIGS = [
     ("GRU", dict(reset_after=False, bidirectional=True)),
     ("RNN", dict(nonlinearity="relu", bias=False)),
     ("LSTM", dict(zoneout=0.2, recurrent_dropout=0.25)),
+    ("GatedRNN", dict(gates=("input", "forget"), num_layers=2, bidirectional=True)),
 ]
 
 

@@ -792,12 +792,15 @@ class GatedRNN(_EngineRecurrent, nn.Module):
         dt = dtype or torch.get_default_dtype()
         if dt not in _ENGINE_DTYPES:
             raise TypeError(f"GatedRNN: dtype must be torch.float32 or torch.float64, got {dt}")
-        if device is not None and torch.device(device).type != "cpu":
-            raise RuntimeError(f"GatedRNN: rnncore's engine runs on the CPU, not {device}")
+        where = torch.device("cpu") if device is None else torch.device(device)
+        if where.type not in ("cpu", "cuda"):
+            raise RuntimeError(f"GatedRNN: rnncore's engine runs on the CPU or CUDA, not {where}")
         # A placeholder fixes the dtype; _attach replaces it by the engine's parameters.
         self._engine = None
         self.register_parameter("_dtype_probe", nn.Parameter(torch.empty(0, dtype=dt)))
         self._attach(GATE_SETS[key], zoneout, recurrent_dropout, False)
+        if where.type == "cuda":
+            self.to(where)
         del self._dtype_probe
         self.reset_parameters()
 
