@@ -200,6 +200,24 @@ class RnncoreSubject:
         return Case(run, layer.zero_grad)
 
 
+class RnncoreInt8Subject:
+    """rnncore's layer with int8_inference (int8 W_ih / W_hh products, as quantize_dynamic),
+    inference only, with the float32 subject's weights."""
+
+    name = "rnncore_int8"
+
+    def __init__(self, rnncore, cfg: Config, cell: str, fp32: RnncoreSubject):
+        self.sub = RnncoreSubject(rnncore, cfg, cell, fp32.x, fp32.lengths)
+        self.sub.layer.load_state_dict(fp32.state_dict())
+        self.sub.layer.int8_inference = True
+
+    def output(self) -> np.ndarray:
+        return self.sub.output()
+
+    def infer(self) -> Case:
+        return self.sub.infer()
+
+
 class TorchSubject:
     name = "torch"
 
@@ -647,6 +665,10 @@ def bench_cell(
     int8 = None
     if torch is not None and cfg.name == "b1_latency" and cell in ("lstm", "gru"):
         int8 = TorchInt8Subject(torch, subjects["torch"])
+    ours8, int8_diff = None, None
+    if rnncore is not None and cfg.name == "b1_latency":
+        ours8 = RnncoreInt8Subject(rnncore, cfg, cell, subjects["rnncore"])
+        int8_diff = float(np.abs(ours8.output() - subjects["rnncore"].output()).max())
 
     rows = []
     for mode in ("infer", "train") if cfg.train else ("infer",):
@@ -654,6 +676,8 @@ def bench_cell(
         cases = {name: getattr(s, mode)() for name, s in subjects.items()}
         if int8 is not None and mode == "infer":
             cases[int8.name] = int8.infer()
+        if ours8 is not None and mode == "infer":
+            cases[ours8.name] = ours8.infer()
         times = measure(cases, plan)
         steal = _steal_pct(cpu_before, _cpu_times())
         flops = forward_flops(cfg, cell, tokens) * (3 if mode == "train" else 1)
@@ -680,6 +704,14 @@ def bench_cell(
             row["speedup_vs_torch_int8"] = (
                 row["torch_int8"]["median_s"] / row["rnncore"]["median_s"]
             )
+        if "rnncore_int8" in row:
+            row["int8_max_abs_diff"] = int8_diff  # against rnncore's float32 output
+            if "torch" in row:
+                row["int8_speedup"] = row["torch"]["median_s"] / row["rnncore_int8"]["median_s"]
+            if "torch_int8" in row:
+                row["int8_speedup_vs_torch_int8"] = (
+                    row["torch_int8"]["median_s"] / row["rnncore_int8"]["median_s"]
+                )
         rows.append(row)
     return rows
 
@@ -987,6 +1019,10 @@ def summarize(results: list[dict], threads: list[int]) -> dict:
             for r in infer
             if r["config"] == "b1_latency" and "speedup_vs_torch_int8" in r
         }
+        for key in ("int8_speedup", "int8_speedup_vs_torch_int8"):
+            s[f"b1_{key}"] = {
+                r["cell"]: r[key] for r in infer if r["config"] == "b1_latency" and key in r
+            }
         frac: dict = {}
         for r in results:
             if r["threads"] == n and r["config"] in ("medium", "large") and "rnncore" in r:
@@ -1138,6 +1174,14 @@ def render(report: dict, markdown: bool) -> str:
                 f"{bullet}b1_latency inference speedup over torch's dynamic int8 "
                 f"(quantize_dynamic): {q}"
             )
+        if s.get("b1_int8_speedup"):
+            q = ", ".join(f"{c} {v:.2f}" for c, v in s["b1_int8_speedup"].items())
+            lines.append(
+                f"{bullet}b1_latency rnncore int8_inference speedup over torch float32: {q}"
+            )
+        if s.get("b1_int8_speedup_vs_torch_int8"):
+            q = ", ".join(f"{c} {v:.2f}" for c, v in s["b1_int8_speedup_vs_torch_int8"].items())
+            lines.append(f"{bullet}b1_latency rnncore int8 over torch's dynamic int8: {q}")
         if s["rnncore_frac_peak_medium_large"]:
             fracs = s["rnncore_frac_peak_medium_large"].items()
             fr = ", ".join(f"{k} {100 * v:.0f}%" for k, v in fracs if v)

@@ -349,6 +349,14 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
              CallLock lock(r.mu);  // not while a backward of another thread accumulates
              r.core.zero_grad();
            })
+      .def_property(
+          "int8_inference", [](Cls& r) { return r.core.int8_inference(); },
+          [](Cls& r, bool on) {
+            CallLock lock(r.mu);  // not in the middle of another thread's forward
+            r.core.set_int8_inference(on);
+          },
+          "Inference forwards multiply by W_ih and W_hh in int8 (float32 CPU layers; see "
+          "Recurrent::set_int8_inference).")
       .def_property_readonly("has_saved_forward", [](Cls& r) { return r.core.has_saved_forward(); })
       .def_property_readonly(
           "saved_forwards", [](Cls& r) { return r.core.saved_forwards(); },

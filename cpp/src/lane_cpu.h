@@ -121,6 +121,7 @@ struct LaneParams {
 struct LaneShape {
   bool reverse = false;
   Index H = 0, R = 0;
+  bool int8 = false;  // an int8 inference call: W_ih and W_hh products in int8 (qgemv.h)
   bool projected() const { return R != H; }
 };
 
@@ -163,6 +164,14 @@ struct Scratch {
   AlignedVec<T> ln_part_h, ln_part_c;
   AlignedVec<T> ln_dchat;  // [B, H] layer norm: dL/d LN(c) of a step
   AlignedVec<T> ln_drec;   // [threads, B, G*H] layer norm: each thread's dL/d(rec)
+  // Int8 inference (qgemv.h): W_ih quantized [G*H outputs] with its scales and row sums; each
+  // thread's gate blocks of W_hh likewise (see lane_forward); per thread, the quantized rows of
+  // the product's input and their scales.
+  std::vector<std::int8_t> qx_w, qh_w;
+  std::vector<float> qx_scale, qh_scale;
+  std::vector<std::int32_t> qx_sum, qh_sum;
+  std::vector<std::uint8_t> q_rows;
+  std::vector<float> q_row_scale;
   void reserve(Index B, Index H, Index GH, bool layer_norm) {
     grow(rec, std::size_t(B * GH));
     for (auto* v : {&dh, &dh2, &dc, &dc2, &dm, &hin, &hin_grad, &zdh, &zdc, &ln_dchat})
@@ -332,6 +341,34 @@ void mask_rows(const RowSrc<T>& h_prev, const T* mask, Index n, Index R, Index q
         ConstRowArr<T>(h_prev.row(r) + q0, q1 - q0) * ConstRowArr<T>(mask + r * R + q0, q1 - q0);
 }
 
+// gates[0:N, 0:GH] = X · W_ihᵀ (+ bias [GH], optional) in int8 (qgemv.h): W_ih quantized per
+// output row, each row of X quantized on the fly; the threads share the packing, then the rows.
+inline void project_int8(Index N, Index GH, Index I, const float* X, Index ldx, const float* Wx,
+                         const float* bias, float* gates, Scratch<float>& sc) {
+  const Index kp = quant_padded(I), panels = (GH + 63) / 64;
+  const int threads = get_num_threads();
+  grow(sc.qx_w, quant_panel_bytes(GH, I));
+  grow(sc.qx_scale, std::size_t(GH));
+  grow(sc.qx_sum, std::size_t(GH));
+  grow(sc.q_rows, std::size_t(kp * threads));
+  team(2.0 * double(N) * double(GH) * double(I) >= kParallelFlops, [&] {
+    const Range mine = share(panels, thread_count(), thread_id(), 1);
+    for (Index p = mine.begin; p < mine.end; ++p)
+      pack_quant_panels(std::min<Index>(64, GH - 64 * p), I, Wx + 64 * p * I, I,
+                        sc.qx_w.data() + 64 * p * kp, sc.qx_scale.data() + 64 * p,
+                        sc.qx_sum.data() + 64 * p);
+    barrier();  // every row reads every panel
+    std::uint8_t* xq = sc.q_rows.data() + thread_id() * kp;
+    const Range rows = share(N, thread_count(), thread_id(), 1);
+    for (Index r = rows.begin; r < rows.end; ++r) {
+      const float xs = quantize_vector(I, X + r * ldx, xq);
+      float* out = gates + r * GH;
+      quant_gemv(GH, I, sc.qx_w.data(), sc.qx_scale.data(), sc.qx_sum.data(), xq, xs, out, false);
+      if (bias) RowArr<float>(out, GH) += ConstRowArr<float>(bias, GH);
+    }
+  });
+}
+
 // Forward of one lane over the packed batch.
 //   X [N, I] (row stride ldx); Y [N, ldy] written in this lane's R columns; h0 [B, R], c0 [B, H];
 //   hn [B, R], cn [B, H] out (sorted order); rnd: zoneout and recurrent dropout of this lane.
@@ -355,16 +392,31 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
       b.head(folded) += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(p.bh, folded);
       bias = sc.bias.data();
     }
-    if (p.ln_x) {  // the biases add after the norm
-      par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH);
-      ln_input_forward(N, GH, gates, p.ln_x, bias, w.xn, w.rstd_x);
+    // The biases add after the norm.
+    const T* gemm_bias = p.ln_x ? nullptr : bias;
+    if constexpr (std::is_same_v<T, float>) {
+      if (ls.int8)
+        project_int8(N, GH, p.I, X, ldx, p.Wx, gemm_bias, gates, sc);
+      else
+        par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, gemm_bias);
     } else {
-      par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, bias);
+      par_gemm(false, true, N, GH, p.I, X, ldx, p.Wx, p.I, T(0), gates, GH, gemm_bias);
     }
+    if (p.ln_x) ln_input_forward(N, GH, gates, p.ln_x, bias, w.xn, w.rstd_x);
   }
   if (!(phases & kSteps)) return;
   const bool rdrop = rnd.rdrop(), zoned = rnd.zoned();
   if (rdrop) draw_recurrent_mask(rnd, pk, R, w.rmask);
+  const bool int8 = std::is_same_v<T, float> && ls.int8;
+  const Index kp = quant_padded(R);
+  if (int8) {  // each thread's region: see the packing below
+    const int threads = get_num_threads();
+    grow(sc.qh_w, std::size_t(G * kp * (H + 8 * threads)));
+    grow(sc.qh_scale, std::size_t(GH));
+    grow(sc.qh_sum, std::size_t(GH));
+    grow(sc.q_rows, std::size_t(kp * pk.B * threads));
+    grow(sc.q_row_scale, std::size_t(pk.B * threads));
+  }
 
   // 2. The serial part: per step, the recurrent GEMM and the gate math, split by hidden units.
   team(parallel_steps(pk.B, G, H), [&] {
@@ -379,17 +431,29 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
     T* wh_region = sc.wh_blocked.data() + G * R * (units.begin + kPanel * thread_id());
     const Index u = units.size(), uq = outs.size();
     const bool small_batch = pk.B <= kGemvRows;
-    const bool gemv_in_place = small_batch && pk.T < gemv_pack_min_steps_for<T>();
+    const bool gemv_in_place = small_batch && pk.T < gemv_pack_min_steps_for<T>() && !int8;
     const T* wh_packed = nullptr;
+    // Int8: this thread's gate blocks of W_hh quantized, gate after gate, from byte
+    // G*kp*(j0 + 8*thread) (a block pads its units up to a multiple of 8), scales and row sums
+    // from G*j0.
+    std::int8_t* wq = int8 ? sc.qh_w.data() + G * kp * (units.begin + 8 * thread_id()) : nullptr;
+    float* wq_scale = int8 ? sc.qh_scale.data() + G * units.begin : nullptr;
+    std::int32_t* wq_sum = int8 ? sc.qh_sum.data() + G * units.begin : nullptr;
+    const std::size_t wq_block = quant_panel_bytes(u, R);
+    for (Index g = 0; g < G && int8; ++g) {
+      if constexpr (std::is_same_v<T, float>)
+        pack_quant_panels(u, R, p.Wh + (g * H + units.begin) * R, R, wq + g * wq_block,
+                          wq_scale + g * u, wq_sum + g * u);
+    }
     if constexpr (std::is_same_v<T, float>) {
-      if (!small_batch && packed_gemm_available()) {
+      if (!small_batch && packed_gemm_available() && !int8) {
         for (Index g = 0; g < G; ++g)
           pack_transposed(u, R, p.Wh + (g * H + units.begin) * R, R,
                           wh_region + g * packed_size(R, u));
         wh_packed = wh_region;
       }
     }
-    for (Index g = 0; g < G && !wh_packed && !gemv_in_place; ++g) {
+    for (Index g = 0; g < G && !wh_packed && !gemv_in_place && !int8; ++g) {
       const T* src = p.Wh + (g * H + units.begin) * R;
       if (small_batch)
         pack_gemv_panels(u, R, src, R, wh_own + g * u * R);
@@ -401,6 +465,13 @@ void lane_forward(const LaneShape& ls, const Packing& pk, const LaneParams<T>& p
     s.small_batch = small_batch;
     s.gemv_in_place = gemv_in_place;
     s.Wh_packed = wh_packed;
+    if (int8) {
+      s.Wq = wq;
+      s.wq_scale = wq_scale;
+      s.wq_sum = wq_sum;
+      s.hq = sc.q_rows.data() + thread_id() * pk.B * kp;
+      s.hq_scale = sc.q_row_scale.data() + thread_id() * pk.B;
+    }
     s.ld_h = proj ? H : ldy;  // a projected lane's cell writes m, the input of W_hr
     s.rec = sc.rec.data() + pk.B * G * units.begin;  // [B, G*u]
     // The hidden biases the input projection did not take (the GRU's b_hn) enter in the step.

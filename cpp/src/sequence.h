@@ -36,6 +36,9 @@ struct ForwardCall {
   // buffer [P] on the device, read in place of the layer's own.
   bool on_device = false;
   const T* device_params = nullptr;
+  // Inference only, float32 on the CPU (Recurrent::set_int8_inference): the products with W_ih
+  // and W_hh in int8 (qgemv.h).
+  bool int8 = false;
 };
 
 // One backward call over the saved forward, already checked: shapes as in Recurrent::backward.

@@ -148,6 +148,7 @@ class CpuSequence final : public SequenceBackend<T> {
   void forward(const ForwardCall<T>& call) override {
     DenormalScope flush;  // this thread's part outside the teams (each team thread has its own)
     s_ = &slot(depth_);   // an inference call uses the first free slot as scratch
+    int8_ = std::is_same_v<T, float> && call.int8 && !call.training;
     with_cell(cfg_.cell, [&](auto cell) { forward_with<decltype(cell)>(call); });
     if (call.training) ++depth_;
   }
@@ -206,6 +207,7 @@ class CpuSequence final : public SequenceBackend<T> {
   std::vector<std::unique_ptr<Saved>> saved_;
   std::size_t depth_ = 0;
   Saved* s_ = nullptr;  // the context of the call in progress
+  bool int8_ = false;   // the call in progress is an int8 inference (ForwardCall::int8)
 
   Saved& slot(std::size_t i) {
     while (saved_.size() <= i) {
@@ -266,7 +268,7 @@ class CpuSequence final : public SequenceBackend<T> {
   }
 
   LaneShape lane_shape(Index d) const {
-    return {d == 1, Index(cfg_.hidden_size), Index(cfg_.state_size())};
+    return {d == 1, Index(cfg_.hidden_size), Index(cfg_.state_size()), int8_};
   }
 
   const T* input0() const { return s_->x_in ? s_->x_in : s_->ws.x0; }

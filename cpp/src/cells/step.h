@@ -11,6 +11,7 @@
 #include "../gemv.h"
 #include "../linalg.h"
 #include "../packed_gemm.h"
+#include "../qgemv.h"
 #include "rnncore/recurrent.h"
 
 namespace rnncore::detail {
@@ -117,6 +118,15 @@ struct Step {
   // forward, per gate block [R, u] (packed_size(R, u) floats each); backward, W_hh[:, q0:q1] as
   // [G*H, uq].
   const T* Wh_packed = nullptr;
+  // Int8 inference (float only): this thread's gate blocks of W_hh quantized by pack_quant_panels,
+  // quant_panel_bytes(u, R) bytes apart, with u scales and row sums per gate; hq [n,
+  // quant_padded(R)] and hq_scale [n]: this thread's scratch for the quantized rows of the
+  // product's input.
+  const std::int8_t* Wq = nullptr;
+  const float* wq_scale = nullptr;
+  const std::int32_t* wq_sum = nullptr;
+  std::uint8_t* hq = nullptr;
+  float* hq_scale = nullptr;
   const T* bh_n = nullptr;  // [H] GRU reset-after only (the other hidden biases are folded in)
   // Backward only.
   T* dh = nullptr;       // [n, H] in: dL/d(cell output h_t) (carried + from the output); clobbered
@@ -136,6 +146,13 @@ struct Step {
   // one GEMM, since the thread's rows are contiguous in the blocked copy.
   void recurrent_gemm(Index G, Index g0, Index g1) const {
     const Index u = units();
+    if constexpr (std::is_same_v<T, float>) {
+      if (Wq) {
+        quantize_rows(h_in);
+        for (Index g = g0; g < g1; ++g) quant_product(g, rec + g * u, G * u, false);
+        return;
+      }
+    }
     if (gemv_in_place) {
       for (Index g = g0; g < g1; ++g)
         for (Index r = 0; r < n; ++r)
@@ -166,6 +183,13 @@ struct Step {
   // ldo): the GRU reset-before product W_hn (r ⊙ h).
   void own_gate_product(Index /*G*/, Index g, const T* a, Index lda, T* out, Index ldo) const {
     const Index u = units();
+    if constexpr (std::is_same_v<T, float>) {
+      if (Wq) {
+        quantize_rows(RowSrc<T>{a, lda, n, nullptr, 0});
+        quant_product(g, out, ldo, true);
+        return;
+      }
+    }
     if (gemv_in_place) {
       for (Index r = 0; r < n; ++r)
         VecMap(out + r * ldo, u).noalias() += own_rows(g) * CVecMap(a + r * lda, R);
@@ -185,6 +209,19 @@ struct Step {
       return;
     }
     gemm_nt(n, u, R, a, lda, Wh_own + g * u * R, R, out, ldo, /*accumulate=*/true);
+  }
+  // Int8 inference: rows r < n of the product's input quantized into hq / hq_scale.
+  void quantize_rows(const RowSrc<T>& src) const {
+    const Index kp = quant_padded(R);
+    for (Index r = 0; r < n; ++r) hq_scale[r] = quantize_vector(R, src.row(r), hq + r * kp);
+  }
+  // out[r, 0:u] (+)= (the quantized row r) · (this thread's rows of gate block g)ᵀ for r < n.
+  void quant_product(Index g, T* out, Index ldo, bool accumulate) const {
+    const Index u = units(), kp = quant_padded(R);
+    const std::int8_t* w = Wq + std::ptrdiff_t(g) * std::ptrdiff_t(quant_panel_bytes(u, R));
+    for (Index r = 0; r < n; ++r)
+      quant_gemv(u, R, w, wq_scale + g * u, wq_sum + g * u, hq + r * kp, hq_scale[r], out + r * ldo,
+                 accumulate);
   }
   // This thread's recurrent pre-activations of gate block g in row r.
   const T* rec_gate(Index G, Index r, Index g) const { return rec + r * G * units() + g * units(); }

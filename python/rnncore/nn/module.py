@@ -337,6 +337,22 @@ class Module:
     def _move_to(self, device: str) -> None:
         """This module's own part of :meth:`to` (nothing: it runs on the CPU)."""
 
+    def int8_inference_(self, on: bool = True) -> Module:
+        """Int8 inference for every recurrent layer inside (see
+        :attr:`rnncore.nn.LSTM.int8_inference`): their inference forwards multiply by W_ih and
+        W_hh in int8, as ``torch.ao.quantization.quantize_dynamic`` does; training is unchanged
+        and the parameters stay float32. The other layers are left as they are. Returns self.
+
+        Raises ValueError naming the layer if one cannot (float64, or on a GPU).
+        """
+        for name, m in self._named_modules():
+            if hasattr(type(m), "int8_inference"):
+                try:
+                    m.int8_inference = on  # type: ignore[attr-defined]
+                except ValueError as e:
+                    raise ValueError(f"int8_inference_: {name or 'the module'}: {e}") from None
+        return self
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """{name: copy of the parameter array}."""
         return {name: p.data.copy() for name, p in self.named_parameters()}

@@ -157,6 +157,11 @@ class _Recurrent(Module):
         name = check_device(device, f"{type(self).__name__}.to", gpu=True)
         if name == self.device:
             return
+        if self.int8_inference and name != "cpu":
+            raise ValueError(
+                f"{type(self).__name__}.to: int8 inference runs on the CPU engine; set "
+                f"int8_inference = False before moving to {name!r}"
+            )
         core = self._new_core(name)
         core.params[...] = self._core.params
         core.grads[...] = self._core.grads
@@ -167,6 +172,31 @@ class _Recurrent(Module):
             p._grad = gflat[offset : offset + size].reshape(shape)
         self._saved.clear()
         self._core, self.device = core, name
+
+    @property
+    def int8_inference(self) -> bool:
+        """Whether inference forwards multiply by W_ih and W_hh in int8 (default False).
+
+        As PyTorch's ``quantize_dynamic``: each weight row quantized to int8 on every call (the
+        parameters stay float32, so training, optimizers and checkpoints are unaffected), each
+        input row quantized on the fly to 7 bits, products accumulated exactly in int32 and
+        scaled back; biases, gates, states and ``proj_size``'s W_hr stay float32. Batch-1
+        latency is what it is for (``bench/bench_rnn.py``'s b1_latency rows); outputs differ
+        from float32 by the quantization error, a few 1e-3 on a PyTorch-initialised LSTM.
+        Training-mode forwards ignore it. float32 layers on the CPU without layer norm only
+        (ValueError otherwise: layer norm scales the quantization error up to the gates').
+        """
+        return bool(self._core.int8_inference)
+
+    @int8_inference.setter
+    def int8_inference(self, on: bool) -> None:
+        owner = f"{type(self).__name__}.int8_inference"
+        if not isinstance(on, (bool, np.bool_)):
+            raise TypeError(f"{owner}: must be True or False, got {on!r}")
+        try:
+            self._core.int8_inference = bool(on)
+        except ValueError as e:
+            raise ValueError(f"{owner}: {e}") from None
 
     # ---- parameters ------------------------------------------------------------------------
     @property
