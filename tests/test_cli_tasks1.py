@@ -104,6 +104,12 @@ def test_lm_train_eval_sample(capsys, tmp_path, ptb_dir):
     assert json.loads(stdout)["test"]["ppl"] == pytest.approx(m["test"]["ppl"], rel=1e-5)
     code, stdout, _ = _run(capsys, "eval", out, data=ptb_dir / "ptb.test.txt")
     assert json.loads(stdout)["ptb.test.txt"]["loss"] == pytest.approx(m["test"]["loss"], 1e-5)
+    code, stdout, err = _run(capsys, "eval --int8", out, data=ptb_dir)
+    assert code == 0, err  # int8 products: the same perplexity within the quantization error
+    int8_ppl = json.loads(stdout)["test"]["ppl"]
+    assert int8_ppl != m["test"]["ppl"] and int8_ppl == pytest.approx(m["test"]["ppl"], rel=0.02)
+    code, stdout, err = _run(capsys, "sample --int8 --length 5 --seed 1", out)
+    assert code == 0 and set(stdout.split()) <= {"a", "b", "<unk>", "<eos>"}, err
 
     code, stdout, err = _run(
         capsys, "sample --length 30 --seed 1", out, "--prompt", text="a A zebra"
