@@ -1034,12 +1034,15 @@ def add_use_commands(sub: Any) -> None:
     )
     for p in (ev, sa, pr):
         add_threads_argument(p)
+    # Not on sample: it feeds one token per call, and int8 quantizes the weights on every call
+    # (~0.1 ms for a 256-unit LSTM), which costs more than a float32 step saves.
+    for p in (ev, pr):
         p.add_argument(
             "--int8",
             action="store_true",
-            help="multiply by the recurrent layers' weights in int8 (int8_inference: about 4x "
-            "faster at batch 1, outputs within the quantization error; float32 models without "
-            "layer norm)",
+            help="multiply by the recurrent layers' weights in int8 (int8_inference: 3-4x "
+            "faster at batch 1 over whole sequences, outputs within the quantization error; "
+            "float32 models without layer norm)",
         )
 
 
