@@ -669,6 +669,17 @@ def test_rnncore_serve_answers_json_lines(prefix: Path, tmp_path: Path) -> None:
     assert answers[1]["id"] == 7 and "tokens must be a list" in answers[1]["error"]
     assert answers[2] == {"id": None, "tags": [want_tags[1]]}
     assert "invalid JSON" in answers[3]["error"]
+    # --int8: the tags Python's model gives with int8 inference
+    model.int8_inference_()
+    want8 = model.to_tags(model.predict(ids, lengths, ch, chl), lengths)
+    r = subprocess.run(
+        [str(exe), str(tagger), "--int8"],
+        input=json.dumps(requests[0]) + "\n",
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"id": "a", "tags": want8}
 
     fc = Forecaster(1, 5, horizon=2, seed=1)
     series = 20 + np.sin(np.arange(60) / 3) * 5
@@ -683,6 +694,8 @@ def test_rnncore_serve_answers_json_lines(prefix: Path, tmp_path: Path) -> None:
         text=True,
     )
     got = np.array(json.loads(r.stdout)["forecast"])
+    r = subprocess.run([str(exe), str(fdir), "--int8"], input="", capture_output=True, text=True)
+    assert r.returncode == 1 and "--int8 is for classifier and tagger models" in r.stderr
     for b, h in enumerate(hist):
         z = tf.transform(np.array(h))[-6:].astype(np.float32)[:, None, None]
         want = tf.inverse_transform(fc.predict(z)[0].astype(np.float64)[None], np.array(h)[None])

@@ -299,6 +299,11 @@ SequenceClassifier SequenceClassifier::load(const std::string& directory,
 }
 
 const ClassifierConfig& SequenceClassifier::config() const { return impl_->cfg; }
+
+void SequenceClassifier::set_int8_inference(bool on) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mu);
+  impl_->rnn.set_int8_inference(on);
+}
 const CheckpointInfo& SequenceClassifier::info() const { return impl_->info; }
 
 void SequenceClassifier::predict_proba(std::int64_t steps, std::int64_t batch,

@@ -212,6 +212,12 @@ SequenceTagger SequenceTagger::load(const std::string& directory, const ModelReq
 }
 
 const TaggerConfig& SequenceTagger::config() const { return impl_->cfg; }
+
+void SequenceTagger::set_int8_inference(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->rnn.set_int8_inference(on);
+  if (impl_->char_rnn) impl_->char_rnn->set_int8_inference(on);
+}
 const CheckpointInfo& SequenceTagger::info() const { return impl_->info; }
 const Vocabulary& SequenceTagger::char_vocab() const { return impl_->char_vocab; }
 bool SequenceTagger::lowercase() const { return impl_->lowercase; }
