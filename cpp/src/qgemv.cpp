@@ -201,39 +201,15 @@ __attribute__((target("avx2"))) void quant_gemv_avx2(Idx m, Idx k, const std::in
                                                      const float* scale, const std::int32_t* rowsum,
                                                      const std::uint8_t* xq, float xscale, float* y,
                                                      bool accumulate) {
+  // The panel kernel for each count of 8-output vectors (a last panel may be narrower).
+  static constexpr decltype(&quant_panel_avx2<1>) kPanelOf[] = {
+      quant_panel_avx2<1>, quant_panel_avx2<2>, quant_panel_avx2<3>, quant_panel_avx2<4>,
+      quant_panel_avx2<5>, quant_panel_avx2<6>, quant_panel_avx2<7>, quant_panel_avx2<8>};
   const Idx kp = quant_padded(k), groups = kp / kQuantGroup;
   for (Idx p0 = 0; p0 < m; p0 += kPanel) {
     const Idx w = std::min(kPanel, m - p0);
-    const std::int8_t* P = packed + p0 * kp;
-    const float* s = scale + p0;
-    const std::int32_t* rs = rowsum + p0;
-    float* out = y + p0;
-    switch (round8(w) / 8) {
-      case 8:
-        quant_panel_avx2<8>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      case 7:
-        quant_panel_avx2<7>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      case 6:
-        quant_panel_avx2<6>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      case 5:
-        quant_panel_avx2<5>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      case 4:
-        quant_panel_avx2<4>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      case 3:
-        quant_panel_avx2<3>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      case 2:
-        quant_panel_avx2<2>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-      default:
-        quant_panel_avx2<1>(groups, P, w, s, rs, xq, xscale, out, accumulate);
-        break;
-    }
+    kPanelOf[round8(w) / 8 - 1](groups, packed + p0 * kp, w, scale + p0, rowsum + p0, xq, xscale,
+                                y + p0, accumulate);
   }
 }
 #endif

@@ -82,6 +82,15 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().contiguous().numpy()
 
 
+def _refuse_double_backward() -> None:
+    """create_graph=True asks for a differentiable backward, which the engine's BPTT is not."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "rnncore.torch: double backward (create_graph=True) through a recurrent layer is "
+            "not supported; use torch.nn's layer for higher-order gradients"
+        )
+
+
 def _address(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
@@ -203,11 +212,7 @@ class _DeviceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: Any, dhn: Any, dcn: Any = None) -> tuple[Any, ...]:
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "rnncore.torch: double backward (create_graph=True) through a recurrent layer is "
-                "not supported; use torch.nn's layer for higher-order gradients"
-            )
+        _refuse_double_backward()
         x, h0, c0, *_ = ctx.saved_tensors  # raises if any was modified in place
         engine, flat = ctx.engine, ctx.flat
         handle = ctx.handle
@@ -286,11 +291,7 @@ class _RecurrentFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: Any, dhn: Any, dcn: Any = None) -> tuple[Any, ...]:
-        if torch.is_grad_enabled():  # create_graph=True: the engine's BPTT is not differentiable
-            raise RuntimeError(
-                "rnncore.torch: double backward (create_graph=True) through a recurrent layer is "
-                "not supported; use torch.nn's layer for higher-order gradients"
-            )
+        _refuse_double_backward()
         x, y, h0, c0, *params = ctx.saved_tensors  # raises if any was modified in place
         core = ctx.engine.core
         handle = ctx.handle
