@@ -142,6 +142,32 @@ def test_a_model_turns_every_recurrent_layer_int8():
     np.testing.assert_array_equal(out[0] if isinstance(out, tuple) else out, want)
 
 
+def test_the_torch_drop_in_runs_int8_without_gradients_only():
+    torch = pytest.importorskip("torch")
+    rt = pytest.importorskip("rnncore.torch")
+    torch.manual_seed(0)
+    m = rt.GRU(13, 70, num_layers=2)
+    ours = nn.GRU(13, 70, num_layers=2).eval()
+    ours.load_state_dict({k: v.detach().numpy() for k, v in m.state_dict().items()})
+    ours.int8_inference = True
+    x = RNG.standard_normal((9, 3, 13)).astype(np.float32)
+    with torch.no_grad():
+        fp32 = m(torch.from_numpy(x))[0].numpy()
+    m.int8_inference = True
+    with torch.no_grad():
+        got = m(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(got, ours(x)[0], rtol=0, atol=1e-6)  # the same int8 engine
+    assert np.abs(got - fp32).max() > 1e-5
+    graded = m(torch.from_numpy(x))[0]  # a forward that records gradients stays float32
+    np.testing.assert_array_equal(graded.detach().numpy(), fp32)
+    with pytest.raises(ValueError, match="int8_inference: int8 inference is for float32"):
+        rt.GRU(3, 4, dtype=torch.float64).int8_inference = True
+    m.double()  # a float64 engine now: its forward says why int8 cannot run
+    with pytest.raises(ValueError, match=r"GRU.int8_inference: .*float32"):
+        with torch.no_grad():
+            m(torch.from_numpy(x).double())
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_error_is_no_worse_than_pytorch_quantize_dynamic(cell):
     """Against the float32 output, over a 50-step sequence of a 128-unit layer: rnncore's int8
