@@ -9,9 +9,11 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <cstddef>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "../src/gpu/sequence_gpu.h"
@@ -89,6 +91,51 @@ void check(int status, const char* what) {
                              std::to_string(status) + ")");
 }
 
+// Device memory freed by the backend, kept for reuse by size. Every call allocates a few dozen
+// buffers, and cudaFree synchronises the whole device: without reuse each forward and backward
+// would wait for the GPU to drain many times over. All work runs on the legacy default stream,
+// in order, so a block freed after its last use was enqueued is safe to hand to later work.
+// At most kCachedBytes are kept; beyond that blocks go back to the driver.
+class BlockCache {
+ public:
+  void* take(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(bytes);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= bytes;
+    return p;
+  }
+  void give(void* p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto size = sizes_.find(p);
+    if (size == sizes_.end() || cached_ + size->second > kCachedBytes) {
+      if (size != sizes_.end()) sizes_.erase(size);
+      cudaFree(p);
+      return;
+    }
+    free_[size->second].push_back(p);
+    cached_ += size->second;
+  }
+  void note(void* p, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = bytes;
+  }
+
+ private:
+  static constexpr std::size_t kCachedBytes = std::size_t(1) << 30;
+  std::mutex mu_;
+  std::unordered_map<std::size_t, std::vector<void*>> free_;  // bytes -> free blocks
+  std::unordered_map<void*, std::size_t> sizes_;              // every live or cached block
+  std::size_t cached_ = 0;
+};
+
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache;  // never destroyed: blocks may be freed at exit
+  return *cache;
+}
+
 template <typename F>
 __global__ void each_kernel(Index n, F f) {
   const Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -111,11 +158,14 @@ struct CudaDevice {
 
   template <typename T>
   T* alloc(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (void* p = block_cache().take(bytes)) return static_cast<T*>(p);
     void* p = nullptr;
-    check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
+    check(cudaMalloc(&p, bytes), "cudaMalloc");
+    block_cache().note(p, bytes);
     return static_cast<T*>(p);
   }
-  static void release(void* p) { cudaFree(p); }
+  static void release(void* p) { block_cache().give(p); }
   void upload(void* dst, const void* src, std::size_t bytes) {
     if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy to the GPU");
   }
