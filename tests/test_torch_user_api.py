@@ -3,6 +3,8 @@ argument, shared layers, cells, containers, the class axis of the loss), checked
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from rnncore import nn
@@ -132,6 +134,32 @@ def test_unconsumed_forwards_are_dropped_by_a_mode_change_and_discard_saved():
     with nn.inference_mode(lin):  # a temporary inference keeps what is saved
         lin(x)
     assert lin.training and lin.saved_forwards == 0
+
+
+def test_training_forwards_without_backward_warn_before_they_fill_the_memory(monkeypatch):
+    """Predictions in training mode keep every call's gates: the layer warns once (by bytes,
+    long before the 10,000-forward count), names the way out, and the memory is counted."""
+    from rnncore.nn import module, recurrent
+
+    lstm = nn.LSTM(4, 8, num_layers=2)
+    x = np.ones((5, 3, 4), np.float32)
+    lstm(x)
+    one = lstm._core.saved_bytes
+    assert one >= 4 * 5 * 3 * 4 * 8 * 2  # the gates of 2 layers, float32
+    monkeypatch.setattr(recurrent, "SAVED_BYTES_WARNING", 3 * one)
+    lstm(x)
+    lstm(x)
+    assert lstm._core.saved_bytes == 3 * one
+    with pytest.warns(ResourceWarning, match=r"LSTM: 4 training-mode forwards .* call eval\(\)"):
+        lstm(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lstm(x)  # once per layer
+    lstm.backward(np.ones((5, 3, 8), np.float32))
+    assert lstm._core.saved_bytes == 4 * one
+    lstm.discard_saved()
+    assert lstm._core.saved_bytes == 0
+    assert module.SAVED_BYTES_WARNING == 1 << 30
 
 
 # ---- 3. cells and containers --------------------------------------------------------------------

@@ -361,6 +361,9 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
       .def_property_readonly(
           "saved_forwards", [](Cls& r) { return r.core.saved_forwards(); },
           "How many training forwards wait for their backward (each backward takes the newest).")
+      .def_property_readonly(
+          "saved_bytes", [](Cls& r) { return r.core.saved_bytes(); },
+          "Bytes of memory the saved training forwards hold (host, or the GPU's).")
       .def(
           "discard_saved",
           [](Cls& r) {

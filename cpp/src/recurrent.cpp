@@ -151,6 +151,10 @@ int Recurrent<T>::saved_forwards() const {
   return int(impl_->saved.size());
 }
 template <typename T>
+std::size_t Recurrent<T>::saved_bytes() const {
+  return impl_->backend->saved_bytes();
+}
+template <typename T>
 SequenceShape Recurrent<T>::saved_shape() const {
   return impl_->saved.empty() ? SequenceShape{} : impl_->saved.back();
 }

@@ -90,6 +90,8 @@ class SequenceBackend {
   virtual const void* saved_device_params() const { return nullptr; }
   // Drops every saved forward (and the memory they hold).
   virtual void discard_saved() = 0;
+  // Bytes of memory (host or device) the saved forwards waiting for backward hold.
+  virtual std::size_t saved_bytes() const = 0;
   // Moves the newest saved forward out of the backend (there is one: the caller checks).
   virtual std::unique_ptr<SavedContext> take_saved() = 0;
   // Puts a context take_saved returned back as the newest saved forward; std::invalid_argument

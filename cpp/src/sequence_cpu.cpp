@@ -158,6 +158,14 @@ class CpuSequence final : public SequenceBackend<T> {
     s_ = saved_[--depth_].get();  // consumed even if the checks below throw
     with_cell(cfg_.cell, [&](auto cell) { backward_with<decltype(cell)>(call); });
   }
+  std::size_t saved_bytes() const override {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < depth_; ++i) {
+      const Saved& s = *saved_[i];
+      n += s.ws.buf.size() + s.h0s.size() + s.c0s.size();
+    }
+    return n * sizeof(T);
+  }
   void discard_saved() override {
     depth_ = 0;
     saved_.clear();  // the memory too: a caller dropping unconsumed forwards wants it back

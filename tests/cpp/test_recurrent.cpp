@@ -136,8 +136,14 @@ void stacked_forwards(CellType cell, const std::string& label) {
   fwd(x1, lengths.data(), y1);
   fwd(x2, nullptr, y2);
   expect(net.saved_forwards() == 2, label + ": two saved forwards");
+  // Each holds at least its gates (T*B rows of G*H values per layer and direction).
+  const std::size_t held = net.saved_bytes();
+  expect(held >= 2 * sizeof(double) * std::size_t(T * B),
+         label + ": saved_bytes counts both (" + std::to_string(held) + ")");
   bwd(dy2, dx2);
+  expect(net.saved_bytes() > 0 && net.saved_bytes() < held, label + ": one forward left");
   bwd(dy1, dx1);
+  expect(net.saved_bytes() == 0, label + ": saved_bytes after both backwards");
   double worst = 0;
   for (std::size_t i = 0; i < net.num_params(); ++i)
     worst = std::max(worst, std::abs(net.grads()[i] - ref[i]));

@@ -238,6 +238,9 @@ class Recurrent {
   bool has_saved_forward() const;
   /// How many training forwards wait for their backward.
   int saved_forwards() const;
+  /// Bytes of memory (host, or the GPU's) those saved forwards hold (one taken out with
+  /// take_saved() counts again once restored).
+  std::size_t saved_bytes() const;
   /// (T, B) of the forward the next backward consumes (valid when has_saved_forward()).
   SequenceShape saved_shape() const;
   /// Drops every saved forward and the memory it holds (a forward whose backward never comes).

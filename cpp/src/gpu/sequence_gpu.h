@@ -1106,6 +1106,21 @@ class GpuSequence final : public SequenceBackend<T> {
   }
 
   void discard_saved() override { saved_.clear(); }
+  std::size_t saved_bytes() const override {
+    std::size_t n = 0;
+    auto add = [&n](const auto& b) { n += b.size() * sizeof(*b.data()); };
+    for (const auto& s : saved_) {
+      add(s->len);
+      for (const auto& b : s->inputs) add(b);
+      for (const auto& b : s->masks) add(b);
+      for (const Lane& l : s->lanes)
+        for (const Buffer<T, Dev>* b :
+             {&l.gates, &l.hn_keep, &l.c_keep, &l.cprev, &l.hprev, &l.zh, &l.zc, &l.rmask, &l.hin,
+              &l.rh, &l.m, &l.xhat, &l.rstd_x, &l.rhat, &l.rstd_h, &l.chat, &l.rstd_c})
+          add(*b);
+    }
+    return n;
+  }
 
   std::unique_ptr<SavedContext> take_saved() override {
     std::unique_ptr<SavedContext> out = std::move(saved_.back());

@@ -14,7 +14,7 @@ import numpy as np
 from .. import _core
 from ._checks import check_device, float_dtype, positive_int
 from .keyed import batch_offset
-from .module import Module, Parameter, reserve_parameters
+from .module import SAVED_BYTES_WARNING, Module, Parameter, reserve_parameters
 
 #: The engine's cell registry by name: {"lstm": {"name", "torch_mode", "layer", "layer_option",
 #: "gates", "states"}, ...} (cpp/src/cells/registry.h is the one list).
@@ -400,6 +400,12 @@ class _Recurrent(Module):
         except (ValueError, TypeError) as e:
             msg = f"{hx_name} ({e})" if str(e).startswith(("h0", "c0")) else str(e)
             raise type(e)(f"{where}: {msg}") from None
+        if self.training and self._core.saved_bytes > SAVED_BYTES_WARNING:
+            held = self._core.saved_bytes / 2**30
+            self._warn_saved(
+                f"{self._core.saved_forwards} training-mode forwards wait for a backward, "
+                f"holding {held:.1f} GiB"
+            )
         if self.batch_first:
             y = y.transpose(1, 0, 2)
         return y, ((hn, cn) if self._has_c else hn)
