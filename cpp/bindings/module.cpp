@@ -135,7 +135,8 @@ struct PyRecurrent {
   py::object forward_device(std::uintptr_t x, int steps, int batch, py::handle lengths_obj,
                             std::uintptr_t h0, std::uintptr_t c0, std::uintptr_t y,
                             std::uintptr_t hn, std::uintptr_t cn, std::uintptr_t params,
-                            bool training, std::uint64_t seed, bool stochastic) {
+                            bool training, std::uint64_t seed, bool stochastic, bool keep,
+                            std::int64_t batch_offset) {
     CallLock lock(mu);
     py::array_t<std::int64_t> lengths;
     if (!lengths_obj.is_none())
@@ -146,9 +147,13 @@ struct PyRecurrent {
       py::gil_scoped_release release;
       core.forward_on_device(steps, batch, ptr<const T>(x), lp, ptr<const T>(h0), ptr<const T>(c0),
                              ptr<T>(y), ptr<T>(hn), ptr<T>(cn), ptr<const T>(params), training,
-                             seed, stochastic);
+                             seed, stochastic, batch_offset);
     }
     if (!training) return py::none();
+    if (keep) {  // on the layer's stack, as a host forward (the engine copied what it reads)
+      saved.push_back({py::none(), py::none(), std::this_thread::get_id()});
+      return py::none();
+    }
     auto handle = std::make_unique<Handle>();
     handle->saved = core.take_saved();
     return py::cast(std::move(handle));
@@ -156,22 +161,44 @@ struct PyRecurrent {
 
   // BPTT through a forward_device context (once), gradients written to the caller's device
   // memory: dx, dh0, dc0 (=) and grads (+=, the flat buffer [P]).
-  void backward_device(Handle& handle, std::uintptr_t dy, std::uintptr_t dhn, std::uintptr_t dcn,
+  void backward_device(Handle* handle, std::uintptr_t dy, std::uintptr_t dhn, std::uintptr_t dcn,
                        std::uintptr_t dx, std::uintptr_t dh0, std::uintptr_t dc0,
                        std::uintptr_t params, std::uintptr_t grads) {
     CallLock lock(mu);
-    if (handle.saved.empty())
-      throw std::runtime_error(
-          "backward through this forward already ran (each forward allows one backward)");
-    const int depth = core.saved_forwards() + 1;
-    core.restore_saved(std::move(handle.saved));
-    try {
+    auto run = [&] {
       py::gil_scoped_release release;
       core.backward_on_device(ptr<const T>(dy), ptr<const T>(dhn), ptr<const T>(dcn), ptr<T>(dx),
                               ptr<T>(dh0), ptr<T>(dc0), ptr<const T>(params), ptr<T>(grads));
+    };
+    if (!handle) {  // the newest forward on the layer's stack
+      if (!core.has_saved_forward())
+        throw std::runtime_error(
+            "backward needs a training-mode forward first (backward after eval(), before any "
+            "forward, or twice for one forward is not possible)");
+      if (saved.back().thread != std::this_thread::get_id())
+        throw std::runtime_error(
+            "backward: the training forward it would consume ran in another thread; a thread "
+            "can only backpropagate through its own forward (use one layer per thread)");
+      const int depth = core.saved_forwards();
+      try {
+        run();
+      } catch (...) {
+        if (core.saved_forwards() < depth) saved.pop_back();  // consumed even though it failed
+        throw;
+      }
+      saved.pop_back();
+      return;
+    }
+    if (handle->saved.empty())
+      throw std::runtime_error(
+          "backward through this forward already ran (each forward allows one backward)");
+    const int depth = core.saved_forwards() + 1;
+    core.restore_saved(std::move(handle->saved));
+    try {
+      run();
     } catch (...) {
       // An argument the engine refused before consuming the forward: hand it back.
-      if (core.saved_forwards() == depth) handle.saved = core.take_saved();
+      if (core.saved_forwards() == depth) handle->saved = core.take_saved();
       throw;
     }
   }
@@ -362,6 +389,13 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
           "saved_forwards", [](Cls& r) { return r.core.saved_forwards(); },
           "How many training forwards wait for their backward (each backward takes the newest).")
       .def_property_readonly(
+          "saved_shape",
+          [](Cls& r) {
+            const auto shape = r.core.saved_shape();
+            return py::make_tuple(shape.steps, shape.batch);
+          },
+          "(T, B) of the forward the next backward consumes ((0, 0) with none saved).")
+      .def_property_readonly(
           "saved_bytes", [](Cls& r) { return r.core.saved_bytes(); },
           "Bytes of memory the saved training forwards hold (host, or the GPU's).")
       .def(
@@ -391,14 +425,16 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
       .def("forward_device", &Cls::forward_device, py::arg("x"), py::arg("steps"), py::arg("batch"),
            py::arg("lengths"), py::arg("h0"), py::arg("c0"), py::arg("y"), py::arg("hn"),
            py::arg("cn"), py::arg("params"), py::arg("training"), py::arg("seed"),
-           py::arg("stochastic"),
-           "A GPU layer's forward on device memory, for rnncore.torch: x, h0, c0, y, hn, cn, "
-           "params are device addresses (0: none; params 0: the layer's own) the caller checked; "
-           "lengths an int64 host array or None. Returns the saved context (training) or None.")
+           py::arg("stochastic"), py::arg("keep") = false, py::arg("batch_offset") = 0,
+           "A GPU layer's forward on device memory: x, h0, c0, y, hn, cn, params are device "
+           "addresses (0: none; params 0: the layer's own) the caller checked; lengths an int64 "
+           "host array or None. A training forward returns its saved context, or with keep=True "
+           "stays on the layer's stack (as forward's); inference returns None.")
       .def("backward_device", &Cls::backward_device, py::arg("saved"), py::arg("dy"),
            py::arg("dhn"), py::arg("dcn"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
            py::arg("params"), py::arg("grads"),
-           "BPTT through a forward_device context on device memory: dx, dh0, dc0 written, grads "
+           "BPTT through a forward_device context (None: the layer's newest saved forward) on "
+           "device memory: dx, dh0, dc0 written, grads "
            "[P] accumulated (device addresses, 0: none; grads 0: the layer's own).")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
            py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
@@ -411,6 +447,8 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
 
 // Training operations (embedding, linear, losses, optimizers, clipping): bind_ops.cpp.
 void bind_ops(py::module_& m);
+// GPU device memory and DLPack (rnncore.cuda.DeviceArray): bind_device.cpp.
+void bind_device(py::module_& m);
 
 // The same bindings are built once per instruction-set variant (_core, _core_avx2, _core_avx512);
 // the build names the module, and rnncore/_native.py imports the best one for the CPU.
@@ -474,4 +512,5 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
       "must be single-threaded. Used by rnncore._blas at import.");
   m.def("gemm_backend", &rnncore::gemm_backend, "'eigen' or the registered BLAS's name.");
   bind_ops(m);
+  bind_device(m);
 }

@@ -144,18 +144,9 @@ __global__ void each_kernel(Index n, F f) {
 
 }  // namespace
 
-struct CudaDevice {
-  static constexpr const char* kName = "cuda";
-  const Cublas* lib = nullptr;
-  void* blas = nullptr;  // the cuBLAS handle
-
-  CudaDevice() : lib(&cublas()) { check(lib->create(&blas), "cublasCreate"); }
-  ~CudaDevice() {
-    if (blas) lib->destroy(blas);
-  }
-  CudaDevice(const CudaDevice&) = delete;
-  CudaDevice& operator=(const CudaDevice&) = delete;
-
+// The device's memory calls and kernel launches (without cuBLAS: arrays crossing the API use
+// these alone).
+struct CudaMemory {
   template <typename T>
   T* alloc(std::size_t n) {
     const std::size_t bytes = n * sizeof(T);
@@ -186,6 +177,27 @@ struct CudaDevice {
     each_kernel<<<unsigned(blocks), kThreads>>>(n, f);
     check(cudaGetLastError(), "kernel launch");
   }
+  // 0: the whole device; otherwise a cudaStream_t handle.
+  void synchronize(std::uintptr_t stream) {
+    if (stream == 0)
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    else
+      check(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+  }
+};
+
+struct CudaDevice : CudaMemory {
+  static constexpr const char* kName = "cuda";
+  const Cublas* lib = nullptr;
+  void* blas = nullptr;  // the cuBLAS handle
+
+  CudaDevice() : lib(&cublas()) { check(lib->create(&blas), "cublasCreate"); }
+  ~CudaDevice() {
+    if (blas) lib->destroy(blas);
+  }
+  CudaDevice(const CudaDevice&) = delete;
+  CudaDevice& operator=(const CudaDevice&) = delete;
+
   void gemm_colmajor(bool ta, bool tb, Index m, Index n, Index k, float alpha, const float* A,
                      Index lda, const float* B, Index ldb, float beta, float* C, Index ldc) {
     check(lib->sgemm(blas, ta ? 1 : 0, tb ? 1 : 0, int(m), int(n), int(k), &alpha, A, int(lda), B,
@@ -203,6 +215,12 @@ struct CudaDevice {
 }  // namespace detail::gpu
 
 namespace detail {
+
+DeviceMemory& cuda_memory() {
+  static auto* memory =
+      new gpu::MemoryOf<gpu::CudaMemory>;  // never destroyed: arrays may outlive exit
+  return *memory;
+}
 
 template <typename T>
 std::unique_ptr<SequenceBackend<T>> make_cuda_sequence(const RecurrentConfig& cfg,

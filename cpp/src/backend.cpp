@@ -8,6 +8,7 @@
 #include <string>
 
 #include "linalg.h"
+#include "sequence.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
@@ -108,6 +109,49 @@ void require_device(Device device) {
     throw std::runtime_error(
         "device 'cuda': no CUDA device is visible (rnncore was built with "
         "CUDA, but this machine shows no GPU); use device='cpu'");
+}
+
+namespace {
+
+// The memory calls of `device`, checked available; `what` names the caller in errors.
+detail::DeviceMemory& memory_of(Device device, const char* what) {
+  switch (device) {
+    case Device::kCudaSim:
+      return detail::sim_memory();
+    case Device::kCuda:
+      require_device(device);
+#ifdef RNNCORE_WITH_CUDA
+      return detail::cuda_memory();
+#else
+      break;  // require_device has thrown
+#endif
+    default:
+      break;
+  }
+  throw std::invalid_argument(std::string(what) + ": device must be 'cuda' or 'cuda-sim', got '" +
+                              device_name(device) + "'");
+}
+
+}  // namespace
+
+std::shared_ptr<void> device_alloc(Device device, std::size_t bytes) {
+  detail::DeviceMemory& memory = memory_of(device, "device_alloc");
+  if (bytes == 0) return nullptr;
+  return std::shared_ptr<void>(memory.alloc(bytes), [&memory](void* p) { memory.release(p); });
+}
+
+void device_copy(Device device, void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  if (bytes) memory_of(device, "device_copy").copy(dst, src, bytes, kind);
+}
+
+void device_swap01(Device device, void* dst, const void* src, std::int64_t n0, std::int64_t n1,
+                   std::int64_t n2, int elem_bytes) {
+  if (n0 < 0 || n1 < 0 || n2 < 0) throw std::invalid_argument("device_swap01: negative size");
+  memory_of(device, "device_swap01").swap01(dst, src, n0, n1, n2, elem_bytes);
+}
+
+void device_synchronize(Device device, std::uintptr_t stream) {
+  memory_of(device, "device_synchronize").synchronize(stream);
 }
 
 int set_num_threads(int n) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "rnncore/backend.h"
 #include "rnncore/recurrent.h"
 
 namespace rnncore::detail {
@@ -103,6 +104,21 @@ template <typename T>
 std::unique_ptr<SequenceBackend<T>> make_cpu_sequence(const RecurrentConfig& cfg,
                                                       std::vector<LaneLayout> lanes,
                                                       std::size_t num_params);
+
+// Memory operations of a GPU device, behind backend.h's device_alloc / device_copy /
+// device_swap01 / device_synchronize: sim_memory() is cuda-sim's (host memory, poisoned when
+// allocated, as its layers' buffers are), cuda_memory() the CUDA backend's (CUDA builds only).
+struct DeviceMemory {
+  virtual ~DeviceMemory() = default;
+  virtual void* alloc(std::size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) = 0;
+  virtual void swap01(void* dst, const void* src, std::int64_t n0, std::int64_t n1, std::int64_t n2,
+                      int elem_bytes) = 0;
+  virtual void synchronize(std::uintptr_t stream) = 0;
+};
+DeviceMemory& sim_memory();
+DeviceMemory& cuda_memory();
 
 // The CUDA backend's algorithm on the CPU (device "cuda-sim", gpu/sim_sequence.cpp), and on a GPU
 // in a CUDA build (cpp/cuda/cuda_sequence.cu).

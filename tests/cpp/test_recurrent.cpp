@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "rnncore/backend.h"
 #include "rnncore/recurrent.h"
 
 using rnncore::CellType;
@@ -192,7 +193,36 @@ void stacked_forwards(CellType cell, const std::string& label) {
 
 }  // namespace
 
+// The device memory calls C++ users share with Python's DeviceArray (backend.h), on cuda-sim.
+void device_memory() {
+  using rnncore::CopyKind;
+  using rnncore::Device;
+  const Device sim = Device::kCudaSim;
+  std::vector<float> host(2 * 3 * 4), back(host.size()), swapped(host.size());
+  for (std::size_t i = 0; i < host.size(); ++i) host[i] = float(i);
+  const std::size_t bytes = sizeof(float) * host.size();
+  auto a = rnncore::device_alloc(sim, bytes), b = rnncore::device_alloc(sim, bytes);
+  rnncore::device_copy(sim, a.get(), host.data(), bytes, CopyKind::kHostToDevice);
+  rnncore::device_swap01(sim, b.get(), a.get(), 2, 3, 4, 4);
+  rnncore::device_copy(sim, swapped.data(), b.get(), bytes, CopyKind::kDeviceToHost);
+  rnncore::device_copy(sim, a.get(), b.get(), bytes, CopyKind::kDeviceToDevice);
+  rnncore::device_swap01(sim, b.get(), a.get(), 3, 2, 4, 4);  // and back
+  rnncore::device_copy(sim, back.data(), b.get(), bytes, CopyKind::kDeviceToHost);
+  bool ok = back == host;
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 4; ++k)
+        ok = ok && swapped[(j * 2 + i) * 4 + k] == host[(i * 3 + j) * 4 + k];
+  expect(ok, "device_swap01 on cuda-sim");
+  rnncore::device_synchronize(sim);
+  expect(rnncore::device_alloc(sim, 0) == nullptr, "device_alloc of 0 bytes");
+  expect_throw([&] { rnncore::device_alloc(Device::kCpu, 4); }, "device_alloc on the CPU");
+  expect_throw([&] { rnncore::device_swap01(sim, b.get(), a.get(), 1, 1, 1, 2); },
+               "device_swap01 of 2-byte elements");
+}
+
 int main() {
+  device_memory();
   // Every registered cell, so that a new cell is checked by adding it to the registry.
   expect(rnncore::registered_cells().size() >= 5, "the registry lists the five built-in cells");
   for (const auto& cell : rnncore::registered_cells()) {

@@ -2,6 +2,9 @@
 // registered at run time).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 namespace rnncore {
@@ -28,6 +31,24 @@ std::string load_cublas(const std::string& path);
 /// Throws std::runtime_error when `device` is not available: CUDA in a build without it, or
 /// with no GPU visible.
 void require_device(Device device);
+
+/// Memory of a GPU device (kCuda, or kCudaSim's host memory) for arrays that cross the API, such
+/// as Python's rnncore.cuda.DeviceArray: `bytes` from the backend's allocator (on CUDA its cache
+/// of freed blocks), returned to it when the last copy of the pointer goes. Its contents are
+/// undefined until written. std::invalid_argument for kCpu; require_device's errors.
+std::shared_ptr<void> device_alloc(Device device, std::size_t bytes);
+/// Where a device_copy reads and writes.
+enum class CopyKind : int { kHostToDevice = 0, kDeviceToHost = 1, kDeviceToDevice = 2 };
+/// Copies `bytes` between host and device memory of `device` (kCuda: cudaMemcpy, in order with
+/// the backend's work on the legacy default stream; a copy to the host waits for it).
+void device_copy(Device device, void* dst, const void* src, std::size_t bytes, CopyKind kind);
+/// Swaps the first two axes of a [n0, n1, n2] array on the device: dst[j, i, :] = src[i, j, :],
+/// elements of `elem_bytes` (4 or 8); dst and src must not overlap. (Time-major <-> batch-first.)
+void device_swap01(Device device, void* dst, const void* src, std::int64_t n0, std::int64_t n1,
+                   std::int64_t n2, int elem_bytes);
+/// Waits until the device has finished the work enqueued so far (kCuda: cudaDeviceSynchronize;
+/// nothing to wait for on kCudaSim). With a CUDA stream handle, waits for that stream only.
+void device_synchronize(Device device, std::uintptr_t stream = 0);
 
 /// Threads used by the engine (OpenMP). n >= 1; returns the previous value.
 int set_num_threads(int n);

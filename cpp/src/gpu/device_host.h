@@ -38,6 +38,8 @@ struct HostDevice {
   void zero(void* p, std::size_t bytes) {
     if (bytes) std::memset(p, 0, bytes);
   }
+  // Everything ran when the call returned.
+  void synchronize(std::uintptr_t /*stream*/) {}
   // f(i) for i in [0, n): one GPU thread each on the device.
   template <typename F>
   void for_each(Index n, const F& f) {

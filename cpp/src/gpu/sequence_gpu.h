@@ -642,6 +642,60 @@ struct RowSquares {
   }
 };
 
+// ---- memory of arrays crossing the API (sequence.h's DeviceMemory) --------------------------
+// dst[j, i, :] = src[i, j, :] of a [n0, n1, n2] array, elements moved as their bits (E: a 4- or
+// 8-byte integer), so one kernel serves every dtype of that size.
+template <typename E>
+struct Swap01 {
+  E* dst;
+  const E* src;
+  Index n0, n1, n2;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index k = i % n2, j = (i / n2) % n1, r = i / (n2 * n1);
+    dst[(j * n0 + r) * n2 + k] = src[i];
+  }
+};
+
+// DeviceMemory over a device policy's memory calls (alloc, release, upload, download, copy,
+// for_each, synchronize).
+template <typename Mem>
+class MemoryOf final : public DeviceMemory {
+ public:
+  void* alloc(std::size_t bytes) override { return mem_.template alloc<unsigned char>(bytes); }
+  void release(void* p) override { Mem::release(p); }
+  void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) override {
+    switch (kind) {
+      case CopyKind::kHostToDevice:
+        mem_.upload(dst, src, bytes);
+        break;
+      case CopyKind::kDeviceToHost:
+        mem_.download(dst, src, bytes);
+        break;
+      default:
+        mem_.copy(dst, src, bytes);
+    }
+  }
+  void swap01(void* dst, const void* src, std::int64_t n0, std::int64_t n1, std::int64_t n2,
+              int elem_bytes) override {
+    if (elem_bytes == 4)
+      swap_as<std::uint32_t>(dst, src, n0, n1, n2);
+    else if (elem_bytes == 8)
+      swap_as<std::uint64_t>(dst, src, n0, n1, n2);
+    else
+      throw std::invalid_argument("device_swap01: elem_bytes must be 4 or 8, got " +
+                                  std::to_string(elem_bytes));
+  }
+  void synchronize(std::uintptr_t stream) override { mem_.synchronize(stream); }
+
+ private:
+  template <typename E>
+  void swap_as(void* dst, const void* src, Index n0, Index n1, Index n2) {
+    mem_.for_each(n0 * n1 * n2,
+                  Swap01<E>{static_cast<E*>(dst), static_cast<const E*>(src), n0, n1, n2});
+  }
+  Mem mem_;
+};
+
 // ---- buffers ---------------------------------------------------------------------------------
 template <typename T, typename Dev>
 class Buffer {

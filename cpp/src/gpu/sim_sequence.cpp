@@ -34,6 +34,12 @@ static_assert(kLayerNormEps == rnncore::detail::kLayerNormEps,
 
 }  // namespace gpu
 
+DeviceMemory& sim_memory() {
+  static auto* memory =
+      new gpu::MemoryOf<gpu::HostDevice>;  // never destroyed: arrays may outlive exit
+  return *memory;
+}
+
 template <typename T>
 std::unique_ptr<SequenceBackend<T>> make_sim_sequence(const RecurrentConfig& cfg,
                                                       std::vector<LaneLayout> lanes,

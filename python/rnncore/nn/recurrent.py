@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .. import cuda as _cuda
 from ._checks import check_device, float_dtype, positive_int
 from .keyed import batch_offset
 from .module import SAVED_BYTES_WARNING, Module, Parameter, reserve_parameters
@@ -40,8 +41,10 @@ class _Recurrent(Module):
 
     ``cell`` is a registry name (:data:`CELLS`): the subclasses pick it from their PyTorch-style
     options (``nonlinearity``, ``reset_after``). ``device``: "cpu"; "cuda" (numpy arrays in and
-    out, copied; a RuntimeError in a build without the CUDA backend or without a GPU; every cell
-    and option runs there);
+    out, copied, or device arrays in and out without a copy: inputs with
+    ``__cuda_array_interface__`` or ``__dlpack__`` on the GPU, outputs
+    :class:`rnncore.cuda.DeviceArray`; a RuntimeError in a build without the CUDA backend or
+    without a GPU; every cell and option runs there);
     "cuda-sim" runs the CUDA backend's algorithm on the CPU (slow; for testing). See
     :mod:`rnncore.cuda`.
     """
@@ -310,6 +313,11 @@ class _Recurrent(Module):
     # ---- forward / backward ----------------------------------------------------------------
     def _time_major(self, a: Any, name: str, where: str) -> np.ndarray:
         if not isinstance(a, np.ndarray):
+            if _cuda._is_device_array(a):
+                raise TypeError(
+                    f"{where}: {name} is in GPU memory ({type(a).__name__}) and the layer is on "
+                    f"{self.device!r}: move the layer with .to('cuda'), or pass a numpy array"
+                )
             raise TypeError(f"{where}: {name} must be a numpy array, got {type(a).__name__}")
         if a.ndim != 3:
             layout = "[B, T, F]" if self.batch_first else "[T, B, F]"
@@ -358,6 +366,10 @@ class _Recurrent(Module):
                 last step (PyTorch's packed-sequence semantics).
             state: keyword alias of ``hx`` (earlier rnncore releases), not both.
 
+        On a GPU layer, x (or a state) in GPU memory makes a device call: the arrays are read
+        where they lie (host states are uploaded) and y and the final state are
+        :class:`rnncore.cuda.DeviceArray` s; :meth:`backward` then takes device or host arrays.
+
         Returns:
             y [T, B, D*R] ([B, T, D*R] if batch_first) and the final state, same structure as
             ``hx``. In training mode the call is saved for ``backward``; several calls before
@@ -371,7 +383,9 @@ class _Recurrent(Module):
             hx, hx_name = state, "state"
         x = input
         where = f"{type(self).__name__}.forward"
-        xt = self._time_major(x, "x", where)
+        h0, c0 = self._state_arrays(hx, hx_name, where)
+        on_device = self.device != "cpu" and any(_cuda._is_device_array(a) for a in (x, h0, c0))
+        xt = None if on_device else self._time_major(x, "x", where)
         lens = None
         if lengths is not None:
             try:
@@ -385,7 +399,8 @@ class _Recurrent(Module):
             if lens.ndim != 1:
                 raise ValueError(f"{where}: lengths must be 1-d [B], got shape {lens.shape}")
             lens = np.ascontiguousarray(lens, dtype=np.int64)
-        h0, c0 = self._state_arrays(hx, hx_name, where)
+        if on_device:
+            return self._forward_device(x, lens, h0, c0, hx_name, where)
         self._calls += 1
         try:
             y, hn, cn = self._core.forward(
@@ -400,15 +415,20 @@ class _Recurrent(Module):
         except (ValueError, TypeError) as e:
             msg = f"{hx_name} ({e})" if str(e).startswith(("h0", "c0")) else str(e)
             raise type(e)(f"{where}: {msg}") from None
+        self._check_saved_memory()
+        if self.batch_first:
+            y = y.transpose(1, 0, 2)
+        return y, ((hn, cn) if self._has_c else hn)
+
+    def _check_saved_memory(self) -> None:
+        """After a training forward: warn once if unconsumed forwards hold too much memory."""
         if self.training and self._core.saved_bytes > SAVED_BYTES_WARNING:
             held = self._core.saved_bytes / 2**30
             self._warn_saved(
                 f"{self._core.saved_forwards} training-mode forwards wait for a backward, "
-                f"holding {held:.1f} GiB"
+                f"holding {held:.1f} GiB",
+                5,
             )
-        if self.batch_first:
-            y = y.transpose(1, 0, 2)
-        return y, ((hn, cn) if self._has_c else hn)
 
     def backward(self, dy: np.ndarray | None, dstate: State = None) -> tuple[np.ndarray, State]:
         """BPTT through the newest unconsumed training-mode forward (each forward allows one
@@ -426,8 +446,10 @@ class _Recurrent(Module):
             vanishing and exploding gradients.
         """
         where = f"{type(self).__name__}.backward"
-        dyt = None if dy is None else self._time_major(dy, "dy", where)
         dhn, dcn = self._state_arrays(dstate, "dstate", where)
+        if self.device != "cpu" and any(_cuda._is_device_array(a) for a in (dy, dhn, dcn)):
+            return self._backward_device(dy, dhn, dcn, where)
+        dyt = None if dy is None else self._time_major(dy, "dy", where)
         try:
             dx, dh0, dc0, norms = self._core.backward(dyt, dhn, dcn, self.record_step_grad_norms)
         except (ValueError, TypeError) as e:
@@ -440,6 +462,148 @@ class _Recurrent(Module):
         self.step_grad_norms = norms
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
+        return dx, ((dh0, dc0) if self._has_c else dh0)
+
+    # ---- device arrays (a layer on a GPU) ---------------------------------------------------
+    def _on_device(
+        self, a: Any, name: str, where: str, shape: tuple[int, ...] | None, ndim: int = 3
+    ) -> Any:
+        """``a`` as the layer's device memory (read in place: an array on the layer's GPU; a host
+        array is uploaded), checked: the layer's dtype, ``ndim`` axes, ``shape`` if given."""
+        if _cuda._is_device_array(a):
+            b = _cuda._borrow(a, self.device, name, where)
+        else:
+            host = np.asarray(a)
+            if host.dtype != self.dtype:
+                raise TypeError(f"{where}: {name} must be {self.dtype}, got {host.dtype}")
+            d = _cuda.to_device(host, self.device, self.dtype)
+            b = _cuda._Borrowed(d.ptr, d.shape, d.dtype, d)
+        if b.dtype != self.dtype:
+            raise TypeError(f"{where}: {name} must be {self.dtype} like the layer, got {b.dtype}")
+        if len(b.shape) != ndim or (shape is not None and b.shape != shape):
+            want = shape if shape is not None else f"{ndim}-d"
+            raise ValueError(f"{where}: {name} must have shape {want}, got {b.shape}")
+        return b
+
+    def _swapped(self, b: Any) -> _cuda.DeviceArray:
+        """A [n1, n0, n2] copy of device memory [n0, n1, n2] (batch-first <-> time-major)."""
+        n0, n1, n2 = b.shape
+        out = _cuda.DeviceArray((n1, n0, n2), self.dtype, self.device)
+        _core.device_swap01(self.device, out.ptr, b.ptr, n0, n1, n2, self.dtype.itemsize)
+        return out
+
+    def _forward_device(
+        self, x: Any, lens: np.ndarray | None, h0: Any, c0: Any, hx_name: str, where: str
+    ) -> tuple[Any, State]:
+        """forward() on device arrays: x read where it lies, y and the state DeviceArrays."""
+        xb = self._on_device(x, "x", where, None)
+        if self.batch_first:
+            xb = self._swapped(xb)
+        steps, batch, features = xb.shape
+        if steps < 1 or batch < 1:
+            raise ValueError(f"{where}: x: T and B must be >= 1, got shape {xb.shape}")
+        if features != self.input_size:
+            raise ValueError(
+                f"{where}: x must be [T, B, I={self.input_size}], got shape {xb.shape}"
+            )
+        if lens is not None and lens.shape != (batch,):
+            raise ValueError(f"{where}: lengths must be [B={batch}], got shape {lens.shape}")
+        lead = self.num_layers * self.num_directions
+        hb = (
+            None
+            if h0 is None
+            else self._on_device(h0, hx_name, where, (lead, batch, self.state_size))
+        )
+        cb = None
+        if c0 is not None:
+            cb = self._on_device(c0, hx_name, where, (lead, batch, self.hidden_size))
+        y = _cuda.DeviceArray(
+            (steps, batch, self.num_directions * self.state_size), self.dtype, self.device
+        )
+        hn = _cuda.DeviceArray((lead, batch, self.state_size), self.dtype, self.device)
+        cn = (
+            _cuda.DeviceArray((lead, batch, self.hidden_size), self.dtype, self.device)
+            if self._has_c
+            else None
+        )
+        self._calls += 1
+        try:
+            self._core.forward_device(
+                xb.ptr,
+                steps,
+                batch,
+                lens,
+                0 if hb is None else hb.ptr,
+                0 if cb is None else cb.ptr,
+                y.ptr,
+                hn.ptr,
+                0 if cn is None else cn.ptr,
+                0,  # the layer's own parameters
+                self.training,
+                (self._dropout_seed + self._calls) % 2**64,
+                True,
+                keep=True,
+                batch_offset=batch_offset(),
+            )
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{where}: {e}") from None
+        self._check_saved_memory()
+        if self.batch_first:
+            y = self._swapped(y)
+        return y, ((hn, cn) if self._has_c else hn)
+
+    def _backward_device(self, dy: Any, dhn: Any, dcn: Any, where: str) -> tuple[Any, State]:
+        """backward() on device arrays: dx and the initial state's gradient as DeviceArrays;
+        parameter gradients accumulate into ``p.grad`` (the host's) as with numpy arrays."""
+        if self.record_step_grad_norms:
+            raise ValueError(
+                f"{where}: record_step_grad_norms is measured by a backward on host arrays; "
+                "pass dy as a numpy array (or set record_step_grad_norms = False)"
+            )
+        if not self._core.has_saved_forward:
+            self._core.backward_device(None, 0, 0, 0, 0, 0, 0, 0, 0)  # raises, naming why
+        steps, batch = self._core.saved_shape
+        lead, width = self.num_layers * self.num_directions, self.num_directions * self.state_size
+        dyb = None
+        if dy is not None:
+            shape = (batch, steps, width) if self.batch_first else (steps, batch, width)
+            dyb = self._on_device(dy, "dy", where, shape)
+            if self.batch_first:
+                dyb = self._swapped(dyb)
+        dhb = (
+            None
+            if dhn is None
+            else self._on_device(dhn, "dstate", where, (lead, batch, self.state_size))
+        )
+        dcb = None
+        if dcn is not None:
+            if not self._has_c:
+                raise ValueError(f"{where}: dstate: only an LSTM has a cell state")
+            dcb = self._on_device(dcn, "dstate", where, (lead, batch, self.hidden_size))
+        dx = _cuda.DeviceArray((steps, batch, self.input_size), self.dtype, self.device)
+        dh0 = _cuda.DeviceArray((lead, batch, self.state_size), self.dtype, self.device)
+        dc0 = (
+            _cuda.DeviceArray((lead, batch, self.hidden_size), self.dtype, self.device)
+            if self._has_c
+            else None
+        )
+        try:
+            self._core.backward_device(
+                None,
+                0 if dyb is None else dyb.ptr,
+                0 if dhb is None else dhb.ptr,
+                0 if dcb is None else dcb.ptr,
+                dx.ptr,
+                dh0.ptr,
+                0 if dc0 is None else dc0.ptr,
+                0,  # the layer's own parameters ...
+                0,  # ... and gradients
+            )
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise type(e)(f"{where}: {e}") from None
+        self.step_grad_norms = None
+        if self.batch_first:
+            dx = self._swapped(dx)
         return dx, ((dh0, dc0) if self._has_c else dh0)
 
     def extra_repr(self) -> str:
