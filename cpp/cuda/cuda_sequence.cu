@@ -142,6 +142,23 @@ __global__ void each_kernel(Index n, F f) {
   if (i < n) f(i);
 }
 
+// out[r] = Σ_j f(r, j): block r strides over its row, then a tree reduction in shared memory.
+constexpr int kRowThreads = 256;
+template <typename U, typename F>
+__global__ void row_sums_kernel(Index n, U* out, F f) {
+  __shared__ U part[kRowThreads];
+  const Index r = blockIdx.x;
+  U s = U(0);
+  for (Index j = threadIdx.x; j < n; j += kRowThreads) s += f(r, j);
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = kRowThreads / 2; w > 0; w /= 2) {
+    if (int(threadIdx.x) < w) part[threadIdx.x] += part[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[r] = part[0];
+}
+
 }  // namespace
 
 // The device's memory calls and kernel launches (without cuBLAS: arrays crossing the API use
@@ -175,6 +192,12 @@ struct CudaMemory {
     constexpr int kThreads = 256;
     const Index blocks = (n + kThreads - 1) / kThreads;
     each_kernel<<<unsigned(blocks), kThreads>>>(n, f);
+    check(cudaGetLastError(), "kernel launch");
+  }
+  template <typename U, typename F>
+  void row_sums(Index rows, Index n, U* out, const F& f) {
+    if (rows <= 0) return;
+    row_sums_kernel<<<unsigned(rows), kRowThreads>>>(n, out, f);
     check(cudaGetLastError(), "kernel launch");
   }
   // 0: the whole device; otherwise a cudaStream_t handle.

@@ -45,6 +45,15 @@ struct HostDevice {
   void for_each(Index n, const F& f) {
     for (Index i = 0; i < n; ++i) f(i);
   }
+  // out[r] = Σ_j f(r, j) for r in [0, rows), j in [0, n): one GPU block per row on the device.
+  template <typename U, typename F>
+  void row_sums(Index rows, Index n, U* out, const F& f) {
+    for (Index r = 0; r < rows; ++r) {
+      U s = U(0);
+      for (Index j = 0; j < n; ++j) s += f(r, j);
+      out[r] = s;
+    }
+  }
   // cuBLAS's gemm: column-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C; beta == 0
   // ignores C's contents.
   template <typename T>

@@ -16,8 +16,8 @@
 //
 // Cells: rnn (tanh, relu), lstm (also with proj_size), gru (reset-after) and gru_v1 (reset-before:
 // a second recurrent GEMM per step, W_hn (r ⊙ h)), the lecture's gated cells (cells/gated.h),
-// with zoneout and recurrent dropout, and layer norm (LSTM, GRU) with its row statistics one GPU
-// thread per row (correct, not yet fast: a block reduction per row would be).
+// with zoneout and recurrent dropout, and layer norm (LSTM, GRU) with its row statistics as one
+// block reduction per row and everything else one GPU thread per element.
 #pragma once
 
 #include <cmath>
@@ -442,51 +442,76 @@ struct CellBackward {
   }
 };
 
-// ---- layer norm (cells/layer_norm.h's equations; one GPU thread per row) ---------------------
-// Row r of v [rows, n]: xhat = LN(v) = (v - mean) / sqrt(var + ε), kept with 1/sqrt(var + ε) in
-// rstd (either may be null); with a gain v becomes gain ⊙ xhat + bias (bias may be null).
+// ---- layer norm (cells/layer_norm.h's equations) ---------------------------------------------
+// A row's statistics are sums over its elements: each is one reduction (the device's row_sums,
+// one GPU block per row), and everything else is one GPU thread per element, so a row of
+// thousands of units no longer runs serially in one thread. sum = Σ v, m2 = Σ (v - mean)²;
+// 1/sqrt(m2/n + ε) is what the norm divides by.
 template <typename T>
-struct NormRows {
-  T* v;
-  const T *gain, *bias;
-  T *xhat, *rstd;
+RNNCORE_HD inline T inv_std(T m2, Index n) {
+  return T(1) / sqrt_(m2 / T(n) + T(kLayerNormEps));
+}
+
+// Σ_j v[r, j], and Σ_j (v[r, j] - mean_r)² given the first (row_sums' functors).
+template <typename T>
+struct RowValues {
+  const T* v;
   Index n;
-  RNNCORE_HD void operator()(Index r) const {
-    T* row = v + r * n;
-    T mean = T(0), m2 = T(0);
-    for (Index j = 0; j < n; ++j) mean += row[j];
-    mean /= T(n);
-    for (Index j = 0; j < n; ++j) m2 += (row[j] - mean) * (row[j] - mean);
-    const T inv = T(1) / sqrt_(m2 / T(n) + T(kLayerNormEps));
-    if (rstd) rstd[r] = inv;
-    for (Index j = 0; j < n; ++j) {
-      const T xh = (row[j] - mean) * inv;
-      if (xhat) xhat[r * n + j] = xh;
-      if (gain) row[j] = gain[j] * xh + (bias ? bias[j] : T(0));
-    }
+  RNNCORE_HD T operator()(Index r, Index j) const { return v[r * n + j]; }
+};
+template <typename T>
+struct RowDeviations {
+  const T *v, *sum;
+  Index n;
+  RNNCORE_HD T operator()(Index r, Index j) const {
+    const T d = v[r * n + j] - sum[r] / T(n);
+    return d * d;
   }
 };
 
-// Backward of NormRows with a gain, row r: dv [rows, n] is dL/d(gain ⊙ xhat + bias); xhat
-// becomes dL/dv_in = rstd (dv ⊙ gain - a - xhat b), a = mean(dv ⊙ gain), b = mean(dv ⊙ gain ⊙
-// xhat).
+// Element i of v [rows, n]: xhat = (v - mean) / sqrt(var + ε), kept in xhat and the row's
+// 1/sqrt(var + ε) in rstd (either may be null); with a gain v becomes gain ⊙ xhat + bias (bias
+// may be null).
 template <typename T>
-struct NormRowsBackward {
+struct NormApply {
+  T* v;
+  const T *gain, *bias;
+  T *xhat, *rstd;
+  const T *sum, *m2;
+  Index n;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index r = i / n, j = i % n;
+    const T inv = inv_std(m2[r], n);
+    if (rstd && j == 0) rstd[r] = inv;
+    const T xh = (v[i] - sum[r] / T(n)) * inv;
+    if (xhat) xhat[i] = xh;
+    if (gain) v[i] = gain[j] * xh + (bias ? bias[j] : T(0));
+  }
+};
+
+// Σ_j dv[r, j] gain[j] (w null), or Σ_j dv[r, j] gain[j] w[r, j]: the norm backward's two sums.
+template <typename T>
+struct GainDots {
+  const T *dv, *gain, *w;
+  Index n;
+  RNNCORE_HD T operator()(Index r, Index j) const {
+    const T g = dv[r * n + j] * gain[j];
+    return w ? g * w[r * n + j] : g;
+  }
+};
+
+// Backward of NormApply with a gain, element i: dv [rows, n] is dL/d(gain ⊙ xhat + bias); xhat
+// becomes dL/dv_in = rstd (dv ⊙ gain - a - xhat b), a = mean(dv ⊙ gain), b = mean(dv ⊙ gain ⊙
+// xhat) of the row (sums in a_sum, b_sum).
+template <typename T>
+struct NormBackwardApply {
   const T *dv, *gain;
   T* xhat;
-  const T* rstd;
+  const T *rstd, *a_sum, *b_sum;
   Index n;
-  RNNCORE_HD void operator()(Index r) const {
-    const T* d = dv + r * n;
-    T* xh = xhat + r * n;
-    T a = T(0), b = T(0);
-    for (Index j = 0; j < n; ++j) {
-      a += d[j] * gain[j];
-      b += d[j] * gain[j] * xh[j];
-    }
-    a /= T(n);
-    b /= T(n);
-    for (Index j = 0; j < n; ++j) xh[j] = rstd[r] * (d[j] * gain[j] - a - xh[j] * b);
+  RNNCORE_HD void operator()(Index i) const {
+    const Index r = i / n, j = i % n;
+    xhat[i] = rstd[r] * (dv[i] * gain[j] - a_sum[r] / T(n) - xhat[i] * b_sum[r] / T(n));
   }
 };
 
@@ -503,142 +528,155 @@ struct ColumnDotSums {
   }
 };
 
-// The layer-normalised LSTM's step for row b (one thread per row: c' is normalised over the
-// row): the pre-activations as CellForward's (the recurrent side already γ_h ⊙ LN), then
+// The layer-normalised LSTM's step, in two element passes around the statistics of c' over each
+// row: the pre-activations as CellForward's (the recurrent side already γ_h ⊙ LN), then
 // h = o ⊙ tanh(γ_c ⊙ LN(c') + β_c). In training LN(c') and its rstd are kept in chat / rstd_c;
 // the saved c is c' itself. Zoneout, ragged rows and the projected form as CellForward.
+// Pass 1, element (b, j): the gates and c' (kept in c_next until pass 2); a finished row carries
+// its state and outputs zero.
 template <typename T>
-struct LnLstmForward {
+struct LnLstmGates {
   CellForward<T> f;  // the step's pointers (f.kind is kLstm)
-  const T *gain_c, *bias_c;
   T *chat, *rstd_c;  // training: [B, H], [B]; else null
-  RNNCORE_HD void operator()(Index b) const {
-    const Index H = f.H, G4 = 4 * H;
-    const bool active = f.t < f.len[b];
-    for (Index j = 0; j < H; ++j) {
-      const Index i = b * H + j;
-      if (f.hprev) f.hprev[i] = f.h_prev[i];
-      if (!active) {
-        f.h_next[i] = f.h_prev[i];
-        f.c_next[i] = f.c_prev[i];
-        f.y[b * f.ld_y + j] = T(0);
-        if (chat) chat[i] = T(0);  // dγ_c sums chat over every row after the loop
-      }
-    }
-    if (!active) {
-      if (rstd_c) rstd_c[b] = T(0);
+  RNNCORE_HD void operator()(Index i) const {
+    const Index H = f.H, G4 = 4 * H, b = i / H, j = i % H;
+    if (f.hprev) f.hprev[i] = f.h_prev[i];
+    if (!(f.t < f.len[b])) {
+      f.h_next[i] = f.h_prev[i];
+      f.c_next[i] = f.c_prev[i];
+      f.y[b * f.ld_y + j] = T(0);
+      if (chat) chat[i] = T(0);  // dγ_c sums chat over every row after the loop
+      if (rstd_c && j == 0) rstd_c[b] = T(0);
       return;
     }
-    T mean = T(0), m2 = T(0);
-    for (Index j = 0; j < H; ++j) {  // the gates and c', kept in c_next for now
-      const Index i = b * H + j, at = b * G4 + j;
-      auto pre = [&](int g) {
-        return f.xp[at + g * H] + f.hp[at + g * H] + (f.bh ? f.bh[g * H + j] : T(0));
-      };
-      const T ig = sigmoid_(pre(0)), fg = sigmoid_(pre(1)), gg = tanh_(pre(2)),
-              og = sigmoid_(pre(3));
-      const T c = fg * f.c_prev[i] + ig * gg;
-      f.c_next[i] = c;
-      mean += c;
-      if (f.gates) {
-        T* g = f.gates + at;
-        g[0] = ig;
-        g[H] = fg;
-        g[2 * H] = gg;
-        g[3 * H] = og;
-        f.c_keep[i] = c;
-        f.cprev[i] = f.c_prev[i];
-      } else {
-        f.y[b * f.ld_y + j] = og;  // parked until h is known
-      }
-    }
-    mean /= T(H);
-    for (Index j = 0; j < H; ++j) m2 += (f.c_next[b * H + j] - mean) * (f.c_next[b * H + j] - mean);
-    const T inv = T(1) / sqrt_(m2 / T(H) + T(kLayerNormEps));
-    if (rstd_c) rstd_c[b] = inv;
-    for (Index j = 0; j < H; ++j) {
-      const Index i = b * H + j;
-      const T ch = (f.c_next[i] - mean) * inv;
-      if (chat) chat[i] = ch;
-      const T og = f.gates ? f.gates[b * G4 + 3 * H + j] : f.y[b * f.ld_y + j];
-      const T h = og * tanh_(gain_c[j] * ch + bias_c[j]);
-      f.c_next[i] = f.zone(f.c_next[i], f.c_prev[i], 1, b, j, f.zc ? f.zc + i : nullptr);
-      const T hz = f.zone(h, f.h_prev[i], 0, b, j, f.zh ? f.zh + i : nullptr);
-      f.h_next[i] = hz;
-      f.y[b * f.ld_y + j] = hz;
+    const Index at = b * G4 + j;
+    auto pre = [&](int g) {
+      return f.xp[at + g * H] + f.hp[at + g * H] + (f.bh ? f.bh[g * H + j] : T(0));
+    };
+    const T ig = sigmoid_(pre(0)), fg = sigmoid_(pre(1)), gg = tanh_(pre(2)), og = sigmoid_(pre(3));
+    const T c = fg * f.c_prev[i] + ig * gg;
+    f.c_next[i] = c;
+    if (f.gates) {
+      T* g = f.gates + at;
+      g[0] = ig;
+      g[H] = fg;
+      g[2 * H] = gg;
+      g[3 * H] = og;
+      f.c_keep[i] = c;
+      f.cprev[i] = f.c_prev[i];
+    } else {
+      f.y[b * f.ld_y + j] = og;  // parked until h is known
     }
   }
 };
-
-// Backward of LnLstmForward for row b: writes dG's four blocks, updates dc, sets dh_carry (the
-// part of dL/dh_prev outside W_hh: zoneout's kept units) and dyc = dL/d(γ_c ⊙ LN(c') + β_c)
-// [B, H] for γ_c's and β_c's gradients after the loop.
+// c' of the rows still running (0 for finished rows: their statistics are never read).
 template <typename T>
-struct LnLstmBackward {
+struct LnLstmCellValues {
+  const T* c;
+  const std::int64_t* len;
+  Index H, t;
+  RNNCORE_HD T operator()(Index b, Index j) const { return t < len[b] ? c[b * H + j] : T(0); }
+};
+template <typename T>
+struct LnLstmCellDeviations {
+  const T *c, *sum;
+  const std::int64_t* len;
+  Index H, t;
+  RNNCORE_HD T operator()(Index b, Index j) const {
+    if (!(t < len[b])) return T(0);
+    const T d = c[b * H + j] - sum[b] / T(H);
+    return d * d;
+  }
+};
+// Pass 2, element (b, j) of a running row: h from LN(c').
+template <typename T>
+struct LnLstmOutput {
+  CellForward<T> f;
+  const T *gain_c, *bias_c;
+  T *chat, *rstd_c;
+  const T *sum, *m2;  // [B]: Σ c' and Σ (c' - mean)² of each row
+  RNNCORE_HD void operator()(Index i) const {
+    const Index H = f.H, b = i / H, j = i % H;
+    if (!(f.t < f.len[b])) return;
+    const T inv = inv_std(m2[b], H);
+    if (rstd_c && j == 0) rstd_c[b] = inv;
+    const T ch = (f.c_next[i] - sum[b] / T(H)) * inv;
+    if (chat) chat[i] = ch;
+    const T og = f.gates ? f.gates[b * 4 * H + 3 * H + j] : f.y[b * f.ld_y + j];
+    const T h = og * tanh_(gain_c[j] * ch + bias_c[j]);
+    f.c_next[i] = f.zone(f.c_next[i], f.c_prev[i], 1, b, j, f.zc ? f.zc + i : nullptr);
+    const T hz = f.zone(h, f.h_prev[i], 0, b, j, f.zh ? f.zh + i : nullptr);
+    f.h_next[i] = hz;
+    f.y[b * f.ld_y + j] = hz;
+  }
+};
+
+// Backward of the layer-normalised LSTM's step, in two element passes around two row sums.
+// Pass 1, element (b, j): dyc = dL/d(γ_c ⊙ LN(c') + β_c) [B, H] (kept for γ_c's and β_c's
+// gradients after the loop), the o block of dG, and dh_carry (the part of dL/dh_prev outside
+// W_hh: zoneout's kept units; a finished row's whole dh).
+template <typename T>
+struct LnLstmBackwardOut {
   Index H, t;
   const std::int64_t* len;
   const T *dh, *dy;
   Index ld_y;
-  const T *gates, *cprev, *chat, *rstd_c, *gain_c, *bias_c;
-  T *dc, *dgx, *dh_carry, *dyc;
-  const T *zh, *zc;
-  RNNCORE_HD void operator()(Index b) const {
+  const T *gates, *chat, *gain_c, *bias_c;
+  T *dgx, *dh_carry, *dyc;
+  const T* zh;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H;
     if (!(t < len[b])) {
-      for (Index j = 0; j < H; ++j) {
-        dh_carry[b * H + j] = dh[b * H + j];
-        dyc[b * H + j] = T(0);
-      }
+      dh_carry[i] = dh[i];
+      dyc[i] = T(0);
       return;
     }
-    T a = T(0), c2 = T(0);
-    for (Index j = 0; j < H; ++j) {
-      const Index i = b * H + j;
-      const T total = dh[i] + (dy ? dy[b * ld_y + j] : T(0));
-      const T kept = zh && zh[i] != T(0) ? total : T(0);
-      const T d = total - kept;
-      const T* g = gates + b * 4 * H + j;
-      const T og = g[3 * H], ch = chat[i];
-      const T th = tanh_(gain_c[j] * ch + bias_c[j]);
-      const T dv = d * og * (T(1) - th * th);
-      dyc[i] = dv;
-      a += dv * gain_c[j];
-      c2 += dv * gain_c[j] * ch;
-      dgx[b * 4 * H + 3 * H + j] = d * th * og * (T(1) - og);
-      dh_carry[i] = kept;
-    }
-    a /= T(H);
-    c2 /= T(H);
-    for (Index j = 0; j < H; ++j) {
-      const Index i = b * H + j;
-      const T* g = gates + b * 4 * H + j;
-      const T ig = g[0], fg = g[H], gg = g[2 * H];
-      const bool keep_c = zc && zc[i] != T(0);
-      const T carried = keep_c ? T(0) : dc[i];
-      const T dct = carried + rstd_c[b] * (dyc[i] * gain_c[j] - a - chat[i] * c2);
-      T* o = dgx + b * 4 * H + j;
-      o[0] = dct * gg * ig * (T(1) - ig);
-      o[H] = dct * cprev[i] * fg * (T(1) - fg);
-      o[2 * H] = dct * ig * (T(1) - gg * gg);
-      dc[i] = dct * fg + (keep_c ? dc[i] : T(0));
-    }
+    const T total = dh[i] + (dy ? dy[b * ld_y + j] : T(0));
+    const T kept = zh && zh[i] != T(0) ? total : T(0);
+    const T d = total - kept;
+    const T og = gates[b * 4 * H + 3 * H + j];
+    const T th = tanh_(gain_c[j] * chat[i] + bias_c[j]);
+    dyc[i] = d * og * (T(1) - th * th);
+    dgx[b * 4 * H + 3 * H + j] = d * th * og * (T(1) - og);
+    dh_carry[i] = kept;
+  }
+};
+// Pass 2, element (b, j) of a running row: through the norm of c' into dc and the i, f, g blocks
+// of dG; a = Σ_j dyc γ_c and c2 = Σ_j dyc γ_c chat of the row (GainDots over dyc).
+template <typename T>
+struct LnLstmBackwardCell {
+  Index H, t;
+  const std::int64_t* len;
+  const T *gates, *cprev, *chat, *rstd_c, *gain_c, *dyc, *a_sum, *c2_sum;
+  T *dc, *dgx;
+  const T* zc;
+  RNNCORE_HD void operator()(Index i) const {
+    const Index b = i / H, j = i % H;
+    if (!(t < len[b])) return;
+    const T* g = gates + b * 4 * H + j;
+    const T ig = g[0], fg = g[H], gg = g[2 * H];
+    const bool keep_c = zc && zc[i] != T(0);
+    const T carried = keep_c ? T(0) : dc[i];
+    const T dct =
+        carried + rstd_c[b] * (dyc[i] * gain_c[j] - a_sum[b] / T(H) - chat[i] * c2_sum[b] / T(H));
+    T* o = dgx + b * 4 * H + j;
+    o[0] = dct * gg * ig * (T(1) - ig);
+    o[H] = dct * cprev[i] * fg * (T(1) - fg);
+    o[2 * H] = dct * ig * (T(1) - gg * gg);
+    dc[i] = dct * fg + (keep_c ? dc[i] : T(0));
   }
 };
 
-// sq[b] = ||dL/dh_t||^2 of row b (0 past the end): the step-gradient diagnostic.
+// ||dL/dh_t||² of row b (0 past the end): the step-gradient diagnostic (row_sums' functor).
 template <typename T>
-struct RowSquares {
+struct StepGradSquares {
   const T *dh, *dy;
   Index H, ld_y, t;
   const std::int64_t* len;
-  double* sq;
-  RNNCORE_HD void operator()(Index b) const {
-    double s = 0.0;
-    if (t < len[b])
-      for (Index j = 0; j < H; ++j) {
-        const double v = double(dh[b * H + j] + (dy ? dy[b * ld_y + j] : T(0)));
-        s += v * v;
-      }
-    sq[b] = s;
+  RNNCORE_HD double operator()(Index b, Index j) const {
+    if (!(t < len[b])) return 0.0;
+    const double v = double(dh[b * H + j] + (dy ? dy[b * ld_y + j] : T(0)));
+    return v * v;
   }
 };
 
@@ -860,8 +898,7 @@ class GpuSequence final : public SequenceBackend<T> {
         gemm<T>(dev_, false, true, Tn * B, GH, Il, T(1), input.data(), Il, P + lo.Wx, Il, T(1),
                 xp.data(), GH);
         if (ln)
-          dev_.for_each(Tn * B, NormRows<T>{xp.data(), P + lo.ln_x, bx, lane.xhat.data(),
-                                            lane.rstd_x.data(), GH});
+          norm_rows(xp.data(), P + lo.ln_x, bx, lane.xhat.data(), lane.rstd_x.data(), Tn * B, GH);
         if (call.training) {
           lane.gates = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * GH));
           lane.hprev = Buffer<T, Dev>(&dev_, std::size_t(Tn * B * R));
@@ -914,9 +951,9 @@ class GpuSequence final : public SequenceBackend<T> {
             gemm<T>(dev_, false, true, B, GH, R, T(1), h_in, R, P + lo.Wh, R, T(0), hp.data(), GH);
           }
           if (ln)  // the recurrent side becomes γ_h ⊙ LN(h W_hh^T)
-            dev_.for_each(B, NormRows<T>{hp.data(), P + lo.ln_h, nullptr,
-                                         call.training ? lane.rhat.data() + at * GH : nullptr,
-                                         call.training ? lane.rstd_h.data() + at : nullptr, GH});
+            norm_rows(hp.data(), P + lo.ln_h, nullptr,
+                      call.training ? lane.rhat.data() + at * GH : nullptr,
+                      call.training ? lane.rstd_h.data() + at : nullptr, B, GH);
           T* m_t = proj ? (call.training ? lane.m.data() + at * H : m_step.data()) : nullptr;
           CellForward<T> f{kind_,
                            H,
@@ -942,9 +979,9 @@ class GpuSequence final : public SequenceBackend<T> {
                            zoned && call.training ? lane.zh.data() + at * H : nullptr,
                            zoned && call.training && lstm ? lane.zc.data() + at * H : nullptr};
           if (ln && lstm)
-            dev_.for_each(B, LnLstmForward<T>{f, P + lo.ln_c, P + lo.ln_cb,
-                                              call.training ? lane.chat.data() + at * H : nullptr,
-                                              call.training ? lane.rstd_c.data() + at : nullptr});
+            ln_lstm_step(f, P + lo.ln_c, P + lo.ln_cb,
+                         call.training ? lane.chat.data() + at * H : nullptr,
+                         call.training ? lane.rstd_c.data() + at : nullptr, B);
           else
             dev_.for_each(B * H, f);
           if (proj) {  // h = m W_hr^T for the rows still running
@@ -1024,7 +1061,7 @@ class GpuSequence final : public SequenceBackend<T> {
           const std::size_t at = std::size_t(t * B);
           const T* dy_t = dY.data() + at * DR + d * R;
           if (call.step_grad_norms) {
-            dev_.for_each(B, RowSquares<T>{dh.data(), dy_t, R, DR, t, len, sq.data() + at});
+            dev_.row_sums(B, R, sq.data() + at, StepGradSquares<T>{dh.data(), dy_t, R, DR, t, len});
           }
           if (proj) {  // dL/dm = dL/dh W_hr for the rows still running; the rest carry dh
             T* dq_t = dq.data() + at * R;
@@ -1051,22 +1088,21 @@ class GpuSequence final : public SequenceBackend<T> {
                             lane.zh.size() ? lane.zh.data() + at * H : nullptr,
                             lane.zc.size() ? lane.zc.data() + at * H : nullptr};
           if (ln && lstm)
-            dev_.for_each(
-                B, LnLstmBackward<T>{H, t, len, proj ? dm.data() : dh.data(), proj ? nullptr : dy_t,
-                                     DR, lane.gates.data() + at * GH, lane.cprev.data() + at * H,
-                                     lane.chat.data() + at * H, lane.rstd_c.data() + at,
-                                     P + lo.ln_c, P + lo.ln_cb, dc.data(), dgx.data() + at * GH,
+            ln_lstm_step_backward(
+                LnLstmBackwardOut<T>{H, t, len, proj ? dm.data() : dh.data(), proj ? nullptr : dy_t,
+                                     DR, lane.gates.data() + at * GH, lane.chat.data() + at * H,
+                                     P + lo.ln_c, P + lo.ln_cb, dgx.data() + at * GH,
                                      proj ? cell_carry.data() : dh_next.data(), dyc.data() + at * H,
-                                     lane.zh.size() ? lane.zh.data() + at * H : nullptr,
-                                     lane.zc.size() ? lane.zc.data() + at * H : nullptr});
+                                     lane.zh.size() ? lane.zh.data() + at * H : nullptr},
+                lane.cprev.data() + at * H, lane.rstd_c.data() + at, dc.data(),
+                lane.zc.size() ? lane.zc.data() + at * H : nullptr, B);
           else
             dev_.for_each(B * H, f);
           const T* dg_t = dgh_all + at * GH;
           if (ln) {  // through the recurrent side's norm: rhat becomes dL/d(h W_hh^T)
             T* rhat_t = lane.rhat.data() + at * GH;
             dev_.for_each(GH, ColumnDotSums<T>{dg_t, rhat_t, dP + lo.ln_h, B, GH});
-            dev_.for_each(
-                B, NormRowsBackward<T>{dg_t, P + lo.ln_h, rhat_t, lane.rstd_h.data() + at, GH});
+            norm_rows_backward(dg_t, P + lo.ln_h, rhat_t, lane.rstd_h.data() + at, B, GH);
             dg_t = rhat_t;
           }
           if (v1) {  // through W_hn (r ⊙ h_in): dr, and r ⊙ drh into dL/dh_in
@@ -1109,8 +1145,8 @@ class GpuSequence final : public SequenceBackend<T> {
         if (ln) {
           dev_.for_each(GH,
                         ColumnDotSums<T>{dgx.data(), lane.xhat.data(), dP + lo.ln_x, Tn * B, GH});
-          dev_.for_each(Tn * B, NormRowsBackward<T>{dgx.data(), P + lo.ln_x, lane.xhat.data(),
-                                                    lane.rstd_x.data(), GH});
+          norm_rows_backward(dgx.data(), P + lo.ln_x, lane.xhat.data(), lane.rstd_x.data(), Tn * B,
+                             GH);
           dpx = lane.xhat.data();
         }
         gemm<T>(dev_, true, false, GH, Il, Tn * B, T(1), dpx, GH, X.data(), Il, T(1), dP + lo.Wx,
@@ -1191,6 +1227,44 @@ class GpuSequence final : public SequenceBackend<T> {
   }
 
  private:
+  // Layer norm over rows [rows, n] of v (NormApply), the statistics by row reductions.
+  void norm_rows(T* v, const T* gain, const T* bias, T* xhat, T* rstd, Index rows, Index n) {
+    Buffer<T, Dev> sum(&dev_, std::size_t(rows)), m2(&dev_, std::size_t(rows));
+    dev_.row_sums(rows, n, sum.data(), RowValues<T>{v, n});
+    dev_.row_sums(rows, n, m2.data(), RowDeviations<T>{v, sum.data(), n});
+    dev_.for_each(rows * n, NormApply<T>{v, gain, bias, xhat, rstd, sum.data(), m2.data(), n});
+  }
+  // Its backward with a gain: xhat [rows, n] becomes dL/dv_in (NormBackwardApply).
+  void norm_rows_backward(const T* dv, const T* gain, T* xhat, const T* rstd, Index rows, Index n) {
+    Buffer<T, Dev> a(&dev_, std::size_t(rows)), b(&dev_, std::size_t(rows));
+    dev_.row_sums(rows, n, a.data(), GainDots<T>{dv, gain, nullptr, n});
+    dev_.row_sums(rows, n, b.data(), GainDots<T>{dv, gain, xhat, n});
+    dev_.for_each(rows * n, NormBackwardApply<T>{dv, gain, xhat, rstd, a.data(), b.data(), n});
+  }
+  // One step of the layer-normalised LSTM over B rows (LnLstmGates, the statistics of c',
+  // LnLstmOutput).
+  void ln_lstm_step(const CellForward<T>& f, const T* gain_c, const T* bias_c, T* chat, T* rstd_c,
+                    Index B) {
+    const Index H = f.H;
+    dev_.for_each(B * H, LnLstmGates<T>{f, chat, rstd_c});
+    Buffer<T, Dev> sum(&dev_, std::size_t(B)), m2(&dev_, std::size_t(B));
+    dev_.row_sums(B, H, sum.data(), LnLstmCellValues<T>{f.c_next, f.len, H, f.t});
+    dev_.row_sums(B, H, m2.data(), LnLstmCellDeviations<T>{f.c_next, sum.data(), f.len, H, f.t});
+    dev_.for_each(B * H, LnLstmOutput<T>{f, gain_c, bias_c, chat, rstd_c, sum.data(), m2.data()});
+  }
+  // Its backward (LnLstmBackwardOut, the row sums of dyc, LnLstmBackwardCell).
+  void ln_lstm_step_backward(const LnLstmBackwardOut<T>& out, const T* cprev, const T* rstd_c,
+                             T* dc, const T* zc, Index B) {
+    const Index H = out.H;
+    dev_.for_each(B * H, out);
+    Buffer<T, Dev> a(&dev_, std::size_t(B)), c2(&dev_, std::size_t(B));
+    dev_.row_sums(B, H, a.data(), GainDots<T>{out.dyc, out.gain_c, nullptr, H});
+    dev_.row_sums(B, H, c2.data(), GainDots<T>{out.dyc, out.gain_c, out.chat, H});
+    dev_.for_each(B * H,
+                  LnLstmBackwardCell<T>{H, out.t, out.len, out.gates, cprev, out.chat, rstd_c,
+                                        out.gain_c, out.dyc, a.data(), c2.data(), dc, out.dgx, zc});
+  }
+
   // The parameters a call reads on the device: the caller's buffer, or the layer's own uploaded.
   const T* params_for(const T* device_params) {
     if (device_params) return device_params;
