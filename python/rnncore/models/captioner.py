@@ -184,12 +184,8 @@ class Captioner(nn.Module):
 
     def validation_step(self, batch: Any) -> dict[str, float]:
         """Summed token loss, token count, correct tokens and exactly right captions."""
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             loss, logits, tgt_out = self._loss(batch)
-        finally:
-            self.train(was)
         count = float(self.criterion.count)
         valid = tgt_out != self.pad_id
         right = (logits.argmax(-1) == tgt_out) | ~valid
@@ -231,9 +227,7 @@ class Captioner(nn.Module):
         """The most likely token at every step for a batch of features [B, F]; B id lists
         without <bos>/<eos> (at most max_len steps, the <eos> step included)."""
         feats = self._features(features)
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             setup = self._setup(feats)
             state = setup["state"]
             tokens = np.full(feats.shape[0], self.bos_id, dtype=np.int64)
@@ -246,8 +240,6 @@ class Captioner(nn.Module):
                 done |= tokens == self.eos_id
                 if done.all():
                     break
-        finally:
-            self.train(was)
         rows = np.stack(steps, axis=1).tolist() if steps else [[] for _ in range(len(feats))]
         return [r[: r.index(self.eos_id)] if self.eos_id in r else r for r in rows]
 
@@ -259,9 +251,7 @@ class Captioner(nn.Module):
         if beam_width < 1:
             raise ValueError(f"Captioner.beam_search: beam_width must be >= 1, got {beam_width}")
         feats = self._features(np.asarray(features).reshape(1, -1))
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             return beam_search(
                 self._step,
                 self._setup(feats),
@@ -271,8 +261,6 @@ class Captioner(nn.Module):
                 max_len,
                 length_penalty,
             )
-        finally:
-            self.train(was)
 
     def caption(
         self, features: Any, *, beam_width: int = 1, max_len: int = 30, batch_size: int = 256

@@ -51,8 +51,11 @@ class TextClassifier(Module):
         return {"loss": loss, "count": int(labels.size), "correct": correct}
 
     def validation_step(self, batch: ClassifierBatch) -> dict[str, float]:
+        """Summed loss, count and correct predictions of a batch (in inference mode whatever the
+        model's mode: no dropout, nothing kept for a backward)."""
         ids, lengths, labels = batch
-        logits = self.forward(ids, lengths)
+        with inference_mode(self):
+            logits = self.forward(ids, lengths)
         return {
             "loss_sum": summed_cross_entropy(logits, labels),
             "count": float(labels.size),

@@ -153,21 +153,13 @@ class Forecaster(nn.Module):
 
     def validation_step(self, batch: Any) -> dict[str, float]:
         """Summed squared error and the number of values (transformed space)."""
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             loss, n = self._loss(batch)
-        finally:
-            self.train(was)
         return {"loss_sum": loss * n, "count": float(n)}
 
     def predict(self, x: Any) -> np.ndarray:
         """Forecasts [B, h] of windows x [L, B, I] (eval mode; the last step's prediction in
         "many_to_many")."""
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             out = self.forward(x)
-        finally:
-            self.train(was)
         return out if self.mode == "many_to_one" else out[-1]

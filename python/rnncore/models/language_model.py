@@ -363,9 +363,11 @@ class LanguageModel(Module):
         return {"loss": loss, "count": int(y.size)}
 
     def validation_step(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-        """Summed NLL of a window, carrying the evaluation state across windows."""
+        """Summed NLL of a window, carrying the evaluation state across windows (in inference
+        mode whatever the model's mode: no dropout, nothing kept for a backward)."""
         x, y = batch
-        logits, state = self.forward(x, self._carried(self._eval_state, x.shape[1]))
+        with inference_mode(self):
+            logits, state = self.forward(x, self._carried(self._eval_state, x.shape[1]))
         loss_sum = summed_cross_entropy(logits, y)
         self._eval_state = _copy_state(state)
         return {"loss_sum": loss_sum, "count": float(y.size)}

@@ -420,12 +420,8 @@ class Seq2Seq(nn.Module):
 
     def validation_step(self, batch: Any) -> dict[str, float]:
         """Summed token loss, token count and correctly predicted tokens (teacher forcing)."""
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             loss, logits, tgt_out = self._loss(batch)
-        finally:
-            self.train(was)
         count = float(self.criterion.count)
         correct = float(((logits.argmax(-1) == tgt_out) & (tgt_out != self.pad_id)).sum())
         return {"loss_sum": loss * count, "count": count, "correct": correct}
@@ -484,9 +480,7 @@ class Seq2Seq(nn.Module):
         Returns:
             B id lists without <bos>/<eos>.
         """
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             setup = self._decode_setup(src, src_lengths)
             B = np.asarray(src).shape[1]
             tokens = np.full(B, self.bos_id, dtype=np.int64)
@@ -500,8 +494,6 @@ class Seq2Seq(nn.Module):
                 done |= tokens == self.eos_id
                 if done.all():
                     break
-        finally:
-            self.train(was)
         out = np.stack(steps, axis=1) if steps else np.zeros((B, 0), dtype=np.int64)
         result = []
         for row in out.tolist():
@@ -531,15 +523,11 @@ class Seq2Seq(nn.Module):
         if beam_width < 1:
             raise ValueError(f"Seq2Seq.beam_search: beam_width must be >= 1, got {beam_width}")
         src = np.asarray(src_ids, dtype=np.int64).reshape(-1, 1)
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             setup = self._decode_setup(src, np.array([src.shape[0]]))
             return beam_search(
                 self._step, setup, self.bos_id, self.eos_id, beam_width, max_len, length_penalty
             )
-        finally:
-            self.train(was)
 
     def translate(
         self,

@@ -196,15 +196,11 @@ class SequenceRegressor(nn.Module):
     def validation_step(self, batch: Any) -> dict[str, float]:
         """Summed loss (and correct predictions for classes) of one batch, forward only."""
         x, y, lengths = self._unpack(batch)
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             out = self.forward(x, lengths)
             y = self._targets(y, out)
             loss = self.criterion(out, y)
             return self._sums(out, y, loss)
-        finally:
-            self.train(was)
 
     def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """Mean loss; accuracy for classification."""
@@ -216,12 +212,8 @@ class SequenceRegressor(nn.Module):
 
     def predict(self, x: Any, lengths: Any = None) -> np.ndarray:
         """Outputs in eval mode (float array; take ``argmax(-1)`` for classes)."""
-        was = self.training
-        self.eval()
-        try:
+        with nn.inference_mode(self):
             return self.forward(x, lengths)
-        finally:
-            self.train(was)
 
     @property
     def record_step_grad_norms(self) -> bool:

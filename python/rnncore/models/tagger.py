@@ -328,8 +328,10 @@ class SequenceTagger(Module):
         return {"loss": loss, "count": count, "correct": correct}
 
     def validation_step(self, batch: TaggerBatch) -> dict[str, float]:
-        """Sums: loss, tokens, correct tokens and, for BIO tags, entity (chunk) counts."""
-        logits = self._logits(batch)
+        """Sums: loss, tokens, correct tokens and, for BIO tags, entity (chunk) counts (in
+        inference mode whatever the model's mode: no dropout, nothing kept for a backward)."""
+        with inference_mode(self):
+            logits = self._logits(batch)
         tags = batch.tags
         pred = self.decode(logits, batch.lengths)
         if self.crf is not None:

@@ -147,12 +147,25 @@ class Parameter:
         )
 
 
+def _array_bytes(context: Any, depth: int = 3) -> int:
+    """Bytes of the numpy arrays in a saved context (arrays, or tuples/lists/dicts of them)."""
+    if isinstance(context, np.ndarray):
+        return int(context.nbytes)
+    if depth == 0:
+        return 0
+    if isinstance(context, dict):
+        context = context.values()
+    elif not isinstance(context, (tuple, list)):
+        return 0
+    return sum(_array_bytes(c, depth - 1) for c in context)
+
+
 #: A module holding more unconsumed training forwards than this warns once (ResourceWarning):
 #: forwards whose backward never comes (say, predictions in training mode) pile up otherwise.
 SAVED_FORWARDS_WARNING = 10_000
-#: ... or, for the engine's layers (whose saved forwards keep every step's gates), more than this
-#: many bytes: an LSTM(200, 200, num_layers=2) training call on 20 x 20 tokens keeps 3.7 MB, so a
-#: loop of predictions in training mode would otherwise fill the memory long before 10,000 calls.
+#: ... or whose saved forwards hold more than this many bytes: an LSTM(200, 200, num_layers=2)
+#: training call on 20 x 20 tokens keeps 3.7 MB, a CrossEntropyLoss over 700 x 10k logits 28 MB,
+#: so predictions in training mode would otherwise fill the memory long before 10,000 calls.
 SAVED_BYTES_WARNING = 1 << 30
 
 
@@ -174,15 +187,25 @@ class Module:
     def __init__(self) -> None:
         self.training = True
         self._parameters: list[Parameter] = []
-        self._saved: list[tuple[int, Any]] = []  # (thread id, context) per training forward
+        # (thread id, context, its arrays' bytes) per training forward, and their total bytes
+        self._saved: list[tuple[int, Any, int]] = []
+        self._saved_bytes = 0
         self._saved_warned = False
 
     # ---- saved forwards (for subclasses) -------------------------------------------------------
     def _save_for_backward(self, context: Any) -> None:
         """Push one training forward's context (call in training mode only)."""
-        self._saved.append((threading.get_ident(), context))
-        if len(self._saved) > SAVED_FORWARDS_WARNING:
-            self._warn_saved(f"{len(self._saved)} training-mode forwards wait for a backward", 5)
+        size = _array_bytes(context)
+        self._saved.append((threading.get_ident(), context, size))
+        # A list emptied elsewhere (a mode change, discard_saved) left a stale total behind.
+        self._saved_bytes = size if len(self._saved) == 1 else self._saved_bytes + size
+        if len(self._saved) > SAVED_FORWARDS_WARNING or self._saved_bytes > SAVED_BYTES_WARNING:
+            held = self._saved_bytes / 2**30
+            self._warn_saved(
+                f"{len(self._saved)} training-mode forwards wait for a backward, holding "
+                f"{held:.1f} GiB",
+                5,
+            )
 
     def _warn_saved(self, what: str, stacklevel: int = 4) -> None:
         """Warn once per module (ResourceWarning) that unconsumed training forwards pile up;
@@ -200,7 +223,7 @@ class Module:
     def _pop_saved(self, where: str) -> Any:
         """The newest unconsumed forward's context, consumed (errors: :meth:`_peek_saved`)."""
         context = self._peek_saved(where)
-        self._saved.pop()
+        self._saved_bytes -= self._saved.pop()[2]
         return context
 
     def _peek_saved(self, where: str) -> Any:
@@ -213,7 +236,7 @@ class Module:
                 "allows one backward; eval(), train() changing the mode and discard_saved() drop "
                 "unconsumed forwards)"
             )
-        thread, context = self._saved[-1]
+        thread, context, _ = self._saved[-1]
         if thread != threading.get_ident():
             raise RuntimeError(
                 f"{where}: the training forward it would consume ran in another thread; a thread "
