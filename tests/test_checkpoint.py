@@ -107,6 +107,24 @@ def test_random_state_round_trip_gives_the_same_dropout_masks(tmp_path):
     )
 
 
+def test_loading_a_checkpoint_leaves_numpy_global_random_state_alone(tmp_path):
+    """A Trainer's checkpoint records np.random's global state for its own resume; loading the
+    model elsewhere must not rewind the program's global generator (only the model's state)."""
+    from rnncore.train.rng import get_rng_state
+
+    model = TinyLM(vocab_size=3, num_layers=2, dropout=0.5, seed=1)
+    np.random.seed(7)
+    rng = get_rng_state({"model": model}, include_global=True)
+    save_checkpoint(tmp_path / "ck", model, rng=rng)
+    np.random.seed(42)
+    expect = np.random.rand(3)
+    np.random.seed(42)
+    ck = load_checkpoint(tmp_path / "ck", model=TinyLM(vocab_size=3, num_layers=2, seed=5))
+    np.testing.assert_array_equal(np.random.rand(3), expect)
+    assert ck.model.rnn._dropout_seed == model.rnn._dropout_seed  # the model's state did load
+    assert "numpy.random" in ck.restore_rng({}, restore_global=True)  # on request
+
+
 def test_tied_weights_are_stored_once_and_stay_tied(tmp_path):
     model = TinyLM(vocab_size=5, embed_dim=8, hidden_size=8, tie_weights=True, seed=2)
     assert model.decoder.weight is model.embedding.weight

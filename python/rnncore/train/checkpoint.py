@@ -545,12 +545,13 @@ class Checkpoint:
         with _reading(self.path / META_FILE, "scheduler"):
             scheduler.load_state_dict(_jsonable.decode(info["state"]))
 
-    def restore_rng(self, objects: Mapping[str, Any]) -> list[str]:
-        """Restore the saved random state into ``objects`` (e.g. ``{"model": model}``); returns
-        the paths restored (see :func:`rnncore.train.rng.set_rng_state`)."""
+    def restore_rng(self, objects: Mapping[str, Any], *, restore_global: bool = False) -> list[str]:
+        """Restore the saved random state into ``objects`` (e.g. ``{"model": model}``), and
+        numpy's global random state only with ``restore_global``; returns the paths restored
+        (see :func:`rnncore.train.rng.set_rng_state`)."""
         if not self.rng:
             return []
-        return set_rng_state(self.rng, objects)
+        return set_rng_state(self.rng, objects, restore_global=restore_global)
 
 
 def load_checkpoint(

@@ -167,15 +167,20 @@ def get_rng_state(objects: Mapping[str, Any], *, include_global: bool = False) -
     return state
 
 
-def set_rng_state(state: Mapping[str, Any], objects: Mapping[str, Any]) -> list[str]:
+def set_rng_state(
+    state: Mapping[str, Any], objects: Mapping[str, Any], *, restore_global: bool = True
+) -> list[str]:
     """Put back a :func:`get_rng_state` result into the same-shaped ``objects``.
 
     Only entries whose path exists under ``objects`` are restored (so the model part and the data
-    part can be restored at different times); ``"numpy.random"`` is restored when present.
+    part can be restored at different times); ``"numpy.random"`` (numpy's global generator) is
+    restored when present and ``restore_global``.
 
     Args:
         state: from :func:`get_rng_state` (after a JSON round trip through ``_jsonable``).
         objects: {name: object} as given to :func:`get_rng_state`.
+        restore_global: whether to restore numpy's global random state too (a resumed run
+            does; loading a model into a program with its own use of np.random does not).
 
     Returns:
         The paths restored.
@@ -188,8 +193,9 @@ def set_rng_state(state: Mapping[str, Any], objects: Mapping[str, Any]) -> list[
     for path, entry in state.items():
         kind, value = entry["kind"], entry["state"]
         if path == "numpy.random" and kind == "global":
-            np.random.set_state(_legacy_tuple(value))
-            done.append(path)
+            if restore_global:
+                np.random.set_state(_legacy_tuple(value))
+                done.append(path)
             continue
         if path not in found:
             continue
