@@ -98,6 +98,22 @@ def test_every_cell_is_batch_and_thread_invariant_and_close_to_float32(cell, kw)
     np.testing.assert_allclose(one, got, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_and_weights_give_nan_not_finite_garbage(bad):
+    """max |x| skips NaN, and an infinite max quantized a row to zeros: the int8 outputs looked
+    plausible. Now a non-finite row's NaN reaches every output it touches (that sequence only)."""
+    lstm = nn.LSTM(4, 8, seed=0).eval()
+    lstm.int8_inference = True
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    x[1, 0, 2] = bad
+    y, (h, c) = lstm(x)
+    assert not np.isnan(y[0]).any() and not np.isnan(y[:, 1]).any()  # before it, other sequence
+    assert np.isnan(y[1:, 0]).all() and np.isnan(h[0, 0]).all()
+    dict(lstm.named_parameters())["weight_hh_l0"].data[3, 1] = bad
+    y, _ = lstm(x[:, 1:])
+    assert np.isnan(y[1:]).all()  # from step 2 on, through h
+
+
 def test_training_forwards_and_checkpoints_ignore_it():
     m = layer(num_layers=2).train()
     x = RNG.standard_normal((5, 2, 13)).astype(np.float32)

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -239,6 +240,19 @@ const QuantKernels& kernels() {
 
 std::size_t quant_panel_bytes(Idx m, Idx k) { return std::size_t(round8(m) * quant_padded(k)); }
 
+namespace {
+
+// False when x[0:k] holds a NaN or an infinity. The quantizers' max |x| skips NaN, and an
+// infinite max quantizes the row to zeros; a NaN scale instead carries the non-finite value
+// through the product into every output it touches, as float32 arithmetic would.
+bool finite_row(Idx k, const float* x) {
+  float acc = 0.0f;
+  for (Idx j = 0; j < k; ++j) acc += x[j] * 0.0f;  // NaN iff some x[j] is NaN or ±inf
+  return acc == 0.0f;
+}
+
+}  // namespace
+
 void pack_quant_panels(Idx m, Idx k, const float* W, Idx ldw, std::int8_t* out, float* scale,
                        std::int32_t* rowsum) {
   const Idx kp = quant_padded(k);
@@ -248,12 +262,14 @@ void pack_quant_panels(Idx m, Idx k, const float* W, Idx ldw, std::int8_t* out, 
     const Idx p0 = i / kPanel * kPanel, w8 = round8(std::min(kPanel, m - p0));
     scale[i] =
         row(k, W + i * ldw, out + p0 * kp + (i - p0) * kQuantGroup, w8 * kQuantGroup, rowsum + i);
+    if (!finite_row(k, W + i * ldw)) scale[i] = std::numeric_limits<float>::quiet_NaN();
   }
 }
 
 float quantize_vector(Idx k, const float* x, std::uint8_t* out) {
   for (Idx j = k; j < quant_padded(k); ++j) out[j] = kQuantZeroPoint;
-  return kernels().vector(k, x, out);
+  const float scale = kernels().vector(k, x, out);
+  return finite_row(k, x) ? scale : std::numeric_limits<float>::quiet_NaN();
 }
 
 void quant_gemv(Idx m, Idx k, const std::int8_t* packed, const float* scale,

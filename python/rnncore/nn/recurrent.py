@@ -185,9 +185,11 @@ class _Recurrent(Module):
         input row quantized on the fly to 7 bits, products accumulated exactly in int32 and
         scaled back; biases, gates, states and ``proj_size``'s W_hr stay float32. Batch-1
         latency is what it is for (``bench/bench_rnn.py``'s b1_latency rows); outputs differ
-        from float32 by the quantization error, a few 1e-3 on a PyTorch-initialised LSTM.
-        Training-mode forwards ignore it. float32 layers on the CPU without layer norm only
-        (ValueError otherwise: layer norm scales the quantization error up to the gates').
+        from float32 by the quantization error, a few 1e-3 on a PyTorch-initialised LSTM. A NaN
+        or infinite input row (or weight row) gives NaN in every output it reaches, where float32
+        may saturate an infinity to a finite value. Training-mode forwards ignore it. float32
+        layers on the CPU without layer norm only (ValueError otherwise: layer norm scales the
+        quantization error up to the gates').
         """
         return bool(self._core.int8_inference)
 
