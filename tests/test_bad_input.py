@@ -1,5 +1,7 @@
 """Wrong arguments raise the right exception naming the argument, and the layer stays usable."""
 
+import copy
+
 import numpy as np
 import pytest
 from rnn_helpers import assert_same, is_lstm, join_state, make_layer, state_list
@@ -334,3 +336,94 @@ def test_rnn_rejects_unknown_nonlinearity():
 
     with pytest.raises(ValueError, match=r"\bnonlinearity\b"):
         rnncore.nn.RNN(INPUT, HIDDEN, nonlinearity="sigmoid")
+
+
+# ---- found by a review of the API as a demanding user would call it -----------------------------
+from rnncore import models as rnn_models  # noqa: E402
+from rnncore import nn as rnn_nn  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "make, kind, match",
+    [
+        (
+            lambda: rnn_nn.LSTM(4, 8, seed=-1),
+            ValueError,
+            "LSTM: seed must be >= 0",
+        ),
+        (
+            lambda: rnn_nn.Linear(2, 2, seed=1.5),
+            TypeError,
+            "Linear: seed must be",
+        ),
+        (lambda: rnn_nn.Dropout(0.1, seed=True), TypeError, "Dropout: seed"),
+        (
+            lambda: rnn_models.LanguageModel(10, 4, 4, seed=-3),
+            ValueError,
+            "LanguageModel: seed must be >= 0",
+        ),
+        (lambda: rnn_models.Seq2Seq(5, 5, seed="1"), TypeError, "Seq2Seq: seed"),
+    ],
+)
+def test_seeds_are_checked_by_name(make, kind, match):
+    with pytest.raises(kind, match=match):
+        make()
+
+
+def test_model_calls_name_their_arguments():
+    from rnncore import models, nn
+
+    lm = models.LanguageModel(10, 4, 4, seed=0)
+    with pytest.raises(ValueError, match=r"training_step: batch must be \(x \[T, B\], y"):
+        lm.training_step((np.arange(5), np.arange(5)))
+    with pytest.raises(TypeError, match="validation_step: batch must be a pair"):
+        lm.validation_step(np.zeros((3, 2), np.int64))
+    assert lm.sample([1], 2, temperature=np.float32(0.7), seed=0).shape == (2,)
+    with pytest.raises(TypeError, match="prompt_ids must be integer token ids"):
+        lm.sample([1.7], 2)
+    with pytest.raises(ValueError, match="prompt_ids must be 1-D"):
+        lm.sample([[1, 2], [3, 4]], 2)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        lm.sample([1], 2, temperature=True)
+    s2s = models.Seq2Seq(8, 8, embed_dim=4, hidden_size=4, seed=0)
+    with pytest.raises(TypeError, match="beam_width must be an integer, got 2.7"):
+        s2s.beam_search([4, 5], beam_width=2.7)
+    crf = nn.CRF(3)
+    e = np.zeros((4, 2, 3), np.float32)
+    e[1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match="CRF.forward: emissions contain NaN"):
+        crf(e, np.zeros((4, 2), np.int64))
+    e[1, 0, 2] = -np.inf  # an impossible tag stays allowed
+    assert np.isfinite(crf(e, np.zeros((4, 2), np.int64)))
+    with pytest.raises(TypeError, match="CRF.backward: scale must be a number"):
+        crf.backward(None)
+    cell = nn.GRUCell(4, 8)
+    with pytest.raises(ValueError, match=r"^GRUCell\.forward: "):
+        cell(np.zeros((2, 5), np.float32))
+
+
+def test_damaged_optimizer_state_is_refused_before_it_poisons_the_parameters():
+    from rnncore import nn, optim
+
+    lin = nn.Linear(3, 2, seed=0)
+    opt = optim.Adam(lin.parameters())
+    lin(np.ones((4, 3), np.float32))
+    lin.backward(np.ones((4, 2), np.float32))
+    opt.step()
+    good = opt.state_dict()
+
+    def damaged(key, value):
+        sd = copy.deepcopy(good)
+        sd["state"][0][key] = value
+        return sd
+
+    sq = good["state"][0]["exp_avg_sq"]
+    for sd, match in [
+        (damaged("exp_avg_sq", -np.ones_like(sq)), "'exp_avg_sq' holds negative values"),
+        (damaged("exp_avg", np.full_like(sq, np.nan)), "'exp_avg' holds NaN"),
+        (damaged("step", -1), "'step' of parameter 0 must be an integer >= 0"),
+    ]:
+        fresh = optim.Adam(lin.parameters())
+        with pytest.raises(ValueError, match=match):
+            fresh.load_state_dict(sd)
+    optim.Adam(lin.parameters()).load_state_dict(good)

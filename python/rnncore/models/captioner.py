@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn
+from ..nn._checks import check_seed
 from . import register
 from .language_model import make_rnn
 from .seq2seq import beam_search, teacher_forcing_batch
@@ -79,6 +80,7 @@ class Captioner(nn.Module):
         self.is_lstm = cell == "lstm"
         self.feed_features = bool(feed_features)
         self.pad_id, self.bos_id, self.eos_id = padding_idx, bos_id, eos_id
+        seed = check_seed(seed, "Captioner")
         seeds = iter(int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, 8))
         LH = num_layers * hidden_size
         self.init_h = nn.Linear(feature_dim, LH, dtype=dtype, seed=next(seeds))
@@ -248,6 +250,10 @@ class Captioner(nn.Module):
     ) -> tuple[list[int], float]:
         """Beam search for one feature vector [F] (see :meth:`Seq2Seq.beam_search`); width 1
         equals :meth:`greedy_decode`. Returns (ids without specials, normalised score)."""
+        if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)):
+            raise TypeError(
+                f"Captioner.beam_search: beam_width must be an integer, got {beam_width!r}"
+            )
         if beam_width < 1:
             raise ValueError(f"Captioner.beam_search: beam_width must be >= 1, got {beam_width}")
         feats = self._features(np.asarray(features).reshape(1, -1))

@@ -174,7 +174,7 @@ class SequenceClassifier(TextClassifier):
                 self._config[key] = float(value)
         if layer_norm:
             self._config["layer_norm"] = True
-        s = child_seeds(seed, 5)
+        s = child_seeds(seed, 5, "SequenceClassifier")
         self.pooling = pooling
         self.num_directions = 2 if bidirectional else 1
         self.embedding = Embedding(

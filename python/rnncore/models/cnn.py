@@ -71,7 +71,7 @@ class KimCNN(TextClassifier):
             dtype=dtype_name(dtype),
             seed=seed,
         )
-        s = child_seeds(seed, len(widths) + 3)
+        s = child_seeds(seed, len(widths) + 3, "KimCNN")
         self.embedding = Embedding(
             vocab_size, embed_dim, padding_idx=padding_idx, dtype=dtype, seed=s[0]
         )

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn
+from ..nn._checks import check_seed
 from . import register
 from .language_model import make_rnn
 from .sequence_regressor import hidden_of
@@ -92,6 +93,7 @@ class Forecaster(nn.Module):
         self.horizon = int(horizon)
         self.input_size = input_size
         self.dtype = np.dtype(dtype)
+        seed = check_seed(seed, "Forecaster")
         seeds = [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, 2)]
         self.rnn = make_rnn(
             cell, input_size, hidden_size, num_layers, dropout=dropout, dtype=dtype, seed=seeds[0]

@@ -25,6 +25,7 @@ from ..nn import (
     inference_mode,
     recurrent_layer,
 )
+from ..nn._checks import check_seed
 from ..nn.layers import _FlatModule, _owned, one_call_at_a_time
 from ..nn.recurrent import FORGET_GATE_CELLS
 from . import register
@@ -102,9 +103,9 @@ def make_rnn(
     )
 
 
-def child_seeds(seed: int | None, n: int) -> list[int | None]:
+def child_seeds(seed: int | None, n: int, owner: str = "model") -> list[int | None]:
     """n independent seeds derived from ``seed`` (all None when seed is None)."""
-    if seed is None:
+    if check_seed(seed, owner) is None:
         return [None] * n
     return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=n)]
 
@@ -275,7 +276,7 @@ class LanguageModel(Module):
         ):
             if value:
                 self._config[key] = value
-        s = child_seeds(seed, 5)
+        s = child_seeds(seed, 5, "LanguageModel")
         self.embedding = Embedding(vocab_size, embed_dim, dtype=dtype, seed=s[0])
         self.drop_in = Dropout(dropout, seed=s[1], batch_axis=1)
         self.rnn = make_rnn(
@@ -314,7 +315,7 @@ class LanguageModel(Module):
 
     def init_uniform(self, scale: float, seed: int | None = None) -> None:
         """Every parameter ~ U(-scale, scale) (Zaremba et al. 2014 use 0.1 for the small model)."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, "LanguageModel.init_uniform"))
         for p in self.parameters():
             p.data[...] = rng.uniform(-scale, scale, size=p.shape)
 
@@ -353,9 +354,22 @@ class LanguageModel(Module):
     def _carried(self, state: Any, batch: int) -> Any:
         return state if state is not None and _state_batch(state) == batch else None
 
+    @staticmethod
+    def _window(batch: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of a BPTT window, both int [T, B] of one shape, else TypeError/ValueError."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"{where}: batch must be a pair (x [T, B], y [T, B])")
+        x, y = np.asarray(batch[0]), np.asarray(batch[1])
+        if x.ndim != 2 or y.shape != x.shape:
+            raise ValueError(
+                f"{where}: batch must be (x [T, B], y [T, B]) of one shape, got {x.shape} and "
+                f"{y.shape}"
+            )
+        return x, y
+
     def training_step(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         """One truncated-BPTT window: batch = (x [T, B], y [T, B]) with y the next tokens."""
-        x, y = batch
+        x, y = self._window(batch, "LanguageModel.training_step")
         logits, state = self.forward(x, self._carried(self._train_state, x.shape[1]))
         loss = self.criterion(logits, y)
         self.backward(self.criterion.backward())
@@ -365,7 +379,7 @@ class LanguageModel(Module):
     def validation_step(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         """Summed NLL of a window, carrying the evaluation state across windows (in inference
         mode whatever the model's mode: no dropout, nothing kept for a backward)."""
-        x, y = batch
+        x, y = self._window(batch, "LanguageModel.validation_step")
         with inference_mode(self):
             logits, state = self.forward(x, self._carried(self._eval_state, x.shape[1]))
         loss_sum = summed_cross_entropy(logits, y)
@@ -406,12 +420,21 @@ class LanguageModel(Module):
             int64 [n], the generated ids (without the prompt).
         """
         where = "LanguageModel.sample"
-        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        raw = np.asarray(prompt_ids)
+        if raw.size and (raw.dtype == bool or raw.dtype.kind not in "iu"):
+            raise TypeError(f"{where}: prompt_ids must be integer token ids, got dtype {raw.dtype}")
+        if raw.ndim > 1:
+            raise ValueError(f"{where}: prompt_ids must be 1-D, got shape {raw.shape}")
+        ids = raw.astype(np.int64).reshape(-1)
         if ids.size == 0:
             raise ValueError(f"{where}: prompt_ids is empty; give at least one token")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"{where}: n must be an integer >= 0, got {n!r}")
-        if not isinstance(temperature, (int, float)) or not temperature >= 0:
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float, np.integer, np.floating))
+            or not temperature >= 0
+        ):
             raise ValueError(f"{where}: temperature must be >= 0, got {temperature!r}")
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1

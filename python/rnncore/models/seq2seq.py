@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn
+from ..nn._checks import check_seed
 from . import register
 from .language_model import make_rnn
 
@@ -203,6 +204,7 @@ class Seq2Seq(nn.Module):
         self.use_context = bool(context)
         self.reverse_source = bool(reverse_source)
         self.pad_id, self.bos_id, self.eos_id = padding_idx, bos_id, eos_id
+        seed = check_seed(seed, "Seq2Seq")
         seeds = iter(int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, 12))
         H, E = hidden_size, embed_dim
         self.src_embedding = nn.Embedding(src_vocab_size, E, padding_idx, dtype, next(seeds))
@@ -520,6 +522,10 @@ class Seq2Seq(nn.Module):
         Returns:
             (best id list without specials, its normalised score).
         """
+        if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)):
+            raise TypeError(
+                f"Seq2Seq.beam_search: beam_width must be an integer, got {beam_width!r}"
+            )
         if beam_width < 1:
             raise ValueError(f"Seq2Seq.beam_search: beam_width must be >= 1, got {beam_width}")
         src = np.asarray(src_ids, dtype=np.int64).reshape(-1, 1)

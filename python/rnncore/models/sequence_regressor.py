@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn
+from ..nn._checks import check_seed
 from . import register
 from .language_model import CELLS, make_rnn
 
@@ -100,7 +101,7 @@ class SequenceRegressor(nn.Module):
         self.readout = readout
         self.loss_kind = loss
         self.dtype = np.dtype(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, "SequenceRegressor"))
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=3)]
         if vocab_size is not None:
             self.embedding = nn.Embedding(vocab_size, input_size, dtype=dtype, seed=seeds[0])

@@ -184,7 +184,7 @@ class SequenceTagger(Module):
             self._config["layer_norm"] = True
         if crf:
             self._config["crf"] = True
-        s = child_seeds(seed, 7)
+        s = child_seeds(seed, 7, "SequenceTagger")
         D = 2 if bidirectional else 1
         self.tag_names = tag_names
         #: What :meth:`predict_tags` needs, set by load_checkpoint from the training run (or by
@@ -235,7 +235,8 @@ class SequenceTagger(Module):
                 num_tags,
                 constraints=bio_constraints(tag_names) if bio else None,
                 dtype=dtype,
-                seed=child_seeds(seed, 8)[7],  # the first 7 are the other layers' seeds
+                # the first 7 are the other layers' seeds
+                seed=child_seeds(seed, 8, "SequenceTagger")[7],
             )
         self._cache: tuple[Any, ...] | None = None
 

@@ -16,6 +16,20 @@ def positive_int(value: Any, name: str, owner: str) -> int:
     return int(value)
 
 
+def check_seed(seed: Any, owner: str) -> int | None:
+    """``seed`` as None or an int >= 0 (what numpy's generators take), else TypeError/ValueError
+    naming ``owner``'s seed."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"{owner}: seed must be a non-negative integer or None, got {type(seed).__name__}"
+        )
+    if seed < 0:
+        raise ValueError(f"{owner}: seed must be >= 0, got {seed}")
+    return int(seed)
+
+
 def float_dtype(value: Any, owner: str) -> np.dtype:
     """``value`` as numpy float32 or float64, else TypeError naming ``owner``."""
     try:

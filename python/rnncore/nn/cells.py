@@ -3,6 +3,7 @@ names, forward and backward through rnncore's engine, for step-by-step decoding.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,6 +112,19 @@ class _Cell(Module):
             raise TypeError(f"{where}: hx of a {type(self).__name__} must be an array h")
         return lift(hx, "hx")
 
+    @contextlib.contextmanager
+    def _named(self, where: str) -> Iterator[None]:
+        """Errors of the engine layer underneath name the cell's method (LSTMCell.forward), not
+        the layer's (LSTM.forward)."""
+        try:
+            yield
+        except (ValueError, TypeError, RuntimeError) as e:
+            inner = f"{type(self._layer).__name__}.{where.rsplit('.', 1)[1]}: "
+            msg = str(e)
+            if msg.startswith(inner):
+                raise type(e)(where + ": " + msg[len(inner) :]) from None
+            raise
+
     def forward(self, input: np.ndarray, hx: State = None) -> State:
         """One step: h' = cell(x, h) (LSTMCell: (h', c')).
 
@@ -130,7 +144,8 @@ class _Cell(Module):
         x = input[None] if batched else input[None, None]
         state = self._state_in(hx, batched, where)
         self._layer.training = self.training  # the cell's mode is the engine layer's
-        _, hn = self._layer(x, state)
+        with self._named(where):
+            _, hn = self._layer(x, state)
         if self.training:
             self._save_for_backward(batched)
         squeeze = (lambda a: a[0]) if batched else (lambda a: a[0, 0])
@@ -152,7 +167,8 @@ class _Cell(Module):
         batched = self._peek_saved(where)
         d = self._state_in(dstate, batched, where) if dstate is not None else None
         self._pop_saved(where)
-        dx, dh0 = self._layer.backward(None, d)
+        with self._named(where):
+            dx, dh0 = self._layer.backward(None, d)
         squeeze = (lambda a: a[0]) if batched else (lambda a: a[0, 0])
         if self._has_c:
             return squeeze(dx), (squeeze(dh0[0]), squeeze(dh0[1]))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ._checks import check_device, float_dtype, positive_int
+from ._checks import check_device, check_seed, float_dtype, positive_int
 from .layers import _check_array, _FlatModule, _owned, one_call_at_a_time
 
 
@@ -64,7 +64,7 @@ class Conv1d(_FlatModule):
         self._allocate(self.dtype, shapes)
         self.weight = self._parameters[0]
         self.bias = self._parameters[1] if bias else None
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed, owner))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ._checks import float_dtype, positive_int
+from ._checks import check_seed, float_dtype, positive_int
 from .layers import _check_array, _FlatModule, one_call_at_a_time
 
 
@@ -81,7 +81,7 @@ class CRF(_FlatModule):
             if not start.any():
                 raise ValueError(f"{owner}: constraints allow no first tag")
             self.allowed, self.allowed_start = allowed, start
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed, owner))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -103,6 +103,10 @@ class CRF(_FlatModule):
             raise ValueError(
                 f"{where}: emissions must be [T, B, K={self.num_tags}], got shape {e.shape}"
             )
+        # -inf marks an impossible tag; NaN and +inf are garbage, which the engine would report
+        # as a forbidden path
+        if np.isnan(e).any() or np.isposinf(e).any():
+            raise ValueError(f"{where}: emissions contain NaN or +inf values")
         T, B, _ = e.shape
         lens = np.full(B, T, np.int64) if lengths is None else np.asarray(lengths)
         if lens.shape != (B,) or lens.dtype.kind not in "iu":
@@ -139,6 +143,8 @@ class CRF(_FlatModule):
         """Adds scale · the parameter gradients of the newest training forward; returns
         scale · d(NLL)/d(emissions) [T, B, K] (zero past each length). scale is the factor
         the loss applied to the summed NLL (1/B for the batch mean)."""
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+            raise TypeError(f"CRF.backward: scale must be a number, got {type(scale).__name__}")
         d_em, (dtr, dst, den) = self._pop_saved("CRF.backward")
         self.transitions.grad[...] += scale * dtr
         self.start_transitions.grad[...] += scale * dst

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .. import _core
-from ._checks import check_device, float_dtype, positive_int
+from ._checks import check_device, check_seed, float_dtype, positive_int
 from .keyed import keyed_dropout
 from .module import Module, Parameter, reserve_parameters
 
@@ -139,7 +139,7 @@ class Embedding(_FlatModule):
         self.dtype = float_dtype(dtype, owner)
         self._allocate(self.dtype, [("weight", (self.num_embeddings, self.embedding_dim))])
         self.weight = self._parameters[0]
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed, owner))
         if _weight is None:
             self.reset_parameters()
         else:  # from_pretrained's checked array: no random draw to throw away (V may be 10^6)
@@ -306,7 +306,7 @@ class Linear(_FlatModule):
         self._allocate(self.dtype, shapes)
         self.weight = self._parameters[0]
         self.bias = self._parameters[1] if bias else None
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed, owner))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -406,6 +406,7 @@ class Dropout(Module):
             )
         self.p = float(p)
         self.batch_axis = None if batch_axis is None else int(batch_axis)
+        seed = check_seed(seed, "Dropout")
         self._reseed(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
 
     def _reseed(self, seed: int) -> None:

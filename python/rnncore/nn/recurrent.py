@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _core
 from .. import cuda as _cuda
-from ._checks import check_device, float_dtype, positive_int
+from ._checks import check_device, check_seed, float_dtype, positive_int
 from .keyed import batch_offset
 from .module import SAVED_BYTES_WARNING, Module, Parameter, reserve_parameters
 
@@ -130,7 +130,7 @@ class _Recurrent(Module):
                     gflat[offset : offset + size].reshape(shape),
                 )
             )
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed, owner))
         # Dropout masks come from (seed of this layer, call counter): reproducible runs.
         self._dropout_seed = int(self._rng.integers(0, 2**63 - 1))
         self._calls = 0

@@ -70,6 +70,11 @@ def check_unit(value: Any, name: str, owner: str) -> float:
     return v
 
 
+#: Optimizer state buffers that accumulate squares (Adam's second moment, RMSprop's and
+#: Adadelta's averages, Adagrad's sum): never negative in a state an optimizer wrote.
+_SQUARE_STATES = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta", "sum"})
+
+
 def _address(a: np.ndarray) -> int:
     return int(a.__array_interface__["data"][0])
 
@@ -407,6 +412,15 @@ class Optimizer:
                 raise ValueError(f"{owner}: state for parameter {key} has no 'step'")
             by_index[index_map[int(key)]] = entry
 
+        for key, e in by_index.items():
+            step = e["step"]
+            ok = not isinstance(step, bool) and isinstance(step, (int, float, np.number))
+            if not (ok and math.isfinite(step) and step >= 0 and float(step).is_integer()):
+                raise ValueError(
+                    f"{owner}: state 'step' of parameter {key} must be an integer >= 0, got "
+                    f"{step!r}"
+                )
+
         def signature(e: Mapping[str, Any] | None) -> Any:
             return None if e is None else (int(e["step"]), frozenset(k for k in e if k != "step"))
 
@@ -439,6 +453,13 @@ class Optimizer:
                             f"expected {shape}"
                         )
                     flat[off : off + size] = arr.reshape(-1)
+                # A damaged file must not turn the next step's parameters into NaN.
+                if not np.isfinite(flat).all():
+                    raise ValueError(f"{owner}: state '{key}' holds NaN or infinite values")
+                if key in _SQUARE_STATES and (flat < 0).any():
+                    raise ValueError(
+                        f"{owner}: state '{key}' holds negative values (it averages squares)"
+                    )
                 bufs[key] = flat
             new_states.append((run, step, bufs))
         new_groups = []
