@@ -111,7 +111,17 @@ def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     assert [h["epoch"] for h in _metrics(out)["history"]] == [1, 2]
     (out / "notes.txt").write_text("mine")
+    # A replacing run that fails before it starts (here: a wrong --data) keeps the earlier one.
+    kept = sorted(p.name for p in out.iterdir())
+    second = (out / "metrics.json").read_bytes()
+    bad = ["train", "sentiment", "--data", str(tmp_path / "absent"), "--out", str(out), *TINY]
+    assert main([*bad, "--overwrite"]) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == kept
+    assert (out / "metrics.json").read_bytes() == second
+    assert (out / "checkpoint").is_dir()
     assert main([*argv, "--seed", "1", "--overwrite"]) == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".replaced-run-")]
     m = _metrics(out)
     assert m["options"]["seed"] == 1 and [h["epoch"] for h in m["history"]] == [1]
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced

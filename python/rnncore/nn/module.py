@@ -181,7 +181,11 @@ class Module:
     backward (a tied or shared layer, one projection applied at every decoder step, a cell stepped
     through time) gets every call's gradient, provided the backwards come in reverse order of the
     forwards. A backward with no forward left is a RuntimeError. ``eval()``/``train()`` changing
-    the mode, and :meth:`discard_saved`, drop the forwards a backward never consumed.
+    the mode, and :meth:`discard_saved`, drop the forwards a backward never consumed. Forwards
+    whose backward never comes (predictions in training mode) pile up: a module warns once
+    (ResourceWarning) when its unconsumed forwards pass 10,000 or hold over 1 GiB. The models'
+    ``predict``, decoding and ``validation_step`` methods run in :func:`inference_mode`, which
+    keeps nothing and drops nothing.
     """
 
     def __init__(self) -> None:

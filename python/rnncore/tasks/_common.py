@@ -44,6 +44,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -501,10 +502,18 @@ def check_reporting(args: argparse.Namespace) -> None:
 RUN_OUTPUTS = ("metrics.json", "history.json", "history.csv", "train.log", "curves.png")
 
 
-def check_out_dir(args: argparse.Namespace) -> None:
+def check_out_dir(args: argparse.Namespace) -> Path | None:
     """Refuse an ``--out`` folder that holds an earlier run (its metrics, history, log, curves or
-    checkpoint/) unless --resume (continue it) or --overwrite (remove those files and start
-    afresh). Other files in the folder are left alone; an absent or empty folder is fine.
+    checkpoint/) unless --resume (continue it) or --overwrite (replace it). Other files in the
+    folder are left alone; an absent or empty folder is fine.
+
+    With --overwrite the earlier run's files are set aside in a hidden folder inside --out, not
+    removed: :func:`settle_out_dir` removes them once the new run has finished, and puts them
+    back if it fails before writing anything (a mistyped option or a wrong --data path must not
+    cost the user their earlier run).
+
+    Returns:
+        The folder holding the earlier run's files, or None.
 
     Raises:
         TaskError: naming the folder, what it holds, and both options.
@@ -528,10 +537,28 @@ def check_out_dir(args: argparse.Namespace) -> None:
             f"--out {out} already holds a run ({', '.join(held)}): pass --resume to continue "
             "it or --overwrite to replace it"
         )
-    for name in RUN_OUTPUTS:
-        (out / name).unlink(missing_ok=True)
-    if (out / "checkpoint").is_dir():
-        shutil.rmtree(out / "checkpoint")
+    aside = Path(tempfile.mkdtemp(prefix=".replaced-run-", dir=out))
+    for name in held:
+        os.replace(out / name, aside / name)
+    return aside
+
+
+def settle_out_dir(args: argparse.Namespace, aside: Path | None, finished: bool) -> None:
+    """After the run that --overwrite started: drop the earlier run's files set aside by
+    :func:`check_out_dir` when it ``finished``; otherwise put them back if the new run wrote
+    nothing yet, or say where they are kept."""
+    if aside is None:
+        return
+    if finished:
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    out = Path(args.out)
+    if any((out / n).exists() for n in (*RUN_OUTPUTS, "checkpoint")):
+        print(f"rnncore: the run --overwrite was replacing is kept in {aside}", file=sys.stderr)
+        return
+    for item in aside.iterdir():
+        os.replace(item, out / item.name)
+    aside.rmdir()
 
 
 def writes() -> bool:
@@ -882,9 +909,14 @@ def run_train(args: argparse.Namespace) -> None:
     except ImportError as e:  # every rank fails alike here, before MPI runs: no one waits
         raise TaskError(f"{e}; or pass --no-distributed to train alone in each process") from None
     if world.size == 1:
-        check_reporting(args)  # before --overwrite removes anything
-        check_out_dir(args)
-        module.run(args)
+        check_reporting(args)  # before --overwrite sets anything aside
+        aside = check_out_dir(args)
+        finished = False
+        try:
+            module.run(args)
+            finished = True
+        finally:
+            settle_out_dir(args, aside, finished)
         return
     where = f"rank {world.rank} of {world.size}"
     try:
@@ -892,11 +924,15 @@ def run_train(args: argparse.Namespace) -> None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
             set_num_threads(max(1, (cores or os.cpu_count() or 1) // world.local_size))
         check_reporting(args)
-        if world.rank == 0:
-            check_out_dir(args)
-        if world.rank == 0 or args.task not in SINGLE_PROCESS_TASKS:
-            module.run(args)
-        dist.finish(world)  # the others may still evaluate or write: leave together
+        aside = check_out_dir(args) if world.rank == 0 else None
+        finished = False
+        try:
+            if world.rank == 0 or args.task not in SINGLE_PROCESS_TASKS:
+                module.run(args)
+            dist.finish(world)  # the others may still evaluate or write: leave together
+            finished = True
+        finally:
+            settle_out_dir(args, aside, finished)
     except user_errors() as e:
         _abort(world, f"rnncore: error ({where}): {e}", 2)
     except KeyboardInterrupt:
