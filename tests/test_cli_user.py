@@ -355,6 +355,43 @@ def test_forecast_defaults_to_the_only_value_column(tmp_path, capsys):
     assert _metrics(tmp_path / "g")["options"]["value_column"] == "Passengers"
 
 
+def test_forecast_options_are_checked_before_training(tmp_path, capsys):
+    v = 100 + 10 * np.sin(np.arange(40) * 2 * np.pi / 12)
+    csv = _write(tmp_path / "a.csv", ["y"] + [f"{x:.2f}" for x in v])
+    out = tmp_path / "f"
+    argv = ["train", "forecast", "--data", str(csv), "--out", str(out), "--no-progress"]
+    argv += ["--epochs", "1", "--hidden", "8"]
+    assert main([*argv, "--season", "500"]) == 2
+    assert "--season 500 reaches before the start" in capsys.readouterr().err
+    assert not (out / "metrics.json").exists()  # refused before training, not after
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--delimiter", "ab"])
+    assert exc.value.code == 2
+    assert "--delimiter: expected one character" in capsys.readouterr().err
+    tsv = _write(tmp_path / "a.tsv", ["y"] + [f"{x:.2f}" for x in v])
+    assert main([*argv[:3], str(tsv), "--out", str(out), *argv[6:], "--delimiter", "\\t"]) == 0
+
+
+def test_cli_user_errors_are_one_line(tmp_path, sst, capsys):
+    argv = ["train", "sentiment", "--data", str(sst), "--out", str(tmp_path / "r"), *TINY]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--seed", "-1"])
+    assert exc.value.code == 2
+    assert "--seed: expected an integer >= 0, got '-1'" in capsys.readouterr().err
+    # A diverging run: one line in the command line's terms, not a traceback with Python names.
+    assert main([*argv, "--optimizer", "sgd", "--lr", "1e30", "--clip", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training diverged" in err and "--clip" in err
+    assert "clip_grad_norm" not in err
+    for bad, message in [
+        (["--steps", "1"], "--steps must be >= 2"),
+        (["--cells", "foo"], "--cells must be a comma-separated list among rnn, lstm"),
+        (["gates", "--cells", "gru"], "among rnn, residual, input, forget, lstm"),
+    ]:
+        assert main(["demo", *bad, "--no-plot", "--out", str(tmp_path / "d")]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_rnncore_num_threads_applies_at_import_too():
     code = "import rnncore; print(rnncore.get_num_threads())"
     env = dict(os.environ, RNNCORE_NUM_THREADS="1")

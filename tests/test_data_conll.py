@@ -61,12 +61,14 @@ def test_label_vocab_and_unknown_label(tmp_path):
 @pytest.mark.parametrize(
     ("text", "kwargs", "message"),
     [
-        ("a NN B-NP O\nb NN O\n", {}, r"line 2: expected 4 columns, got 3"),
-        ("\n\na NN\nb NN x y\n", {}, r"line 4: expected 2 columns, got 4"),
+        ("a NN B-NP O\nb NN O\n", {}, r"line 2: expected 4 columns \(as on line 1\), got 3"),
+        ("\n\na NN\nb NN x y\n", {}, r"line 4: expected 2 columns \(as on line 3\), got 4"),
         ("a NN\n", {"label_column": 3}, r"line 1: label_column 3 is out of range for 2 columns"),
         ("-DOCSTART- -X- O\n\n", {}, r"no sentences"),
         (b"a NN O\n\nb\xff NN O\n", {}, r"line 3: not valid UTF-8"),
         ("", {}, r"file is empty"),
+        ("EU NNP B-ORG\nrejects VBZ B-VP O\n", {}, r"line 2: expected 3 columns \(as on line 1\)"),
+        ("EU\nrejects\n", {}, r"line 1: label_column -1 and token_column 0 are the same column"),
     ],
 )
 def test_format_errors_name_file_and_line(tmp_path, text, kwargs, message):
@@ -89,3 +91,10 @@ def test_load_conll2003(tmp_path):
     d = load_conll2003(tmp_path, label_column="pos")
     assert sorted(d) == ["test", "train", "valid"]
     assert d["valid"][0][1] == ["NNP", "VBZ", "JJ", "."]
+
+
+def test_classic_mac_line_ends_are_line_ends(tmp_path):
+    """A file with lone CR line ends: each line is a token line, not one long line."""
+    p = tmp_path / "cr.txt"
+    p.write_bytes(b"EU NNP B-NP B-ORG\rX NNP B-NP O\r\rY NN B-NP O\r")
+    assert read_conll(p) == [(["EU", "X"], ["B-ORG", "O"]), (["Y"], ["O"])]

@@ -32,6 +32,7 @@ from . import optim, set_num_threads
 from .data import adding_problem
 from .models import SequenceRegressor
 from .nn.recurrent import FORGET_GATE_CELLS
+from .tasks._common import TaskError, seed_value
 
 DEFAULT_OUT = "rnncore-demo"
 DESCRIPTION = (
@@ -406,7 +407,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a tenth of the training steps: a quick look, not a result",
     )
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
+    p.add_argument(
+        "--seed", type=seed_value, default=0, metavar="N", help="random seed (default: 0)"
+    )
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw demo.png")
 
 
@@ -414,10 +417,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """``rnncore demo`` with parsed options."""
     experiment = getattr(args, "experiment", "cells")
     cells = None
+    plans = EXPERIMENTS.get(experiment, {})
     if args.cells is not None:
         cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
+        if not cells or any(c not in plans for c in cells):
+            raise TaskError(
+                f"--cells must be a comma-separated list among {', '.join(plans)} for the "
+                f"{experiment} demo, got {args.cells!r}"
+            )
     if args.steps < 2:
-        raise ValueError(f"--steps must be >= 2, got {args.steps}")
+        raise TaskError(f"--steps must be >= 2, got {args.steps}")
     return run_demo(
         args.out,
         experiment=experiment,

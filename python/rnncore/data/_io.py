@@ -82,15 +82,19 @@ def read_text(path: PathLike, who: str) -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines of a text without their "\\n" / "\\r\\n" endings (a final newline adds no line).
+    """Lines of a text without their "\\n", "\\r\\n" or "\\r" endings (a final one adds no
+    line).
 
-    Only "\\n" ends a line (unlike str.splitlines, which also splits on U+2028, form feeds, ...),
-    so line numbers agree with `wc -l` and editors.
+    Only those end a line (unlike str.splitlines, which also splits on U+2028, form feeds, ...),
+    so line numbers agree with editors; a lone "\\r" (classic Mac OS files) is a line end too,
+    not a character inside one line.
     """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [s[:-1] if s.endswith("\r") else s for s in lines]
+    return lines
 
 
 def read_lines(path: PathLike, who: str) -> list[str]:

@@ -54,6 +54,7 @@ def read_conll(
     tokens: list[str] = []
     tags: list[str] = []
     ncols = None
+    first = 0  # the line that set ncols
     for n, line in enumerate(read_lines(path, "read_conll"), 1):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
@@ -68,8 +69,18 @@ def read_conll(
                     raise DataFormatError(
                         path, n, f"{name} {col} is out of range for {ncols} columns"
                     )
+            if label_column % ncols == token_column % ncols:
+                raise DataFormatError(
+                    path,
+                    n,
+                    f"label_column {label_column} and token_column {token_column} are the same "
+                    f"column of {ncols}: the file has no label column apart from the tokens",
+                )
+            first = n
         elif len(fields) != ncols:
-            raise DataFormatError(path, n, f"expected {ncols} columns, got {len(fields)}")
+            raise DataFormatError(
+                path, n, f"expected {ncols} columns (as on line {first}), got {len(fields)}"
+            )
         tag = fields[label_column]
         if allowed is not None and tag not in allowed:
             raise DataFormatError(path, n, f"unknown label {tag!r}")

@@ -250,7 +250,7 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         metavar="N",
         help="stop early after N epochs without improvement on validation (default: never)",
     )
-    t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
+    t.add_argument("--seed", type=seed_value, default=0, metavar="N", help="random seed")
     t.add_argument(
         "--device",
         default="cpu",
@@ -440,6 +440,17 @@ def threads_value(text: str) -> int:
         n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return n
+
+
+def seed_value(text: str) -> int:
+    """argparse type of --seed: an integer >= 0 (what numpy's generators take)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return n
 
 
@@ -913,7 +924,7 @@ def run_train(args: argparse.Namespace) -> None:
         aside = check_out_dir(args)
         finished = False
         try:
-            module.run(args)
+            _run_task(module, args)
             finished = True
         finally:
             settle_out_dir(args, aside, finished)
@@ -928,7 +939,7 @@ def run_train(args: argparse.Namespace) -> None:
         finished = False
         try:
             if world.rank == 0 or args.task not in SINGLE_PROCESS_TASKS:
-                module.run(args)
+                _run_task(module, args)
             dist.finish(world)  # the others may still evaluate or write: leave together
             finished = True
         finally:
@@ -940,6 +951,17 @@ def run_train(args: argparse.Namespace) -> None:
     except BaseException as e:  # a bug or a crash: the traceback, and no rank left waiting
         text = traceback.format_exc()
         _abort(world, f"{text}rnncore: {type(e).__name__} on {where}: {e}; aborting the job", 1)
+
+
+def _run_task(module: Any, args: argparse.Namespace) -> None:
+    """``module.run(args)``, a diverged training reported in the command line's terms."""
+    from ..train import TrainingDiverged
+
+    try:
+        module.run(args)
+    except TrainingDiverged as e:
+        what = str(e).split("; lower", 1)[0].removeprefix("Trainer: ")
+        raise TaskError(f"{what}; lower --lr, or clip the gradients with --clip") from None
 
 
 def _abort(world: dist.World, message: str, code: int) -> None:
@@ -1054,7 +1076,7 @@ def add_use_commands(sub: Any) -> None:
     sa.add_argument(
         "--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest only"
     )
-    sa.add_argument("--seed", type=int, default=None, metavar="N", help="random seed")
+    sa.add_argument("--seed", type=seed_value, default=None, metavar="N", help="random seed")
     pr = sub.add_parser(
         "predict",
         help="label a sentence with a trained classifier or tagger",
@@ -1117,8 +1139,8 @@ def run_use_command(args: argparse.Namespace) -> int:
     elif args.command == "sample":
         if args.length < 0:
             raise TaskError(f"--length must be >= 0, got {args.length}")
-        if not args.temperature >= 0:
-            raise TaskError(f"--temperature must be >= 0, got {args.temperature}")
+        if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+            raise TaskError(f"--temperature must be finite and >= 0, got {args.temperature}")
         if args.top_k is not None and args.top_k < 1:
             raise TaskError(f"--top-k must be >= 1, got {args.top_k}")
         print(_need(module, "sample", "sample", task)(ckpt, args))

@@ -83,7 +83,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="A,B",
         help="comma-separated numeric covariate columns fed as extra inputs (scaled on train)",
     )
-    g.add_argument("--delimiter", default=",", metavar="C", help="CSV field separator")
+    g.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=",",
+        metavar="C",
+        help="CSV field separator: one character ('\\t' for a tab)",
+    )
     g.add_argument("--horizon", type=int, default=1, metavar="H", help="steps predicted at once")
     g.add_argument("--input-len", type=int, default=12, metavar="L", help="window length")
     g.add_argument(
@@ -112,6 +118,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--season", type=int, default=12, metavar="S", help="season of the seasonal-naive baseline"
     )
+
+
+def _delimiter(text: str) -> str:
+    """argparse type of --delimiter: one character; the two characters \\t (as a shell passes
+    '\\t') mean a tab."""
+    if text == "\\t":
+        return "\t"
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(
+            f"expected one character (or '\\t' for a tab), got {text!r}"
+        )
+    return text
 
 
 def _columns(spec: str) -> list[str]:
@@ -194,6 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"--test-fraction {args.test_fraction}"
         ) from None
     L, H = args.input_len, args.horizon
+    baseline_forecasts(fd.values, fd.test_start, H, args.season)  # --season checked before training
 
     # inputs [M, L, I]: the transformed target, then covariates scaled on the training part
     def inputs(x_target: np.ndarray, starts: np.ndarray) -> np.ndarray:
