@@ -701,6 +701,22 @@ def test_rnncore_serve_answers_json_lines(prefix: Path, tmp_path: Path) -> None:
         want = tf.inverse_transform(fc.predict(z)[0].astype(np.float64)[None], np.array(h)[None])
         np.testing.assert_allclose(got[b], want[0], rtol=1e-5)
 
+    # A request for 10^12 tokens would hold the server for good: refused, the next one answered.
+    from rnncore.models import LanguageModel
+
+    lm_dir = save_checkpoint(tmp_path / "lm", LanguageModel(10, 4, 4, seed=0))
+    requests = [{"prefix": [1], "max_tokens": 10**12}, {"prefix": [1], "max_tokens": 3}]
+    r = subprocess.run(
+        [str(exe), str(lm_dir)],
+        input="".join(json.dumps(q) + "\n" for q in requests),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert "max_tokens must be in [0, 4096]" in answers[0]["error"]
+    assert len(answers[1]["ids"]) == 3
+
 
 def test_cli_serve_runs_the_installed_binary(tmp_path: Path) -> None:
     """`rnncore serve DIR` of a pip-installed rnncore (the wheel ships bin/rnncore_serve)."""

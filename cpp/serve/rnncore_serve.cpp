@@ -129,6 +129,18 @@ std::int64_t option_int(const Value& req, const char* key, std::int64_t fallback
   return v && !v->is_null() ? integer(*v, key) : fallback;
 }
 
+// A request's lengths and beam widths are bounded: one request asking for 10^12 tokens or a
+// beam of 10^8 would hold the server (which answers in order) for good.
+constexpr std::int64_t kMaxServedTokens = 4096, kMaxServedBeam = 64;
+std::int64_t bounded_int(const Value& req, const char* key, std::int64_t fallback,
+                         std::int64_t most) {
+  const std::int64_t v = option_int(req, key, fallback);
+  if (v < 0 || v > most)
+    throw std::invalid_argument(std::string(key) + " must be in [0, " + std::to_string(most) +
+                                "] (the server's limit per request), got " + std::to_string(v));
+  return v;
+}
+
 std::vector<std::string> strings(const Value& v, const std::string& what) {
   std::vector<std::string> out;
   for (const Value& e : array_of(v, what)) {
@@ -191,12 +203,13 @@ std::string answer(rnncore::SequenceTagger& m, const Value& req) {
 }
 
 std::string answer(rnncore::Seq2Seq& m, const Value& req) {
-  const std::int64_t beam = option_int(req, "beam", 0), max_len = option_int(req, "max_len", 0);
-  if (beam < 0 || max_len < 0) throw std::invalid_argument("beam and max_len must be >= 0");
+  const std::int64_t beam = bounded_int(req, "beam", 0, kMaxServedBeam);
+  const std::int64_t max_len = bounded_int(req, "max_len", 0, kMaxServedTokens);
   if (req.find("text")) {
     const auto out = m.translate(strings(field(req, "text"), "text"), beam, max_len);
     return "\"translations\":" + list(out, quoted);
   }
+  if (!req.find("ids")) throw std::invalid_argument("the request needs \"text\" or \"ids\"");
   const auto sources = each<std::vector<std::int64_t>>(field(req, "ids"), "ids", ints);
   const auto out = m.translate_ids(sources, beam, max_len);
   return "\"ids\":" + list(out, [](const auto& s) {
@@ -215,6 +228,7 @@ std::string answer(rnncore::SequenceClassifier& m, const Value& req) {
       if (sequences.back().empty()) throw std::invalid_argument("a text has no words");
     }
   } else {
+    if (!req.find("ids")) throw std::invalid_argument("the request needs \"text\" or \"ids\"");
     sequences = each<std::vector<std::int64_t>>(field(req, "ids"), "ids", ints);
   }
   const auto probs = m.predict_proba(sequences);
@@ -242,7 +256,7 @@ std::string answer(rnncore::Forecaster& m, const Value& req) {
 
 std::string answer(rnncore::LanguageModel& m, const Value& req) {
   rnncore::SampleOptions o;
-  o.max_tokens = option_int(req, "max_tokens", 20);
+  o.max_tokens = bounded_int(req, "max_tokens", 20, kMaxServedTokens);
   o.top_k = option_int(req, "top_k", 0);
   o.seed = std::uint64_t(option_int(req, "seed", 0));
   if (const Value* t = req.find("temperature"); t && !t->is_null())
@@ -252,8 +266,8 @@ std::string answer(rnncore::LanguageModel& m, const Value& req) {
 }
 
 std::string answer(rnncore::Captioner& m, const Value& req) {
-  const std::int64_t beam = option_int(req, "beam", 0), max_len = option_int(req, "max_len", 0);
-  if (beam < 0 || max_len < 0) throw std::invalid_argument("beam and max_len must be >= 0");
+  const std::int64_t beam = bounded_int(req, "beam", 0, kMaxServedBeam);
+  const std::int64_t max_len = bounded_int(req, "max_len", 0, kMaxServedTokens);
   std::vector<std::vector<float>> features;
   for (const auto& f : each<std::vector<double>>(field(req, "features"), "features", reals))
     features.emplace_back(f.begin(), f.end());
