@@ -108,6 +108,11 @@ def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(
 
     assert main([*argv, "--resume", "--overwrite"]) == 2
     assert "exclude each other" in capsys.readouterr().err
+    # --resume keeps the run's options: one that changes what it trains is refused by name
+    assert main([*argv, "--epochs", "2", "--resume", "--lr", "0.5", "--hidden", "12"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnncore: error: --resume continues the run with its own options")
+    assert "--hidden 12 (the run's: 8)" in err and "--lr 0.5" in err
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     assert [h["epoch"] for h in _metrics(out)["history"]] == [1, 2]
     (out / "notes.txt").write_text("mine")

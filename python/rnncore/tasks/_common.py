@@ -778,6 +778,57 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: Options a --resume may change: how long the run goes on and how it reports, not what it
+#: trains (and --data, a folder that may have moved).
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "threads",
+        "progress",
+        "resume",
+        "overwrite",
+        "log_every",
+        "log_interval",
+        "plot",
+        "patience",
+        "max_batches",
+        "max_eval_batches",
+        "distributed",
+        "data",
+        "out",
+    }
+)
+
+
+def check_resume_options(checkpoint: Path, args: argparse.Namespace) -> None:
+    """--resume continues a run with its own options: refuse ones that change what it trains
+    (the restored optimizer would silently keep the run's learning rate; a model option would fail
+    to load, naming no option). The run's options are in its checkpoints' ``extra``."""
+    from ..train import _jsonable
+    from ..train.checkpoint import _read_meta
+
+    try:
+        saved = _jsonable.decode(_read_meta(checkpoint).get("extra") or {}).get("cli_options")
+    except Exception:  # noqa: BLE001  (the resume itself reports a damaged checkpoint)
+        return
+    if not isinstance(saved, Mapping):
+        return  # a run from before the options were kept
+    now = json.loads(json.dumps(options(args), default=str))
+    changed = [
+        k
+        for k in sorted(set(saved) | set(now))
+        if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
+    ]
+    if changed:
+        listed = ", ".join(
+            f"--{k.replace('_', '-')} {now.get(k)!r} (the run's: {saved.get(k)!r})" for k in changed
+        )
+        raise TaskError(
+            f"--resume continues the run with its own options, and these differ: {listed}; "
+            "drop them, or start a new run (--overwrite, or another --out)"
+        )
+
+
 def train_and_report(
     args: argparse.Namespace,
     model: Any,
@@ -831,6 +882,7 @@ def train_and_report(
         return None if batches is None else Limited(dist.shard_batches(batches, world), n)
 
     val, test = part(val_batches, n_eval), part(test_batches, n_eval)
+    extra = dict(extra, cli_options=json.loads(json.dumps(options(args), default=str)))
     trainer = Trainer(
         model,
         optimizer,
@@ -863,6 +915,7 @@ def train_and_report(
             raise TaskError(
                 f"--resume: no checkpoint to continue from at {ckpt_dir / 'last'}"
             ) from None
+        check_resume_options(resume, args)
     start = time.perf_counter()
     history = trainer.fit(part(train_batches, args.max_batches), val, resume_from=resume)
     train_seconds = time.perf_counter() - start
