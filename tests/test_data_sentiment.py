@@ -163,3 +163,24 @@ def test_imdb_errors(tmp_path):
     (folder / "test" / "pos").rmdir()
     with pytest.raises(FileNotFoundError, match="test/pos"):
         read_imdb(folder, "test")
+
+
+def test_labels_are_ascii_integers_and_a_header_alone_is_no_data(tmp_path):
+    """int() takes "1_0" as 10 and other scripts' digits: a label is plain ASCII digits."""
+    from rnncore.data import DataFormatError
+    from rnncore.data.sentiment import read_sst, read_sst2_tsv
+
+    p = tmp_path / "stsa.fine.x"
+    for label in ("1_0", "\u0661"):
+        p.write_text(f"{label} a film\n", encoding="utf-8")
+        with pytest.raises(DataFormatError, match="is not an integer"):
+            read_sst(p)
+    p.write_text("3 a film\n", encoding="utf-8")
+    assert read_sst(p) == [(["a", "film"], 3)]
+    for bad in ("2", 0, True):
+        with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+            read_sst(p, num_classes=bad)
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence\tlabel\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="no examples after the header"):
+        read_sst2_tsv(tsv)

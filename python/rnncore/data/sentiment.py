@@ -7,6 +7,8 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ._io import DataFormatError, PathLike, decode_utf8, existing_file, read_lines
 from .sources import ensure_files
 from .text import tokenize
@@ -40,6 +42,14 @@ def read_sst(
         empty sentence; FileNotFoundError.
     """
     name = Path(path).name
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
+        raise ValueError(
+            f"read_sst: num_classes must be an integer >= 1 or None, got {num_classes!r}"
+        )
     if num_classes is None:
         num_classes = 2 if "binary" in name else 5 if "fine" in name else None
     tok = tokenizer or _whitespace
@@ -57,10 +67,10 @@ def read_sst(
 
 
 def _parse_label(text: str, num_classes: int | None, path: PathLike, line: int) -> int:
-    try:
-        label = int(text)
-    except ValueError:
-        raise DataFormatError(path, line, f"label {text!r} is not an integer") from None
+    # ASCII digits only: int() also takes "1_0" (10) and other scripts' digits
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise DataFormatError(path, line, f"label {text!r} is not an integer")
+    label = int(text)
     hi = "" if num_classes is None else f", {num_classes}"
     if label < 0 or (num_classes is not None and label >= num_classes):
         raise DataFormatError(path, line, f"unknown label {label} (labels are in [0{hi}))")
@@ -122,6 +132,8 @@ def read_sst2_tsv(path: PathLike, *, tokenizer: Tokenizer | None = None) -> list
         if not tokens:
             raise DataFormatError(path, n, "empty sentence")
         out.append((tokens, label))
+    if not out:
+        raise DataFormatError(path, None, "no examples after the header")
     return out
 
 

@@ -16,6 +16,7 @@ corpus BLEU (:func:`rnncore.metrics.corpus_bleu`) of the decoded test sentences.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise TaskError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_words < 0:
         raise TaskError(f"--max-words must be >= 0, got {args.max_words}")
+    for name in ("max_pairs", "bleu_sentences"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise TaskError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not math.isfinite(args.length_penalty):
+        raise TaskError(f"--length-penalty must be a finite number, got {args.length_penalty}")
     if not 0 < args.test_fraction < 1 or not 0 <= args.valid_fraction < 1:
         raise TaskError("--test-fraction must be in (0, 1) and --valid-fraction in [0, 1)")
     given = {split: load_split(args, split) for split in ("valid", "test")}
