@@ -325,6 +325,14 @@ def test_seq2seq_takes_the_corpus_splits(tmp_path, capsys):
     assert m["data"]["test_pairs"] == 4 and m["bleu"]["sentences"] == 4  # longer than --max-words
     assert m["data"]["test_source"] == f"{tmp_path / 'test.en'} + {tmp_path / 'test.fr'}"
     assert "on 4 test sentences" in capsys.readouterr().out
+    base = ["train", "seq2seq", "--data", str(tmp_path / "train.tsv"), *TINY]
+    for flag, value, message in [
+        ("--max-pairs", "0", "--max-pairs must be >= 1, got 0"),
+        ("--bleu-sentences", "0", "--bleu-sentences must be >= 1, got 0"),
+        ("--length-penalty", "nan", "--length-penalty must be a finite number"),
+    ]:
+        assert main([*base, "--out", str(tmp_path / "bad"), flag, value]) == 2
+        assert message in capsys.readouterr().err
 
     code = main([*argv[:4], "--out", str(tmp_path / "o"), "--valid-target", str(tmp_path / "x")])
     assert code == 2
