@@ -26,6 +26,15 @@ def layer_pair(cls, device=SIM, dtype=np.float64, **kw):
     return cls(I, H, dtype=dtype, seed=3, **kw), cls(I, H, dtype=dtype, seed=3, device=device, **kw)
 
 
+def assert_same_states(device, host):
+    """A state (h, or (h, c)) of DeviceArrays equal to the host one to 1e-10."""
+    device = device if isinstance(device, tuple) else (device,)
+    host = host if isinstance(host, tuple) else (host,)
+    for d, h in zip(device, host, strict=True):
+        assert isinstance(d, cuda.DeviceArray)
+        np.testing.assert_allclose(d.numpy(), h, atol=1e-10)
+
+
 class CudaArrayInterface:
     """A foreign array (as CuPy's) exposing host memory through __cuda_array_interface__: on
     cuda-sim the device's memory is the host's, so the layer reads it in place."""
@@ -189,13 +198,7 @@ def test_layer_on_device_arrays_equals_the_cpu_engine(cls, kw):
     yd, std = sim(cuda.to_device(x, SIM), dev_hx, lengths=lengths)
     assert isinstance(yd, cuda.DeviceArray) and yd.shape == y.shape
     np.testing.assert_allclose(yd.numpy(), y, atol=1e-10)
-    for a, b in zip(
-        st if isinstance(st, tuple) else (st,),
-        std if isinstance(std, tuple) else (std,),
-        strict=True,
-    ):
-        assert isinstance(b, cuda.DeviceArray)
-        np.testing.assert_allclose(b.numpy(), a, atol=1e-10)
+    assert_same_states(std, st)
     dy = rand(*y.shape, seed=4)
     dh = rand(*(st[0] if isinstance(st, tuple) else st).shape, seed=5)
     dst = (dh, None) if cls is nn.LSTM else dh
@@ -204,12 +207,7 @@ def test_layer_on_device_arrays_equals_the_cpu_engine(cls, kw):
     dxd, dhxd = sim.backward(cuda.to_device(dy, SIM), dst_d)
     assert isinstance(dxd, cuda.DeviceArray) and dxd.shape == dx.shape
     np.testing.assert_allclose(dxd.numpy(), dx, atol=1e-10)
-    for a, b in zip(
-        dhx if isinstance(dhx, tuple) else (dhx,),
-        dhxd if isinstance(dhxd, tuple) else (dhxd,),
-        strict=True,
-    ):
-        np.testing.assert_allclose(b.numpy(), a, atol=1e-10)
+    assert_same_states(dhxd, dhx)
     for (name, p), (_, q) in zip(cpu.named_parameters(), sim.named_parameters(), strict=True):
         np.testing.assert_allclose(q.grad, p.grad, atol=1e-10, err_msg=name)
     assert sim.saved_forwards == 0

@@ -171,14 +171,7 @@ struct PyRecurrent {
                               ptr<T>(dh0), ptr<T>(dc0), ptr<const T>(params), ptr<T>(grads));
     };
     if (!handle) {  // the newest forward on the layer's stack
-      if (!core.has_saved_forward())
-        throw std::runtime_error(
-            "backward needs a training-mode forward first (backward after eval(), before any "
-            "forward, or twice for one forward is not possible)");
-      if (saved.back().thread != std::this_thread::get_id())
-        throw std::runtime_error(
-            "backward: the training forward it would consume ran in another thread; a thread "
-            "can only backpropagate through its own forward (use one layer per thread)");
+      check_newest_forward();
       const int depth = core.saved_forwards();
       try {
         run();
@@ -257,10 +250,8 @@ struct PyRecurrent {
     return backward_locked(dy_obj, dhn_obj, dcn_obj, step_grad_norms);
   }
 
-  py::tuple backward_locked(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
-                            bool step_grad_norms) {
-    const auto& c = core.config();
-    const bool lstm = c.states() == 2;
+  // A backward on the layer's stack needs a saved forward, and one this thread ran.
+  void check_newest_forward() const {
     if (!core.has_saved_forward())
       throw std::runtime_error(
           "backward needs a training-mode forward first (backward after eval(), before any "
@@ -269,6 +260,13 @@ struct PyRecurrent {
       throw std::runtime_error(
           "backward: the training forward it would consume ran in another thread; a thread "
           "can only backpropagate through its own forward (use one layer per thread)");
+  }
+
+  py::tuple backward_locked(py::handle dy_obj, py::handle dhn_obj, py::handle dcn_obj,
+                            bool step_grad_norms) {
+    const auto& c = core.config();
+    const bool lstm = c.states() == 2;
+    check_newest_forward();
     const auto shape = core.saved_shape();
     const int Tn = shape.steps, B = shape.batch;
     const int DH = c.directions() * c.state_size();
