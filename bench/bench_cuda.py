@@ -5,7 +5,8 @@ a training step (forward + backward through a dense dy) and an inference forward
 the median of ``--reps`` runs after warm-ups, alternating the subjects: rnncore.torch's layer on
 CUDA tensors (nothing leaves the GPU: the like-for-like comparison with torch.nn), and
 rnncore.nn's numpy layer (x, y, dy, dx copied to and from the GPU and the parameters uploaded
-every call, so its column shows what the copies cost). Writes bench/results/cuda.{json,md}.
+every call, so its column shows what the copies cost), and the same layer on rnncore.cuda
+DeviceArrays (only the parameters cross). Writes bench/results/cuda.{json,md}.
 
     python bench/bench_cuda.py                 # needs a GPU and a CUDA build of rnncore
     python bench/bench_cuda.py --smoke         # the script itself, on the CPU (device cuda-sim)
@@ -77,6 +78,22 @@ def measure(cfg: br.Config, cell: str, device: str, reps: int) -> dict:
         ours.eval()
         ours(x)
 
+    # The same rnncore.nn layer on device arrays: x, y, dy, dx stay on the GPU; the parameters
+    # still go up (and the gradients down) every call.
+    xd, dyd = rnncore.cuda.to_device(x, device), rnncore.cuda.to_device(dy, device)
+
+    def ours_dev_train() -> None:
+        ours.train()
+        ours.zero_grad()
+        ours(xd)
+        ours.backward(dyd)
+        rnncore.cuda.synchronize(device)
+
+    def ours_dev_infer() -> None:
+        ours.eval()
+        ours(xd)
+        rnncore.cuda.synchronize(device)
+
     def torch_train(layer):
         def step() -> None:
             layer.zero_grad()
@@ -96,10 +113,10 @@ def measure(cfg: br.Config, cell: str, device: str, reps: int) -> dict:
 
     row = {"config": cfg.name, "cell": cell, "T": cfg.T, "B": cfg.B, "I": cfg.I, "H": cfg.H}
     for mode, subjects in (
-        ("train", (ours_train, torch_train(ours_t), torch_train(theirs))),
-        ("infer", (ours_infer, torch_infer(ours_t), torch_infer(theirs))),
+        ("train", (ours_train, torch_train(ours_t), torch_train(theirs), ours_dev_train)),
+        ("infer", (ours_infer, torch_infer(ours_t), torch_infer(theirs), ours_dev_infer)),
     ):
-        times: list[list[float]] = [[], [], []]
+        times: list[list[float]] = [[], [], [], []]
         for _ in range(3):  # alternating rounds: a busy spell hits every subject
             for fn, ts in zip(subjects, times, strict=True):
                 ts.append(_time(fn, reps))
@@ -108,6 +125,7 @@ def measure(cfg: br.Config, cell: str, device: str, reps: int) -> dict:
         row[f"{mode}_torch_s"] = min(times[2])
         row[f"{mode}_ratio"] = min(times[2]) / min(times[1])  # > 1: rnncore is faster
         row[f"{mode}_numpy_ratio"] = min(times[2]) / min(times[0])
+        row[f"{mode}_device_array_ratio"] = min(times[2]) / min(times[3])
     return row
 
 
@@ -119,22 +137,25 @@ def report(rows: list[dict], device_name: str, torch_version: str) -> str:
         f"{time.strftime('%Y-%m-%d')}. Float32, one layer, one direction; the best of three "
         "alternating rounds of medians. rnncore.torch: rnncore's layer on torch CUDA tensors "
         "(nothing leaves the GPU, as for torch.nn); numpy: rnncore.nn's layer, whose time "
-        "includes copying x, y, dy, dx and the parameters between host and GPU every call. "
-        "Ratio = torch time / rnncore.torch time (> 1: rnncore is faster); numpy ratio = torch "
-        "time / numpy layer time.",
+        "includes copying x, y, dy, dx and the parameters between host and GPU every call; "
+        "device arrays: the same layer on rnncore.cuda.DeviceArray x and dy (only the "
+        "parameters and their gradients cross). Ratio = torch time / rnncore.torch time "
+        "(> 1: rnncore is faster); numpy and device-array ratios = torch time / that layer's.",
         "",
         "| shape | cell | T x B x I -> H | train rnncore.torch ms | train torch ms | train ratio "
-        "| train numpy ratio | infer rnncore.torch ms | infer torch ms | infer ratio "
-        "| infer numpy ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| train numpy ratio | train device-array ratio | infer rnncore.torch ms | infer torch ms "
+        "| infer ratio | infer numpy ratio | infer device-array ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['cell']} | {r['T']} x {r['B']} x {r['I']} -> {r['H']} | "
             f"{1e3 * r['train_rt_s']:.2f} | {1e3 * r['train_torch_s']:.2f} | "
             f"{r['train_ratio']:.2f}x | {r['train_numpy_ratio']:.2f}x | "
+            f"{r['train_device_array_ratio']:.2f}x | "
             f"{1e3 * r['infer_rt_s']:.2f} | {1e3 * r['infer_torch_s']:.2f} | "
-            f"{r['infer_ratio']:.2f}x | {r['infer_numpy_ratio']:.2f}x |"
+            f"{r['infer_ratio']:.2f}x | {r['infer_numpy_ratio']:.2f}x | "
+            f"{r['infer_device_array_ratio']:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
