@@ -379,3 +379,11 @@ def test_a_failing_rank_ends_the_job_naming_itself(tmp_path, how):
         assert "rank 1 of 2 failed with RuntimeError: rank one fails on purpose" in text, text
     elif how == "exit":
         assert "rank 1 of 2: exiting" in text and "rank 1 left early" in text, text
+
+
+def test_a_malformed_force_variable_is_named(monkeypatch):
+    """$RNNCORE_DISTRIBUTED=yes was silently ignored (only 0 and 1 mean anything)."""
+    monkeypatch.setattr(dist, "_world", None)
+    monkeypatch.setenv(dist.FORCE_ENV, "yes")
+    with pytest.raises(ValueError, match=r"RNNCORE_DISTRIBUTED must be 0 \(no MPI\) or 1"):
+        dist.init()

@@ -220,6 +220,8 @@ def init(enable: bool | None = None) -> World:
     if _world is not None:
         return _world
     forced = os.environ.get(FORCE_ENV, "").strip()
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"${FORCE_ENV} must be 0 (no MPI) or 1 (MPI), got {forced!r}")
     if enable is None:
         if forced == "0" or (forced != "1" and launcher_world_size() <= 1):
             return World()  # not cached: a later init(True) may still start MPI

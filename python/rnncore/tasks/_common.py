@@ -972,6 +972,8 @@ def run_train(args: argparse.Namespace) -> None:
         world = dist.init() if getattr(args, "distributed", True) else dist.World()
     except ImportError as e:  # every rank fails alike here, before MPI runs: no one waits
         raise TaskError(f"{e}; or pass --no-distributed to train alone in each process") from None
+    except ValueError as e:  # a malformed $RNNCORE_DISTRIBUTED
+        raise TaskError(str(e)) from None
     if world.size == 1:
         check_reporting(args)  # before --overwrite sets anything aside
         aside = check_out_dir(args)
