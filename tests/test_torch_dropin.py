@@ -141,6 +141,20 @@ def test_unbatched_input_like_torch():
         torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_an_empty_batch_gives_empty_outputs_like_torch(name):
+    ref, ours = twins(name, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(0, T, I, dtype=F64, requires_grad=True)
+    (y1, s1), (y2, s2) = ref(x), ours(x)
+    assert y2.shape == y1.shape
+    states = zip(
+        s1 if isinstance(s1, tuple) else (s1,), s2 if isinstance(s2, tuple) else (s2,), strict=True
+    )
+    assert all(b.shape == a.shape for a, b in states)
+    y2.sum().backward()
+    assert all(p.grad is not None and not p.grad.any() for p in ours.parameters())
+
+
 def _gradcheck_inputs(name, seed=3):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4, 2, 3, generator=g, dtype=F64, requires_grad=True)

@@ -606,7 +606,9 @@ class _EngineRecurrent:
                 "(call .train()); their evaluation forms have no backward in the engine"
             )
         seed = int(torch.randint(0, 2**62, (1,)).item()) if stochastic else 0
-        if isinstance(engine, _DeviceEngine):
+        if x.shape[1] == 0 and x.shape[0] > 0:
+            outs = self._empty_batch(x, params)  # as torch.nn: empty outputs, zero gradients
+        elif isinstance(engine, _DeviceEngine):
             _check_device_states(engine, x, h0, c0, owner)
             outs = _DeviceFunction.apply(
                 engine, (save, stochastic, seed), lengths, x, h0, c0, *params
@@ -628,6 +630,19 @@ class _EngineRecurrent:
             cn = outs[2].squeeze(1) if unbatched else outs[2]
             return y, (hn, cn)
         return y, hn
+
+    def _empty_batch(self, x: torch.Tensor, params: list[torch.Tensor]) -> tuple[Any, ...]:
+        """(y [T, 0, D*R], h_n [L*D, 0, R], c_n [L*D, 0, H] or None) of a batch of no sequences:
+        empty, yet in autograd's graph, so that a backward gives the parameters zero gradients
+        as torch.nn does."""
+        link = sum((p.sum() for p in params), x.sum()) * 0
+        dirs = 2 if self.bidirectional else 1
+        width = self.proj_size or self.hidden_size
+        lanes = self.num_layers * dirs
+        y = x.new_zeros((x.shape[0], 0, dirs * width)) + link
+        hn = x.new_zeros((lanes, 0, width)) + link
+        cn = x.new_zeros((lanes, 0, self.hidden_size)) + link if self._has_c else None
+        return y, hn, cn
 
     def _split_state(
         self, hx: Any, unbatched: bool, owner: str
