@@ -261,7 +261,8 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run from DIR/checkpoint/last (same options)",
+        help="continue an interrupted run from DIR/checkpoint/last (same options: those that "
+        "change what it trains are refused)",
     )
     t.add_argument(
         "--overwrite",
@@ -509,7 +510,7 @@ def check_reporting(args: argparse.Namespace) -> None:
             ) from None
 
 
-#: files and folders a run writes into its --out folder (what --overwrite removes)
+#: files and folders a run writes into its --out folder (what --overwrite replaces)
 RUN_OUTPUTS = ("metrics.json", "history.json", "history.csv", "train.log", "curves.png")
 
 
