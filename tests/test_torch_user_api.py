@@ -139,14 +139,14 @@ def test_unconsumed_forwards_are_dropped_by_a_mode_change_and_discard_saved():
 def test_training_forwards_without_backward_warn_before_they_fill_the_memory(monkeypatch):
     """Predictions in training mode keep every call's gates: the layer warns once (by bytes,
     long before the 10,000-forward count), names the way out, and the memory is counted."""
-    from rnncore.nn import module, recurrent
+    from rnncore.nn import module
 
     lstm = nn.LSTM(4, 8, num_layers=2)
     x = np.ones((5, 3, 4), np.float32)
     lstm(x)
     one = lstm._core.saved_bytes
     assert one >= 4 * 5 * 3 * 4 * 8 * 2  # the gates of 2 layers, float32
-    monkeypatch.setattr(recurrent, "SAVED_BYTES_WARNING", 3 * one)
+    monkeypatch.setattr(module, "SAVED_BYTES_WARNING", 3 * one)
     lstm(x)
     lstm(x)
     assert lstm._core.saved_bytes == 3 * one
@@ -159,6 +159,7 @@ def test_training_forwards_without_backward_warn_before_they_fill_the_memory(mon
     assert lstm._core.saved_bytes == 4 * one
     lstm.discard_saved()
     assert lstm._core.saved_bytes == 0
+    monkeypatch.undo()
     assert module.SAVED_BYTES_WARNING == 1 << 30
 
 

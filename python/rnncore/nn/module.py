@@ -203,23 +203,21 @@ class Module:
         self._saved.append((threading.get_ident(), context, size))
         # A list emptied elsewhere (a mode change, discard_saved) left a stale total behind.
         self._saved_bytes = size if len(self._saved) == 1 else self._saved_bytes + size
-        if len(self._saved) > SAVED_FORWARDS_WARNING or self._saved_bytes > SAVED_BYTES_WARNING:
-            held = self._saved_bytes / 2**30
-            self._warn_saved(
-                f"{len(self._saved)} training-mode forwards wait for a backward, holding "
-                f"{held:.1f} GiB",
-                5,
-            )
+        self._check_saved(len(self._saved), self._saved_bytes, 5)
 
-    def _warn_saved(self, what: str, stacklevel: int = 4) -> None:
-        """Warn once per module (ResourceWarning) that unconsumed training forwards pile up;
-        ``stacklevel`` 4 names the caller of ``module(x)`` from a subclass's forward."""
-        if self._saved_warned:
+    def _check_saved(self, count: int, nbytes: int, stacklevel: int = 4) -> None:
+        """Warn once per module (ResourceWarning) when ``count`` unconsumed training forwards
+        holding ``nbytes`` pass SAVED_FORWARDS_WARNING or SAVED_BYTES_WARNING; ``stacklevel`` 4
+        names the caller of ``module(x)`` from a subclass's forward."""
+        if self._saved_warned or (
+            count <= SAVED_FORWARDS_WARNING and nbytes <= SAVED_BYTES_WARNING
+        ):
             return
         self._saved_warned = True
         warnings.warn(
-            f"{type(self).__name__}: {what}; call eval() (or use inference_mode()) for "
-            "forwards without backward, or discard_saved()",
+            f"{type(self).__name__}: {count} training-mode forwards wait for a backward, holding "
+            f"{nbytes / 2**30:.1f} GiB; call eval() (or use inference_mode()) for forwards "
+            "without backward, or discard_saved()",
             ResourceWarning,
             stacklevel=stacklevel,
         )

@@ -15,7 +15,7 @@ from .. import _core
 from .. import cuda as _cuda
 from ._checks import check_device, check_seed, float_dtype, positive_int
 from .keyed import batch_offset
-from .module import SAVED_BYTES_WARNING, Module, Parameter, reserve_parameters
+from .module import Module, Parameter, reserve_parameters
 
 #: The engine's cell registry by name: {"lstm": {"name", "torch_mode", "layer", "layer_option",
 #: "gates", "states"}, ...} (cpp/src/cells/registry.h is the one list).
@@ -424,13 +424,8 @@ class _Recurrent(Module):
 
     def _check_saved_memory(self) -> None:
         """After a training forward: warn once if unconsumed forwards hold too much memory."""
-        if self.training and self._core.saved_bytes > SAVED_BYTES_WARNING:
-            held = self._core.saved_bytes / 2**30
-            self._warn_saved(
-                f"{self._core.saved_forwards} training-mode forwards wait for a backward, "
-                f"holding {held:.1f} GiB",
-                5,
-            )
+        if self.training:  # the engine keeps them, so it counts them
+            self._check_saved(self._core.saved_forwards, self._core.saved_bytes, 5)
 
     def backward(self, dy: np.ndarray | None, dstate: State = None) -> tuple[np.ndarray, State]:
         """BPTT through the newest unconsumed training-mode forward (each forward allows one
