@@ -115,8 +115,8 @@ def test_device_array_round_trip_and_attributes():
 
 
 def test_device_array_refuses_bad_arguments():
-    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
-        cuda.DeviceArray((2,), np.int64, SIM)
+    with pytest.raises(TypeError, match="dtype must be float32, float64 or int64"):
+        cuda.DeviceArray((2,), np.int32, SIM)
     with pytest.raises(ValueError, match="shape must be >= 0"):
         cuda.DeviceArray((2, -1), device=SIM)
     with pytest.raises(TypeError, match="shape must be integers"):

@@ -66,18 +66,21 @@ void capsule_destructor(PyObject* capsule) {
   }
 }
 
-// A DLPack capsule over `address` (C order, `shape`, floats of `bits`) on (device_type, id),
-// keeping `owner` alive until the consumer's deleter runs.
+// A DLPack capsule over `address` (C order, `shape`, elements of `kind` "f" (float) or "i"
+// (signed integer) and `bits`) on (device_type, id), keeping `owner` alive until the consumer's
+// deleter runs.
 py::object make_capsule(py::object owner, std::uintptr_t address, std::vector<std::int64_t> shape,
-                        int bits, int device_type, int device_id, bool versioned, bool readonly) {
+                        int bits, int device_type, int device_id, bool versioned, bool readonly,
+                        const std::string& kind) {
   if (bits != 32 && bits != 64) throw std::invalid_argument("dlpack: bits must be 32 or 64");
+  if (kind != "f" && kind != "i") throw std::invalid_argument("dlpack: kind must be 'f' or 'i'");
   auto* e = new Exported{owner.ptr(), std::move(shape)};
   Py_INCREF(e->owner);
   dl::Tensor t{};
   t.data = reinterpret_cast<void*>(address);
   t.device = {device_type, device_id};
   t.ndim = std::int32_t(e->shape.size());
-  t.dtype = {dl::kFloat, std::uint8_t(bits), 1};
+  t.dtype = {kind == "f" ? dl::kFloat : dl::kInt, std::uint8_t(bits), 1};
   t.shape = e->shape.data();
   t.strides = nullptr;  // C order
   t.byte_offset = 0;
@@ -182,7 +185,7 @@ void bind_device(py::module_& m) {
       "Waits for the device's work so far (stream 0), or for one CUDA stream's.");
   m.def("dlpack_capsule", &make_capsule, py::arg("owner"), py::arg("address"), py::arg("shape"),
         py::arg("bits"), py::arg("device_type"), py::arg("device_id"), py::arg("versioned"),
-        py::arg("readonly") = false,
+        py::arg("readonly") = false, py::arg("kind") = "f",
         "A DLPack capsule over C-order floats at address, keeping owner alive until consumed.");
   m.def("dlpack_view", &view_capsule, py::arg("capsule"),
         "(address, shape, strides|None, kind, bits, lanes, device_type, device_id, readonly) of "

@@ -447,6 +447,8 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
 void bind_ops(py::module_& m);
 // GPU device memory and DLPack (rnncore.cuda.DeviceArray): bind_device.cpp.
 void bind_device(py::module_& m);
+// The training operations on a GPU device (rnncore/device_ops.h): bind_device_ops.cpp.
+void bind_device_ops(py::module_& m);
 
 // The same bindings are built once per instruction-set variant (_core, _core_avx2, _core_avx512);
 // the build names the module, and rnncore/_native.py imports the best one for the CPU.
@@ -511,4 +513,5 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.def("gemm_backend", &rnncore::gemm_backend, "'eigen' or the registered BLAS's name.");
   bind_ops(m);
   bind_device(m);
+  bind_device_ops(m);
 }

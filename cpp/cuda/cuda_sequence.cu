@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../src/gpu/ops_gpu.h"
 #include "../src/gpu/sequence_gpu.h"
 #include "rnncore/backend.h"
 
@@ -159,6 +160,28 @@ __global__ void row_sums_kernel(Index n, U* out, F f) {
   if (threadIdx.x == 0) out[r] = part[0];
 }
 
+// out[r] = max_j f(r, j) (n >= 1): as row_sums_kernel, with max for +.
+template <typename U, typename F>
+__global__ void row_max_kernel(Index n, U* out, F f) {
+  __shared__ U part[kRowThreads];
+  const Index r = blockIdx.x;
+  U m = f(r, 0);
+  for (Index j = threadIdx.x; j < n; j += kRowThreads) {
+    const U v = f(r, j);
+    m = m < v ? v : m;
+  }
+  part[threadIdx.x] = m;
+  __syncthreads();
+  for (int w = kRowThreads / 2; w > 0; w /= 2) {
+    if (int(threadIdx.x) < w) {
+      const U v = part[threadIdx.x + w];
+      part[threadIdx.x] = part[threadIdx.x] < v ? v : part[threadIdx.x];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[r] = part[0];
+}
+
 }  // namespace
 
 // The device's memory calls and kernel launches (without cuBLAS: arrays crossing the API use
@@ -198,6 +221,12 @@ struct CudaMemory {
   void row_sums(Index rows, Index n, U* out, const F& f) {
     if (rows <= 0) return;
     row_sums_kernel<<<unsigned(rows), kRowThreads>>>(n, out, f);
+    check(cudaGetLastError(), "kernel launch");
+  }
+  template <typename U, typename F>
+  void row_max(Index rows, Index n, U* out, const F& f) {
+    if (rows <= 0) return;
+    row_max_kernel<<<unsigned(rows), kRowThreads>>>(n, out, f);
     check(cudaGetLastError(), "kernel launch");
   }
   // 0: the whole device; otherwise a cudaStream_t handle.
@@ -244,6 +273,17 @@ DeviceMemory& cuda_memory() {
       new gpu::MemoryOf<gpu::CudaMemory>;  // never destroyed: arrays may outlive exit
   return *memory;
 }
+
+namespace gpu {
+// One instance per float type for the process (its cuBLAS handle loaded on first use).
+template <typename T>
+DeviceOps<T>& cuda_ops() {
+  static auto* ops = new OpsOf<T, CudaDevice>;  // never destroyed: work may be queued at exit
+  return *ops;
+}
+template DeviceOps<float>& cuda_ops<float>();
+template DeviceOps<double>& cuda_ops<double>();
+}  // namespace gpu
 
 template <typename T>
 std::unique_ptr<SequenceBackend<T>> make_cuda_sequence(const RecurrentConfig& cfg,

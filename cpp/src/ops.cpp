@@ -12,6 +12,8 @@
 
 #include "keyed.h"
 #include "linalg.h"
+#include "ops_checks.h"
+#include "optim_math.h"
 
 namespace rnncore {
 
@@ -110,24 +112,6 @@ void for_optimizer_chunks(std::int64_t P, F&& f) {
   });
 }
 
-// f(std::true_type{}) or f(std::false_type{}): a run-time option as a compile-time one, so that
-// an update loop has no branch inside and GCC vectorises it (square roots included: ops.cpp is
-// built without errno semantics; see CMakeLists.txt). A loop with the options' branches inside
-// stayed scalar: Adam took 4.3 ns per parameter, 0.54 ns vectorised.
-template <typename F>
-decltype(auto) with_flag(bool on, F&& f) {
-  if (on) return f(std::true_type{});
-  return f(std::false_type{});
-}
-
-// torch's lerp (aten/src/ATen/native/Lerp.h): self + w·(end - self), or from the other end when
-// |w| >= 0.5 (kLow: |w| < 0.5, decided once per call), in the buffer's type.
-template <bool kLow, typename T>
-inline T lerp(T self, T end, T w) {
-  if constexpr (kLow) return self + w * (end - self);
-  return end - (end - self) * (T(1) - w);
-}
-
 // The row statistics of a softmax: max z, Σ exp(z - max z) (in double) and the log-sum-exp.
 struct ExpSum {
   double max, sum;
@@ -209,15 +193,21 @@ void keyed_uniform(std::int64_t outer, std::int64_t B, std::int64_t inner, std::
             [&](std::int64_t k, std::uint32_t bits) { out[k] = double(bits) * 0x1.0p-32; });
 }
 
-template <typename T>
-void keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner, const T* x, double p,
-                   std::uint64_t seed, std::int64_t batch_offset, T* y, T* scale) {
+void detail::check_keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner,
+                                 std::int64_t batch_offset, double p, const void* x, const void* y,
+                                 const void* scale) {
   check_keyed(outer, B, inner, batch_offset);
   require(p >= 0.0 && p < 1.0, "p must be in [0, 1), got " + std::to_string(p));
   const std::int64_t n = outer * B * inner;
   require_ptr(x, n, "x");
   require_ptr(y, n, "y");
   require_ptr(scale, n, "scale");
+}
+
+template <typename T>
+void keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner, const T* x, double p,
+                   std::uint64_t seed, std::int64_t batch_offset, T* y, T* scale) {
+  detail::check_keyed_dropout(outer, B, inner, batch_offset, p, x, y, scale);
   const T keep = T(1.0 / (1.0 - p));
   // draw >= p, with draw = bits / 2^32, in integers: bits >= ceil(p * 2^32)
   const std::uint64_t cut = std::uint64_t(std::ceil(p * 0x1.0p32));
@@ -232,7 +222,7 @@ void keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner, const
 template <typename T>
 void embedding_forward(std::int64_t N, std::int64_t V, std::int64_t E, const std::int64_t* ids,
                        const T* weight, T* out) {
-  require_positive(E, "E (embedding size)");
+  detail::check_embedding(N, V, E, -1);
   check_ids(N, V, ids, "ids");
   require_ptr(weight, V * E, "weight");
   require_ptr(out, N * E, "out");
@@ -244,10 +234,8 @@ void embedding_forward(std::int64_t N, std::int64_t V, std::int64_t E, const std
 template <typename T>
 void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const std::int64_t* ids,
                         const T* dout, T* dweight, std::int64_t padding_idx) {
-  require_positive(E, "E (embedding size)");
+  detail::check_embedding(N, V, E, padding_idx);
   check_ids(N, V, ids, "ids");
-  require(padding_idx < V,
-          "padding_idx must be < V=" + std::to_string(V) + ", got " + std::to_string(padding_idx));
   require_ptr(dout, N * E, "dout");
   require_ptr(dweight, V * E, "dweight");
   // Each thread owns a slice of the vocabulary and scans all ids: no two threads touch one row,
@@ -267,12 +255,25 @@ void embedding_backward(std::int64_t N, std::int64_t V, std::int64_t E, const st
 
 // ---- Linear -----------------------------------------------------------------------------------
 
-template <typename T>
-void linear_forward(std::int64_t N, std::int64_t I, std::int64_t O, const T* x, const T* weight,
-                    const T* bias, T* y) {
+void detail::check_linear(std::int64_t N, std::int64_t I, std::int64_t O) {
   require_size(N, "N");
   require_positive(I, "I (in_features)");
   require_positive(O, "O (out_features)");
+}
+
+void detail::check_embedding(std::int64_t N, std::int64_t V, std::int64_t E,
+                             std::int64_t padding_idx) {
+  require_size(N, "N");
+  require_positive(V, "V (vocabulary size)");
+  require_positive(E, "E (embedding size)");
+  require(padding_idx < V,
+          "padding_idx must be < V=" + std::to_string(V) + ", got " + std::to_string(padding_idx));
+}
+
+template <typename T>
+void linear_forward(std::int64_t N, std::int64_t I, std::int64_t O, const T* x, const T* weight,
+                    const T* bias, T* y) {
+  detail::check_linear(N, I, O);
   require_ptr(x, N * I, "x");
   require_ptr(weight, O * I, "weight");
   require_ptr(y, N * O, "y");
@@ -287,9 +288,7 @@ void linear_forward(std::int64_t N, std::int64_t I, std::int64_t O, const T* x, 
 template <typename T>
 void linear_backward(std::int64_t N, std::int64_t I, std::int64_t O, const T* dy, const T* x,
                      const T* weight, T* dx, T* dweight, T* dbias) {
-  require_size(N, "N");
-  require_positive(I, "I (in_features)");
-  require_positive(O, "O (out_features)");
+  detail::check_linear(N, I, O);
   require_ptr(dy, N * O, "dy");
   require_ptr(x, N * I, "x");
   require_ptr(weight, O * I, "weight");
@@ -445,10 +444,8 @@ void softmax_rows(std::int64_t N, std::int64_t V, T* rows) {
 }
 
 // ---- Losses -----------------------------------------------------------------------------------
-template <typename T>
-LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
-                         const std::int64_t* targets, const CrossEntropyOptions& options,
-                         T* dlogits) {
+void detail::check_cross_entropy(std::int64_t N, std::int64_t C, const void* logits,
+                                 const void* targets, const CrossEntropyOptions& options) {
   require_size(N, "N");
   require_positive(C, "C (classes)");
   require_ptr(logits, N * C, "logits");
@@ -459,17 +456,32 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
           "grad_scale must be finite, got " + num(options.grad_scale));
   require(options.reduction == Reduction::kMean || options.reduction == Reduction::kSum,
           "reduction must be mean or sum");
-  const std::int64_t ignore = options.ignore_index;
+}
+
+std::int64_t detail::check_targets(std::int64_t N, std::int64_t C, const std::int64_t* targets,
+                                   std::int64_t ignore_index) {
   std::int64_t count = 0;
   for (std::int64_t n = 0; n < N; ++n) {
     const std::int64_t t = targets[n];
-    if (t == ignore) continue;
+    if (t == ignore_index) continue;
     if (t < 0 || t >= C)
       throw std::invalid_argument("targets: class " + std::to_string(t) + " at position " +
                                   std::to_string(n) + " is out of range [0, " + std::to_string(C) +
-                                  ") (and is not ignore_index=" + std::to_string(ignore) + ")");
+                                  ") (and is not ignore_index=" + std::to_string(ignore_index) +
+                                  ")");
     ++count;
   }
+  return count;
+}
+
+template <typename T>
+LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
+                         const std::int64_t* targets, const CrossEntropyOptions& options,
+                         T* dlogits) {
+  detail::check_cross_entropy(N, C, logits, targets, options);
+  const double eps = options.label_smoothing;
+  const std::int64_t ignore = options.ignore_index;
+  const std::int64_t count = detail::check_targets(N, C, targets, ignore);
   const bool mean = options.reduction == Reduction::kMean;
   const double denom = mean ? static_cast<double>(count) : 1.0;
   const double gscale = count == 0 ? 0.0 : options.grad_scale / denom;
@@ -537,12 +549,12 @@ double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduct
 }
 
 // ---- Optimizers -------------------------------------------------------------------------------
-// Each loop body is torch's op sequence for one element, with torch's association order
-// (add(alpha): a + α·b; addcmul: a + v·b·c; addcdiv: a + v·(b/c)).
+// Each element's update is optim_math.h's (shared with the GPU kernels): torch's op sequence for
+// one element, with torch's association order (add(alpha): a + α·b; addcmul: a + v·b·c;
+// addcdiv: a + v·(b/c)).
 
-template <typename T>
-void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool first_step,
-              const SgdOptions& o) {
+void detail::check_sgd(std::int64_t P, const void* param, const void* grad,
+                       const void* momentum_buf, const SgdOptions& o) {
   require_size(P, "P");
   require_ptr(param, P, "param");
   require_ptr(grad, P, "grad");
@@ -553,48 +565,20 @@ void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool fir
   require(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0),
           "nesterov needs momentum > 0 and dampening == 0");
   if (o.momentum != 0.0) require_ptr(momentum_buf, P, "momentum_buf");
-  const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), damp = T(1.0 - o.dampening);
-  const bool use_wd = o.weight_decay != 0.0, use_mom = o.momentum != 0.0, nesterov = o.nesterov;
+}
+
+template <typename T>
+void sgd_step(std::int64_t P, T* param, const T* grad, T* momentum_buf, bool first_step,
+              const SgdOptions& o) {
+  detail::check_sgd(P, param, grad, momentum_buf, o);
+  const auto c = detail::optim::sgd_constants<T>(o, first_step);
   parallel_for(P, P >= kParallelMin, [&](std::int64_t i) {
-    T g = grad[i];
-    if (use_wd) g = g + wd * param[i];
-    if (use_mom) {
-      const T b = first_step ? g : momentum_buf[i] * mom + damp * g;
-      momentum_buf[i] = b;
-      g = nesterov ? g + mom * b : b;
-    }
-    param[i] = param[i] + (-lr) * g;
+    detail::optim::sgd_element(i, param, grad, momentum_buf, c);
   });
 }
 
-// One piece of adam_step (n elements), the options fixed at compile time (see with_flag).
-template <typename T>
-struct AdamConstants {
-  T wd, decay, w1, beta2, w2, neg_step_size, bc2_sqrt, eps;
-};
-template <bool kCoupledWd, bool kDecoupledWd, bool kAmsgrad, bool kLowLerp, typename T>
-void adam_piece(std::int64_t n, T* __restrict p, const T* __restrict g0, T* __restrict m,
-                T* __restrict v, T* __restrict vmax, const AdamConstants<T> c) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    T pi = p[i], g = g0[i];
-    if constexpr (kCoupledWd) g = g + c.wd * pi;
-    if constexpr (kDecoupledWd) pi = pi * c.decay;
-    const T mi = lerp<kLowLerp>(m[i], g, c.w1);
-    const T vi = v[i] * c.beta2 + c.w2 * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    T vhat = vi;
-    if constexpr (kAmsgrad) {
-      vhat = std::max(vmax[i], vi);
-      vmax[i] = vhat;
-    }
-    p[i] = pi + c.neg_step_size * (mi / (std::sqrt(vhat) / c.bc2_sqrt + c.eps));
-  }
-}
-
-template <typename T>
-void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
-               T* max_exp_avg_sq, std::int64_t step, const AdamOptions& o) {
+void detail::check_adam(std::int64_t P, const void* param, const void* grad, const void* exp_avg,
+                        const void* exp_avg_sq, std::int64_t step, const AdamOptions& o) {
   require_size(P, "P");
   require_ptr(param, P, "param");
   require_ptr(grad, P, "grad");
@@ -606,49 +590,36 @@ void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_s
   require_nonneg(o.eps, "eps");
   require_nonneg(o.weight_decay, "weight_decay");
   require_positive(step, "step");
+}
+
+// The update loops take __restrict pointers (GCC vectorises them without run-time overlap checks,
+// which it gives up on past a few arrays) and call optim_math.h's element update.
+template <bool kCoupledWd, bool kDecoupledWd, bool kAmsgrad, bool kLowLerp, typename T>
+void adam_piece(std::int64_t n, T* __restrict p, const T* __restrict g, T* __restrict m,
+                T* __restrict v, T* __restrict vmax, const detail::optim::AdamConstants<T> c) {
+  for (std::int64_t i = 0; i < n; ++i)
+    detail::optim::adam_element<kCoupledWd, kDecoupledWd, kAmsgrad, kLowLerp>(i, p, g, m, v, vmax,
+                                                                              c);
+}
+
+template <typename T>
+void adam_step(std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+               T* max_exp_avg_sq, std::int64_t step, const AdamOptions& o) {
+  detail::check_adam(P, param, grad, exp_avg, exp_avg_sq, step, o);
   const bool amsgrad = max_exp_avg_sq != nullptr;
-  const bool use_wd = o.weight_decay != 0.0, decoupled = o.decoupled_weight_decay;
-  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
-  const T wd = T(o.weight_decay), decay = T(1.0 - o.lr * o.weight_decay);
-  const T w1 = T(1.0 - o.beta1), beta2 = T(o.beta2), w2 = T(1.0 - o.beta2);
-  const T neg_step_size = T(-(o.lr / bc1)), bc2_sqrt = T(std::sqrt(bc2)), eps = T(o.eps);
-  const AdamConstants<T> c{wd, decay, w1, beta2, w2, neg_step_size, bc2_sqrt, eps};
+  const auto c = detail::optim::adam_constants<T>(o, step);
   for_optimizer_chunks(P, [&](std::int64_t lo, std::int64_t n) {
-    with_flag(use_wd && !decoupled, [&](auto coupled) {
-      with_flag(use_wd && decoupled, [&](auto decay_p) {
-        with_flag(amsgrad, [&](auto ams) {
-          with_flag(std::abs(w1) < T(0.5), [&](auto low) {
-            adam_piece<decltype(coupled)::value, decltype(decay_p)::value, decltype(ams)::value,
-                       decltype(low)::value>(n, param + lo, grad + lo, exp_avg + lo,
-                                             exp_avg_sq + lo,
-                                             amsgrad ? max_exp_avg_sq + lo : nullptr, c);
-          });
-        });
-      });
+    detail::optim::with_adam_flags(o, amsgrad, c, [&](auto cw, auto dw, auto ams, auto low) {
+      adam_piece<decltype(cw)::value, decltype(dw)::value, decltype(ams)::value,
+                 decltype(low)::value>(n, param + lo, grad + lo, exp_avg + lo, exp_avg_sq + lo,
+                                       amsgrad ? max_exp_avg_sq + lo : nullptr, c);
     });
   });
 }
 
-// One piece of adadelta_step (see adam_piece).
-template <bool kWd, typename T>
-void adadelta_piece(std::int64_t n, T* __restrict p, const T* __restrict g0, T* __restrict sq,
-                    T* __restrict acc, const T lr, const T rho, const T w, const T eps,
-                    const T wd) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    T g = g0[i];
-    if constexpr (kWd) g = g + wd * p[i];
-    const T si = sq[i] * rho + w * g * g;
-    sq[i] = si;
-    const T delta = std::sqrt(acc[i] + eps) / std::sqrt(si + eps) * g;
-    acc[i] = acc[i] * rho + w * delta * delta;
-    p[i] = p[i] - lr * delta;
-  }
-}
-
-template <typename T>
-void adadelta_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* acc_delta,
-                   const AdadeltaOptions& o) {
+void detail::check_adadelta(std::int64_t P, const void* param, const void* grad,
+                            const void* square_avg, const void* acc_delta,
+                            const AdadeltaOptions& o) {
   require_size(P, "P");
   require_ptr(param, P, "param");
   require_ptr(grad, P, "grad");
@@ -658,52 +629,30 @@ void adadelta_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* ac
   require(o.rho >= 0.0 && o.rho <= 1.0, "rho must be in [0, 1], got " + num(o.rho));
   require_nonneg(o.eps, "eps");
   require_nonneg(o.weight_decay, "weight_decay");
-  const bool use_wd = o.weight_decay != 0.0;
-  const T lr = T(o.lr), rho = T(o.rho), w = T(1.0 - o.rho), eps = T(o.eps);
-  const T wd = T(o.weight_decay);
+}
+
+template <bool kWd, typename T>
+void adadelta_piece(std::int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sq,
+                    T* __restrict acc, const detail::optim::AdadeltaConstants<T> c) {
+  for (std::int64_t i = 0; i < n; ++i) detail::optim::adadelta_element<kWd>(i, p, g, sq, acc, c);
+}
+
+template <typename T>
+void adadelta_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* acc_delta,
+                   const AdadeltaOptions& o) {
+  detail::check_adadelta(P, param, grad, square_avg, acc_delta, o);
+  const auto c = detail::optim::adadelta_constants<T>(o);
   for_optimizer_chunks(P, [&](std::int64_t lo, std::int64_t n) {
-    with_flag(use_wd, [&](auto decayed) {
-      adadelta_piece<decltype(decayed)::value>(n, param + lo, grad + lo, square_avg + lo,
-                                               acc_delta + lo, lr, rho, w, eps, wd);
+    detail::optim::with_flag(o.weight_decay != 0.0, [&](auto wd) {
+      adadelta_piece<decltype(wd)::value>(n, param + lo, grad + lo, square_avg + lo, acc_delta + lo,
+                                          c);
     });
   });
 }
 
-// One piece of rmsprop_step (see adam_piece).
-template <typename T>
-struct RmspropConstants {
-  T wd, alpha, w, eps, mom, lr;
-};
-template <bool kWd, bool kCentered, bool kMomentum, bool kLowLerp, typename T>
-void rmsprop_piece(std::int64_t n, T* __restrict p, const T* __restrict g0, T* __restrict sq,
-                   T* __restrict ga, T* __restrict buf, const RmspropConstants<T> c) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    T g = g0[i];
-    if constexpr (kWd) g = g + c.wd * p[i];
-    const T s2 = sq[i] * c.alpha + c.w * g * g;
-    sq[i] = s2;
-    T avg;
-    if constexpr (kCentered) {
-      const T gai = lerp<kLowLerp>(ga[i], g, c.w);
-      ga[i] = gai;
-      avg = std::sqrt(s2 + T(-1) * gai * gai);
-    } else {
-      avg = std::sqrt(s2);
-    }
-    avg = avg + c.eps;
-    if constexpr (kMomentum) {
-      const T b = buf[i] * c.mom + g / avg;
-      buf[i] = b;
-      p[i] = p[i] + (-c.lr) * b;
-    } else {
-      p[i] = p[i] + (-c.lr) * (g / avg);
-    }
-  }
-}
-
-template <typename T>
-void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* grad_avg,
-                  T* momentum_buf, const RmspropOptions& o) {
+void detail::check_rmsprop(std::int64_t P, const void* param, const void* grad,
+                           const void* square_avg, const void* grad_avg, const void* momentum_buf,
+                           const RmspropOptions& o) {
   require_size(P, "P");
   require_ptr(param, P, "param");
   require_ptr(grad, P, "grad");
@@ -715,42 +664,34 @@ void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* gra
   require_nonneg(o.momentum, "momentum");
   if (o.centered) require_ptr(grad_avg, P, "grad_avg (centered)");
   if (o.momentum > 0.0) require_ptr(momentum_buf, P, "momentum_buf");
-  const bool use_wd = o.weight_decay != 0.0, centered = o.centered, use_mom = o.momentum > 0.0;
-  const T lr = T(o.lr), alpha = T(o.alpha), w = T(1.0 - o.alpha), eps = T(o.eps);
-  const T wd = T(o.weight_decay), mom = T(o.momentum);
-  const RmspropConstants<T> c{wd, alpha, w, eps, mom, lr};
+}
+
+template <bool kWd, bool kCentered, bool kMomentum, bool kLowLerp, typename T>
+void rmsprop_piece(std::int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sq,
+                   T* __restrict ga, T* __restrict buf,
+                   const detail::optim::RmspropConstants<T> c) {
+  for (std::int64_t i = 0; i < n; ++i)
+    detail::optim::rmsprop_element<kWd, kCentered, kMomentum, kLowLerp>(i, p, g, sq, ga, buf, c);
+}
+
+template <typename T>
+void rmsprop_step(std::int64_t P, T* param, const T* grad, T* square_avg, T* grad_avg,
+                  T* momentum_buf, const RmspropOptions& o) {
+  detail::check_rmsprop(P, param, grad, square_avg, grad_avg, momentum_buf, o);
+  const auto c = detail::optim::rmsprop_constants<T>(o);
+  const bool centered = o.centered, use_mom = o.momentum > 0.0;
   for_optimizer_chunks(P, [&](std::int64_t lo, std::int64_t n) {
-    with_flag(use_wd, [&](auto decayed) {
-      with_flag(centered, [&](auto centred) {
-        with_flag(use_mom, [&](auto momentum) {
-          with_flag(std::abs(w) < T(0.5), [&](auto low) {
-            rmsprop_piece<decltype(decayed)::value, decltype(centred)::value,
-                          decltype(momentum)::value, decltype(low)::value>(
-                n, param + lo, grad + lo, square_avg + lo, centered ? grad_avg + lo : nullptr,
-                use_mom ? momentum_buf + lo : nullptr, c);
-          });
-        });
-      });
+    detail::optim::with_rmsprop_flags(o, c, [&](auto wd, auto centred, auto mom, auto low) {
+      rmsprop_piece<decltype(wd)::value, decltype(centred)::value, decltype(mom)::value,
+                    decltype(low)::value>(n, param + lo, grad + lo, square_avg + lo,
+                                          centered ? grad_avg + lo : nullptr,
+                                          use_mom ? momentum_buf + lo : nullptr, c);
     });
   });
 }
 
-// One piece of adagrad_step (see adam_piece).
-template <bool kWd, typename T>
-void adagrad_piece(std::int64_t n, T* __restrict p, const T* __restrict g0, T* __restrict sum,
-                   const T neg_clr, const T eps, const T wd) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    T g = g0[i];
-    if constexpr (kWd) g = g + wd * p[i];
-    const T si = sum[i] + T(1) * g * g;
-    sum[i] = si;
-    p[i] = p[i] + neg_clr * (g / (std::sqrt(si) + eps));
-  }
-}
-
-template <typename T>
-void adagrad_step(std::int64_t P, T* param, const T* grad, T* state_sum, std::int64_t step,
-                  const AdagradOptions& o) {
+void detail::check_adagrad(std::int64_t P, const void* param, const void* grad,
+                           const void* state_sum, std::int64_t step, const AdagradOptions& o) {
   require_size(P, "P");
   require_ptr(param, P, "param");
   require_ptr(grad, P, "grad");
@@ -760,25 +701,42 @@ void adagrad_step(std::int64_t P, T* param, const T* grad, T* state_sum, std::in
   require_nonneg(o.weight_decay, "weight_decay");
   require_nonneg(o.eps, "eps");
   require_positive(step, "step");
-  const bool use_wd = o.weight_decay != 0.0;
-  const double clr = o.lr / (1.0 + static_cast<double>(step - 1) * o.lr_decay);
-  const T neg_clr = T(-clr), wd = T(o.weight_decay), eps = T(o.eps);
+}
+
+template <bool kWd, typename T>
+void adagrad_piece(std::int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum,
+                   const detail::optim::AdagradConstants<T> c) {
+  for (std::int64_t i = 0; i < n; ++i) detail::optim::adagrad_element<kWd>(i, p, g, sum, c);
+}
+
+template <typename T>
+void adagrad_step(std::int64_t P, T* param, const T* grad, T* state_sum, std::int64_t step,
+                  const AdagradOptions& o) {
+  detail::check_adagrad(P, param, grad, state_sum, step, o);
+  const auto c = detail::optim::adagrad_constants<T>(o, step);
   for_optimizer_chunks(P, [&](std::int64_t lo, std::int64_t n) {
-    with_flag(use_wd, [&](auto decayed) {
-      adagrad_piece<decltype(decayed)::value>(n, param + lo, grad + lo, state_sum + lo, neg_clr,
-                                              eps, wd);
+    detail::optim::with_flag(o.weight_decay != 0.0, [&](auto wd) {
+      adagrad_piece<decltype(wd)::value>(n, param + lo, grad + lo, state_sum + lo, c);
     });
   });
 }
 
 // ---- Gradient clipping and checks -------------------------------------------------------------
 
+void detail::check_buffer(std::int64_t size, const void* data) {
+  require_size(size, "buffer size");
+  require_ptr(data, size, "buffer");
+}
+
+void detail::check_clip_value(double clip_value) {
+  require(clip_value > 0.0, "clip_value must be > 0, got " + num(clip_value));
+}
+
 template <typename T>
 double sum_of_squares(const std::vector<Span<const T>>& buffers) {
   double total = 0.0;
   for (const auto& b : buffers) {
-    require_size(b.size, "buffer size");
-    require_ptr(b.data, b.size, "buffer");
+    detail::check_buffer(b.size, b.data);
     total += chunked_sum_of_squares(b.size, b.data);
   }
   return total;
@@ -788,8 +746,7 @@ template <typename T>
 void scale_buffers(const std::vector<Span<T>>& buffers, double factor) {
   const T f = T(factor);
   for (const auto& b : buffers) {
-    require_size(b.size, "buffer size");
-    require_ptr(b.data, b.size, "buffer");
+    detail::check_buffer(b.size, b.data);
     T* x = b.data;
     const std::int64_t n = b.size;
     parallel_for(n, n >= kParallelMin, [&](std::int64_t i) { x[i] *= f; });
@@ -816,25 +773,21 @@ double clip_grad_norm(const std::vector<Span<T>>& buffers, double max_norm) {
 
 template <typename T>
 void clip_grad_value(const std::vector<Span<T>>& buffers, double clip_value) {
-  require(clip_value > 0.0, "clip_value must be > 0, got " + num(clip_value));
+  detail::check_clip_value(clip_value);
   const T hi = T(clip_value), lo = T(-clip_value);
   for (const auto& b : buffers) {
-    require_size(b.size, "buffer size");
-    require_ptr(b.data, b.size, "buffer");
+    detail::check_buffer(b.size, b.data);
     T* x = b.data;
     const std::int64_t n = b.size;
-    parallel_for(n, n >= kParallelMin, [&](std::int64_t i) {
-      const T v = x[i];
-      x[i] = v < lo ? lo : (v > hi ? hi : v);  // NaN compares false both ways: stays NaN
-    });
+    parallel_for(n, n >= kParallelMin,
+                 [&](std::int64_t i) { x[i] = detail::optim::clamp_value(x[i], lo, hi); });
   }
 }
 
 template <typename T>
 bool all_finite(const std::vector<Span<const T>>& buffers) {
   for (const auto& b : buffers) {
-    require_size(b.size, "buffer size");
-    require_ptr(b.data, b.size, "buffer");
+    detail::check_buffer(b.size, b.data);
     const T* x = b.data;
     const std::int64_t n = b.size;
     bool ok = true;

@@ -258,7 +258,146 @@ def dlpack_capsule(
     device_id: int,
     versioned: bool,
     readonly: bool = False,
+    kind: str = "f",
 ) -> Any: ...
+
+# training operations on a GPU device (rnncore/device_ops.h); addresses as ints, bits 32 or 64
+def device_embedding_forward(
+    device: str, bits: int, N: int, V: int, E: int, ids: int, weight: int, out: int
+) -> None: ...
+def device_embedding_backward(
+    device: str,
+    bits: int,
+    N: int,
+    V: int,
+    E: int,
+    ids: int,
+    dout: int,
+    dweight: int,
+    padding_idx: int,
+) -> None: ...
+def device_linear_forward(
+    device: str, bits: int, N: int, I: int, O: int, x: int, weight: int, bias: int, y: int
+) -> None: ...
+def device_linear_backward(
+    device: str,
+    bits: int,
+    N: int,
+    I: int,
+    O: int,
+    dy: int,
+    x: int,
+    weight: int,
+    dx: int,
+    dweight: int,
+    dbias: int,
+) -> None: ...
+def device_cross_entropy(
+    device: str,
+    bits: int,
+    N: int,
+    C: int,
+    logits: int,
+    targets: int,
+    ignore_index: int,
+    mean: bool,
+    label_smoothing: float,
+    grad_scale: float,
+    dlogits: int,
+) -> tuple[float, int]: ...
+def device_keyed_dropout(
+    device: str,
+    bits: int,
+    outer: int,
+    B: int,
+    inner: int,
+    x: int,
+    p: float,
+    seed: int,
+    batch_offset: int,
+    y: int,
+    scale: int,
+) -> None: ...
+def device_sgd_step(
+    device: str,
+    bits: int,
+    P: int,
+    param: int,
+    grad: int,
+    momentum_buf: int,
+    first_step: bool,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> None: ...
+def device_adam_step(
+    device: str,
+    bits: int,
+    P: int,
+    param: int,
+    grad: int,
+    exp_avg: int,
+    exp_avg_sq: int,
+    max_exp_avg_sq: int,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+) -> None: ...
+def device_rmsprop_step(
+    device: str,
+    bits: int,
+    P: int,
+    param: int,
+    grad: int,
+    square_avg: int,
+    grad_avg: int,
+    momentum_buf: int,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+) -> None: ...
+def device_adadelta_step(
+    device: str,
+    bits: int,
+    P: int,
+    param: int,
+    grad: int,
+    square_avg: int,
+    acc_delta: int,
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+) -> None: ...
+def device_adagrad_step(
+    device: str,
+    bits: int,
+    P: int,
+    param: int,
+    grad: int,
+    state_sum: int,
+    step: int,
+    lr: float,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+) -> None: ...
+def device_sum_of_squares(device: str, bits: int, buffers: list[tuple[int, int]]) -> float: ...
+def device_scale(device: str, bits: int, buffers: list[tuple[int, int]], factor: float) -> None: ...
+def device_clip_grad_value(
+    device: str, bits: int, buffers: list[tuple[int, int]], clip_value: float
+) -> None: ...
+def device_all_finite(device: str, bits: int, buffers: list[tuple[int, int]]) -> bool: ...
+def clip_coefficient(total_norm: float, max_norm: float) -> float: ...
 def dlpack_view(
     capsule: Any,
 ) -> tuple[int, tuple[int, ...], tuple[int, ...] | None, str, int, int, int, int, bool]: ...

@@ -33,6 +33,22 @@ __all__ = [
     "DeviceArray",
     "to_device",
     "synchronize",
+    "embedding",
+    "embedding_backward",
+    "linear",
+    "linear_backward",
+    "cross_entropy",
+    "keyed_dropout",
+    "sgd_step",
+    "adam_step",
+    "rmsprop_step",
+    "adadelta_step",
+    "adagrad_step",
+    "grad_norm",
+    "scale",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "all_finite",
 ]
 
 _cublas: str | None = None
@@ -57,9 +73,14 @@ _DLPACK_CPU, _DLPACK_CUDA = 1, 2
 _LEGACY_STREAM = 1  # CUDA's legacy default stream, where the backend runs its work
 
 
+#: dtypes a DeviceArray holds: floats for values, int64 for ids and targets
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+
+
 class DeviceArray:
-    """A C-order float32/float64 array in a GPU device's memory (``"cuda"``, or ``"cuda-sim"``'s
-    host memory in tests): what the recurrent layers on a GPU return for device inputs.
+    """A C-order float32/float64 (or int64: ids, targets) array in a GPU device's memory
+    (``"cuda"``, or ``"cuda-sim"``'s host memory in tests): what the recurrent layers on a GPU
+    return for device inputs, and what the device operations below take and return.
 
     Zero-copy out: ``torch.from_dlpack(a)``, ``cupy.asarray(a)`` / ``cupy.from_dlpack(a)`` (it
     has ``__dlpack__`` and, on "cuda", ``__cuda_array_interface__``); the memory stays alive
@@ -74,8 +95,8 @@ class DeviceArray:
     __slots__ = ("_buffer", "shape", "dtype", "device")
 
     def __init__(self, shape: Any, dtype: Any = np.float32, device: str = "cuda") -> None:
-        """Uninitialised memory for ``shape`` (ints >= 0) of ``dtype`` (float32 or float64) on
-        ``device``; RuntimeError where the device is not available."""
+        """Uninitialised memory for ``shape`` (ints >= 0) of ``dtype`` (float32, float64 or
+        int64) on ``device``; RuntimeError where the device is not available."""
         try:
             dims = tuple(int(n) for n in (shape if isinstance(shape, (tuple, list)) else (shape,)))
         except (TypeError, ValueError):
@@ -83,8 +104,8 @@ class DeviceArray:
         if any(n < 0 for n in dims):
             raise ValueError(f"DeviceArray: shape must be >= 0, got {dims}")
         dt = np.dtype(dtype)
-        if dt not in (np.float32, np.float64):
-            raise TypeError(f"DeviceArray: dtype must be float32 or float64, got {dt}")
+        if dt not in _DTYPES:
+            raise TypeError(f"DeviceArray: dtype must be float32, float64 or int64, got {dt}")
         self.shape, self.dtype = dims, dt
         self.device = _core.require_device(device)
         if self.device == "cpu":
@@ -107,6 +128,27 @@ class DeviceArray:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+    def reshape(self, *shape: Any) -> DeviceArray:
+        """The same memory with another shape of as many elements (C order; one -1 entry is
+        inferred), as numpy's ``reshape`` of a contiguous array: no copy, no device work."""
+        dims = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        try:
+            dims = tuple(int(n) for n in dims)
+        except (TypeError, ValueError):
+            raise TypeError(f"DeviceArray.reshape: shape must be integers, got {shape!r}") from None
+        if dims.count(-1) > 1 or any(n < -1 for n in dims):
+            raise ValueError(f"DeviceArray.reshape: bad shape {dims}")
+        if -1 in dims:
+            known = math.prod(n for n in dims if n != -1)
+            if known == 0 or self.size % known:
+                raise ValueError(f"DeviceArray.reshape: cannot reshape {self.shape} into {dims}")
+            dims = tuple(self.size // known if n == -1 else n for n in dims)
+        if math.prod(dims) != self.size:
+            raise ValueError(f"DeviceArray.reshape: cannot reshape {self.shape} into {dims}")
+        out = object.__new__(DeviceArray)
+        out._buffer, out.shape, out.dtype, out.device = self._buffer, dims, self.dtype, self.device
+        return out
 
     def __len__(self) -> int:
         if not self.shape:
@@ -173,16 +215,19 @@ class DeviceArray:
             device_type,
             device_id,
             versioned,
+            kind=self.dtype.kind,
         )
 
 
 def to_device(array: Any, device: str = "cuda", dtype: Any = None) -> DeviceArray:
     """A :class:`DeviceArray` copy of a host array (anything ``np.asarray`` takes) on
-    ``device``, converted to ``dtype`` (float32 or float64; default: the array's own float
-    dtype, float32 for anything else)."""
+    ``device``, converted to ``dtype`` (float32, float64 or int64; default: the array's own
+    float dtype, float32 for anything else: ids need ``dtype="int64"``)."""
     a = np.asarray(array)
     if dtype is None:
         dtype = a.dtype if a.dtype in (np.float32, np.float64) else np.float32
+    if np.dtype(dtype).kind == "i" and a.dtype.kind not in "iu":
+        raise TypeError(f"to_device: an int64 copy needs integers, got dtype {a.dtype}")
     a = np.ascontiguousarray(a, dtype=dtype)
     out = DeviceArray(a.shape, a.dtype, device)
     _core.device_copy(out.device, out.ptr, a.ctypes.data, a.nbytes, 0)
@@ -239,11 +284,12 @@ def _c_order(shape: tuple[int, ...], strides: Any, itemsize: int, in_bytes: bool
     return all(n <= 1 or s == e for n, s, e in zip(shape, strides, reversed(expect), strict=True))
 
 
-def _borrow(obj: Any, device: str, name: str, where: str) -> _Borrowed:
+def _borrow(obj: Any, device: str, name: str, where: str, kinds: str = "f") -> _Borrowed:
     """The device memory of ``obj`` for a layer on ``device``: a :class:`DeviceArray` of that
     device, an object with ``__cuda_array_interface__``, or one with ``__dlpack__`` on CUDA
     (cuda-sim reads those as its own memory, for the tests). TypeError/ValueError naming
-    ``name`` for anything else (another device, strides, an unsupported dtype)."""
+    ``name`` for anything else (another device, strides, an unsupported dtype). ``kinds``: the
+    DLPack element kinds accepted ("f" floats of 32/64 bits, "i" int64)."""
     if isinstance(obj, DeviceArray):
         if obj.device != device:
             raise ValueError(
@@ -277,12 +323,486 @@ def _borrow(obj: Any, device: str, name: str, where: str) -> _Borrowed:
                 f"{where}: {name} is on DLPack device ({dev_type}, {dev_id}); the layer is on "
                 f"{device!r} (CUDA device 0)"
             )
-        if kind != "f" or bits not in (32, 64) or lanes != 1:
-            raise TypeError(f"{where}: {name} must hold float32 or float64, got {kind}{bits}")
+        ok = (kind == "f" and bits in (32, 64)) or (kind == "i" and bits == 64)
+        if kind not in kinds or not ok or lanes != 1:
+            want = "float32 or float64" if kinds == "f" else "int64"
+            raise TypeError(f"{where}: {name} must hold {want}, got {kind}{bits}")
         if not _c_order(tuple(shape), strides, bits // 8, False):
             raise ValueError(f"{where}: {name} must be C-contiguous on the device")
-        return _Borrowed(ptr, tuple(shape), np.dtype(f"f{bits // 8}"), (obj, capsule))
+        return _Borrowed(ptr, tuple(shape), np.dtype(f"{kind}{bits // 8}"), (obj, capsule))
     raise TypeError(f"{where}: {name} must be a device array, got {type(obj).__name__}")
+
+
+# ---- training operations on device arrays ------------------------------------------------------
+# The engine's ops (embedding, linear, cross-entropy, keyed dropout, the optimizers' updates,
+# norms and clipping) on arrays in the GPU's memory, so that a training step written with them
+# and the recurrent layers' device calls never crosses to the host. Each takes DeviceArrays (or
+# CuPy / PyTorch CUDA arrays) and returns DeviceArrays on the same device; the numbers agree
+# with the CPU engine's ops (rnncore.nn, rnncore.optim) to rounding.
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _device_of(arrays: tuple[Any, ...], where: str) -> str:
+    """The device of the first DeviceArray among ``arrays`` ("cuda" for foreign device arrays);
+    TypeError when none is a device array."""
+    for a in arrays:
+        if isinstance(a, DeviceArray):
+            return a.device
+    for a in arrays:
+        if _is_device_array(a):
+            return "cuda"
+    raise TypeError(f"{where}: needs device arrays (DeviceArray, CuPy, torch CUDA tensors)")
+
+
+def _arg(
+    a: Any,
+    device: str,
+    name: str,
+    where: str,
+    dtype: Any = None,
+    shape: tuple[int | None, ...] | None = None,
+) -> _Borrowed:
+    """``a`` as device memory of ``device``: float32/float64 (or exactly ``dtype``), of ``shape``
+    (None entries: any size; None: any shape). TypeError/ValueError naming ``name``."""
+    want = None if dtype is None else np.dtype(dtype)
+    if not _is_device_array(a):
+        raise TypeError(
+            f"{where}: {name} must be a device array (DeviceArray, CuPy, torch CUDA tensor), got "
+            f"{type(a).__name__}; rnncore.cuda.to_device copies a host array"
+        )
+    b = _borrow(a, device, name, where, kinds="i" if want == np.int64 else "f")
+    if want is not None and b.dtype != want:
+        raise TypeError(f"{where}: {name} must have dtype {want}, got {b.dtype}")
+    if want is None and b.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{where}: {name} must be float32 or float64, got {b.dtype}")
+    if shape is not None:
+        ok = len(b.shape) == len(shape) and all(
+            w is None or n == w for n, w in zip(b.shape, shape, strict=True)
+        )
+        if not ok:
+            spec = ", ".join("*" if w is None else str(w) for w in shape)
+            raise ValueError(f"{where}: {name} must have shape [{spec}], got {list(b.shape)}")
+    return b
+
+
+def _ids(ids: Any, device: str, name: str, where: str) -> _Borrowed:
+    """Integer ids as int64 device memory: a device array as it is, a host array uploaded."""
+    if _is_device_array(ids):
+        return _arg(ids, device, name, where, dtype=np.int64)
+    a = np.asarray(ids)
+    if a.dtype == bool or a.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {name} must be integers, got dtype {a.dtype}")
+    d = to_device(a, device, np.int64)
+    return _Borrowed(d.ptr, d.shape, d.dtype, d)
+
+
+def _bits(b: _Borrowed) -> int:
+    return b.dtype.itemsize * 8
+
+
+def _same_dtype(where: str, first: _Borrowed, **others: _Borrowed | None) -> None:
+    for name, b in others.items():
+        if b is not None and b.dtype != first.dtype:
+            raise TypeError(f"{where}: {name} has dtype {b.dtype}; expected {first.dtype}")
+
+
+def embedding(ids: Any, weight: Any) -> DeviceArray:
+    """``weight[ids]`` on the device: ids [...] (int64 device array, or host integers, uploaded)
+    in [0, V), weight [V, E] -> [..., E] (ValueError naming the first id out of range)."""
+    where = "rnncore.cuda.embedding"
+    device = _device_of((weight, ids), where)
+    w = _arg(weight, device, "weight", where, shape=(None, None))
+    i = _ids(ids, device, "ids", where)
+    V, E = w.shape
+    out = DeviceArray((*i.shape, E), w.dtype, device)
+    _core.device_embedding_forward(
+        device, _bits(w), math.prod(i.shape), V, E, i.ptr, w.ptr, out.ptr
+    )
+    return out
+
+
+def embedding_backward(ids: Any, dout: Any, dweight: Any, padding_idx: int | None = None) -> None:
+    """``dweight[ids[n]] += dout[n]`` on the device, except for ``padding_idx``'s row: ids [...],
+    dout [..., E], dweight [V, E] (updated). Deterministic (each row adds its tokens in order)."""
+    where = "rnncore.cuda.embedding_backward"
+    device = _device_of((dweight, dout, ids), where)
+    dw = _arg(dweight, device, "dweight", where, shape=(None, None))
+    i = _ids(ids, device, "ids", where)
+    V, E = dw.shape
+    do = _arg(dout, device, "dout", where, shape=(*i.shape, E))
+    _same_dtype(where, dw, dout=do)
+    pad = -1 if padding_idx is None else int(padding_idx)
+    if padding_idx is not None and not 0 <= pad < V:
+        raise ValueError(f"{where}: padding_idx must be in [0, {V}) or None, got {padding_idx}")
+    _core.device_embedding_backward(
+        device, _bits(dw), math.prod(i.shape), V, E, i.ptr, do.ptr, dw.ptr, pad
+    )
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> DeviceArray:
+    """``x · weightᵀ + bias`` on the device (cuBLAS): x [..., I], weight [O, I], bias [O] or
+    None -> [..., O]."""
+    where = "rnncore.cuda.linear"
+    device = _device_of((x, weight), where)
+    w = _arg(weight, device, "weight", where, shape=(None, None))
+    O, In = w.shape
+    xb = _arg(x, device, "x", where)
+    if not xb.shape or xb.shape[-1] != In:
+        raise ValueError(f"{where}: x must have shape [..., {In}], got {list(xb.shape)}")
+    b = None if bias is None else _arg(bias, device, "bias", where, shape=(O,))
+    _same_dtype(where, w, x=xb, bias=b)
+    out = DeviceArray((*xb.shape[:-1], O), w.dtype, device)
+    N = math.prod(xb.shape[:-1])
+    _core.device_linear_forward(
+        device, _bits(w), N, In, O, xb.ptr, w.ptr, 0 if b is None else b.ptr, out.ptr
+    )
+    return out
+
+
+def linear_backward(
+    dy: Any, x: Any, weight: Any, dweight: Any, dbias: Any = None, *, need_dx: bool = True
+) -> DeviceArray | None:
+    """The gradients of :func:`linear`: ``dweight += dyᵀ · x``, ``dbias += Σ dy`` (when given),
+    and returns ``dx = dy · weight`` [..., I] (None with ``need_dx=False``).
+    dy [..., O], x [..., I], weight and dweight [O, I], dbias [O]."""
+    where = "rnncore.cuda.linear_backward"
+    device = _device_of((dy, x, weight, dweight), where)
+    w = _arg(weight, device, "weight", where, shape=(None, None))
+    O, In = w.shape
+    xb = _arg(x, device, "x", where)
+    if not xb.shape or xb.shape[-1] != In:
+        raise ValueError(f"{where}: x must have shape [..., {In}], got {list(xb.shape)}")
+    lead = xb.shape[:-1]
+    dyb = _arg(dy, device, "dy", where, shape=(*lead, O))
+    dw = _arg(dweight, device, "dweight", where, shape=(O, In))
+    db = None if dbias is None else _arg(dbias, device, "dbias", where, shape=(O,))
+    _same_dtype(where, w, x=xb, dy=dyb, dweight=dw, dbias=db)
+    dx = DeviceArray((*lead, In), w.dtype, device) if need_dx else None
+    _core.device_linear_backward(
+        device,
+        _bits(w),
+        math.prod(lead),
+        In,
+        O,
+        dyb.ptr,
+        xb.ptr,
+        w.ptr,
+        0 if dx is None else dx.ptr,
+        dw.ptr,
+        0 if db is None else db.ptr,
+    )
+    return dx
+
+
+def cross_entropy(
+    logits: Any,
+    targets: Any,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    grad_scale: float = 1.0,
+    grad: bool = True,
+) -> tuple[float, DeviceArray | None, int]:
+    """Softmax cross-entropy on the device, fused with its gradient (as
+    :class:`rnncore.nn.CrossEntropyLoss`): logits [N, C], targets [N] (int64 device array or
+    host integers) in [0, C) or ``ignore_index``. Returns (loss, dlogits [N, C] or None,
+    count of rows not ignored); the loss is read back (the call waits for it). A target out of
+    range is a ValueError naming it."""
+    where = "rnncore.cuda.cross_entropy"
+    device = _device_of((logits, targets), where)
+    lg = _arg(logits, device, "logits", where, shape=(None, None))
+    N, C = lg.shape
+    t = _ids(targets, device, "targets", where)
+    if t.shape != (N,):
+        raise ValueError(f"{where}: targets must have shape [{N}], got {list(t.shape)}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    d = DeviceArray((N, C), lg.dtype, device) if grad else None
+    loss, count = _core.device_cross_entropy(
+        device,
+        _bits(lg),
+        N,
+        C,
+        lg.ptr,
+        t.ptr,
+        int(ignore_index),
+        reduction == "mean",
+        float(label_smoothing),
+        float(grad_scale),
+        0 if d is None else d.ptr,
+    )
+    return float(loss), d, int(count)
+
+
+def keyed_dropout(
+    x: Any, p: float, seed: int, batch_offset: int = 0
+) -> tuple[DeviceArray, DeviceArray]:
+    """Inverted dropout with the engine's keyed masks (the CPU's exactly): x [outer, B, inner]
+    -> (y, scale), both [outer, B, inner], y = x * scale, scale 0 or 1/(1-p)."""
+    where = "rnncore.cuda.keyed_dropout"
+    device = _device_of((x,), where)
+    xb = _arg(x, device, "x", where, shape=(None, None, None))
+    y = DeviceArray(xb.shape, xb.dtype, device)
+    scale = DeviceArray(xb.shape, xb.dtype, device)
+    _core.device_keyed_dropout(
+        device,
+        _bits(xb),
+        *xb.shape,
+        xb.ptr,
+        float(p),
+        int(seed),
+        int(batch_offset),
+        y.ptr,
+        scale.ptr,
+    )
+    return y, scale
+
+
+def _flat(a: Any, device: str, name: str, where: str, like: _Borrowed | None) -> _Borrowed:
+    """A buffer of an optimizer step: any shape, as ``like``'s dtype and size."""
+    b = _arg(a, device, name, where)
+    if like is not None:
+        if b.dtype != like.dtype:
+            raise TypeError(f"{where}: {name} has dtype {b.dtype}; expected {like.dtype}")
+        if math.prod(b.shape) != math.prod(like.shape):
+            raise ValueError(
+                f"{where}: {name} has {math.prod(b.shape)} elements; param has "
+                f"{math.prod(like.shape)}"
+            )
+    return b
+
+
+def _optional(a: Any, device: str, name: str, where: str, like: _Borrowed) -> int:
+    return 0 if a is None else _flat(a, device, name, where, like).ptr
+
+
+def sgd_step(
+    param: Any,
+    grad: Any,
+    momentum_buf: Any = None,
+    *,
+    first_step: bool,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> None:
+    """torch.optim.SGD's update of ``param`` in place on the device (as
+    :class:`rnncore.optim.SGD`): param, grad, momentum_buf (needed with momentum) of one size."""
+    where = "rnncore.cuda.sgd_step"
+    device = _device_of((param,), where)
+    p = _flat(param, device, "param", where, None)
+    _core.device_sgd_step(
+        device,
+        _bits(p),
+        math.prod(p.shape),
+        p.ptr,
+        _flat(grad, device, "grad", where, p).ptr,
+        _optional(momentum_buf, device, "momentum_buf", where, p),
+        bool(first_step),
+        float(lr),
+        float(momentum),
+        float(dampening),
+        float(weight_decay),
+        bool(nesterov),
+    )
+
+
+def adam_step(
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    max_exp_avg_sq: Any = None,
+    *,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    """torch.optim.Adam / AdamW (``decoupled_weight_decay``) / AMSGrad (``max_exp_avg_sq``
+    given) update of ``param`` in place on the device; ``step`` counts from 1."""
+    where = "rnncore.cuda.adam_step"
+    device = _device_of((param,), where)
+    p = _flat(param, device, "param", where, None)
+    _core.device_adam_step(
+        device,
+        _bits(p),
+        math.prod(p.shape),
+        p.ptr,
+        _flat(grad, device, "grad", where, p).ptr,
+        _flat(exp_avg, device, "exp_avg", where, p).ptr,
+        _flat(exp_avg_sq, device, "exp_avg_sq", where, p).ptr,
+        _optional(max_exp_avg_sq, device, "max_exp_avg_sq", where, p),
+        int(step),
+        float(lr),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(weight_decay),
+        bool(decoupled_weight_decay),
+    )
+
+
+def rmsprop_step(
+    param: Any,
+    grad: Any,
+    square_avg: Any,
+    grad_avg: Any = None,
+    momentum_buf: Any = None,
+    *,
+    lr: float,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+) -> None:
+    """torch.optim.RMSprop's update of ``param`` in place on the device (grad_avg needed when
+    centered, momentum_buf with momentum)."""
+    where = "rnncore.cuda.rmsprop_step"
+    device = _device_of((param,), where)
+    p = _flat(param, device, "param", where, None)
+    _core.device_rmsprop_step(
+        device,
+        _bits(p),
+        math.prod(p.shape),
+        p.ptr,
+        _flat(grad, device, "grad", where, p).ptr,
+        _flat(square_avg, device, "square_avg", where, p).ptr,
+        _optional(grad_avg, device, "grad_avg", where, p),
+        _optional(momentum_buf, device, "momentum_buf", where, p),
+        float(lr),
+        float(alpha),
+        float(eps),
+        float(weight_decay),
+        float(momentum),
+        bool(centered),
+    )
+
+
+def adadelta_step(
+    param: Any,
+    grad: Any,
+    square_avg: Any,
+    acc_delta: Any,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+) -> None:
+    """torch.optim.Adadelta's update of ``param`` in place on the device."""
+    where = "rnncore.cuda.adadelta_step"
+    device = _device_of((param,), where)
+    p = _flat(param, device, "param", where, None)
+    _core.device_adadelta_step(
+        device,
+        _bits(p),
+        math.prod(p.shape),
+        p.ptr,
+        _flat(grad, device, "grad", where, p).ptr,
+        _flat(square_avg, device, "square_avg", where, p).ptr,
+        _flat(acc_delta, device, "acc_delta", where, p).ptr,
+        float(lr),
+        float(rho),
+        float(eps),
+        float(weight_decay),
+    )
+
+
+def adagrad_step(
+    param: Any,
+    grad: Any,
+    state_sum: Any,
+    *,
+    step: int,
+    lr: float = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+) -> None:
+    """torch.optim.Adagrad's update of ``param`` in place on the device; ``step`` counts from 1."""
+    where = "rnncore.cuda.adagrad_step"
+    device = _device_of((param,), where)
+    p = _flat(param, device, "param", where, None)
+    _core.device_adagrad_step(
+        device,
+        _bits(p),
+        math.prod(p.shape),
+        p.ptr,
+        _flat(grad, device, "grad", where, p).ptr,
+        _flat(state_sum, device, "state_sum", where, p).ptr,
+        int(step),
+        float(lr),
+        float(lr_decay),
+        float(weight_decay),
+        float(eps),
+    )
+
+
+def _buffers(arrays: Any, where: str) -> tuple[str, dict[int, list[tuple[int, int]]]]:
+    """The device and the (address, size) of each array, grouped by element bits."""
+    arrays = [arrays] if _is_device_array(arrays) else list(arrays)
+    if not arrays:
+        raise ValueError(f"{where}: needs at least one device array")
+    device = _device_of(tuple(arrays), where)
+    groups: dict[int, list[tuple[int, int]]] = {32: [], 64: []}
+    for k, a in enumerate(arrays):
+        b = _arg(a, device, f"array {k}", where)
+        groups[_bits(b)].append((b.ptr, math.prod(b.shape)))
+    return device, groups
+
+
+def grad_norm(grads: Any) -> float:
+    """The global L2 norm of device arrays (one array or a sequence), summed in double."""
+    device, groups = _buffers(grads, "rnncore.cuda.grad_norm")
+    return math.sqrt(sum(_core.device_sum_of_squares(device, b, g) for b, g in groups.items() if g))
+
+
+def clip_grad_norm(grads: Any, max_norm: float) -> float:
+    """Mikolov's clipping on the device: when the global L2 norm of ``grads`` exceeds
+    ``max_norm`` (> 0), every array is scaled by max_norm / (norm + 1e-6), as
+    :func:`rnncore.optim.clip_grad_norm`. Returns the norm before clipping (read back)."""
+    where = "rnncore.cuda.clip_grad_norm"
+    m = float(max_norm)
+    if not m > 0 or not math.isfinite(m):
+        raise ValueError(f"{where}: max_norm must be > 0 and finite, got {max_norm}")
+    device, groups = _buffers(grads, where)
+    norm = math.sqrt(sum(_core.device_sum_of_squares(device, b, g) for b, g in groups.items() if g))
+    coef = _core.clip_coefficient(norm, m)
+    if coef != 1.0:
+        scale(grads, coef)
+    return norm
+
+
+def scale(arrays: Any, factor: float) -> None:
+    """Multiplies every element of the device arrays by ``factor``, in place."""
+    device, groups = _buffers(arrays, "rnncore.cuda.scale")
+    for b, g in groups.items():
+        if g:
+            _core.device_scale(device, b, g, float(factor))
+
+
+def clip_grad_value(grads: Any, clip_value: float) -> None:
+    """Clamps every element of ``grads`` to [-clip_value, clip_value] on the device (NaN stays)."""
+    where = "rnncore.cuda.clip_grad_value"
+    device, groups = _buffers(grads, where)
+    for b, g in groups.items():
+        if g:
+            _core.device_clip_grad_value(device, b, g, float(clip_value))
+
+
+def all_finite(arrays: Any) -> bool:
+    """Whether no element of the device arrays is NaN or infinite (read back)."""
+    device, groups = _buffers(arrays, "rnncore.cuda.all_finite")
+    return all(_core.device_all_finite(device, b, g) for b, g in groups.items() if g)
 
 
 def _wheel_cublas() -> str | None:

@@ -1,14 +1,18 @@
 // C++-only checks of the training operations: finite-difference gradients, optimizer updates
-// against hand-written formulas, clipping semantics, and bad-input errors.
+// against hand-written formulas, clipping semantics, bad-input errors, and the same operations on
+// a GPU device (device_ops.h, on cuda-sim) against the CPU's.
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "rnncore/backend.h"
+#include "rnncore/device_ops.h"
 #include "rnncore/ops.h"
 
 namespace {
@@ -260,6 +264,88 @@ void test_clipping() {
                "clip_value");
 }
 
+// One training step of a tiny model (embedding -> linear -> cross-entropy -> clip -> Adam) through
+// device_ops.h on cuda-sim's device memory, against the same step on the CPU: what a C++ program
+// training on a GPU calls.
+void test_device_step() {
+  using rnncore::Device;
+  const Device sim = Device::kCudaSim;
+  const std::int64_t V = 7, E = 4, C = 5, N = 6;
+  std::mt19937_64 gen(3);
+  std::vector<double> emb = randn(V * E, gen), w = randn(C * E, gen), b = randn(C, gen);
+  const std::vector<std::int64_t> ids = {1, 6, 0, 1, 3, 1}, targets = {0, 4, 2, -100, 1, 3};
+  // Device copies (device_alloc's memory; any CUDA allocation would do on a GPU).
+  auto upload = [&](const void* src, std::size_t bytes) {
+    auto p = rnncore::device_alloc(sim, bytes);
+    rnncore::device_copy(sim, p.get(), src, bytes, rnncore::CopyKind::kHostToDevice);
+    return p;
+  };
+  auto download = [&](const std::shared_ptr<void>& p, std::size_t n) {
+    std::vector<double> out(n);
+    rnncore::device_copy(sim, out.data(), p.get(), n * sizeof(double),
+                         rnncore::CopyKind::kDeviceToHost);
+    return out;
+  };
+  std::vector<double> zeros_w(C * E), zeros_b(C), zeros_e(V * E);
+  auto d_emb = upload(emb.data(), emb.size() * 8), d_w = upload(w.data(), w.size() * 8);
+  auto d_ids = upload(ids.data(), ids.size() * 8), d_t = upload(targets.data(), N * 8);
+  auto d_gw = upload(zeros_w.data(), C * E * 8), d_ge = upload(zeros_e.data(), V * E * 8);
+  auto d_m = upload(zeros_w.data(), C * E * 8), d_v = upload(zeros_w.data(), C * E * 8);
+  auto d_x = rnncore::device_alloc(sim, N * E * 8), d_z = rnncore::device_alloc(sim, N * C * 8);
+  auto d_dz = rnncore::device_alloc(sim, N * C * 8), d_dx = rnncore::device_alloc(sim, N * E * 8);
+  auto P = [](const std::shared_ptr<void>& p) { return static_cast<double*>(p.get()); };
+  auto I = [](const std::shared_ptr<void>& p) { return static_cast<const std::int64_t*>(p.get()); };
+  rnncore::CrossEntropyOptions ce;
+  rnncore::AdamOptions adam;
+  adam.lr = 0.01;
+  // GPU device
+  rnncore::embedding_forward<double>(sim, N, V, E, I(d_ids), P(d_emb), P(d_x));
+  rnncore::linear_forward<double>(sim, N, E, C, P(d_x), P(d_w), nullptr, P(d_z));
+  const auto loss = rnncore::cross_entropy<double>(sim, N, C, P(d_z), I(d_t), ce, P(d_dz));
+  rnncore::linear_backward<double>(sim, N, E, C, P(d_dz), P(d_x), P(d_w), P(d_dx), P(d_gw),
+                                   nullptr);
+  rnncore::embedding_backward<double>(sim, N, V, E, I(d_ids), P(d_dx), P(d_ge));
+  const double norm =
+      rnncore::clip_grad_norm<double>(sim, {{P(d_gw), C * E}, {P(d_ge), V * E}}, 0.5);
+  rnncore::adam_step<double>(sim, C * E, P(d_w), P(d_gw), P(d_m), P(d_v), nullptr, 1, adam);
+  // CPU
+  std::vector<double> x(N * E), z(N * C), dz(N * C), dx(N * E), gw(C * E), ge(V * E), m(C * E),
+      v(C * E);
+  rnncore::embedding_forward<double>(N, V, E, ids.data(), emb.data(), x.data());
+  rnncore::linear_forward<double>(N, E, C, x.data(), w.data(), nullptr, z.data());
+  const auto ref = rnncore::cross_entropy<double>(N, C, z.data(), targets.data(), ce, dz.data());
+  rnncore::linear_backward<double>(N, E, C, dz.data(), x.data(), w.data(), dx.data(), gw.data(),
+                                   nullptr);
+  rnncore::embedding_backward<double>(N, V, E, ids.data(), dx.data(), ge.data());
+  const double ref_norm =
+      rnncore::clip_grad_norm<double>({{gw.data(), C * E}, {ge.data(), V * E}}, 0.5);
+  rnncore::adam_step<double>(C * E, w.data(), gw.data(), m.data(), v.data(), nullptr, 1, adam);
+  expect(loss.count == 5 && ref.count == 5 && close(loss.loss, ref.loss, 1e-12),
+         "device cross_entropy");
+  expect(close(norm, ref_norm, 1e-12), "device clip_grad_norm");
+  const auto w_after = download(d_w, C * E), ge_after = download(d_ge, V * E);
+  bool same = true;
+  for (std::int64_t i = 0; i < C * E; ++i) same = same && close(w_after[i], w[i], 1e-12);
+  for (std::int64_t i = 0; i < V * E; ++i) same = same && close(ge_after[i], ge[i], 1e-12);
+  expect(same, "device step: weights and embedding gradient as the CPU's");
+  // Checks run before any device work; ids are checked on the device and named.
+  const std::vector<std::int64_t> bad = {0, 9};
+  auto d_bad = upload(bad.data(), 16);
+  expect_throw(
+      [&] { rnncore::embedding_forward<double>(sim, 2, V, E, I(d_bad), P(d_emb), P(d_x)); },
+      "device ids out of range", "id 9 at position 1");
+  expect_throw([&] { rnncore::cross_entropy<double>(sim, 2, C, P(d_z), I(d_bad), ce, nullptr); },
+               "device targets out of range", "class 9 at position 1");
+  rnncore::AdamOptions bad_adam;
+  bad_adam.beta2 = 1.5;
+  expect_throw(
+      [&] {
+        rnncore::adam_step<double>(sim, C * E, P(d_w), P(d_gw), P(d_m), P(d_v), nullptr, 1,
+                                   bad_adam);
+      },
+      "device adam beta2", "beta2");
+}
+
 }  // namespace
 
 void test_conv1d() {
@@ -362,6 +448,7 @@ int main() {
   test_mse();
   test_optimizers();
   test_clipping();
+  test_device_step();
   if (failures) {
     std::printf("%d check(s) failed\n", failures);
     return 1;

@@ -54,6 +54,19 @@ struct HostDevice {
       out[r] = s;
     }
   }
+  // out[r] = max_j f(r, j) (n >= 1). A NaN is skipped unless it comes first (the GPU's tree
+  // order differs): a softmax over the row still turns NaN through its sum of exponentials.
+  template <typename U, typename F>
+  void row_max(Index rows, Index n, U* out, const F& f) {
+    for (Index r = 0; r < rows; ++r) {
+      U m = f(r, 0);
+      for (Index j = 1; j < n; ++j) {
+        const U v = f(r, j);
+        m = m < v ? v : m;
+      }
+      out[r] = m;
+    }
+  }
   // cuBLAS's gemm: column-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C; beta == 0
   // ignores C's contents.
   template <typename T>

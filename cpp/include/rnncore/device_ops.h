@@ -1,0 +1,97 @@
+// The training operations of ops.h on any device: the same functions with a Device first, so a
+// whole training step (embedding, output layer, loss, clipping, optimizer update) can stay in the
+// GPU's memory beside the recurrent layers.
+//
+// Device::kCpu runs ops.h's CPU functions on host memory. kCuda and kCudaSim take device memory
+// (device_alloc's, or any CUDA allocation: CuPy, PyTorch, DLPack) and run the GPU backend's
+// kernels; "cuda-sim" runs the same kernels as loops over host memory (tests without a GPU). The
+// arguments are checked as ops.h checks them, with the same messages (std::invalid_argument naming
+// the argument); ids and targets out of range are found on the device, which then reads them back
+// to name the first. An unavailable device: require_device's std::runtime_error. GPU work is
+// queued on CUDA's legacy default stream; a function that returns a number waits for its result.
+//
+// Results agree with the CPU's to rounding: the same element formulas (the optimizers share their
+// code with the CPU's), sums in double over the same chunks, only their order differs. Every GPU
+// kernel is deterministic (no atomics).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "rnncore/backend.h"
+#include "rnncore/ops.h"
+
+namespace rnncore {
+
+/// out[n, :] = weight[ids[n], :].   ids [N] in [0, V), weight [V, E], out [N, E]
+template <typename T>
+void embedding_forward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
+                       const std::int64_t* ids, const T* weight, T* out);
+
+/// dweight[ids[n], :] += dout[n, :] except where ids[n] == padding_idx (< 0: none); each row adds
+/// its tokens in n order.   ids [N], dout [N, E], dweight [V, E] (+=)
+template <typename T>
+void embedding_backward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
+                        const std::int64_t* ids, const T* dout, T* dweight,
+                        std::int64_t padding_idx = -1);
+
+/// y = x · weightᵀ + bias.   x [N, I], weight [O, I], bias [O] or nullptr, y [N, O]
+template <typename T>
+void linear_forward(Device device, std::int64_t N, std::int64_t I, std::int64_t O, const T* x,
+                    const T* weight, const T* bias, T* y);
+
+/// dx = dy · weight (skipped when null); dweight += dyᵀ · x; dbias += Σ_n dy[n] (skipped when
+/// null).   dy [N, O], x [N, I], weight [O, I], dx [N, I], dweight [O, I], dbias [O]
+template <typename T>
+void linear_backward(Device device, std::int64_t N, std::int64_t I, std::int64_t O, const T* dy,
+                     const T* x, const T* weight, T* dx, T* dweight, T* dbias);
+
+/// ops.h's fused log-softmax + NLL (+ label smoothing) and its gradient; the result is read back
+/// (the call waits).   logits [N, C], targets [N], dlogits [N, C] (=) or nullptr
+template <typename T>
+LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T* logits,
+                         const std::int64_t* targets, const CrossEntropyOptions& options,
+                         T* dlogits);
+
+/// ops.h's keyed inverted dropout: the same masks on every device.   x, y, scale [outer, B, inner]
+template <typename T>
+void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64_t inner,
+                   const T* x, double p, std::uint64_t seed, std::int64_t batch_offset, T* y,
+                   T* scale);
+
+/// The optimizers' updates of one flat buffer (ops.h documents each); the state buffers lie on
+/// the device with the parameters.
+template <typename T>
+void sgd_step(Device device, std::int64_t P, T* param, const T* grad, T* momentum_buf,
+              bool first_step, const SgdOptions& options);
+template <typename T>
+void adam_step(Device device, std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+               T* max_exp_avg_sq, std::int64_t step, const AdamOptions& options);
+template <typename T>
+void rmsprop_step(Device device, std::int64_t P, T* param, const T* grad, T* square_avg,
+                  T* grad_avg, T* momentum_buf, const RmspropOptions& options);
+template <typename T>
+void adadelta_step(Device device, std::int64_t P, T* param, const T* grad, T* square_avg,
+                   T* acc_delta, const AdadeltaOptions& options);
+template <typename T>
+void adagrad_step(Device device, std::int64_t P, T* param, const T* grad, T* state_sum,
+                  std::int64_t step, const AdagradOptions& options);
+
+/// Σ x² over all buffers in double (waits for the result).
+template <typename T>
+double sum_of_squares(Device device, const std::vector<Span<const T>>& buffers);
+/// x *= factor over all buffers.
+template <typename T>
+void scale_buffers(Device device, const std::vector<Span<T>>& buffers, double factor);
+/// The global L2 norm before clipping; the buffers scaled by clip_coefficient when it exceeds
+/// max_norm (> 0). Waits for the norm; the scaling is queued.
+template <typename T>
+double clip_grad_norm(Device device, const std::vector<Span<T>>& buffers, double max_norm);
+/// x = clamp(x, -clip_value, clip_value) (clip_value > 0; NaN stays NaN).
+template <typename T>
+void clip_grad_value(Device device, const std::vector<Span<T>>& buffers, double clip_value);
+/// True when no element is NaN or ±inf (waits for the answer).
+template <typename T>
+bool all_finite(Device device, const std::vector<Span<const T>>& buffers);
+
+}  // namespace rnncore

@@ -1,0 +1,269 @@
+// device_ops.h: the training operations dispatched by device (the CPU's ops.cpp, or the GPU
+// kernels of gpu/ops_gpu.h), after the CPU ops' own argument checks.
+#include "rnncore/device_ops.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gpu/ops_gpu.h"
+#include "ops_checks.h"
+
+namespace rnncore {
+
+namespace {
+
+using detail::gpu::DeviceOps;
+
+// The GPU ops of `device`, or null for the CPU.
+template <typename T>
+DeviceOps<T>* gpu_ops(Device device) {
+  switch (device) {
+    case Device::kCpu:
+      return nullptr;
+    case Device::kCudaSim:
+      return &detail::gpu::sim_ops<T>();
+    case Device::kCuda:
+      require_device(device);
+#ifdef RNNCORE_WITH_CUDA
+      return &detail::gpu::cuda_ops<T>();
+#else
+      break;  // require_device has thrown
+#endif
+  }
+  throw std::invalid_argument("device must be 'cpu', 'cuda' or 'cuda-sim'");
+}
+
+// ids [N] on the device checked against [0, V) (ignore_index, when given, passes): the number of
+// those in range. Out-of-range ones are read back to name the first, as the CPU check does.
+template <typename T>
+std::int64_t check_device_ids(DeviceOps<T>& ops, Device device, std::int64_t N, std::int64_t V,
+                              const std::int64_t* ids, const std::int64_t* ignore_index,
+                              const char* name) {
+  std::int64_t valid = 0, bad = 0;
+  ops.id_counts(N, V, ids, ignore_index, &valid, &bad);
+  if (bad > 0) {
+    std::vector<std::int64_t> host(static_cast<std::size_t>(N));
+    device_copy(device, host.data(), ids, sizeof(std::int64_t) * host.size(),
+                CopyKind::kDeviceToHost);
+    if (ignore_index)
+      detail::check_targets(N, V, host.data(), *ignore_index);
+    else
+      check_ids(N, V, host.data(), name);
+    throw std::logic_error(std::string(name) + ": the device counted ids out of range");
+  }
+  return valid;
+}
+
+}  // namespace
+
+template <typename T>
+void embedding_forward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
+                       const std::int64_t* ids, const T* weight, T* out) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return embedding_forward<T>(N, V, E, ids, weight, out);
+  detail::check_embedding(N, V, E, -1);
+  detail::check_buffer(N, ids);
+  detail::check_buffer(V * E, weight);
+  detail::check_buffer(N * E, out);
+  check_device_ids(*ops, device, N, V, ids, nullptr, "ids");
+  ops->embedding_forward(N, E, ids, weight, out);
+}
+
+template <typename T>
+void embedding_backward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
+                        const std::int64_t* ids, const T* dout, T* dweight,
+                        std::int64_t padding_idx) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return embedding_backward<T>(N, V, E, ids, dout, dweight, padding_idx);
+  detail::check_embedding(N, V, E, padding_idx);
+  detail::check_buffer(N, ids);
+  detail::check_buffer(N * E, dout);
+  detail::check_buffer(V * E, dweight);
+  check_device_ids(*ops, device, N, V, ids, nullptr, "ids");
+  ops->embedding_backward(N, E, ids, dout, dweight, padding_idx < 0 ? -1 : padding_idx);
+}
+
+template <typename T>
+void linear_forward(Device device, std::int64_t N, std::int64_t I, std::int64_t O, const T* x,
+                    const T* weight, const T* bias, T* y) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return linear_forward<T>(N, I, O, x, weight, bias, y);
+  detail::check_linear(N, I, O);
+  detail::check_buffer(N * I, x);
+  detail::check_buffer(O * I, weight);
+  detail::check_buffer(N * O, y);
+  ops->linear_forward(N, I, O, x, weight, bias, y);
+}
+
+template <typename T>
+void linear_backward(Device device, std::int64_t N, std::int64_t I, std::int64_t O, const T* dy,
+                     const T* x, const T* weight, T* dx, T* dweight, T* dbias) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return linear_backward<T>(N, I, O, dy, x, weight, dx, dweight, dbias);
+  detail::check_linear(N, I, O);
+  detail::check_buffer(N * O, dy);
+  detail::check_buffer(N * I, x);
+  detail::check_buffer(O * I, weight);
+  detail::check_buffer(O * I, dweight);
+  ops->linear_backward(N, I, O, dy, x, weight, dx, dweight, dbias);
+}
+
+template <typename T>
+LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T* logits,
+                         const std::int64_t* targets, const CrossEntropyOptions& options,
+                         T* dlogits) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return cross_entropy<T>(N, C, logits, targets, options, dlogits);
+  detail::check_cross_entropy(N, C, logits, targets, options);
+  const std::int64_t count =
+      check_device_ids(*ops, device, N, C, targets, &options.ignore_index, "targets");
+  const double total = ops->cross_entropy(N, C, logits, targets, options, count, dlogits);
+  LossResult r;
+  r.count = count;
+  const bool mean = options.reduction == Reduction::kMean;
+  r.loss = count == 0 ? 0.0 : total / (mean ? static_cast<double>(count) : 1.0);
+  return r;
+}
+
+template <typename T>
+void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64_t inner,
+                   const T* x, double p, std::uint64_t seed, std::int64_t batch_offset, T* y,
+                   T* scale) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return keyed_dropout<T>(outer, B, inner, x, p, seed, batch_offset, y, scale);
+  detail::check_keyed_dropout(outer, B, inner, batch_offset, p, x, y, scale);
+  ops->keyed_dropout(outer, B, inner, x, p, seed, batch_offset, y, scale);
+}
+
+template <typename T>
+void sgd_step(Device device, std::int64_t P, T* param, const T* grad, T* momentum_buf,
+              bool first_step, const SgdOptions& options) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return sgd_step<T>(P, param, grad, momentum_buf, first_step, options);
+  detail::check_sgd(P, param, grad, momentum_buf, options);
+  ops->sgd_step(P, param, grad, momentum_buf, first_step, options);
+}
+
+template <typename T>
+void adam_step(Device device, std::int64_t P, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+               T* max_exp_avg_sq, std::int64_t step, const AdamOptions& options) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return adam_step<T>(P, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, options);
+  detail::check_adam(P, param, grad, exp_avg, exp_avg_sq, step, options);
+  ops->adam_step(P, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, options);
+}
+
+template <typename T>
+void rmsprop_step(Device device, std::int64_t P, T* param, const T* grad, T* square_avg,
+                  T* grad_avg, T* momentum_buf, const RmspropOptions& options) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return rmsprop_step<T>(P, param, grad, square_avg, grad_avg, momentum_buf, options);
+  detail::check_rmsprop(P, param, grad, square_avg, grad_avg, momentum_buf, options);
+  ops->rmsprop_step(P, param, grad, square_avg, grad_avg, momentum_buf, options);
+}
+
+template <typename T>
+void adadelta_step(Device device, std::int64_t P, T* param, const T* grad, T* square_avg,
+                   T* acc_delta, const AdadeltaOptions& options) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return adadelta_step<T>(P, param, grad, square_avg, acc_delta, options);
+  detail::check_adadelta(P, param, grad, square_avg, acc_delta, options);
+  ops->adadelta_step(P, param, grad, square_avg, acc_delta, options);
+}
+
+template <typename T>
+void adagrad_step(Device device, std::int64_t P, T* param, const T* grad, T* state_sum,
+                  std::int64_t step, const AdagradOptions& options) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return adagrad_step<T>(P, param, grad, state_sum, step, options);
+  detail::check_adagrad(P, param, grad, state_sum, step, options);
+  ops->adagrad_step(P, param, grad, state_sum, step, options);
+}
+
+template <typename T>
+double sum_of_squares(Device device, const std::vector<Span<const T>>& buffers) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return sum_of_squares<T>(buffers);
+  double total = 0.0;
+  for (const auto& b : buffers) {
+    detail::check_buffer(b.size, b.data);
+    total += ops->sum_of_squares(b.size, b.data);
+  }
+  return total;
+}
+
+template <typename T>
+void scale_buffers(Device device, const std::vector<Span<T>>& buffers, double factor) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return scale_buffers<T>(buffers, factor);
+  for (const auto& b : buffers) detail::check_buffer(b.size, b.data);
+  for (const auto& b : buffers) ops->scale(b.size, b.data, factor);
+}
+
+template <typename T>
+double clip_grad_norm(Device device, const std::vector<Span<T>>& buffers, double max_norm) {
+  if (!gpu_ops<T>(device)) return clip_grad_norm<T>(buffers, max_norm);
+  clip_coefficient(0.0, max_norm);  // checks max_norm before any work
+  std::vector<Span<const T>> views;
+  views.reserve(buffers.size());
+  for (const auto& b : buffers) views.push_back({b.data, b.size});
+  const double norm = std::sqrt(sum_of_squares<T>(device, views));
+  const double coef = clip_coefficient(norm, max_norm);
+  if (coef != 1.0) scale_buffers<T>(device, buffers, coef);
+  return norm;
+}
+
+template <typename T>
+void clip_grad_value(Device device, const std::vector<Span<T>>& buffers, double clip_value) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return clip_grad_value<T>(buffers, clip_value);
+  detail::check_clip_value(clip_value);
+  for (const auto& b : buffers) detail::check_buffer(b.size, b.data);
+  for (const auto& b : buffers) ops->clamp(b.size, b.data, clip_value);
+}
+
+template <typename T>
+bool all_finite(Device device, const std::vector<Span<const T>>& buffers) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return all_finite<T>(buffers);
+  for (const auto& b : buffers) {
+    detail::check_buffer(b.size, b.data);
+    if (ops->count_nonfinite(b.size, b.data) > 0) return false;
+  }
+  return true;
+}
+
+#define RNNCORE_DEVICE_OPS_INSTANTIATE(T)                                                      \
+  template void embedding_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t,         \
+                                     const std::int64_t*, const T*, T*);                       \
+  template void embedding_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t,        \
+                                      const std::int64_t*, const T*, T*, std::int64_t);        \
+  template void linear_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
+                                  const T*, const T*, T*);                                     \
+  template void linear_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*, \
+                                   const T*, const T*, T*, T*, T*);                            \
+  template LossResult cross_entropy<T>(Device, std::int64_t, std::int64_t, const T*,           \
+                                       const std::int64_t*, const CrossEntropyOptions&, T*);   \
+  template void keyed_dropout<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,   \
+                                 double, std::uint64_t, std::int64_t, T*, T*);                 \
+  template void sgd_step<T>(Device, std::int64_t, T*, const T*, T*, bool, const SgdOptions&);  \
+  template void adam_step<T>(Device, std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,     \
+                             const AdamOptions&);                                              \
+  template void rmsprop_step<T>(Device, std::int64_t, T*, const T*, T*, T*, T*,                \
+                                const RmspropOptions&);                                        \
+  template void adadelta_step<T>(Device, std::int64_t, T*, const T*, T*, T*,                   \
+                                 const AdadeltaOptions&);                                      \
+  template void adagrad_step<T>(Device, std::int64_t, T*, const T*, T*, std::int64_t,          \
+                                const AdagradOptions&);                                        \
+  template double sum_of_squares<T>(Device, const std::vector<Span<const T>>&);                \
+  template void scale_buffers<T>(Device, const std::vector<Span<T>>&, double);                 \
+  template double clip_grad_norm<T>(Device, const std::vector<Span<T>>&, double);              \
+  template void clip_grad_value<T>(Device, const std::vector<Span<T>>&, double);               \
+  template bool all_finite<T>(Device, const std::vector<Span<const T>>&);
+
+RNNCORE_DEVICE_OPS_INSTANTIATE(float)
+RNNCORE_DEVICE_OPS_INSTANTIATE(double)
+
+}  // namespace rnncore

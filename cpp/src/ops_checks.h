@@ -1,0 +1,44 @@
+// The argument checks of the training operations (ops.cpp), shared by the CPU ops and their GPU
+// versions (device_ops.cpp), so that both refuse the same arguments with the same messages.
+// Each throws std::invalid_argument naming the argument. Pointers are only tested for null: on a
+// GPU they are device addresses.
+#pragma once
+
+#include <cstdint>
+
+#include "rnncore/ops.h"
+
+namespace rnncore::detail {
+
+void check_sgd(std::int64_t P, const void* param, const void* grad, const void* momentum_buf,
+               const SgdOptions& o);
+void check_adam(std::int64_t P, const void* param, const void* grad, const void* exp_avg,
+                const void* exp_avg_sq, std::int64_t step, const AdamOptions& o);
+void check_adadelta(std::int64_t P, const void* param, const void* grad, const void* square_avg,
+                    const void* acc_delta, const AdadeltaOptions& o);
+void check_rmsprop(std::int64_t P, const void* param, const void* grad, const void* square_avg,
+                   const void* grad_avg, const void* momentum_buf, const RmspropOptions& o);
+void check_adagrad(std::int64_t P, const void* param, const void* grad, const void* state_sum,
+                   std::int64_t step, const AdagradOptions& o);
+/// N, C, the pointers and the options (not the targets' range: the caller checks it where the
+/// targets lie).
+void check_cross_entropy(std::int64_t N, std::int64_t C, const void* logits, const void* targets,
+                         const CrossEntropyOptions& o);
+/// keyed_dropout's sizes, offset, p in [0, 1) and pointers.
+void check_keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner,
+                         std::int64_t batch_offset, double p, const void* x, const void* y,
+                         const void* scale);
+/// How many targets[0:N] are not ignore_index; std::invalid_argument ("targets: class ... at
+/// position ...") for the first other one outside [0, C). Host memory.
+std::int64_t check_targets(std::int64_t N, std::int64_t C, const std::int64_t* targets,
+                           std::int64_t ignore_index);
+/// N >= 0, I >= 1, O >= 1.
+void check_linear(std::int64_t N, std::int64_t I, std::int64_t O);
+/// N >= 0, V >= 1, E >= 1, padding_idx < V.
+void check_embedding(std::int64_t N, std::int64_t V, std::int64_t E, std::int64_t padding_idx);
+/// A buffer of a clipping or norm call: size >= 0, data non-null when size > 0.
+void check_buffer(std::int64_t size, const void* data);
+/// clip_value > 0.
+void check_clip_value(double clip_value);
+
+}  // namespace rnncore::detail
