@@ -6,7 +6,9 @@ the median of ``--reps`` runs after warm-ups, alternating the subjects: rnncore.
 CUDA tensors (nothing leaves the GPU: the like-for-like comparison with torch.nn), and
 rnncore.nn's numpy layer (x, y, dy, dx copied to and from the GPU and the parameters uploaded
 every call, so its column shows what the copies cost), and the same layer on rnncore.cuda
-DeviceArrays (only the parameters cross). Writes bench/results/cuda.{json,md}.
+DeviceArrays (only the parameters cross). Then a whole language model's training step
+(LanguageModel moved whole to the GPU, Adam and clipping there) against the same model in
+torch.nn. Writes bench/results/cuda.{json,md}.
 
     python bench/bench_cuda.py                 # needs a GPU and a CUDA build of rnncore
     python bench/bench_cuda.py --smoke         # the script itself, on the CPU (device cuda-sim)
@@ -129,6 +131,75 @@ def measure(cfg: br.Config, cell: str, device: str, reps: int) -> dict:
     return row
 
 
+#: Language-model training steps (V, E=H, layers, T, B): Zaremba et al.'s medium PTB model, and
+#: a tiny one for the smoke run.
+LM_SHAPES = {"ptb_medium": (10000, 650, 2, 35, 20)}
+LM_SMOKE = {"smoke_lm": (50, 8, 2, 5, 3)}
+
+
+def measure_lm(name: str, shape: tuple, device: str, reps: int) -> dict:
+    """One training step of a whole language model (embedding, 2-layer LSTM, output layer,
+    cross-entropy, global-norm clipping, Adam): rnncore's LanguageModel moved whole to the GPU
+    (parameters, gradients and optimizer state in device memory) against the same model in
+    torch.nn on the same GPU."""
+    import torch
+    from rnncore import optim
+    from rnncore.models import LanguageModel
+
+    V, E, L, T, B = shape
+    tdev = "cuda" if device == "cuda" else "cpu"
+    rng = np.random.default_rng(0)
+    batch = (rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B)))
+    model = LanguageModel(V, E, E, num_layers=L, seed=0).to(device)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+
+    def ours() -> None:
+        model.zero_grad()
+        model.training_step(batch)
+        optim.clip_grad_norm(model.parameters(), 0.25)
+        opt.step()
+        rnncore.cuda.synchronize(device)
+
+    class TorchLM(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(V, E)
+            self.rnn = torch.nn.LSTM(E, E, L)
+            self.out = torch.nn.Linear(E, V)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.out(self.rnn(self.emb(ids))[0])
+
+    tm = TorchLM().to(tdev)
+    topt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+    tx, ty = (torch.from_numpy(a).to(tdev) for a in batch)
+
+    def theirs() -> None:
+        topt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(tm(tx).reshape(-1, V), ty.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tm.parameters(), 0.25)
+        topt.step()
+        if tdev == "cuda":
+            torch.cuda.synchronize()
+
+    times: list[list[float]] = [[], []]
+    for _ in range(3):
+        for fn, ts in zip((ours, theirs), times, strict=True):
+            ts.append(_time(fn, reps))
+    return {
+        "config": name,
+        "V": V,
+        "E": E,
+        "layers": L,
+        "T": T,
+        "B": B,
+        "rnncore_s": min(times[0]),
+        "torch_s": min(times[1]),
+        "ratio": min(times[1]) / min(times[0]),
+    }
+
+
 def report(rows: list[dict], device_name: str, torch_version: str) -> str:
     lines = [
         "# rnncore's CUDA backend against torch.nn (cuDNN)",
@@ -156,6 +227,27 @@ def report(rows: list[dict], device_name: str, torch_version: str) -> str:
             f"{1e3 * r['infer_rt_s']:.2f} | {1e3 * r['infer_torch_s']:.2f} | "
             f"{r['infer_ratio']:.2f}x | {r['infer_numpy_ratio']:.2f}x | "
             f"{r['infer_device_array_ratio']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_lm(rows: list[dict]) -> str:
+    lines = [
+        "",
+        "## A whole language model's training step",
+        "",
+        "Embedding -> LSTM layers -> output layer -> cross-entropy -> clip_grad_norm(0.25) -> "
+        "Adam, float32: rnncore's LanguageModel moved whole to the GPU (`model.to('cuda')`: "
+        "parameters, gradients and optimizer state in device memory) against the same model in "
+        "torch.nn (cuDNN). Ratio = torch time / rnncore time (> 1: rnncore is faster).",
+        "",
+        "| shape | V | E = H | layers | T x B | rnncore ms | torch ms | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['V']} | {r['E']} | {r['layers']} | {r['T']} x {r['B']} | "
+            f"{1e3 * r['rnncore_s']:.2f} | {1e3 * r['torch_s']:.2f} | {r['ratio']:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
@@ -189,12 +281,16 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             ratios = f"train {r['train_ratio']:.2f}x, infer {r['infer_ratio']:.2f}x"
             print(f"  {cfg.name} {cell}: {ratios}", flush=True)
-    text = report(rows, device_name, torch.__version__)
+    lm_rows = []
+    for name, shape in (LM_SMOKE if args.smoke else LM_SHAPES).items():
+        lm_rows.append(measure_lm(name, shape, device, reps))
+        print(f"  {name} language model: {lm_rows[-1]['ratio']:.2f}x", flush=True)
+    text = report(rows, device_name, torch.__version__) + report_lm(lm_rows)
     print(text)
     if not args.smoke:
         args.out.parent.mkdir(exist_ok=True)
         args.out.with_suffix(".md").write_text(text, encoding="utf-8")
-        blob = {"rows": rows, "device": device_name, "torch": torch.__version__}
+        blob = {"rows": rows, "lm": lm_rows, "device": device_name, "torch": torch.__version__}
         args.out.with_suffix(".json").write_text(json.dumps(blob, indent=1) + "\n")
     return 0
 

@@ -209,9 +209,9 @@ def test_a_few_sgd_steps_train_the_same(device):
     np.testing.assert_allclose(params[device], params["cpu"], rtol=0, atol=1e-12)
 
 
-def test_non_recurrent_layers_are_refused_on_the_gpu_by_name():
+def test_layers_without_a_gpu_version_are_refused_on_the_gpu_by_name():
     with pytest.raises(ValueError, match="this layer runs on the CPU only so far"):
-        nn.Linear(5, 6, device="cuda-sim")
+        nn.Conv1d(5, 6, 3, device="cuda-sim")
 
 
 def test_cuda_device_without_a_gpu_is_a_clear_runtime_error():
@@ -232,7 +232,9 @@ def test_to_moves_the_recurrent_layers_of_a_model_and_keeps_its_values():
     ids = np.random.default_rng(4).integers(0, 20, size=(6, 3))
     a = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=5)
     b = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=5).to("cuda-sim")
-    assert b.rnn.device == "cuda-sim" and b.decoder.device == "cpu"  # the rest stays on the CPU
+    # a language model runs wholly on the GPU (test_cuda_resident.py; other models move only
+    # their recurrent layers)
+    assert b.rnn.device == b.decoder.device == b.embedding.device == "cuda-sim"
     for m in (a, b):
         m.eval()
     la, _ = a(ids)

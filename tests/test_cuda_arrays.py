@@ -343,3 +343,35 @@ def test_gpu_cupy_arrays_in_and_out_without_copies():
     yc = cupy.asarray(yd)
     assert yc.data.ptr == yd.ptr
     np.testing.assert_allclose(cupy.asnumpy(yc), y, atol=1e-5)
+
+
+def test_device_array_views_assignment_and_copies():
+    a = cuda.to_device(np.arange(12.0).reshape(4, 3), SIM)
+    np.testing.assert_array_equal(a[1].numpy(), [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(a[-1].numpy(), [9.0, 10.0, 11.0])
+    np.testing.assert_array_equal(a[1:3].numpy(), [[3, 4, 5], [6, 7, 8]])
+    assert a[1:3].ptr == a.ptr + 3 * 8 and a[5:9].shape == (0, 3)
+    np.testing.assert_array_equal(a.reshape(-1)[4:6].numpy(), [4.0, 5.0])
+    a[1:3] = 0  # views write through: a device memset
+    a[0] = [7.0, 8.0, 9.0]  # a host array copied in
+    a[3] = 1.5  # a number, broadcast
+    np.testing.assert_array_equal(a.numpy(), [[7, 8, 9], [0, 0, 0], [0, 0, 0], [1.5, 1.5, 1.5]])
+    b = a.copy()
+    a.fill(2.0)
+    assert b.numpy()[0, 0] == 7.0 and (a.numpy() == 2.0).all()  # the copy has its own memory
+    a[...] = b
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    z = cuda.DeviceArray.zeros((2, 2), np.float32, SIM)
+    assert z.dtype == np.float32 and not z.numpy().any()
+    with pytest.raises(IndexError, match="index 4 out of range"):
+        a[4]
+    with pytest.raises(ValueError, match="step 1"):
+        a[::2]
+    with pytest.raises(TypeError, match="only a"):
+        a[0, 1]
+    with pytest.raises(ValueError, match=r"cannot assign shape \(2,\)"):
+        a[0] = [1.0, 2.0]
+    with pytest.raises(TypeError, match="cannot assign a float32 array"):
+        a[...] = z
+    with pytest.raises(ValueError, match="cannot reshape"):
+        a.reshape(5, -1)

@@ -164,6 +164,14 @@ void bind_device(py::module_& m) {
       py::arg("device"), py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("kind"),
       "Copies nbytes: kind 0 host to device, 1 device to host, 2 device to device.");
   m.def(
+      "device_zero",
+      [](const std::string& device, std::uintptr_t p, std::size_t nbytes) {
+        const rnncore::Device d = rnncore::parse_device(device);
+        py::gil_scoped_release release;
+        rnncore::device_zero(d, reinterpret_cast<void*>(p), nbytes);
+      },
+      py::arg("device"), py::arg("address"), py::arg("nbytes"), "Zeroes nbytes of device memory.");
+  m.def(
       "device_swap01",
       [](const std::string& device, std::uintptr_t dst, std::uintptr_t src, std::int64_t n0,
          std::int64_t n1, std::int64_t n2, int elem_bytes) {

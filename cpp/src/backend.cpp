@@ -144,6 +144,10 @@ void device_copy(Device device, void* dst, const void* src, std::size_t bytes, C
   if (bytes) memory_of(device, "device_copy").copy(dst, src, bytes, kind);
 }
 
+void device_zero(Device device, void* p, std::size_t bytes) {
+  if (bytes) memory_of(device, "device_zero").zero(p, bytes);
+}
+
 void device_swap01(Device device, void* dst, const void* src, std::int64_t n0, std::int64_t n1,
                    std::int64_t n2, int elem_bytes) {
   if (n0 < 0 || n1 < 0 || n2 < 0) throw std::invalid_argument("device_swap01: negative size");

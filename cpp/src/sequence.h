@@ -113,6 +113,7 @@ struct DeviceMemory {
   virtual void* alloc(std::size_t bytes) = 0;
   virtual void release(void* p) = 0;
   virtual void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) = 0;
+  virtual void zero(void* p, std::size_t bytes) = 0;
   virtual void swap01(void* dst, const void* src, std::int64_t n0, std::int64_t n1, std::int64_t n2,
                       int elem_bytes) = 0;
   virtual void synchronize(std::uintptr_t stream) = 0;

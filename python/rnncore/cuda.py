@@ -88,11 +88,16 @@ class DeviceArray:
     :func:`to_device` from it. The backend's work runs on CUDA's legacy default stream; a
     consumer on another stream is synchronised through the protocols (``stream`` arguments).
 
+    Views share the memory without a copy: :meth:`reshape`, ``a[i]`` and ``a[lo:hi]`` (rows of
+    the first axis, step 1). ``a[...] = value`` writes the whole array (a number, a host array
+    broadcast to the shape, or a device array of the shape); :meth:`copy` copies on the device.
+    A module's parameters on a GPU are views into its flat device buffers.
+
     Attributes: ``shape`` (tuple), ``dtype`` (numpy dtype), ``device`` ("cuda" or "cuda-sim"),
     ``ptr`` (the device address), ``size``, ``ndim``, ``nbytes``.
     """
 
-    __slots__ = ("_buffer", "shape", "dtype", "device")
+    __slots__ = ("_buffer", "_offset", "shape", "dtype", "device")
 
     def __init__(self, shape: Any, dtype: Any = np.float32, device: str = "cuda") -> None:
         """Uninitialised memory for ``shape`` (ints >= 0) of ``dtype`` (float32, float64 or
@@ -111,11 +116,93 @@ class DeviceArray:
         if self.device == "cpu":
             raise ValueError("DeviceArray: device must be 'cuda' or 'cuda-sim', got 'cpu'")
         self._buffer = _core.DeviceBuffer(self.device, math.prod(dims) * dt.itemsize)
+        self._offset = 0  # bytes into the buffer (views)
+
+    @classmethod
+    def zeros(cls, shape: Any, dtype: Any = np.float32, device: str = "cuda") -> DeviceArray:
+        """Zero-filled memory (see the constructor)."""
+        out = cls(shape, dtype, device)
+        out.fill(0)
+        return out
 
     @property
     def ptr(self) -> int:
         """The device address of element 0 (0 for an empty array)."""
-        return int(self._buffer.ptr)
+        base = int(self._buffer.ptr)
+        return base + self._offset if base else 0
+
+    def _view(self, offset: int, shape: tuple[int, ...]) -> DeviceArray:
+        """``shape`` elements of this memory from element ``offset`` on (checked by callers)."""
+        out = object.__new__(DeviceArray)
+        out._buffer, out._offset = self._buffer, self._offset + offset * self.dtype.itemsize
+        out.shape, out.dtype, out.device = shape, self.dtype, self.device
+        return out
+
+    def __getitem__(self, key: Any) -> DeviceArray:
+        """``a[i]`` (row i of the first axis) or ``a[lo:hi]`` (rows lo..hi-1, step 1): views;
+        ``a[...]``: a."""
+        if key is Ellipsis:
+            return self
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and self.shape:
+            i = int(key) + (self.shape[0] if key < 0 else 0)
+            if not 0 <= i < self.shape[0]:
+                raise IndexError(
+                    f"DeviceArray: index {key} out of range for axis 0 of {self.shape}"
+                )
+            return self._view(i * math.prod(self.shape[1:]), self.shape[1:])
+        if not isinstance(key, slice) or not self.shape:
+            raise TypeError(
+                "DeviceArray: only a[lo:hi] (a range of the first axis) and a[...] index "
+                f"device memory; copy to the host with .numpy() first (got {key!r})"
+            )
+        lo, hi, step = key.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("DeviceArray: a slice of device memory must have step 1")
+        hi = max(hi, lo)
+        row = math.prod(self.shape[1:])
+        return self._view(lo * row, (hi - lo, *self.shape[1:]))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """``a[...] = value`` (or ``a[lo:hi] = value``): a number, a host array broadcast to the
+        shape, or a device array of the shape and dtype (copied on the device)."""
+        target = self[key]
+        if isinstance(value, DeviceArray):
+            if value.device != target.device or value.dtype != target.dtype:
+                raise TypeError(
+                    f"DeviceArray: cannot assign a {value.dtype} array on {value.device!r} to a "
+                    f"{target.dtype} array on {target.device!r}"
+                )
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"DeviceArray: cannot assign shape {value.shape} to shape {target.shape}"
+                )
+            _core.device_copy(target.device, target.ptr, value.ptr, target.nbytes, 2)
+            return
+        if _is_device_array(value):
+            raise TypeError("DeviceArray: assign a DeviceArray or host values, not a foreign one")
+        if np.isscalar(value) and value == 0:
+            _core.device_zero(target.device, target.ptr, target.nbytes)
+            return
+        try:
+            host = np.ascontiguousarray(np.broadcast_to(np.asarray(value), target.shape))
+        except ValueError:
+            raise ValueError(
+                f"DeviceArray: cannot assign shape {np.shape(value)} to shape {target.shape}"
+            ) from None
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"DeviceArray: cannot assign values of dtype {host.dtype}")
+        host = host.astype(target.dtype, copy=False)
+        _core.device_copy(target.device, target.ptr, host.ctypes.data, target.nbytes, 0)
+
+    def fill(self, value: float) -> None:
+        """Every element set to ``value``."""
+        self[...] = value
+
+    def copy(self) -> DeviceArray:
+        """A new array with the same contents (copied on the device)."""
+        out = DeviceArray(self.shape, self.dtype, self.device)
+        out[...] = self
+        return out
 
     @property
     def ndim(self) -> int:
@@ -146,9 +233,7 @@ class DeviceArray:
             dims = tuple(self.size // known if n == -1 else n for n in dims)
         if math.prod(dims) != self.size:
             raise ValueError(f"DeviceArray.reshape: cannot reshape {self.shape} into {dims}")
-        out = object.__new__(DeviceArray)
-        out._buffer, out.shape, out.dtype, out.device = self._buffer, dims, self.dtype, self.device
-        return out
+        return self._view(0, dims)
 
     def __len__(self) -> int:
         if not self.shape:
@@ -803,6 +888,17 @@ def all_finite(arrays: Any) -> bool:
     """Whether no element of the device arrays is NaN or infinite (read back)."""
     device, groups = _buffers(arrays, "rnncore.cuda.all_finite")
     return all(_core.device_all_finite(device, b, g) for b, g in groups.items() if g)
+
+
+def _copy_of(obj: Any, device: str, name: str, where: str) -> DeviceArray:
+    """A DeviceArray copy (on the device) of the device array ``obj`` (floats or int64)."""
+    b = _borrow(obj, device, name, where, kinds="fi")
+    if b.dtype not in _DTYPES:
+        raise TypeError(f"{where}: {name} must be float32, float64 or int64, got {b.dtype}")
+    out = DeviceArray(b.shape, b.dtype, device)
+    if out.nbytes:
+        _core.device_copy(device, out.ptr, b.ptr, out.nbytes, 2)
+    return out
 
 
 def _wheel_cublas() -> str | None:

@@ -343,9 +343,17 @@ def finish(world: World | None = None) -> None:
 
 # ---- parameters and gradients ------------------------------------------------------------------
 def _parameters(params: Any) -> list[Any]:
-    """A Module's parameters, or a list of Parameters as given."""
+    """A Module's parameters, or a list of Parameters as given (host arrays: ValueError for
+    parameters on a GPU, which the allreduce over MPI does not reach yet)."""
     get = getattr(params, "parameters", None)
-    return list(get()) if callable(get) else list(params)
+    out = list(get()) if callable(get) else list(params)
+    if any(not isinstance(getattr(p, "data", None), np.ndarray) for p in out):
+        raise ValueError(
+            "rnncore.distributed: parameters on a GPU (a model moved there whole); data-parallel "
+            "training over MPI runs with the parameters on the host so far: keep the model on "
+            "'cpu' (its recurrent layers may still run on the GPU in the other models)"
+        )
+    return out
 
 
 def _unique(arrays: Iterable[np.ndarray]) -> list[np.ndarray]:

@@ -910,6 +910,17 @@ def _used_names(nodes: list[Any]) -> set[str]:
     return used
 
 
+def _host_model(model: Any) -> Any:
+    """``model``, or a CPU copy of it (its config and state_dict) when its parameters live on a
+    GPU (a language model moved there whole): the graphs are built from host arrays."""
+    if all(isinstance(p.data, np.ndarray) for p in model.parameters()):
+        return model
+    twin = type(model)(**model.config())
+    twin.load_state_dict(model.state_dict())
+    twin.char_level = getattr(model, "char_level", False)
+    return twin
+
+
 def to_onnx(model: Any) -> list[Any]:
     """The model's ONNX graphs as ``onnx.ModelProto`` objects, checked, not written.
 
@@ -925,7 +936,8 @@ def to_onnx(model: Any) -> list[Any]:
         TypeError: another model type. ImportError: the onnx package is missing.
     """
     onnx = _onnx()
-    graphs = _exporter(model)(model)
+    build = _exporter(model)
+    graphs = build(_host_model(model))
     parts = ["encoder", "decoder"] if len(graphs) == 2 else [None]
     protos = []
     for g, part in zip(graphs, parts, strict=True):

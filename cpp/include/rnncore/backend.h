@@ -42,6 +42,8 @@ enum class CopyKind : int { kHostToDevice = 0, kDeviceToHost = 1, kDeviceToDevic
 /// Copies `bytes` between host and device memory of `device` (kCuda: cudaMemcpy, in order with
 /// the backend's work on the legacy default stream; a copy to the host waits for it).
 void device_copy(Device device, void* dst, const void* src, std::size_t bytes, CopyKind kind);
+/// Sets `bytes` of device memory of `device` to zero (kCuda: cudaMemset, queued in order).
+void device_zero(Device device, void* p, std::size_t bytes);
 /// Swaps the first two axes of a [n0, n1, n2] array on the device: dst[j, i, :] = src[i, j, :],
 /// elements of `elem_bytes` (4 or 8); dst and src must not overlap. (Time-major <-> batch-first.)
 void device_swap01(Device device, void* dst, const void* src, std::int64_t n0, std::int64_t n1,

@@ -5,6 +5,7 @@
 #include "rnncore/activations.h"
 #include "rnncore/backend.h"
 #include "rnncore/checkpoint_format.h"
+#include "rnncore/device_ops.h"
 #include "rnncore/inference.h"
 #include "rnncore/ops.h"
 #include "rnncore/recurrent.h"

@@ -713,6 +713,7 @@ class MemoryOf final : public DeviceMemory {
         mem_.copy(dst, src, bytes);
     }
   }
+  void zero(void* p, std::size_t bytes) override { mem_.zero(p, bytes); }
   void swap01(void* dst, const void* src, std::int64_t n0, std::int64_t n1, std::int64_t n2,
               int elem_bytes) override {
     if (elem_bytes == 4)

@@ -145,9 +145,14 @@ class TiedDecoder(_FlatModule):
         self._call_lock = embedding._call_lock
         self.bias = self._parameters[0]  # starts at zero
 
+    _FOLLOWS_RESIDENT = True
+
     @one_call_at_a_time
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits [..., V] of x [..., E] (a training forward keeps x, see ``Module``)."""
+        """Logits [..., V] of x [..., E] (a training forward keeps x, see ``Module``). On a GPU
+        (with the embedding), device arrays in and out."""
+        if self.device != "cpu":
+            return self._device_linear_forward(x, self._weight, self.bias, "TiedDecoder.forward")
         xc = np.ascontiguousarray(x)
         lead = xc.shape[:-1]
         x2 = xc.reshape(-1, self.in_features)
@@ -160,6 +165,8 @@ class TiedDecoder(_FlatModule):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx [..., E] of the newest unconsumed forward; gradients accumulate into the
         embedding's weight.grad and ``bias.grad``."""
+        if self.device != "cpu":
+            return self._device_linear_backward(dy, self._weight, self.bias, "TiedDecoder.backward")
         x2, lead = self._pop_saved("TiedDecoder.backward")
         dx = _core.linear_backward(
             np.ascontiguousarray(dy).reshape(-1, self.out_features),
@@ -231,6 +238,9 @@ class LanguageModel(Module):
     """
 
     MODEL_TYPE = "language_model"
+    # .to("cuda") moves the embedding, the recurrent layers and the decoder: a training step
+    # (forward, loss, backward) stays in the GPU's memory, device arrays between the layers.
+    _GPU_RESIDENT = True
 
     def __init__(
         self,
@@ -456,4 +466,4 @@ class LanguageModel(Module):
         """log p(next token) [V] after the 1-D ids, and the state: the decoder reads only the last
         step, as the C++ LanguageModel does, so both compute the same floats (eval mode)."""
         y, state = self.rnn(self.embedding(ids[:, None]), state=state)
-        return _core.log_softmax(self.decoder(y[-1]))[0], state
+        return _core.log_softmax(np.asarray(self.decoder(y[-1])))[0], state

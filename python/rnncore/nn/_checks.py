@@ -43,8 +43,8 @@ def float_dtype(value: Any, owner: str) -> np.dtype:
 
 def check_device(value: Any, owner: str, *, gpu: bool = False) -> str:
     """``value`` as a device name this build can use: "cpu"; with ``gpu=True`` (the recurrent
-    layers) also "cuda" where built with CUDA and a GPU is visible, and "cuda-sim" (the CUDA
-    backend's algorithm on the CPU, for testing).
+    layers, Embedding, Linear) also "cuda" where built with CUDA and a GPU is visible, and
+    "cuda-sim" (the CUDA backend's algorithm on the CPU, for testing).
 
     Raises TypeError for a non-string, ValueError for an unknown name or a GPU device of a layer
     that runs on the CPU only, and RuntimeError naming CUDA when the build has no CUDA backend or
@@ -63,6 +63,6 @@ def check_device(value: Any, owner: str, *, gpu: bool = False) -> str:
     if name != "cpu" and not gpu:
         raise ValueError(
             f"{owner}: device {value!r}: this layer runs on the CPU only so far (on the GPU: the "
-            "recurrent layers RNN, LSTM, GRU, GatedRNN); use device='cpu'"
+            "recurrent layers RNN, LSTM, GRU, GatedRNN, and Embedding, Linear); use device='cpu'"
         )
     return name

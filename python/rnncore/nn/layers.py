@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .. import _core
+from .. import cuda as _cuda
 from ._checks import check_device, check_seed, float_dtype, positive_int
-from .keyed import keyed_dropout
+from .keyed import _view3, batch_offset, keyed_dropout
 from .module import Module, Parameter, reserve_parameters
 
 
@@ -56,8 +57,15 @@ class _FlatModule(Module):
     """A module whose parameters are views into one flat buffer, and gradients into another.
 
     Optimizers treat parameters that lie next to each other in memory as one run and update each
-    run with one engine call (see :mod:`rnncore.optim`).
+    run with one engine call (see :mod:`rnncore.optim`). On a GPU (the layers with
+    ``_FOLLOWS_RESIDENT``) both buffers are :class:`rnncore.cuda.DeviceArray` s and the
+    parameters views into them.
     """
+
+    #: moved by ``Module.to`` when the module ``to`` is called on runs wholly on the GPU (see
+    #: ``Module._GPU_RESIDENT``): Embedding, Linear and a tied decoder handle device arrays.
+    _FOLLOWS_RESIDENT = False
+    device = "cpu"
 
     def _allocate(self, dtype: np.dtype, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
         self._call_lock = threading.Lock()  # see one_call_at_a_time
@@ -65,17 +73,69 @@ class _FlatModule(Module):
         reserve_parameters(total, type(self).__name__)
         self._flat = np.zeros(total, dtype=dtype)
         self._gflat = np.zeros(total, dtype=dtype)
+        self._shapes = list(shapes)
+        for name, _ in shapes:
+            self._parameters.append(Parameter(name, self._flat, self._gflat))  # bound below
+        self._bind()
+
+    def _bind(self) -> None:
+        """Points the parameters at their slices of the flat buffers (numpy or device)."""
         offset = 0
-        for name, shape in shapes:
+        for p, (_, shape) in zip(self._parameters, self._shapes, strict=True):
             size = math.prod(shape)
-            self._parameters.append(
-                Parameter(
-                    name,
-                    self._flat[offset : offset + size].reshape(shape),
-                    self._gflat[offset : offset + size].reshape(shape),
-                )
-            )
+            p._data = self._flat[offset : offset + size].reshape(shape)
+            p._grad = self._gflat[offset : offset + size].reshape(shape)
             offset += size
+
+    def _move_to(self, device: str) -> None:
+        if not self._FOLLOWS_RESIDENT:
+            return  # a layer without a GPU version (Conv1d, CRF) runs on the CPU
+        name = check_device(device, f"{type(self).__name__}.to", gpu=True)
+        if name == self.device:
+            return
+        if name == "cpu":
+            self._flat, self._gflat = np.asarray(self._flat), np.asarray(self._gflat)
+        else:
+            self._flat = _cuda.to_device(np.asarray(self._flat), name, self._flat.dtype)
+            self._gflat = _cuda.to_device(np.asarray(self._gflat), name, self._gflat.dtype)
+        self._bind()
+        self._discard_own_saved()
+        self.device = name
+
+    def _device_input(self, x: Any, name: str, where: str, shape: tuple[int, ...] | None) -> Any:
+        """``x`` for a device call: a device array as it is, a host array (of the layer's dtype)
+        copied to the layer's device. ``shape``: required shape, or None."""
+        if not _cuda._is_device_array(x):
+            x = _cuda.to_device(_check_array(x, name, where, self.dtype), self.device)
+        b = _cuda._borrow(x, self.device, name, where)
+        if b.dtype != self.dtype:
+            raise TypeError(f"{where}: {name} must be {self.dtype} like the layer, got {b.dtype}")
+        if shape is not None and tuple(b.shape) != shape:
+            raise ValueError(f"{where}: {name} must have shape {shape}, got {tuple(b.shape)}")
+        return x
+
+    def _device_linear_forward(self, x: Any, weight: Parameter, bias: Any, where: str) -> Any:
+        """y = x · weightᵀ + bias on the device; a host x gives a host y (copied both ways)."""
+        host = not _cuda._is_device_array(x)
+        xd = self._device_input(x, "x", where, None)
+        O, In = weight.shape
+        if not xd.shape or xd.shape[-1] != In:
+            raise ValueError(f"{where}: x must have shape [..., I={In}], got {tuple(xd.shape)}")
+        y = _cuda.linear(xd, weight.data, None if bias is None else bias.data)
+        if self.training:  # a device copy: the caller may change x afterwards
+            kept = xd if host else _cuda._copy_of(xd, self.device, "x", where)
+            self._save_for_backward((kept, tuple(xd.shape[:-1]), host))
+        return y.numpy() if host else y
+
+    def _device_linear_backward(self, dy: Any, weight: Parameter, bias: Any, where: str) -> Any:
+        """dx of the newest saved device forward; weight.grad and bias.grad accumulate."""
+        x, lead, host = self._peek_saved(where)
+        dyd = self._device_input(dy, "dy", where, (*lead, weight.shape[0]))
+        self._pop_saved(where)
+        dx = _cuda.linear_backward(
+            dyd, x, weight.data, weight.grad, None if bias is None else bias.grad
+        )
+        return dx.numpy() if host else dx
 
     @property
     def flat_parameters(self) -> np.ndarray:
@@ -102,12 +162,17 @@ class Embedding(_FlatModule):
             never receives a gradient, or None.
         dtype: 'float32' or 'float64'.
         seed: seed of the N(0, 1) initialisation (PyTorch's), or None.
-        device: 'cpu' (a GPU device is refused: this layer runs on the CPU only so far).
+        device: 'cpu', or a GPU ('cuda', 'cuda-sim'): the weight and its gradient live in the
+            GPU's memory (:class:`rnncore.cuda.DeviceArray` views), and forward returns a
+            DeviceArray whatever the ids (host integers are copied over; the vectors stay).
 
     Parameter: ``weight`` [V, E]. ``backward`` scatter-adds into ``weight.grad`` and returns None
     (ids have no gradient); with ``weight.requires_grad = False`` (frozen, see
     :meth:`from_pretrained`) it adds nothing.
     """
+
+    _FOLLOWS_RESIDENT = True
+    _GPU_RESIDENT = True  # alone, it moves with .to()
 
     def __init__(
         self,
@@ -122,7 +187,7 @@ class Embedding(_FlatModule):
     ) -> None:
         super().__init__()
         owner = "Embedding"
-        self.device = check_device(device, owner)
+        device = check_device(device, owner, gpu=True)
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings", owner)
         self.embedding_dim = positive_int(embedding_dim, "embedding_dim", owner)
         if padding_idx is not None:
@@ -144,6 +209,7 @@ class Embedding(_FlatModule):
             self.reset_parameters()
         else:  # from_pretrained's checked array: no random draw to throw away (V may be 10^6)
             self.weight.data[...] = _weight
+        self._move_to(device)
 
     @classmethod
     def from_pretrained(
@@ -166,7 +232,7 @@ class Embedding(_FlatModule):
                 given (not zeroed); it never receives a gradient.
             dtype: 'float32' or 'float64'; None: the dtype of ``embeddings`` when it is one of
                 these (a TypeError otherwise: no silent cast).
-            device: 'cpu' (a GPU device is refused: this layer runs on the CPU only so far).
+            device: 'cpu' or a GPU, as in the constructor.
 
         Returns:
             The Embedding (V, E); the caller's array is not shared.
@@ -199,7 +265,7 @@ class Embedding(_FlatModule):
         """weight ~ N(0, 1), the padding row (if any) zero, as PyTorch."""
         self.weight.data[...] = self._rng.standard_normal(self.weight.shape)
         if self.padding_idx is not None:
-            self.weight.data[self.padding_idx] = 0.0
+            self.weight.data[self.padding_idx : self.padding_idx + 1] = 0.0
 
     @one_call_at_a_time
     def forward(self, ids: Any) -> np.ndarray:
@@ -213,11 +279,25 @@ class Embedding(_FlatModule):
             ``backward`` (editing ``ids`` afterwards does not change the gradient).
         """
         where = "Embedding.forward"
+        if self.device != "cpu" and _cuda._is_device_array(ids):
+            b = _cuda._arg(ids, self.device, "input ids", where, dtype=np.int64)
+            out = _cuda.embedding(ids, self.weight.data)  # checked on the device
+            if self.training:
+                self._save_for_backward((_cuda._copy_of(ids, self.device, "ids", where), b.shape))
+            return out
         if not isinstance(ids, np.ndarray):
             ids = np.asarray(ids)
         if ids.dtype == bool or ids.dtype.kind not in "iu":
             raise TypeError(f"{where}: input ids must be integers, got dtype {ids.dtype}")
         flat = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
+        if self.device != "cpu":  # checked here (the message names the index), then copied over
+            if flat.size and (flat.min() < 0 or flat.max() >= self.num_embeddings):
+                raise ValueError(f"{where}: {self._bad_id(ids, flat)}")
+            dids = _cuda.to_device(flat, self.device, np.int64)
+            out = _cuda.embedding(dids, self.weight.data)
+            if self.training:
+                self._save_for_backward((dids.reshape(ids.shape), ids.shape))
+            return out.reshape(*ids.shape, self.embedding_dim)
         try:
             out = _core.embedding_forward(flat, self.weight.data)
         except ValueError:
@@ -244,6 +324,13 @@ class Embedding(_FlatModule):
             None: the ids have no gradient.
         """
         where = "Embedding.backward"
+        if self.device != "cpu":
+            ids, shape = self._peek_saved(where)
+            d = self._device_input(dout, "dout", where, (*shape, self.embedding_dim))
+            self._pop_saved(where)
+            if self.weight.requires_grad:
+                _cuda.embedding_backward(ids, d, self.weight.grad, self.padding_idx)
+            return None
         dout = _check_array(dout, "dout", where, self.dtype)
         ids, shape = self._peek_saved(where)
         expected = shape + (self.embedding_dim,)
@@ -276,7 +363,9 @@ class Linear(_FlatModule):
         bias: whether to learn a bias [O].
         dtype: 'float32' or 'float64'.
         seed: seed of the U(-1/sqrt(I), 1/sqrt(I)) initialisation (PyTorch's), or None.
-        device: 'cpu' (a GPU device is refused: this layer runs on the CPU only so far).
+        device: 'cpu', or a GPU ('cuda', 'cuda-sim'): the parameters live in the GPU's memory
+            and the products run there (cuBLAS); device arrays in give device arrays out, host
+            arrays in give host arrays out (copied).
 
     Parameters: ``weight`` [O, I], ``bias`` [O]; both in one flat buffer.
     Shapes: x [..., I] -> y [..., O]; ``backward(dy [..., O])`` -> dx [..., I]. Each
@@ -284,6 +373,9 @@ class Linear(_FlatModule):
     ``backward`` consumes the newest one (last in, first out; see ``Module``): a Linear applied
     to two branches, or at every decoder step, gets every call's gradient.
     """
+
+    _FOLLOWS_RESIDENT = True
+    _GPU_RESIDENT = True  # alone, it moves with .to()
 
     def __init__(
         self,
@@ -296,7 +388,7 @@ class Linear(_FlatModule):
     ) -> None:
         super().__init__()
         owner = "Linear"
-        self.device = check_device(device, owner)
+        device = check_device(device, owner, gpu=True)
         self.in_features = positive_int(in_features, "in_features", owner)
         self.out_features = positive_int(out_features, "out_features", owner)
         self.dtype = float_dtype(dtype, owner)
@@ -308,6 +400,7 @@ class Linear(_FlatModule):
         self.bias = self._parameters[1] if bias else None
         self._rng = np.random.default_rng(check_seed(seed, owner))
         self.reset_parameters()
+        self._move_to(device)
 
     def reset_parameters(self) -> None:
         """weight and bias ~ U(-1/sqrt(I), 1/sqrt(I)), PyTorch's default."""
@@ -326,6 +419,8 @@ class Linear(_FlatModule):
             does not change the gradient).
         """
         where = "Linear.forward"
+        if self.device != "cpu":
+            return self._device_linear_forward(x, self.weight, self.bias, where)
         x = _check_array(x, "x", where, self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -350,6 +445,8 @@ class Linear(_FlatModule):
             dx [..., I]. ``weight.grad += dyᵀ·x``, ``bias.grad += Σ dy``.
         """
         where = "Linear.backward"
+        if self.device != "cpu":
+            return self._device_linear_backward(dy, self.weight, self.bias, where)
         dy = _check_array(dy, "dy", where, self.dtype)
         x2, lead = self._peek_saved(where)
         expected = lead + (self.out_features,)
@@ -373,6 +470,23 @@ class Linear(_FlatModule):
         if self.dtype != np.float32:
             s += f", dtype='{self.dtype}'"
         return s
+
+
+class _DeviceMask:
+    """A device dropout's mask, kept as its key (drawn again for backward: the same keyed draws
+    give the same mask, so nothing of the size of x is kept). p None: everything dropped."""
+
+    __slots__ = ("p", "seed", "view", "offset")
+
+    def __init__(self, p: float | None, seed: int, view: tuple[int, int, int]) -> None:
+        self.p, self.seed, self.view, self.offset = p, seed, view, 0
+
+    def apply(self, x: Any) -> Any:
+        """x ⊙ mask / (1-p) (x a DeviceArray)."""
+        if self.p is None:
+            return _cuda.DeviceArray.zeros(x.shape, x.dtype, x.device)
+        y, _ = _cuda.keyed_dropout(x.reshape(self.view), self.p, self.seed % 2**64, self.offset)
+        return y.reshape(x.shape)
 
 
 class Dropout(Module):
@@ -423,6 +537,8 @@ class Dropout(Module):
             An array shaped like x (x itself in eval mode or when p == 0).
         """
         where = "Dropout.forward"
+        if isinstance(x, _cuda.DeviceArray):
+            return self._forward_device(x, where)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{where}: x must be a numpy array, got {type(x).__name__}")
         if x.dtype not in (np.float32, np.float64):
@@ -448,6 +564,30 @@ class Dropout(Module):
         self._save_for_backward((scale, x.shape))
         return x * scale
 
+    def _forward_device(self, x: Any, where: str) -> Any:
+        """forward() of a DeviceArray: the CPU's masks, drawn on the device."""
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{where}: x must be float32 or float64, got {x.dtype}")
+        if not self.training:
+            return x
+        if self.p == 0.0:
+            self._save_for_backward((None, x.shape))
+            return x
+        axis = self.batch_axis
+        if axis is not None and not -x.ndim <= axis < x.ndim:
+            raise ValueError(
+                f"{where}: batch_axis {axis} is not an axis of x (shape {x.shape}); "
+                "construct Dropout with the axis that indexes examples, or None"
+            )
+        self._calls += 1
+        if self.p == 1.0:
+            self._save_for_backward((_DeviceMask(None, 0, (0, 0, 0)), x.shape))
+            return _cuda.DeviceArray.zeros(x.shape, x.dtype, x.device)
+        mask = _DeviceMask(self.p, self._dropout_seed + self._calls, _view3(x.shape, axis))
+        mask.offset = 0 if axis is None else batch_offset()
+        self._save_for_backward((mask, x.shape))
+        return mask.apply(x)
+
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx = dy ⊙ mask / (1-p) with the mask of the newest unconsumed training forward (dy
         itself when p == 0, and in eval mode).
@@ -459,6 +599,12 @@ class Dropout(Module):
         if not self.training and not self._saved:
             return dy  # eval mode: the identity, whose gradient is dy
         scale, shape = self._peek_saved(where)
+        if isinstance(scale, _DeviceMask) or (scale is None and isinstance(dy, _cuda.DeviceArray)):
+            if not isinstance(dy, _cuda.DeviceArray) or dy.shape != shape:
+                got = dy.shape if isinstance(dy, _cuda.DeviceArray) else type(dy).__name__
+                raise ValueError(f"{where}: dy must be a DeviceArray of shape {shape}, got {got}")
+            self._pop_saved(where)
+            return dy if scale is None else scale.apply(dy)
         if not isinstance(dy, np.ndarray) or dy.shape != shape:
             got = dy.shape if isinstance(dy, np.ndarray) else type(dy).__name__
             raise ValueError(f"{where}: dy must have shape {shape}, got {got}")

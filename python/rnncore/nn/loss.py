@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .. import cuda as _cuda
 from .module import Module
 
 _REDUCTIONS = ("mean", "sum")
@@ -34,6 +35,18 @@ def _float_array(a: Any, name: str, where: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+class _Shape:
+    """The shape of a device array, for the layout checks written for numpy arrays."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape, self.ndim = shape, len(shape)
+
+
+def _device_name(a: Any) -> str:
+    """The device of a device array: a DeviceArray's own, "cuda" for CuPy / torch arrays."""
+    return a.device if isinstance(a, _cuda.DeviceArray) else "cuda"
+
+
 class _Loss(Module):
     """Shared part of the losses: the gradient each training forward keeps, handed out once by
     backward (newest forward first, see :class:`~rnncore.nn.Module`)."""
@@ -49,7 +62,10 @@ class _Loss(Module):
         s = _scale(scale, where)
         grad = self._pop_saved(where)
         if s != 1.0:
-            grad *= grad.dtype.type(s)
+            if isinstance(grad, _cuda.DeviceArray):
+                _cuda.scale(grad, s)
+            else:
+                grad *= grad.dtype.type(s)
         return grad
 
 
@@ -136,6 +152,8 @@ class CrossEntropyLoss(_Loss):
             The reduced loss as a Python float.
         """
         where = "CrossEntropyLoss.forward"
+        if _cuda._is_device_array(logits):
+            return self._forward_device(logits, targets, where)
         logits = _float_array(logits, "logits", where)
         if logits.ndim < 1 or logits.shape[-1] < 1:
             raise ValueError(
@@ -178,6 +196,60 @@ class CrossEntropyLoss(_Loss):
             if axis == 1 and len(shape) > 2:
                 grad = np.ascontiguousarray(np.moveaxis(grad, -1, 1))
             self._save_for_backward(grad)
+        return float(loss)
+
+    def _forward_device(self, logits: Any, targets: Any, where: str) -> float:
+        """forward() of device logits (classes last): the fused loss and gradient on the device;
+        targets on the host or the device. The gradient stays on the device."""
+        lg = _cuda._arg(logits, _device_name(logits), "logits", where)
+        device = _device_name(logits)
+        if not lg.shape or lg.shape[-1] < 1:
+            raise ValueError(
+                f"{where}: logits must have shape [..., C] with C >= 1, got {tuple(lg.shape)}"
+            )
+        on_device = _cuda._is_device_array(targets)
+        if on_device:
+            t = _cuda._arg(targets, device, "targets", where, dtype=np.int64)
+            t_shape = tuple(t.shape)
+        else:
+            targets = np.asarray(targets)
+            if targets.dtype == bool or targets.dtype.kind not in "iu":
+                raise TypeError(
+                    f"{where}: targets must be integer class indices, got dtype {targets.dtype}"
+                )
+            if targets.dtype == np.uint64 and targets.size and targets.max() > 2**63 - 1:
+                raise ValueError(f"{where}: targets holds {int(targets.max())}, beyond int64")
+            t_shape = targets.shape
+        axis = self._class_axis(_Shape(tuple(lg.shape)), _Shape(t_shape), where)
+        if axis == 1 and len(lg.shape) > 2:
+            raise ValueError(
+                f"{where}: on a GPU the classes must be the last axis of logits (class_axis=-1); "
+                f"got logits {tuple(lg.shape)} with the classes second"
+            )
+        C = lg.shape[-1]
+        if not isinstance(logits, _cuda.DeviceArray):  # CuPy, torch: a DeviceArray to reshape
+            logits = _cuda._copy_of(logits, device, "logits", where)
+        if not on_device:
+            flat_t: Any = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64)
+        elif isinstance(targets, _cuda.DeviceArray):
+            flat_t = targets.reshape(-1)
+        else:
+            flat_t = _cuda._copy_of(targets, device, "targets", where).reshape(-1)
+        need_grad = self.training
+        try:
+            loss, grad, count = _cuda.cross_entropy(
+                logits.reshape(-1, C),
+                flat_t,
+                ignore_index=self.ignore_index,
+                reduction=self.reduction,
+                label_smoothing=self.label_smoothing,
+                grad=need_grad,
+            )
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        self.count = int(count)
+        if need_grad:
+            self._save_for_backward(grad.reshape(tuple(lg.shape)))
         return float(loss)
 
     def extra_repr(self) -> str:

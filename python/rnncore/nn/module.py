@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import cuda as _cuda
+
 # Parameters that modules built in this context may still allocate (None: no limit); see
 # parameter_budget.
 _budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
@@ -148,8 +150,9 @@ class Parameter:
 
 
 def _array_bytes(context: Any, depth: int = 3) -> int:
-    """Bytes of the numpy arrays in a saved context (arrays, or tuples/lists/dicts of them)."""
-    if isinstance(context, np.ndarray):
+    """Bytes of the arrays in a saved context (numpy arrays or DeviceArrays, or tuples/lists/
+    dicts of them)."""
+    if isinstance(context, (np.ndarray, _cuda.DeviceArray)):
         return int(context.nbytes)
     if depth == 0:
         return 0
@@ -357,17 +360,33 @@ class Module:
         """Inference mode: forward keeps nothing, backward is not possible. Returns self."""
         return self.train(False)
 
+    #: Whether this module runs wholly on a GPU when moved there: then ``to`` moves every layer
+    #: inside that can run on one (Embedding, Linear, tied decoders, the recurrent layers), and
+    #: its forward and backward pass device arrays between them (LanguageModel; a lone Linear or
+    #: Embedding). Otherwise only the recurrent layers move and numpy arrays connect the rest.
+    _GPU_RESIDENT = False
+
     def to(self, device: str) -> Module:
         """Move the layers that can run on ``device`` there; returns self (PyTorch's spelling).
 
-        The recurrent layers move ("cpu", "cuda", "cuda-sim"); the other layers run on the CPU
-        whatever the device (numpy arrays connect them), so a model on "cuda" runs its recurrent
-        layers on the GPU. Parameters keep their values and names, but their arrays are new:
-        build optimizers after moving, as in PyTorch. Unconsumed saved forwards are dropped.
-        Raises what ``device=`` in a layer's constructor raises for an unusable device.
+        The recurrent layers move ("cpu", "cuda", "cuda-sim"). In a model that runs wholly on a
+        GPU (the language model) the embedding and output layers move too: their parameters
+        and gradients then live in the GPU's memory (:class:`rnncore.cuda.DeviceArray` views)
+        and a training step never crosses to the host; in the other models the remaining layers
+        run on the CPU (numpy arrays connect them). Parameters keep their values and names, but
+        their arrays are new: build optimizers after moving, as in PyTorch. Unconsumed saved
+        forwards are dropped. Raises what ``device=`` in a layer's constructor raises for an
+        unusable device.
         """
+        resident = self._GPU_RESIDENT or device == "cpu"
         for _, m in self._named_modules():
-            m._move_to(device)
+            if resident or not getattr(m, "_FOLLOWS_RESIDENT", False):
+                m._move_to(device)
+        if self._GPU_RESIDENT:  # the recurrent layers' parameters join the others on the GPU
+            for _, m in self._named_modules():
+                keep = getattr(m, "_keep_on_device", None)
+                if keep is not None:
+                    keep(device != "cpu")
         return self
 
     def _move_to(self, device: str) -> None:
@@ -390,8 +409,8 @@ class Module:
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{name: copy of the parameter array}."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """{name: copy of the parameter array} (numpy arrays, wherever the parameters live)."""
+        return {name: np.array(p.data, copy=True) for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Copy arrays into the parameters, checking names and shapes.

@@ -36,6 +36,13 @@ def _probability(value: Any, name: str, owner: str) -> float:
     return float(value)
 
 
+def _host_state(state: State) -> State:
+    """A state of DeviceArrays as numpy arrays (None stays None)."""
+    if isinstance(state, tuple):
+        return tuple(None if a is None else a.numpy() for a in state)
+    return None if state is None else state.numpy()
+
+
 class _Recurrent(Module):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
@@ -120,16 +127,15 @@ class _Recurrent(Module):
         self._has_c = CELLS[cell]["states"] == 2  # the state is (h, c)
         reserve_parameters(self._num_parameters(), owner)  # before the engine allocates
         self._core = self._new_core(self.device)
+        # On a GPU inside a model that runs wholly there (see Module.to), the parameters and
+        # gradients live in device memory (these two DeviceArrays); otherwise in the engine's
+        # host buffers, uploaded by every GPU call.
+        self._dparams: _cuda.DeviceArray | None = None
+        self._dgrads: _cuda.DeviceArray | None = None
         flat, gflat = self._core.params, self._core.grads
-        for name, offset, shape in self._core.param_info():
-            size = math.prod(shape)
-            self._parameters.append(
-                Parameter(
-                    name,
-                    flat[offset : offset + size].reshape(shape),
-                    gflat[offset : offset + size].reshape(shape),
-                )
-            )
+        for name, _, _ in self._core.param_info():
+            self._parameters.append(Parameter(name, flat, gflat))  # bound to their slices below
+        self._bind(flat, gflat)
         self._rng = np.random.default_rng(check_seed(seed, owner))
         # Dropout masks come from (seed of this layer, call counter): reproducible runs.
         self._dropout_seed = int(self._rng.integers(0, 2**63 - 1))
@@ -156,6 +162,13 @@ class _Recurrent(Module):
             self.layer_norm,
         )
 
+    def _bind(self, flat: Any, gflat: Any) -> None:
+        """Points the parameters at their slices of flat buffers (the engine's, or device)."""
+        for p, (_, offset, shape) in zip(self._parameters, self._core.param_info(), strict=True):
+            size = math.prod(shape)
+            p._data = flat[offset : offset + size].reshape(shape)
+            p._grad = gflat[offset : offset + size].reshape(shape)
+
     def _move_to(self, device: str) -> None:
         name = check_device(device, f"{type(self).__name__}.to", gpu=True)
         if name == self.device:
@@ -165,16 +178,27 @@ class _Recurrent(Module):
                 f"{type(self).__name__}.to: int8 inference runs on the CPU engine; set "
                 f"int8_inference = False before moving to {name!r}"
             )
+        self._keep_on_device(False)
         core = self._new_core(name)
         core.params[...] = self._core.params
         core.grads[...] = self._core.grads
-        flat, gflat = core.params, core.grads
-        for p, (_, offset, shape) in zip(self._parameters, core.param_info(), strict=True):
-            size = math.prod(shape)
-            p._data = flat[offset : offset + size].reshape(shape)
-            p._grad = gflat[offset : offset + size].reshape(shape)
         self._saved.clear()
         self._core, self.device = core, name
+        self._bind(core.params, core.grads)
+
+    def _keep_on_device(self, on: bool) -> None:
+        """Parameters and gradients in the GPU's memory (on), or in the engine's host buffers
+        (off); Module.to calls it for the layers of a model that runs wholly on the GPU."""
+        if on and self.device != "cpu" and self._dparams is None:
+            self._dparams = _cuda.to_device(self._core.params, self.device, self.dtype)
+            self._dgrads = _cuda.to_device(self._core.grads, self.device, self.dtype)
+            self._bind(self._dparams, self._dgrads)
+        elif not on and self._dparams is not None:
+            self._core.params[...] = self._dparams.numpy()
+            self._core.grads[...] = self._dgrads.numpy()
+            self._dparams = self._dgrads = None
+            self._bind(self._core.params, self._core.grads)
+        self._core.discard_saved()
 
     @property
     def int8_inference(self) -> bool:
@@ -209,18 +233,22 @@ class _Recurrent(Module):
         return 2 if self.bidirectional else 1
 
     @property
-    def flat_parameters(self) -> np.ndarray:
-        """All parameters as one flat array [P] (a view; PyTorch's order)."""
-        return self._core.params
+    def flat_parameters(self) -> Any:
+        """All parameters as one flat array [P] (a view; PyTorch's order; a DeviceArray when
+        they live on the GPU)."""
+        return self._core.params if self._dparams is None else self._dparams
 
     @property
-    def flat_gradients(self) -> np.ndarray:
+    def flat_gradients(self) -> Any:
         """All parameter gradients as one flat array [P] (a view, same layout)."""
-        return self._core.grads
+        return self._core.grads if self._dgrads is None else self._dgrads
 
     def zero_grad(self) -> None:
         """Set every parameter gradient to zero (one call over the flat buffer)."""
-        self._core.zero_grad()
+        if self._dgrads is None:
+            self._core.zero_grad()
+        else:
+            self._dgrads[...] = 0
 
     def _reseed(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
@@ -403,6 +431,9 @@ class _Recurrent(Module):
             lens = np.ascontiguousarray(lens, dtype=np.int64)
         if on_device:
             return self._forward_device(x, lens, h0, c0, hx_name, where)
+        if self._dparams is not None:  # parameters on the GPU: host arrays in, host arrays out
+            y, st = self._forward_device(x, lens, h0, c0, hx_name, where)
+            return y.numpy(), _host_state(st)
         self._calls += 1
         try:
             y, hn, cn = self._core.forward(
@@ -446,6 +477,9 @@ class _Recurrent(Module):
         dhn, dcn = self._state_arrays(dstate, "dstate", where)
         if self.device != "cpu" and any(_cuda._is_device_array(a) for a in (dy, dhn, dcn)):
             return self._backward_device(dy, dhn, dcn, where)
+        if self._dparams is not None:  # parameters on the GPU: host arrays in, host arrays out
+            dx, dst = self._backward_device(dy, dhn, dcn, where)
+            return dx.numpy(), _host_state(dst)
         dyt = None if dy is None else self._time_major(dy, "dy", where)
         try:
             dx, dh0, dc0, norms = self._core.backward(dyt, dhn, dcn, self.record_step_grad_norms)
@@ -535,7 +569,7 @@ class _Recurrent(Module):
                 y.ptr,
                 hn.ptr,
                 0 if cn is None else cn.ptr,
-                0,  # the layer's own parameters
+                0 if self._dparams is None else self._dparams.ptr,  # 0: the engine's own
                 self.training,
                 (self._dropout_seed + self._calls) % 2**64,
                 True,
@@ -551,8 +585,15 @@ class _Recurrent(Module):
 
     def _backward_device(self, dy: Any, dhn: Any, dcn: Any, where: str) -> tuple[Any, State]:
         """backward() on device arrays: dx and the initial state's gradient as DeviceArrays;
-        parameter gradients accumulate into ``p.grad`` (the host's) as with numpy arrays."""
+        parameter gradients accumulate into ``p.grad`` (on the host, or on the GPU with the
+        parameters) as with numpy arrays."""
         if self.record_step_grad_norms:
+            if self._dparams is not None:
+                raise ValueError(
+                    f"{where}: record_step_grad_norms is measured by a backward with the "
+                    "parameters on the host; this layer's live on the GPU (its model was moved "
+                    "there whole): set record_step_grad_norms = False, or measure on the CPU"
+                )
             raise ValueError(
                 f"{where}: record_step_grad_norms is measured by a backward on host arrays; "
                 "pass dy as a numpy array (or set record_step_grad_norms = False)"
@@ -593,8 +634,8 @@ class _Recurrent(Module):
                 dx.ptr,
                 dh0.ptr,
                 0 if dc0 is None else dc0.ptr,
-                0,  # the layer's own parameters ...
-                0,  # ... and gradients
+                0 if self._dparams is None else self._dparams.ptr,  # 0: the engine's own ...
+                0 if self._dgrads is None else self._dgrads.ptr,  # ... and gradients
             )
         except (ValueError, TypeError, RuntimeError) as e:
             raise type(e)(f"{where}: {e}") from None

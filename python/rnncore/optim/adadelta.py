@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _core
 from .optimizer import Optimizer, _Run, check_nonneg
 
 
@@ -48,7 +47,7 @@ class Adadelta(Optimizer):
         group["weight_decay"] = check_nonneg(group["weight_decay"], "weight_decay", owner)
 
     def _update(self, run: _Run, group: dict[str, Any]) -> None:
-        _core.adadelta_step(
+        run.ops.adadelta_step(
             run.data,
             run.grad,
             self._buffer(run, "square_avg"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _core
 from .optimizer import Optimizer, _Run, check_nonneg
 
 
@@ -57,7 +56,7 @@ class Adagrad(Optimizer):
         group["eps"] = check_nonneg(group["eps"], "eps", owner)
 
     def _update(self, run: _Run, group: dict[str, Any]) -> None:
-        _core.adagrad_step(
+        run.ops.adagrad_step(
             run.data,
             run.grad,
             self._buffer(run, "sum", float(group["initial_accumulator_value"])),

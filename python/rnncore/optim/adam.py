@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _core
 from .optimizer import Optimizer, _Run, check_nonneg, check_unit
 
 
@@ -58,7 +57,7 @@ class Adam(Optimizer):
 
     def _update(self, run: _Run, group: dict[str, Any]) -> None:
         beta1, beta2 = group["betas"]
-        _core.adam_step(
+        run.ops.adam_step(
             run.data,
             run.grad,
             self._buffer(run, "exp_avg"),

@@ -8,13 +8,16 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .. import cuda as _cuda
+
+_ARRAYS = (np.ndarray, _cuda.DeviceArray)
 
 
-def _grads(params: Any, where: str) -> list[np.ndarray]:
-    """The gradient arrays of Parameters (``.grad``) or the arrays themselves, as a list.
-    Frozen Parameters (``requires_grad`` False) are left out, as PyTorch leaves out a parameter
-    whose grad is None."""
-    if isinstance(params, np.ndarray) or hasattr(params, "grad"):
+def _grads(params: Any, where: str) -> list[Any]:
+    """The gradient arrays of Parameters (``.grad``) or the arrays themselves, as a list (numpy
+    arrays, or DeviceArrays for parameters on a GPU). Frozen Parameters (``requires_grad``
+    False) are left out, as PyTorch leaves out a parameter whose grad is None."""
+    if isinstance(params, _ARRAYS) or hasattr(params, "grad"):
         params = [params]
     try:
         items = list(params)
@@ -25,14 +28,28 @@ def _grads(params: Any, where: str) -> list[np.ndarray]:
         ) from None
     out = []
     for k, p in enumerate(items):
-        g = p if isinstance(p, np.ndarray) else getattr(p, "grad", None)
-        if not isinstance(g, np.ndarray):
+        g = p if isinstance(p, _ARRAYS) else getattr(p, "grad", None)
+        if not isinstance(g, _ARRAYS):
             raise TypeError(
                 f"{where}: params[{k}] must be a Parameter or a numpy array, got {type(p).__name__}"
             )
         if getattr(p, "requires_grad", True):
             out.append(g)
     return out
+
+
+def _split(grads: list[Any]) -> tuple[list[np.ndarray], list[Any]]:
+    """(host arrays, device arrays)."""
+    device = [g for g in grads if isinstance(g, _cuda.DeviceArray)]
+    return [g for g in grads if not isinstance(g, _cuda.DeviceArray)], device
+
+
+def _norm(grads: list[Any], where: str) -> float:
+    """The global L2 norm of host and device arrays together (each part summed where it lies)."""
+    host, device = _split(grads)
+    n_host = float(_call(_core.grad_norm, where, host)) if host else 0.0
+    n_dev = float(_call(_cuda.grad_norm, where, device)) if device else 0.0
+    return math.hypot(n_host, n_dev) if device else n_host
 
 
 def _call(fn: Any, where: str, *args: Any) -> Any:
@@ -67,7 +84,17 @@ def clip_grad_norm(params: Any, max_norm: float) -> float:
         raise TypeError(f"{where}: max_norm must be a number, got {type(max_norm).__name__}")
     if not float(max_norm) > 0.0:
         raise ValueError(f"{where}: max_norm must be > 0, got {max_norm}")
-    return float(_call(_core.clip_grad_norm, where, _grads(params, where), float(max_norm)))
+    grads = _grads(params, where)
+    host, device = _split(grads)
+    if not device:
+        return float(_call(_core.clip_grad_norm, where, grads, float(max_norm)))
+    norm = _norm(grads, where)  # parameters on a GPU: the same rule, scaled where they lie
+    coef = _core.clip_coefficient(norm, float(max_norm))
+    if coef != 1.0:
+        _cuda.scale(device, coef)
+        for g in host:
+            g *= g.dtype.type(coef)
+    return norm
 
 
 def clip_grad_value(params: Any, clip_value: float) -> None:
@@ -85,7 +112,11 @@ def clip_grad_value(params: Any, clip_value: float) -> None:
         raise TypeError(f"{where}: clip_value must be a number, got {type(clip_value).__name__}")
     if not (float(clip_value) > 0.0 and math.isfinite(clip_value)):
         raise ValueError(f"{where}: clip_value must be > 0 and finite, got {clip_value}")
-    _call(_core.clip_grad_value, where, _grads(params, where), float(clip_value))
+    host, device = _split(_grads(params, where))
+    if host:
+        _call(_core.clip_grad_value, where, host, float(clip_value))
+    if device:
+        _cuda.clip_grad_value(device, float(clip_value))
 
 
 def grad_norm(params: Any) -> float:
@@ -95,7 +126,7 @@ def grad_norm(params: Any) -> float:
         params: Parameters or gradient arrays, or one of them.
     """
     where = "grad_norm"
-    return float(_call(_core.grad_norm, where, _grads(params, where)))
+    return _norm(_grads(params, where), where)
 
 
 def all_finite(params: Any) -> bool:
@@ -105,7 +136,9 @@ def all_finite(params: Any) -> bool:
         params: Parameters or gradient arrays, or one of them.
     """
     where = "all_finite"
-    return bool(_call(_core.all_finite, where, _grads(params, where)))
+    host, device = _split(_grads(params, where))
+    ok = bool(_call(_core.all_finite, where, host)) if host else True
+    return ok and (not device or _cuda.all_finite(device))
 
 
 clip_grad_norm_ = clip_grad_norm

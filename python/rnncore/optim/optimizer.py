@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .. import cuda as _cuda
 
 
 def _number(value: Any, name: str, owner: str) -> float:
@@ -75,17 +76,28 @@ def check_unit(value: Any, name: str, owner: str) -> float:
 _SQUARE_STATES = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta", "sum"})
 
 
-def _address(a: np.ndarray) -> int:
+def _address(a: Any) -> int:
+    if isinstance(a, _cuda.DeviceArray):
+        return a.ptr
     return int(a.__array_interface__["data"][0])
 
 
-def _flat_view(first: np.ndarray, size: int) -> np.ndarray:
+def _flat_view(first: Any, size: int) -> Any:
     """A 1-d view of ``size`` elements starting at ``first``'s data. Only called for spans whose
     every byte belongs to one of the run's (adjacent, contiguous) arrays."""
+    if isinstance(first, _cuda.DeviceArray):  # a parameter on a GPU: its module's flat buffer
+        return first._view(0, (size,))
     base = first.reshape(-1)
     if size == base.size:
         return base
     return np.lib.stride_tricks.as_strided(base, shape=(size,), strides=(base.itemsize,))
+
+
+def _all_finite(grads: list[Any]) -> bool:
+    """No NaN or infinity among host and device gradient arrays."""
+    host = [g for g in grads if not isinstance(g, _cuda.DeviceArray)]
+    device = [g for g in grads if isinstance(g, _cuda.DeviceArray)]
+    return (not host or _core.all_finite(host)) and (not device or _cuda.all_finite(device))
 
 
 def _trainable(p: Any) -> bool:
@@ -116,6 +128,12 @@ class _Run:
     def trainable(self) -> bool:
         """Whether the members train (runs are kept uniform, see :func:`_split_run`)."""
         return _trainable(self.params[0])
+
+    @property
+    def ops(self) -> Any:
+        """Where the run's update runs: the CPU engine (``_core``), or the GPU
+        (``rnncore.cuda``'s functions of the same names and arguments) for parameters there."""
+        return _cuda if isinstance(self.data, _cuda.DeviceArray) else _core
 
 
 def _split_run(run: _Run, labels: list[Any]) -> list[_Run]:
@@ -179,6 +197,7 @@ def _build_runs(params: list[Any], first_index: int) -> list[_Run]:
         if (
             pending
             and d.dtype == pending[0][1].data.dtype
+            and type(d) is type(pending[0][1].data)
             and _address(d) == end_d
             and _address(g) == end_g
         ):
@@ -249,10 +268,11 @@ class Optimizer:
         for k, p in enumerate(plist):
             d, g = getattr(p, "data", None), getattr(p, "grad", None)
             name = getattr(p, "name", f"params[{k}]")
-            if not isinstance(d, np.ndarray) or not isinstance(g, np.ndarray):
+            on_gpu = isinstance(d, _cuda.DeviceArray) and isinstance(g, _cuda.DeviceArray)
+            if not on_gpu and (not isinstance(d, np.ndarray) or not isinstance(g, np.ndarray)):
                 raise TypeError(
-                    f"{owner}: params[{k}] must be a Parameter (numpy .data and .grad), got "
-                    f"{type(p).__name__}"
+                    f"{owner}: params[{k}] must be a Parameter (numpy .data and .grad, or "
+                    f"DeviceArrays on a GPU), got {type(p).__name__}"
                 )
             if d.dtype not in (np.float32, np.float64) or g.dtype != d.dtype:
                 raise TypeError(
@@ -263,9 +283,11 @@ class Optimizer:
                 raise ValueError(
                     f"{owner}: parameter {name}: data {d.shape} and grad {g.shape} differ"
                 )
-            if not (d.flags.c_contiguous and g.flags.c_contiguous):
+            if on_gpu and d.device != g.device:
+                raise ValueError(f"{owner}: parameter {name}: data and grad on different devices")
+            if not on_gpu and not (d.flags.c_contiguous and g.flags.c_contiguous):
                 raise ValueError(f"{owner}: parameter {name}: data and grad must be C-contiguous")
-            if not (d.flags.writeable and g.flags.writeable):
+            if not on_gpu and not (d.flags.writeable and g.flags.writeable):
                 raise ValueError(f"{owner}: parameter {name}: data and grad must be writable")
             if d.size:
                 ranges.append((_address(d), _address(d) + d.nbytes, name))
@@ -315,7 +337,7 @@ class Optimizer:
             changes).
         """
         self._runs = [_split_frozen(runs) for runs in self._runs]  # a flag changed since
-        if self.skip_nonfinite and not _core.all_finite(
+        if self.skip_nonfinite and not _all_finite(
             [r.grad for r in self._all_runs() if r.trainable]
         ):
             self.skipped_steps += 1
@@ -346,7 +368,11 @@ class Optimizer:
         """The run's state buffer ``key``, created (filled with ``fill``) on first use."""
         buf = run.state.get(key)
         if buf is None:
-            buf = np.full(run.data.shape, fill, dtype=run.data.dtype)
+            if isinstance(run.data, _cuda.DeviceArray):  # the state lives with the parameters
+                buf = _cuda.DeviceArray(run.data.shape, run.data.dtype, run.data.device)
+                buf.fill(fill)
+            else:
+                buf = np.full(run.data.shape, fill, dtype=run.data.dtype)
             run.state[key] = buf
         return buf
 
@@ -366,8 +392,8 @@ class Optimizer:
                 continue
             for idx, off, size, shape in run.members:
                 entry: dict[str, Any] = {"step": run.step}
-                for key, buf in run.state.items():
-                    entry[key] = buf[off : off + size].reshape(shape).copy()
+                for key, buf in run.state.items():  # numpy copies, wherever the state lives
+                    entry[key] = np.array(buf[off : off + size].reshape(shape), copy=True)
                 state[idx] = entry
         groups = []
         start = 0
@@ -460,6 +486,8 @@ class Optimizer:
                     raise ValueError(
                         f"{owner}: state '{key}' holds negative values (it averages squares)"
                     )
+                if isinstance(run.data, _cuda.DeviceArray):
+                    flat = _cuda.to_device(flat, run.data.device, run.data.dtype)
                 bufs[key] = flat
             new_states.append((run, step, bufs))
         new_groups = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _core
 from .optimizer import Optimizer, _Run, check_nonneg
 
 
@@ -61,7 +60,7 @@ class RMSprop(Optimizer):
 
     def _update(self, run: _Run, group: dict[str, Any]) -> None:
         momentum = float(group["momentum"])
-        _core.rmsprop_step(
+        run.ops.rmsprop_step(
             run.data,
             run.grad,
             self._buffer(run, "square_avg"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _core
 from .optimizer import Optimizer, _Run, check_finite, check_nonneg
 
 
@@ -63,7 +62,7 @@ class SGD(Optimizer):
         if momentum != 0.0:
             first = "momentum_buffer" not in run.state
             buf = self._buffer(run, "momentum_buffer")
-        _core.sgd_step(
+        run.ops.sgd_step(
             run.data,
             run.grad,
             buf,

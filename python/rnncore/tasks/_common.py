@@ -255,8 +255,9 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         "--device",
         default="cpu",
         metavar="DEV",
-        help="where the recurrent layers run: cpu, or cuda (a CUDA build of rnncore and a GPU; "
-        "the other layers stay on the CPU); checkpoints load onto either",
+        help="where the model runs: cpu, or cuda (a CUDA build of rnncore and a GPU; a language "
+        "model runs wholly there, the other models their recurrent layers, the rest on the "
+        "CPU); checkpoints load onto either",
     )
     t.add_argument(
         "--resume",

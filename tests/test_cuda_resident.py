@@ -1,0 +1,257 @@
+"""Models and layers whose parameters live on the GPU (Module.to of a model that runs wholly
+there: the language model; a lone Linear or Embedding): their training steps, optimizer state,
+clipping, checkpoints and generation against the same model on the CPU. On "cuda-sim" everywhere,
+on "cuda" where a GPU is visible (skipped otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rnncore import cuda, nn, optim
+from rnncore.models import LanguageModel
+
+DEVICES = [
+    "cuda-sim",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not cuda.is_available(), reason="no CUDA GPU visible (or built without CUDA)"
+        ),
+    ),
+]
+TOL = dict(rtol=1e-10, atol=1e-12)  # float64: the CUDA issue's tolerance
+
+
+def lm(seed=3, **kw):
+    cfg = dict(vocab_size=17, embed_dim=6, hidden_size=6, num_layers=2, dropout=0.3)
+    cfg.update(kw)
+    return LanguageModel(**cfg, dtype="float64", seed=seed)
+
+
+def params_of(model):
+    return {n: np.asarray(p.data) for n, p in model.named_parameters()}
+
+
+def windows(n=3, T=5, B=4, V=17, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))) for _ in range(n)]
+
+
+def train(model, opt, batches, clip=0.5):
+    losses, norms = [], []
+    for batch in batches:
+        for m in model.modules():
+            m.zero_grad() if hasattr(m, "zero_grad") else None
+        losses.append(model.training_step(batch)["loss"])
+        norms.append(optim.clip_grad_norm(model.parameters(), clip))
+        opt.step()
+    return losses, norms
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "kw, make_opt",
+    [
+        ({}, lambda p: optim.Adam(p, lr=0.02)),
+        ({"cell": "gru", "tie_weights": True}, lambda p: optim.SGD(p, lr=0.5, momentum=0.9)),
+        ({"proj_size": 4, "embed_dim": 4}, lambda p: optim.RMSprop(p, lr=0.01, centered=True)),
+        ({"cell": "rnn", "num_layers": 1}, lambda p: optim.Adagrad(p, lr=0.1)),
+    ],
+)
+def test_a_language_model_trains_on_the_gpu_as_on_the_cpu(device, kw, make_opt):
+    cpu, gpu = lm(**kw), lm(**kw).to(device)
+    for m in (gpu.embedding, gpu.decoder, gpu.rnn):
+        assert m.device == device
+    assert all(isinstance(p.data, cuda.DeviceArray) for p in gpu.parameters())
+    opt_c, opt_g = make_opt(cpu.parameters()), make_opt(gpu.parameters())
+    batches = windows()
+    lc, nc = train(cpu, opt_c, batches)
+    lg, ng = train(gpu, opt_g, batches)
+    np.testing.assert_allclose(lg, lc, **TOL)
+    np.testing.assert_allclose(ng, nc, **TOL)
+    want = params_of(cpu)
+    for name, value in params_of(gpu).items():
+        np.testing.assert_allclose(value, want[name], **TOL, err_msg=name)
+    # validation (carried state, summed loss) and generation agree too
+    v = windows(1, seed=9)[0]
+    assert gpu.validation_step(v)["loss_sum"] == pytest.approx(
+        cpu.validation_step(v)["loss_sum"], rel=1e-10
+    )
+    np.testing.assert_array_equal(gpu.sample([1, 2], 6, seed=4), cpu.sample([1, 2], 6, seed=4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimizer_state_and_checkpoints_leave_the_gpu_as_numpy(device, tmp_path):
+    from rnncore.train.checkpoint import load_checkpoint, save_checkpoint
+
+    cpu, gpu = lm(), lm().to(device)
+    opt_c, opt_g = optim.Adam(cpu.parameters(), lr=0.02), optim.Adam(gpu.parameters(), lr=0.02)
+    batches = windows(4)
+    train(cpu, opt_c, batches[:2])
+    train(gpu, opt_g, batches[:2])
+    sd_g, sd_c = opt_g.state_dict(), opt_c.state_dict()
+    for idx, entry in sd_c["state"].items():
+        for key, value in entry.items():
+            got = sd_g["state"][idx][key]
+            assert isinstance(got, (int, np.ndarray))
+            np.testing.assert_allclose(got, value, **TOL)
+    state = gpu.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    # fresh models and optimizers resume from the saved states: on the GPU as on the CPU
+    resumed, cpu = lm(seed=99).to(device), lm(seed=99)
+    resumed.load_state_dict(state)
+    cpu.load_state_dict(state)
+    opt_r, opt_c = optim.Adam(resumed.parameters(), lr=0.02), optim.Adam(cpu.parameters(), lr=0.02)
+    opt_r.load_state_dict(sd_g)
+    opt_c.load_state_dict(sd_c)
+    train(cpu, opt_c, batches[2:])
+    train(resumed, opt_r, batches[2:])
+    want = params_of(cpu)
+    for name, value in params_of(resumed).items():
+        np.testing.assert_allclose(value, want[name], **TOL, err_msg=name)
+    # checkpoints are device-free: saved from the GPU, loaded on the CPU
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "ck", resumed))
+    for name, value in params_of(ckpt.model).items():
+        np.testing.assert_allclose(value, want[name], **TOL)
+    back = resumed.to("cpu")
+    assert all(isinstance(p.data, np.ndarray) for p in back.parameters())
+    for name, value in params_of(back).items():
+        np.testing.assert_allclose(value, want[name], **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_skip_nonfinite_and_clipping_read_device_gradients(device):
+    gpu = lm().to(device)
+    opt = optim.SGD(gpu.parameters(), lr=0.1, skip_nonfinite=True)
+    gpu.training_step(windows(1)[0])
+    before = params_of(gpu)
+    gpu.decoder.bias.grad[...] = np.full(17, np.nan)
+    assert not optim.all_finite(gpu.parameters())
+    assert opt.step() is False and opt.skipped_steps == 1
+    for name, value in params_of(gpu).items():
+        np.testing.assert_array_equal(value, before[name])
+    opt.zero_grad()
+    assert optim.grad_norm(gpu.parameters()) == 0.0
+    gpu.decoder.bias.grad[...] = np.full(17, 10.0)
+    optim.clip_grad_value(gpu.parameters(), 2.0)
+    np.testing.assert_array_equal(np.asarray(gpu.decoder.bias.grad), np.full(17, 2.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_and_embedding_alone_on_the_gpu(device):
+    x = np.random.default_rng(1).standard_normal((3, 4, 5))
+    ids = np.array([[1, 0, 6], [6, 6, 2]])
+    for make in (
+        lambda d: nn.Linear(5, 7, dtype="float64", seed=2, device=d),
+        lambda d: nn.Embedding(8, 5, padding_idx=6, dtype="float64", seed=2, device=d),
+    ):
+        c, g = make("cpu"), make(device)
+        assert g.device == device and isinstance(g.weight.data, cuda.DeviceArray)
+        inp = x if isinstance(c, nn.Linear) else ids
+        yc = c(inp)
+        yd = g(cuda.to_device(inp, device, "int64") if inp is ids else cuda.to_device(inp, device))
+        assert isinstance(yd, cuda.DeviceArray)
+        np.testing.assert_allclose(yd.numpy(), yc, **TOL)
+        dy = np.random.default_rng(3).standard_normal(yc.shape)
+        dc = c.backward(dy)
+        dd = g.backward(cuda.to_device(dy, device))
+        if dc is not None:
+            np.testing.assert_allclose(dd.numpy(), dc, **TOL)
+        for pc, pg in zip(c.parameters(), g.parameters(), strict=True):
+            np.testing.assert_allclose(np.asarray(pg.grad), pc.grad, **TOL)
+    lin = nn.Linear(5, 7, dtype="float64", seed=2, device=device)
+    host = lin(x)  # host arrays in, host arrays out (copied)
+    assert isinstance(host, np.ndarray)
+    assert isinstance(lin.backward(np.ones((3, 4, 7))), np.ndarray)
+    with pytest.raises(TypeError, match="Linear.forward: x must have dtype float64"):
+        lin(x.astype(np.float32))
+    with pytest.raises(ValueError, match=r"x must have shape \[\.\.\., I=5\]"):
+        lin(cuda.to_device(np.ones((2, 4)), device))
+    emb = nn.Embedding(8, 5, device=device)
+    with pytest.raises(ValueError, match=r"input ids: id 8 at index \(1, 0\) is out of range"):
+        emb(np.array([[0, 1], [8, 2]]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_a_gpu_resident_model_moves_its_other_layers(device):
+    from rnncore.models import KimCNN, SequenceClassifier, SequenceTagger
+
+    clf = SequenceClassifier(vocab_size=11, embed_dim=4, hidden_size=5, num_classes=3).to(device)
+    assert clf.rnn.device == device  # the recurrent layer moves ...
+    assert clf.embedding.device == "cpu"  # ... numpy arrays connect the rest, as before
+    assert all(isinstance(p.data, np.ndarray) for p in clf.parameters())
+    # models with layers that have no GPU version (Conv1d, CRF) move what they can
+    kim = KimCNN(vocab_size=11, embed_dim=4, num_classes=3).to(device)
+    assert kim.embedding.device == "cpu"
+    tagger = SequenceTagger(11, 4, 5, 3, crf=True).to(device)
+    assert tagger.rnn.device == device and tagger.embedding.device == "cpu"
+    assert tagger.crf.transitions.data.shape == (3, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_step_grad_norms_need_host_parameters(device):
+    gpu = lm().to(device)
+    gpu.rnn.record_step_grad_norms = True
+    with pytest.raises(ValueError, match="record_step_grad_norms .* live on the GPU"):
+        gpu.training_step(windows(1)[0])
+
+
+def test_charlm_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
+    """`rnncore train charlm --device cuda-sim`: the whole language model on the device, the
+    same metrics as on the CPU (float32), and a checkpoint the CPU samples from."""
+    import json
+
+    from rnncore.cli import main
+
+    text = tmp_path / "input.txt"
+    text.write_text("the cat sat on the mat. a dog ran.\n" * 30, encoding="utf-8")
+    opts = (
+        "--no-progress --epochs 2 --hidden 12 --embed 12 --layers 2 --batch-size 4 --bptt 12 "
+        "--eval-batch-size 2 --lr 0.01 --dropout 0.2 --clip 0.5 --threads 1"
+    ).split()
+    runs = {}
+    for dev in ("cpu", "cuda-sim"):
+        out = tmp_path / dev
+        args = ["train", "charlm", "--data", str(text), "--out", str(out), "--device", dev]
+        assert main(args + opts) == 0, capsys.readouterr().err
+        runs[dev] = json.loads((out / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        assert runs["cuda-sim"][split]["loss"] == pytest.approx(
+            runs["cpu"][split]["loss"], rel=1e-5
+        )
+    assert main(["sample", "--length", "10", str(tmp_path / "cuda-sim")]) == 0
+
+
+def test_charlm_resumes_on_the_gpu_bit_identical(tmp_path, capsys):
+    """A GPU run stopped after epoch 1 and resumed (model and optimizer state back onto the
+    device) ends with the bytes of the run that never stopped."""
+    from rnncore.cli import main
+    from rnncore.serialization import load_safetensors
+
+    text = tmp_path / "input.txt"
+    text.write_text("the cat sat on the mat. a dog ran.\n" * 30, encoding="utf-8")
+    opts = (
+        "--no-progress --hidden 12 --embed 8 --layers 2 --batch-size 4 --bptt 12 --dropout 0.2 "
+        "--eval-batch-size 2 --device cuda-sim --optimizer adam"
+    ).split()
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    base = ["train", "charlm", "--data", str(text)]
+    assert main([*base, "--out", str(whole), "--epochs", "2", *opts]) == 0
+    assert main([*base, "--out", str(split), "--epochs", "1", *opts]) == 0
+    assert main([*base, "--out", str(split), "--epochs", "2", "--resume", *opts]) == 0
+    a, _ = load_safetensors(whole / "checkpoint" / "last" / "model.safetensors")
+    b, _ = load_safetensors(split / "checkpoint" / "last" / "model.safetensors")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_onnx_export_of_a_gpu_model_is_the_cpu_models(device):
+    pytest.importorskip("onnx")
+    from rnncore.onnx import to_onnx
+
+    cpu, gpu = lm(tie_weights=True), lm(tie_weights=True).to(device)
+    (a,) = to_onnx(cpu)
+    (b,) = to_onnx(gpu)
+    assert a.SerializeToString() == b.SerializeToString()
