@@ -176,7 +176,7 @@ def test_linear_and_embedding_alone_on_the_gpu(device):
 def test_only_a_gpu_resident_model_moves_its_other_layers(device):
     from rnncore.models import KimCNN, SequenceClassifier, SequenceTagger
 
-    clf = SequenceClassifier(vocab_size=11, embed_dim=4, hidden_size=5, num_classes=3).to(device)
+    clf = SequenceClassifier(11, 4, 5, 3, pooling="max").to(device)
     assert clf.rnn.device == device  # the recurrent layer moves ...
     assert clf.embedding.device == "cpu"  # ... numpy arrays connect the rest, as before
     assert all(isinstance(p.data, np.ndarray) for p in clf.parameters())
@@ -255,3 +255,82 @@ def test_onnx_export_of_a_gpu_model_is_the_cpu_models(device):
     (a,) = to_onnx(cpu)
     (b,) = to_onnx(gpu)
     assert a.SerializeToString() == b.SerializeToString()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1)])
+def test_a_last_pooling_classifier_trains_on_the_gpu_as_on_the_cpu(device, cell, layers):
+    """SequenceClassifier with "last" pooling runs wholly on the GPU (the final states are
+    transposed there); padded batches with lengths, bidirectional, dropout."""
+    from rnncore.models import SequenceClassifier
+    from rnncore.models.classifier import ClassifierBatch
+
+    def make():
+        return SequenceClassifier(
+            vocab_size=19,
+            embed_dim=6,
+            hidden_size=5,
+            num_classes=4,
+            num_layers=layers,
+            cell=cell,
+            dropout=0.25,
+            dtype="float64",
+            seed=2,
+        )
+
+    cpu, gpu = make(), make().to(device)
+    assert gpu.embedding.device == gpu.classifier.device == device
+    opt_c, opt_g = optim.AdamW(cpu.parameters(), lr=0.05), optim.AdamW(gpu.parameters(), lr=0.05)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        lengths = rng.integers(1, 7, 5)
+        ids = rng.integers(1, 19, (6, 5))
+        ids[np.arange(6)[:, None] >= lengths[None, :]] = 0
+        batch = ClassifierBatch(ids, lengths, rng.integers(0, 4, 5))
+        outs = []
+        for model, opt in ((cpu, opt_c), (gpu, opt_g)):
+            opt.zero_grad()
+            outs.append(model.training_step(batch))
+            optim.clip_grad_norm(model.parameters(), 1.0)
+            opt.step()
+        assert outs[1]["loss"] == pytest.approx(outs[0]["loss"], rel=1e-10)
+        assert outs[1]["correct"] == outs[0]["correct"]
+    want = params_of(cpu)
+    for name, value in params_of(gpu).items():
+        np.testing.assert_allclose(value, want[name], **TOL, err_msg=name)
+    seqs = [[3, 4, 5], [7], [1, 2, 3, 4, 5, 6]]
+    np.testing.assert_allclose(gpu.predict_proba(seqs), cpu.predict_proba(seqs), **TOL)
+    v = cpu.validation_step(batch)
+    w = gpu.validation_step(batch)
+    assert w["loss_sum"] == pytest.approx(v["loss_sum"], rel=1e-10) and w["correct"] == v["correct"]
+    mean_pool = SequenceClassifier(19, 6, 5, 4, pooling="mean").to(device)
+    assert mean_pool.embedding.device == "cpu"  # mean and max pooling: the recurrent layers only
+
+
+def test_sentiment_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
+    """`rnncore train sentiment --device cuda-sim` (a last-pooling classifier: wholly on the
+    device) gives the CPU's metrics, and its checkpoint predicts on the CPU."""
+    import json
+
+    from rnncore import data
+    from rnncore.cli import main
+
+    d = tmp_path / "sst"
+    d.mkdir()
+    for i, split in enumerate(("train", "dev", "test")):
+        ex = data.synthetic_sentiment(80 if split == "train" else 30, seed=i)
+        lines = [f"{y} {' '.join(t)}" for t, y in ex]
+        (d / f"stsa.binary.{split}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    opts = "--no-progress --epochs 2 --hidden 8 --embed 8 --lr 0.01 --dropout 0.2 --threads 1"
+    runs = {}
+    for dev in ("cpu", "cuda-sim"):
+        out = tmp_path / dev
+        args = ["train", "sentiment", "--data", str(d), "--out", str(out), "--device", dev]
+        assert main(args + opts.split()) == 0, capsys.readouterr().err
+        runs[dev] = json.loads((out / "metrics.json").read_text())
+    for split in ("valid", "test"):
+        assert runs["cuda-sim"][split]["loss"] == pytest.approx(
+            runs["cpu"][split]["loss"], rel=1e-5
+        )
+        assert runs["cuda-sim"][split]["accuracy"] == runs["cpu"][split]["accuracy"]
+    assert main(["predict", str(tmp_path / "cuda-sim"), "a wonderful film"]) == 0

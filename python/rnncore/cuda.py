@@ -33,6 +33,7 @@ __all__ = [
     "DeviceArray",
     "to_device",
     "synchronize",
+    "swap01",
     "embedding",
     "embedding_backward",
     "linear",
@@ -490,6 +491,23 @@ def _same_dtype(where: str, first: _Borrowed, **others: _Borrowed | None) -> Non
     for name, b in others.items():
         if b is not None and b.dtype != first.dtype:
             raise TypeError(f"{where}: {name} has dtype {b.dtype}; expected {first.dtype}")
+
+
+def _swap01(ptr: int, shape: tuple[int, ...], dtype: np.dtype, device: str) -> DeviceArray:
+    """A [n1, n0, n2] copy of the device memory [n0, n1, n2] at ``ptr`` (one kernel)."""
+    n0, n1, n2 = shape
+    out = DeviceArray((n1, n0, n2), dtype, device)
+    _core.device_swap01(device, out.ptr, ptr, n0, n1, n2, dtype.itemsize)
+    return out
+
+
+def swap01(a: Any) -> DeviceArray:
+    """A copy of a 3-d device array with its first two axes swapped: [n0, n1, n2] ->
+    [n1, n0, n2] (time-major <-> batch-first, or [layers, batch, H] states -> [batch, ...])."""
+    where = "rnncore.cuda.swap01"
+    device = _device_of((a,), where)
+    b = _arg(a, device, "a", where, shape=(None, None, None))
+    return _swap01(b.ptr, tuple(b.shape), b.dtype, device)
 
 
 def embedding(ids: Any, weight: Any) -> DeviceArray:

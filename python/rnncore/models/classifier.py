@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _core
+from .. import cuda as _cuda
 from ..nn import CrossEntropyLoss, Dropout, Embedding, Linear, Module, inference_mode
 from . import register
 from ._inputs import id_batch
@@ -47,7 +48,7 @@ class TextClassifier(Module):
         logits = self.forward(ids, lengths)
         loss = self.criterion(logits, labels)
         self.backward(self.criterion.backward())
-        correct = int((logits.argmax(axis=-1) == labels).sum())
+        correct = int((np.asarray(logits).argmax(axis=-1) == labels).sum())  # GPU: B x C back
         return {"loss": loss, "count": int(labels.size), "correct": correct}
 
     def validation_step(self, batch: ClassifierBatch) -> dict[str, float]:
@@ -59,7 +60,7 @@ class TextClassifier(Module):
         return {
             "loss_sum": summed_cross_entropy(logits, labels),
             "count": float(labels.size),
-            "correct": float((logits.argmax(axis=-1) == labels).sum()),
+            "correct": float((np.asarray(logits).argmax(axis=-1) == labels).sum()),
         }
 
     def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
@@ -210,6 +211,13 @@ class SequenceClassifier(TextClassifier):
         """The constructor's keyword arguments (JSON-ready)."""
         return dict(self._config)
 
+    @property
+    def _GPU_RESIDENT(self) -> bool:  # noqa: N802  (Module's flag, per instance here)
+        """With "last" pooling the whole model runs on a GPU (``.to("cuda")`` moves the
+        embedding and the classifier too): the pooled state is the final states, transposed on
+        the device. Mean and max pooling run on the CPU (only the recurrent layers move)."""
+        return self.pooling == "last"
+
     # ---- forward / backward ----------------------------------------------------------------
     def forward(self, ids: Any, lengths: Any = None) -> np.ndarray:
         """Class logits.
@@ -245,6 +253,8 @@ class SequenceClassifier(TextClassifier):
         D = self.num_directions
         if self.pooling == "last":
             h = state[0] if isinstance(state, tuple) else state  # [L*D, B, H]
+            if isinstance(h, _cuda.DeviceArray):  # the model on a GPU
+                return _cuda.swap01(h[h.shape[0] - D :]).reshape(B, F), None
             return np.ascontiguousarray(h[-D:].transpose(1, 0, 2).reshape(B, F)), None
         mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # [T, B, 1]
         if self.pooling == "mean":
@@ -264,8 +274,12 @@ class SequenceClassifier(TextClassifier):
         dstate: Any = None
         if self.pooling == "last":
             h = state[0] if isinstance(state, tuple) else state
-            dh = np.zeros_like(h)
-            dh[-D:] = dpooled.reshape(B, D, -1).transpose(1, 0, 2)
+            if isinstance(h, _cuda.DeviceArray):  # the model on a GPU
+                dh = _cuda.DeviceArray.zeros(h.shape, h.dtype, h.device)
+                dh[h.shape[0] - D :] = _cuda.swap01(dpooled.reshape(B, D, h.shape[2]))
+            else:
+                dh = np.zeros_like(h)
+                dh[-D:] = dpooled.reshape(B, D, -1).transpose(1, 0, 2)
             dstate = (dh, None) if isinstance(state, tuple) else dh
         elif self.pooling == "mean":
             mask = np.arange(T)[:, None] < lens[None, :]  # [T, B]

@@ -518,10 +518,7 @@ class _Recurrent(Module):
 
     def _swapped(self, b: Any) -> _cuda.DeviceArray:
         """A [n1, n0, n2] copy of device memory [n0, n1, n2] (batch-first <-> time-major)."""
-        n0, n1, n2 = b.shape
-        out = _cuda.DeviceArray((n1, n0, n2), self.dtype, self.device)
-        _core.device_swap01(self.device, out.ptr, b.ptr, n0, n1, n2, self.dtype.itemsize)
-        return out
+        return _cuda._swap01(b.ptr, tuple(b.shape), self.dtype, self.device)
 
     def _forward_device(
         self, x: Any, lens: np.ndarray | None, h0: Any, c0: Any, hx_name: str, where: str

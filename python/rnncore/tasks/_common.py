@@ -256,8 +256,8 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         default="cpu",
         metavar="DEV",
         help="where the model runs: cpu, or cuda (a CUDA build of rnncore and a GPU; a language "
-        "model runs wholly there, the other models their recurrent layers, the rest on the "
-        "CPU); checkpoints load onto either",
+        "model or a last-pooling classifier runs wholly there, the other models their recurrent "
+        "layers, the rest on the CPU); checkpoints load onto either",
     )
     t.add_argument(
         "--resume",
