@@ -32,6 +32,6 @@ cp -r python/rnncore "$PKG/" && rm -f "$PKG"/rnncore/_core*.so && cp build/gpu/_
 export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
 "$PY" -c "import rnncore; print('rnncore', rnncore.__file__, 'cuda built', rnncore.cuda.is_built(),
       'available', rnncore.cuda.is_available())" 2>&1 | tee "$OUT/import.txt"
-"$PY" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_cuda.py tests/test_torch_cuda.py tests/test_cuda_arrays.py tests/test_cuda_ops.py \
+"$PY" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_cuda.py tests/test_torch_cuda.py tests/test_cuda_arrays.py tests/test_cuda_ops.py tests/test_cuda_resident.py \
   2>&1 | tee "$OUT/tests.log" | tail -15
 "$PY" bench/bench_cuda.py --out "$OUT/cuda" 2>&1 | tee "$OUT/bench.log" | tail -25

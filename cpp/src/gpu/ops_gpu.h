@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "../keyed.h"
@@ -317,6 +318,7 @@ class OpsOf final : public DeviceOps<T> {
   void linear_forward(Index N, Index I, Index O, const T* x, const T* weight, const T* bias,
                       T* y) override {
     if (N == 0) return;
+    std::lock_guard<std::mutex> lock(blas_mu_);
     if (bias) dev_.for_each(N * O, BiasRows<T>{bias, y, O});
     gemm<T>(dev_, false, true, N, O, I, T(1), x, I, weight, I, bias ? T(1) : T(0), y, O);
   }
@@ -324,6 +326,7 @@ class OpsOf final : public DeviceOps<T> {
   void linear_backward(Index N, Index I, Index O, const T* dy, const T* x, const T* weight, T* dx,
                        T* dweight, T* dbias) override {
     if (N == 0) return;
+    std::lock_guard<std::mutex> lock(blas_mu_);
     if (dx) gemm<T>(dev_, false, false, N, I, O, T(1), dy, O, weight, I, T(0), dx, I);
     gemm<T>(dev_, true, false, O, I, N, T(1), dy, O, x, I, T(1), dweight, I);
     if (dbias) dev_.for_each(O, ColumnSums<T>{dy, dbias, N, O});
@@ -434,6 +437,9 @@ class OpsOf final : public DeviceOps<T> {
   }
 
   Dev dev_;
+  // One BLAS handle serves the process (cuBLAS handles are not for concurrent use): Python
+  // threads training two models at once take turns for the products.
+  std::mutex blas_mu_;
 };
 
 }  // namespace rnncore::detail::gpu
