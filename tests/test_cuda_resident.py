@@ -334,3 +334,85 @@ def test_sentiment_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
         )
         assert runs["cuda-sim"][split]["accuracy"] == runs["cpu"][split]["accuracy"]
     assert main(["predict", str(tmp_path / "cuda-sim"), "a wonderful film"]) == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_moving_carries_the_truncated_bptt_state_and_drops_saved_forwards(device):
+    gpu, cpu = lm().to(device), lm()
+    a, b = windows(2)
+    for m in (gpu, cpu):
+        m.training_step(a)
+        m.validation_step(b)
+    gpu.to("cpu")  # the carried states come back as numpy arrays
+    assert gpu.validation_step(a)["loss_sum"] == pytest.approx(
+        cpu.validation_step(a)["loss_sum"], rel=1e-10
+    )
+    gpu.training_step(b)
+    gpu.to(device)
+    logits, _ = gpu(np.zeros((3, 2), int))
+    gpu.criterion(logits, np.zeros((3, 2), int))
+    gpu.to("cpu")  # no forward of the old device is kept, in any module
+    assert not any(m._saved for m in gpu.modules())
+    with pytest.raises(RuntimeError):
+        gpu.criterion.backward()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_refused_move_moves_nothing(device):
+    m32 = LanguageModel(17, 6, 6, num_layers=2, seed=1)
+    m32.int8_inference_(True)
+    with pytest.raises(ValueError, match="int8 inference runs on the CPU engine"):
+        m32.to(device)
+    assert {x.device for x in (m32.embedding, m32.rnn, m32.decoder)} == {"cpu"}
+    m32.eval()
+    m32(np.zeros((3, 2), int))  # still a working CPU model
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("order", ["built before to()", "moved back and forth"])
+def test_an_optimizer_follows_its_parameters_across_moves(device, order):
+    """As in PyTorch, an optimizer keeps working after model.to(): its runs follow the
+    parameters to their new arrays with the state (moments, step counts) copied along."""
+    cpu, gpu = lm(), lm()
+    opt_c, opt_g = optim.Adam(cpu.parameters(), lr=0.05), optim.Adam(gpu.parameters(), lr=0.05)
+    batches = windows(4)
+    if order == "built before to()":
+        gpu.to(device)
+        train(cpu, opt_c, batches)
+        train(gpu, opt_g, batches)
+    else:
+        train(cpu, opt_c, batches[:2])
+        train(gpu, opt_g, batches[:2])
+        gpu.to(device)
+        train(cpu, opt_c, batches[2:3])
+        train(gpu, opt_g, batches[2:3])
+        gpu.to("cpu")
+        train(cpu, opt_c, batches[3:])
+        train(gpu, opt_g, batches[3:])
+    want = params_of(cpu)
+    for name, value in params_of(gpu).items():
+        np.testing.assert_allclose(value, want[name], **TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_checkpoint_ties_and_small_device_details(device, tmp_path):
+    from rnncore.train.checkpoint import save_checkpoint, tied_parameters
+
+    gpu = lm(tie_weights=True).to(device)
+    assert tied_parameters(gpu) == tied_parameters(lm(tie_weights=True))
+    calls = []
+    numpy = cuda.DeviceArray.numpy
+    cuda.DeviceArray.numpy = lambda self: (calls.append(1), numpy(self))[1]
+    try:
+        save_checkpoint(tmp_path / "ck", gpu)
+    finally:
+        cuda.DeviceArray.numpy = numpy
+    assert len(calls) <= len(list(gpu.parameters()))  # each parameter read back once
+    assert cuda.to_device(np.array(2.5), device).shape == ()  # 0-d stays 0-d
+    z = cuda.DeviceArray.zeros((2,), np.float64, device)
+    z[...] = -0.0
+    assert np.signbit(z.numpy()).all()
+    emb = nn.Embedding(8, 3, device=device)
+    with pytest.raises(ValueError, match=r"Embedding.forward: input ids: id 9 at index \(1, 0\)"):
+        emb(cuda.to_device(np.array([[1, 2], [9, 3]]), device, "int64"))
+    assert f"device='{device}'" in repr(gpu.decoder) and f"device='{device}'" in repr(emb)

@@ -181,7 +181,7 @@ class DeviceArray:
             return
         if _is_device_array(value):
             raise TypeError("DeviceArray: assign a DeviceArray or host values, not a foreign one")
-        if np.isscalar(value) and value == 0:
+        if np.isscalar(value) and value == 0 and not np.signbit(value):  # -0.0 is written
             _core.device_zero(target.device, target.ptr, target.nbytes)
             return
         try:
@@ -314,7 +314,7 @@ def to_device(array: Any, device: str = "cuda", dtype: Any = None) -> DeviceArra
         dtype = a.dtype if a.dtype in (np.float32, np.float64) else np.float32
     if np.dtype(dtype).kind == "i" and a.dtype.kind not in "iu":
         raise TypeError(f"to_device: an int64 copy needs integers, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=dtype)
+    a = np.asarray(a, dtype=dtype, order="C")  # (ascontiguousarray would make 0-d 1-d)
     out = DeviceArray(a.shape, a.dtype, device)
     _core.device_copy(out.device, out.ptr, a.ctypes.data, a.nbytes, 0)
     return out

@@ -179,7 +179,8 @@ class TiedDecoder(_FlatModule):
         return dx.reshape(lead + (self.in_features,))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, tied"
+        s = f"in_features={self.in_features}, out_features={self.out_features}, tied"
+        return s + (f", device='{self.device}'" if self.device != "cpu" else "")
 
 
 def summed_cross_entropy(
@@ -197,6 +198,15 @@ def _copy_state(state: Any) -> Any:
     if isinstance(state, tuple):
         return tuple(s.copy() for s in state)
     return state.copy()
+
+
+def _host_state(state: Any) -> Any:
+    """A carried state as numpy arrays (device arrays copied back)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(np.asarray(s) for s in state)
+    return np.asarray(state)
 
 
 def _state_batch(state: Any) -> int:
@@ -318,6 +328,13 @@ class LanguageModel(Module):
     def config(self) -> dict[str, Any]:
         """The constructor's keyword arguments (JSON-ready)."""
         return dict(self._config)
+
+    def _move_to(self, device: str) -> None:
+        """The carried truncated-BPTT states follow the layers (host copies for the CPU; a GPU
+        layer uploads host states itself)."""
+        if device == "cpu":
+            self._train_state = _host_state(self._train_state)
+            self._eval_state = _host_state(self._eval_state)
 
     @property
     def vocab_size(self) -> int:

@@ -60,6 +60,9 @@ class _Cell(Module):
     def _reseed(self, seed: int) -> None:
         self._layer._reseed(seed)
 
+    def _check_move(self, device: str) -> None:
+        self._layer._check_move(device)
+
     def _move_to(self, device: str) -> None:
         self._layer._move_to(device)
         self.device = self._layer.device

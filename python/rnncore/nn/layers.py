@@ -87,6 +87,10 @@ class _FlatModule(Module):
             p._grad = self._gflat[offset : offset + size].reshape(shape)
             offset += size
 
+    def _check_move(self, device: str) -> None:
+        if self._FOLLOWS_RESIDENT:
+            check_device(device, f"{type(self).__name__}.to", gpu=True)
+
     def _move_to(self, device: str) -> None:
         if not self._FOLLOWS_RESIDENT:
             return  # a layer without a GPU version (Conv1d, CRF) runs on the CPU
@@ -281,7 +285,11 @@ class Embedding(_FlatModule):
         where = "Embedding.forward"
         if self.device != "cpu" and _cuda._is_device_array(ids):
             b = _cuda._arg(ids, self.device, "input ids", where, dtype=np.int64)
-            out = _cuda.embedding(ids, self.weight.data)  # checked on the device
+            try:
+                out = _cuda.embedding(ids, self.weight.data)  # checked on the device
+            except ValueError:  # read back to name the first bad id as for host ids
+                host = np.asarray(_cuda._copy_of(ids, self.device, "ids", where))
+                raise ValueError(f"{where}: {self._bad_id(host, host.reshape(-1))}") from None
             if self.training:
                 self._save_for_backward((_cuda._copy_of(ids, self.device, "ids", where), b.shape))
             return out
@@ -351,6 +359,8 @@ class Embedding(_FlatModule):
             s += f", dtype='{self.dtype}'"
         if not self.weight.requires_grad:
             s += ", freeze=True"
+        if self.device != "cpu":
+            s += f", device='{self.device}'"
         return s
 
 
@@ -469,6 +479,8 @@ class Linear(_FlatModule):
             s += ", bias=False"
         if self.dtype != np.float32:
             s += f", dtype='{self.dtype}'"
+        if self.device != "cpu":
+            s += f", device='{self.device}'"
         return s
 
 

@@ -381,15 +381,34 @@ class Module:
         unusable device.
         """
         resident = self._GPU_RESIDENT or device == "cpu"
-        for _, m in self._named_modules():
-            if resident or not getattr(m, "_FOLLOWS_RESIDENT", False):
+        movers = [
+            m
+            for _, m in self._named_modules()
+            if resident or not getattr(m, "_FOLLOWS_RESIDENT", False)
+        ]
+        for m in movers:  # refusals (int8 inference on a GPU, ...) before anything moves
+            m._check_move(device)
+        moved: list[tuple[Module, str]] = []
+        try:
+            for m in movers:
+                before = getattr(m, "device", "cpu")
                 m._move_to(device)
-        if self._GPU_RESIDENT:  # the recurrent layers' parameters join the others on the GPU
-            for _, m in self._named_modules():
-                keep = getattr(m, "_keep_on_device", None)
-                if keep is not None:
-                    keep(device != "cpu")
+                moved.append((m, before))
+            if self._GPU_RESIDENT:  # the recurrent layers' parameters join the others there
+                for m in movers:
+                    keep = getattr(m, "_keep_on_device", None)
+                    if keep is not None:
+                        keep(device != "cpu")
+        except BaseException:  # e.g. out of GPU memory half-way: put back what moved
+            for m, before in reversed(moved):
+                with contextlib.suppress(Exception):
+                    m._move_to(before)
+            raise
+        self.discard_saved()  # what a backward would read lives where the layers were
         return self
+
+    def _check_move(self, device: str) -> None:
+        """Raises what would stop this module moving to ``device`` (nothing by default)."""
 
     def _move_to(self, device: str) -> None:
         """This module's own part of :meth:`to` (nothing: it runs on the CPU)."""

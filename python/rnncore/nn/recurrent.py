@@ -169,15 +169,19 @@ class _Recurrent(Module):
             p._data = flat[offset : offset + size].reshape(shape)
             p._grad = gflat[offset : offset + size].reshape(shape)
 
-    def _move_to(self, device: str) -> None:
+    def _check_move(self, device: str) -> None:
         name = check_device(device, f"{type(self).__name__}.to", gpu=True)
-        if name == self.device:
-            return
         if self.int8_inference and name != "cpu":
             raise ValueError(
                 f"{type(self).__name__}.to: int8 inference runs on the CPU engine; set "
                 f"int8_inference = False before moving to {name!r}"
             )
+
+    def _move_to(self, device: str) -> None:
+        self._check_move(device)
+        name = check_device(device, f"{type(self).__name__}.to", gpu=True)
+        if name == self.device:
+            return
         self._keep_on_device(False)
         core = self._new_core(name)
         core.params[...] = self._core.params

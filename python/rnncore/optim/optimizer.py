@@ -93,6 +93,15 @@ def _flat_view(first: Any, size: int) -> Any:
     return np.lib.stride_tricks.as_strided(base, shape=(size,), strides=(base.itemsize,))
 
 
+def _moved(run: _Run) -> bool:
+    """Whether the run's first parameter no longer lies in the run's arrays (its module moved
+    to another device since the run was built)."""
+    d, g = run.params[0].data, run.params[0].grad
+    if type(d) is not type(run.data) or type(g) is not type(run.grad):
+        return True
+    return _address(d) != _address(run.data) or _address(g) != _address(run.grad)
+
+
 def _all_finite(grads: list[Any]) -> bool:
     """No NaN or infinity among host and device gradient arrays."""
     host = [g for g in grads if not isinstance(g, _cuda.DeviceArray)]
@@ -248,6 +257,7 @@ class Optimizer:
         self._runs: list[list[_Run]] = []
         self._ranges: list[tuple[int, int, str]] = []  # byte ranges of every parameter's data
         self._count = 0
+        self._relocating = False
         for g in groups:
             self.add_param_group(g)
 
@@ -322,8 +332,34 @@ class Optimizer:
     def _all_runs(self) -> list[_Run]:
         return [r for runs in self._runs for r in runs]
 
+    def _follow_moved_parameters(self) -> None:
+        """Rebuilds the runs over the parameters' current arrays when a module moved
+        (``Module.to``) since they were built, each parameter keeping its step count and state,
+        copied to where it now lives: as in PyTorch, an optimizer built before ``model.to()``
+        goes on working (a step over the old arrays would change nothing the model reads)."""
+        if self._relocating or not any(_moved(r) for r in self._all_runs()):
+            return
+        self._relocating = True
+        try:
+            saved = self.state_dict()  # numpy copies of the state, read from the old buffers
+            runs, start = [], 0
+            for group in self.param_groups:
+                runs.append(_split_frozen(_build_runs(group["params"], start)))
+                start += len(group["params"])
+            self._runs = runs
+            self._ranges = sorted(
+                (_address(p.data), _address(p.data) + p.data.nbytes, getattr(p, "name", ""))
+                for group in self.param_groups
+                for p in group["params"]
+                if p.data.size
+            )
+            self.load_state_dict(saved)  # each run's state, uploaded where its parameters are
+        finally:
+            self._relocating = False
+
     def zero_grad(self) -> None:
         """Set every gradient of every group to zero (one fill per run)."""
+        self._follow_moved_parameters()
         for run in self._all_runs():
             run.grad[...] = 0
 
@@ -336,6 +372,7 @@ class Optimizer:
             trainable gradient is NaN or infinite (``skipped_steps`` then grows by one; nothing
             changes).
         """
+        self._follow_moved_parameters()
         self._runs = [_split_frozen(runs) for runs in self._runs]  # a flag changed since
         if self.skip_nonfinite and not _all_finite(
             [r.grad for r in self._all_runs() if r.trainable]
@@ -386,6 +423,7 @@ class Optimizer:
             with indices counting the parameters over all groups in order. Parameters that have
             not been stepped yet have no entry, as in PyTorch.
         """
+        self._follow_moved_parameters()
         state: dict[int, dict[str, Any]] = {}
         for run in self._all_runs():
             if run.step == 0 and not run.state:
@@ -408,6 +446,7 @@ class Optimizer:
         """Restore a :meth:`state_dict` (hyperparameters, step counts and buffers), checking group
         and parameter sizes. The following steps are then identical to the saved optimizer's."""
         owner = f"{type(self).__name__}.load_state_dict"
+        self._follow_moved_parameters()
         if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict:
             raise TypeError(f"{owner}: expected a dict from state_dict()")
         saved_groups = list(state_dict["param_groups"])

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core, _version
+from .. import cuda as _cuda
 from ..nn import Module, ParameterBudgetError, parameter_budget
 from ..serialization import (
     SafetensorsError,
@@ -104,8 +105,22 @@ def _reading(file: Path, what: str) -> Iterator[None]:
 
 
 # ---- tied parameters --------------------------------------------------------------------------
-def _address(a: np.ndarray) -> int:
+def _address(a: Any) -> int:
+    if isinstance(a, _cuda.DeviceArray):
+        return a.ptr
     return int(a.__array_interface__["data"][0])
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two parameter arrays share memory: numpy's test for host arrays, address ranges
+    on one device for DeviceArrays (read in place: nothing is copied), False across the two."""
+    if isinstance(a, _cuda.DeviceArray) or isinstance(b, _cuda.DeviceArray):
+        if not (isinstance(a, _cuda.DeviceArray) and isinstance(b, _cuda.DeviceArray)):
+            return False
+        if a.device != b.device or not a.nbytes or not b.nbytes:
+            return False
+        return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
+    return bool(np.shares_memory(a, b))
 
 
 def tied_parameters(model: Module) -> dict[str, str]:
@@ -118,11 +133,11 @@ def tied_parameters(model: Module) -> dict[str, str]:
         ValueError: two parameters partly overlap (no way to store them apart).
     """
     ties: dict[str, str] = {}
-    owners: list[tuple[str, np.ndarray]] = []
+    owners: list[tuple[str, Any]] = []
     for name, p in model.named_parameters():
         d = p.data
         for other, od in owners:
-            if not np.shares_memory(d, od):
+            if not _overlap(d, od):
                 continue
             if _address(d) == _address(od) and d.shape == od.shape and d.dtype == od.dtype:
                 ties[name] = other
