@@ -49,31 +49,32 @@ void bind_device_ops(py::module_& m) {
   m.def(
       "device_embedding_forward",
       [](const std::string& device, int bits, std::int64_t N, std::int64_t V, std::int64_t E,
-         Addr ids, Addr weight, Addr out) {
+         Addr ids, Addr weight, Addr out, bool checked) {
         const Device d = parse_device(device);
         py::gil_scoped_release release;
         by_bits(bits, [&](auto t) {
           using T = decltype(t);
           rnncore::embedding_forward<T>(d, N, V, E, ptr<const std::int64_t>(ids),
-                                        ptr<const T>(weight), ptr<T>(out));
+                                        ptr<const T>(weight), ptr<T>(out), checked);
         });
       },
       py::arg("device"), py::arg("bits"), py::arg("N"), py::arg("V"), py::arg("E"), py::arg("ids"),
-      py::arg("weight"), py::arg("out"), "out[N, E] = weight[ids[n]] on the device.");
+      py::arg("weight"), py::arg("out"), py::arg("ids_checked") = false,
+      "out[N, E] = weight[ids[n]] on the device.");
   m.def(
       "device_embedding_backward",
       [](const std::string& device, int bits, std::int64_t N, std::int64_t V, std::int64_t E,
-         Addr ids, Addr dout, Addr dweight, std::int64_t padding_idx) {
+         Addr ids, Addr dout, Addr dweight, std::int64_t padding_idx, bool checked) {
         const Device d = parse_device(device);
         py::gil_scoped_release release;
         by_bits(bits, [&](auto t) {
           using T = decltype(t);
           rnncore::embedding_backward<T>(d, N, V, E, ptr<const std::int64_t>(ids),
-                                         ptr<const T>(dout), ptr<T>(dweight), padding_idx);
+                                         ptr<const T>(dout), ptr<T>(dweight), padding_idx, checked);
         });
       },
       py::arg("device"), py::arg("bits"), py::arg("N"), py::arg("V"), py::arg("E"), py::arg("ids"),
-      py::arg("dout"), py::arg("dweight"), py::arg("padding_idx"),
+      py::arg("dout"), py::arg("dweight"), py::arg("padding_idx"), py::arg("ids_checked") = false,
       "dweight[ids[n]] += dout[n] (padding_idx < 0: none) on the device.");
   m.def(
       "device_linear_forward",

@@ -35,6 +35,21 @@ DeviceOps<T>* gpu_ops(Device device) {
   throw std::invalid_argument("device must be 'cpu', 'cuda' or 'cuda-sim'");
 }
 
+// The CPU check's error for device ids [N] the device found out of range [0, V): they are read
+// back to name the first.
+[[noreturn]] void throw_bad_ids(Device device, std::int64_t N, std::int64_t V,
+                                const std::int64_t* ids, const std::int64_t* ignore_index,
+                                const char* name) {
+  std::vector<std::int64_t> host(static_cast<std::size_t>(N));
+  device_copy(device, host.data(), ids, sizeof(std::int64_t) * host.size(),
+              CopyKind::kDeviceToHost);
+  if (ignore_index)
+    detail::check_targets(N, V, host.data(), *ignore_index);
+  else
+    check_ids(N, V, host.data(), name);
+  throw std::logic_error(std::string(name) + ": the device counted ids out of range");
+}
+
 // ids [N] on the device checked against [0, V) (ignore_index, when given, passes): the number of
 // those in range. Out-of-range ones are read back to name the first, as the CPU check does.
 template <typename T>
@@ -43,16 +58,7 @@ std::int64_t check_device_ids(DeviceOps<T>& ops, Device device, std::int64_t N, 
                               const char* name) {
   std::int64_t valid = 0, bad = 0;
   ops.id_counts(N, V, ids, ignore_index, &valid, &bad);
-  if (bad > 0) {
-    std::vector<std::int64_t> host(static_cast<std::size_t>(N));
-    device_copy(device, host.data(), ids, sizeof(std::int64_t) * host.size(),
-                CopyKind::kDeviceToHost);
-    if (ignore_index)
-      detail::check_targets(N, V, host.data(), *ignore_index);
-    else
-      check_ids(N, V, host.data(), name);
-    throw std::logic_error(std::string(name) + ": the device counted ids out of range");
-  }
+  if (bad > 0) throw_bad_ids(device, N, V, ids, ignore_index, name);
   return valid;
 }
 
@@ -60,28 +66,28 @@ std::int64_t check_device_ids(DeviceOps<T>& ops, Device device, std::int64_t N, 
 
 template <typename T>
 void embedding_forward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
-                       const std::int64_t* ids, const T* weight, T* out) {
+                       const std::int64_t* ids, const T* weight, T* out, bool ids_checked) {
   DeviceOps<T>* ops = gpu_ops<T>(device);
   if (!ops) return embedding_forward<T>(N, V, E, ids, weight, out);
   detail::check_embedding(N, V, E, -1);
   detail::check_buffer(N, ids);
   detail::check_buffer(V * E, weight);
   detail::check_buffer(N * E, out);
-  check_device_ids(*ops, device, N, V, ids, nullptr, "ids");
+  if (!ids_checked) check_device_ids(*ops, device, N, V, ids, nullptr, "ids");
   ops->embedding_forward(N, E, ids, weight, out);
 }
 
 template <typename T>
 void embedding_backward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
                         const std::int64_t* ids, const T* dout, T* dweight,
-                        std::int64_t padding_idx) {
+                        std::int64_t padding_idx, bool ids_checked) {
   DeviceOps<T>* ops = gpu_ops<T>(device);
   if (!ops) return embedding_backward<T>(N, V, E, ids, dout, dweight, padding_idx);
   detail::check_embedding(N, V, E, padding_idx);
   detail::check_buffer(N, ids);
   detail::check_buffer(N * E, dout);
   detail::check_buffer(V * E, dweight);
-  check_device_ids(*ops, device, N, V, ids, nullptr, "ids");
+  if (!ids_checked) check_device_ids(*ops, device, N, V, ids, nullptr, "ids");
   ops->embedding_backward(N, E, ids, dout, dweight, padding_idx < 0 ? -1 : padding_idx);
 }
 
@@ -117,9 +123,9 @@ LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T*
   DeviceOps<T>* ops = gpu_ops<T>(device);
   if (!ops) return cross_entropy<T>(N, C, logits, targets, options, dlogits);
   detail::check_cross_entropy(N, C, logits, targets, options);
-  const std::int64_t count =
-      check_device_ids(*ops, device, N, C, targets, &options.ignore_index, "targets");
-  const double total = ops->cross_entropy(N, C, logits, targets, options, count, dlogits);
+  std::int64_t count = 0, bad = 0;  // counted with the loss: one read back for both
+  const double total = ops->cross_entropy(N, C, logits, targets, options, dlogits, &count, &bad);
+  if (bad > 0) throw_bad_ids(device, N, C, targets, &options.ignore_index, "targets");
   LossResult r;
   r.count = count;
   const bool mean = options.reduction == Reduction::kMean;
@@ -237,9 +243,9 @@ bool all_finite(Device device, const std::vector<Span<const T>>& buffers) {
 
 #define RNNCORE_DEVICE_OPS_INSTANTIATE(T)                                                      \
   template void embedding_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t,         \
-                                     const std::int64_t*, const T*, T*);                       \
+                                     const std::int64_t*, const T*, T*, bool);                 \
   template void embedding_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t,        \
-                                      const std::int64_t*, const T*, T*, std::int64_t);        \
+                                      const std::int64_t*, const T*, T*, std::int64_t, bool);  \
   template void linear_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
                                   const T*, const T*, T*);                                     \
   template void linear_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*, \

@@ -264,7 +264,15 @@ def dlpack_capsule(
 
 # training operations on a GPU device (rnncore/device_ops.h); addresses as ints, bits 32 or 64
 def device_embedding_forward(
-    device: str, bits: int, N: int, V: int, E: int, ids: int, weight: int, out: int
+    device: str,
+    bits: int,
+    N: int,
+    V: int,
+    E: int,
+    ids: int,
+    weight: int,
+    out: int,
+    ids_checked: bool = False,
 ) -> None: ...
 def device_embedding_backward(
     device: str,
@@ -276,6 +284,7 @@ def device_embedding_backward(
     dout: int,
     dweight: int,
     padding_idx: int,
+    ids_checked: bool = False,
 ) -> None: ...
 def device_linear_forward(
     device: str, bits: int, N: int, I: int, O: int, x: int, weight: int, bias: int, y: int

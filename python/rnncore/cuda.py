@@ -510,9 +510,11 @@ def swap01(a: Any) -> DeviceArray:
     return _swap01(b.ptr, tuple(b.shape), b.dtype, device)
 
 
-def embedding(ids: Any, weight: Any) -> DeviceArray:
+def embedding(ids: Any, weight: Any, *, checked_ids: bool = False) -> DeviceArray:
     """``weight[ids]`` on the device: ids [...] (int64 device array, or host integers, uploaded)
-    in [0, V), weight [V, E] -> [..., E] (ValueError naming the first id out of range)."""
+    in [0, V), weight [V, E] -> [..., E] (ValueError naming the first id out of range).
+    ``checked_ids=True``: the caller has checked the ids, so the device's check (which waits
+    for the GPU) is skipped; ids out of range then read outside the weight."""
     where = "rnncore.cuda.embedding"
     device = _device_of((weight, ids), where)
     w = _arg(weight, device, "weight", where, shape=(None, None))
@@ -520,14 +522,17 @@ def embedding(ids: Any, weight: Any) -> DeviceArray:
     V, E = w.shape
     out = DeviceArray((*i.shape, E), w.dtype, device)
     _core.device_embedding_forward(
-        device, _bits(w), math.prod(i.shape), V, E, i.ptr, w.ptr, out.ptr
+        device, _bits(w), math.prod(i.shape), V, E, i.ptr, w.ptr, out.ptr, bool(checked_ids)
     )
     return out
 
 
-def embedding_backward(ids: Any, dout: Any, dweight: Any, padding_idx: int | None = None) -> None:
+def embedding_backward(
+    ids: Any, dout: Any, dweight: Any, padding_idx: int | None = None, *, checked_ids: bool = False
+) -> None:
     """``dweight[ids[n]] += dout[n]`` on the device, except for ``padding_idx``'s row: ids [...],
-    dout [..., E], dweight [V, E] (updated). Deterministic (each row adds its tokens in order)."""
+    dout [..., E], dweight [V, E] (updated). Deterministic (each row adds its tokens in order).
+    ``checked_ids``: as for :func:`embedding` (the ids of a checked forward)."""
     where = "rnncore.cuda.embedding_backward"
     device = _device_of((dweight, dout, ids), where)
     dw = _arg(dweight, device, "dweight", where, shape=(None, None))
@@ -539,7 +544,7 @@ def embedding_backward(ids: Any, dout: Any, dweight: Any, padding_idx: int | Non
     if padding_idx is not None and not 0 <= pad < V:
         raise ValueError(f"{where}: padding_idx must be in [0, {V}) or None, got {padding_idx}")
     _core.device_embedding_backward(
-        device, _bits(dw), math.prod(i.shape), V, E, i.ptr, do.ptr, dw.ptr, pad
+        device, _bits(dw), math.prod(i.shape), V, E, i.ptr, do.ptr, dw.ptr, pad, bool(checked_ids)
     )
 
 

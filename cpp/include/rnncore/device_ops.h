@@ -24,16 +24,20 @@
 namespace rnncore {
 
 /// out[n, :] = weight[ids[n], :].   ids [N] in [0, V), weight [V, E], out [N, E]
+/// On a GPU the ids are checked there, which waits for the device; ids_checked = true (the
+/// caller checked them, e.g. on the host before copying them over) skips that. Unchecked ids out
+/// of range read outside the weight.
 template <typename T>
 void embedding_forward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
-                       const std::int64_t* ids, const T* weight, T* out);
+                       const std::int64_t* ids, const T* weight, T* out, bool ids_checked = false);
 
 /// dweight[ids[n], :] += dout[n, :] except where ids[n] == padding_idx (< 0: none); each row adds
 /// its tokens in n order.   ids [N], dout [N, E], dweight [V, E] (+=)
+/// ids_checked: as for embedding_forward (the ids of a checked forward need no second check).
 template <typename T>
 void embedding_backward(Device device, std::int64_t N, std::int64_t V, std::int64_t E,
                         const std::int64_t* ids, const T* dout, T* dweight,
-                        std::int64_t padding_idx = -1);
+                        std::int64_t padding_idx = -1, bool ids_checked = false);
 
 /// y = x · weightᵀ + bias.   x [N, I], weight [O, I], bias [O] or nullptr, y [N, O]
 template <typename T>
@@ -47,7 +51,9 @@ void linear_backward(Device device, std::int64_t N, std::int64_t I, std::int64_t
                      const T* x, const T* weight, T* dx, T* dweight, T* dbias);
 
 /// ops.h's fused log-softmax + NLL (+ label smoothing) and its gradient; the result is read back
-/// (the call waits).   logits [N, C], targets [N], dlogits [N, C] (=) or nullptr
+/// (the call waits, once). Targets out of range are counted on the device with the loss and
+/// refused after it (std::invalid_argument naming the first; dlogits is then unspecified).
+///   logits [N, C], targets [N], dlogits [N, C] (=) or nullptr
 template <typename T>
 LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T* logits,
                          const std::int64_t* targets, const CrossEntropyOptions& options,

@@ -40,9 +40,12 @@ class DeviceOps {
                               T* y) = 0;
   virtual void linear_backward(Index N, Index I, Index O, const T* dy, const T* x, const T* weight,
                                T* dx, T* dweight, T* dbias) = 0;
-  // Σ of the rows' losses (targets checked, `count` of them not ignored); dlogits as the CPU's.
+  // Σ of the rows' losses and dlogits as the CPU's, with *count targets not ignored and *bad
+  // out of [0, C) (those add no loss; dlogits is then not meaningful). One read back: the
+  // gradient's scale (1/count for the mean) is read on the device.
   virtual double cross_entropy(Index N, Index C, const T* logits, const std::int64_t* targets,
-                               const CrossEntropyOptions& o, std::int64_t count, T* dlogits) = 0;
+                               const CrossEntropyOptions& o, T* dlogits, std::int64_t* count,
+                               std::int64_t* bad) = 0;
   virtual void keyed_dropout(Index outer, Index B, Index inner, const T* x, double p,
                              std::uint64_t seed, Index batch_offset, T* y, T* scale) = 0;
   virtual void sgd_step(Index P, T* param, const T* grad, T* buf, bool first_step,
@@ -151,7 +154,7 @@ struct RowLoss {  // -Σ_c q_c log p_c of row r (0 for an ignored row)
   double eps, smooth;
   RNNCORE_HD void operator()(Index r) const {
     const std::int64_t t = targets[r];
-    if (t == ignore) {
+    if (t == ignore || t < 0 || t >= C) {  // out of range: counted and refused by the caller
       loss[r] = 0.0;
       return;
     }
@@ -169,7 +172,10 @@ struct SoftmaxGrad {  // d(loss)/dz = (p - q) · scale
   T* d;
   Index C;
   std::int64_t ignore;
-  T q_other, q_target, g;
+  T q_other, q_target;
+  const double* count;  // targets not ignored, counted on the device
+  double grad_scale;
+  bool mean;
   RNNCORE_HD void operator()(Index k) const {
     const Index r = k / C, c = k % C;
     const std::int64_t t = targets[r];
@@ -177,6 +183,8 @@ struct SoftmaxGrad {  // d(loss)/dz = (p - q) · scale
       d[k] = T(0);
       return;
     }
+    const double n = *count;  // the CPU's scale: grad_scale / count for the mean, in double
+    const T g = n == 0.0 ? T(0) : T(grad_scale / (mean ? n : 1.0));
     const T inv_s = T(1.0 / sums[r]);
     const T e = exp_(T(z[k] - row_max[r]));
     d[k] = (e * inv_s - (c == t ? q_target : q_other)) * g;
@@ -333,9 +341,14 @@ class OpsOf final : public DeviceOps<T> {
   }
 
   double cross_entropy(Index N, Index C, const T* logits, const std::int64_t* targets,
-                       const CrossEntropyOptions& o, std::int64_t count, T* dlogits) override {
+                       const CrossEntropyOptions& o, T* dlogits, std::int64_t* count,
+                       std::int64_t* bad) override {
+    *count = *bad = 0;
     if (N == 0) return 0.0;
     const double eps = o.label_smoothing, smooth = eps / double(C);
+    // [Σ loss, targets not ignored, targets out of range]: read back together at the end.
+    Buffer<double, Dev> result(&dev_, 3);
+    dev_.row_sums(2, N, result.data() + 1, IdCounts{targets, C, o.ignore_index, true});
     Buffer<T, Dev> row_max(&dev_, std::size_t(N));
     Buffer<double, Dev> sums(&dev_, std::size_t(N)), loss(&dev_, std::size_t(N));
     Buffer<double, Dev> zsums(&dev_, eps > 0.0 ? std::size_t(N) : 0);
@@ -345,17 +358,17 @@ class OpsOf final : public DeviceOps<T> {
     dev_.for_each(N, RowLoss<T>{logits, targets, row_max.data(), sums.data(), zsums.data(),
                                 loss.data(), C, o.ignore_index, eps, smooth});
     if (dlogits) {
-      const double denom = o.reduction == Reduction::kMean ? double(count) : 1.0;
-      const double gscale = count == 0 ? 0.0 : o.grad_scale / denom;
-      dev_.for_each(N * C,
-                    SoftmaxGrad<T>{logits, targets, row_max.data(), sums.data(), dlogits, C,
-                                   o.ignore_index, T(smooth), T(smooth + (1.0 - eps)), T(gscale)});
+      dev_.for_each(
+          N * C, SoftmaxGrad<T>{logits, targets, row_max.data(), sums.data(), dlogits, C,
+                                o.ignore_index, T(smooth), T(smooth + (1.0 - eps)),
+                                result.data() + 1, o.grad_scale, o.reduction == Reduction::kMean});
     }
-    Buffer<double, Dev> total(&dev_, 1);
-    dev_.row_sums(1, N, total.data(), Element<double>{loss.data()});
-    double out = 0.0;
-    dev_.download(&out, total.data(), sizeof(double));
-    return out;
+    dev_.row_sums(1, N, result.data(), Element<double>{loss.data()});
+    double out[3] = {0.0, 0.0, 0.0};
+    dev_.download(out, result.data(), sizeof(out));
+    *count = std::int64_t(out[1]);
+    *bad = std::int64_t(out[2]);
+    return out[0];
   }
 
   void keyed_dropout(Index outer, Index B, Index inner, const T* x, double p, std::uint64_t seed,

@@ -302,7 +302,7 @@ class Embedding(_FlatModule):
             if flat.size and (flat.min() < 0 or flat.max() >= self.num_embeddings):
                 raise ValueError(f"{where}: {self._bad_id(ids, flat)}")
             dids = _cuda.to_device(flat, self.device, np.int64)
-            out = _cuda.embedding(dids, self.weight.data)
+            out = _cuda.embedding(dids, self.weight.data, checked_ids=True)
             if self.training:
                 self._save_for_backward((dids.reshape(ids.shape), ids.shape))
             return out.reshape(*ids.shape, self.embedding_dim)
@@ -336,8 +336,10 @@ class Embedding(_FlatModule):
             ids, shape = self._peek_saved(where)
             d = self._device_input(dout, "dout", where, (*shape, self.embedding_dim))
             self._pop_saved(where)
-            if self.weight.requires_grad:
-                _cuda.embedding_backward(ids, d, self.weight.grad, self.padding_idx)
+            if self.weight.requires_grad:  # the ids of a checked forward
+                _cuda.embedding_backward(
+                    ids, d, self.weight.grad, self.padding_idx, checked_ids=True
+                )
             return None
         dout = _check_array(dout, "dout", where, self.dtype)
         ids, shape = self._peek_saved(where)
