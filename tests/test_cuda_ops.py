@@ -8,17 +8,9 @@ import math
 
 import numpy as np
 import pytest
+from gpu_helpers import DEVICES
 from rnncore import _core, cuda
 
-DEVICES = [
-    "cuda-sim",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not cuda.is_available(), reason="no CUDA GPU visible (or built without CUDA)"
-        ),
-    ),
-]
 # float64 to 1e-10 and float32 to 1e-5, the CUDA issue's tolerances (sums run in another order).
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-6)}
 DTYPES = [np.float64, np.float32]

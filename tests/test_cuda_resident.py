@@ -7,18 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpu_helpers import DEVICES
 from rnncore import cuda, nn, optim
 from rnncore.models import LanguageModel
 
-DEVICES = [
-    "cuda-sim",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not cuda.is_available(), reason="no CUDA GPU visible (or built without CUDA)"
-        ),
-    ),
-]
 TOL = dict(rtol=1e-10, atol=1e-12)  # float64: the CUDA issue's tolerance
 
 

@@ -682,8 +682,19 @@ def _flat(a: Any, device: str, name: str, where: str, like: _Borrowed | None) ->
     return b
 
 
-def _optional(a: Any, device: str, name: str, where: str, like: _Borrowed) -> int:
-    return 0 if a is None else _flat(a, device, name, where, like).ptr
+def _step(
+    fn: Any, where: str, param: Any, buffers: list[tuple[str, Any, bool]], *opts: Any
+) -> None:
+    """Calls the binding ``fn`` of an optimizer update with (device, bits, P, param address), the
+    addresses of ``buffers`` ((name, array, optional): 0 for an optional None; each checked to
+    be param's dtype and size) and ``opts``."""
+    device = _device_of((param,), where)
+    p = _flat(param, device, "param", where, None)
+    ptrs = [
+        0 if a is None and optional else _flat(a, device, name, where, p).ptr
+        for name, a, optional in buffers
+    ]
+    fn(device, _bits(p), math.prod(p.shape), p.ptr, *ptrs, *opts)
 
 
 def sgd_step(
@@ -700,22 +711,13 @@ def sgd_step(
 ) -> None:
     """torch.optim.SGD's update of ``param`` in place on the device (as
     :class:`rnncore.optim.SGD`): param, grad, momentum_buf (needed with momentum) of one size."""
-    where = "rnncore.cuda.sgd_step"
-    device = _device_of((param,), where)
-    p = _flat(param, device, "param", where, None)
-    _core.device_sgd_step(
-        device,
-        _bits(p),
-        math.prod(p.shape),
-        p.ptr,
-        _flat(grad, device, "grad", where, p).ptr,
-        _optional(momentum_buf, device, "momentum_buf", where, p),
-        bool(first_step),
-        float(lr),
-        float(momentum),
-        float(dampening),
-        float(weight_decay),
-        bool(nesterov),
+    _step(
+        _core.device_sgd_step,
+        "rnncore.cuda.sgd_step",
+        param,
+        [("grad", grad, False), ("momentum_buf", momentum_buf, True)],
+        *(bool(first_step), float(lr), float(momentum), float(dampening)),
+        *(float(weight_decay), bool(nesterov)),
     )
 
 
@@ -736,25 +738,18 @@ def adam_step(
 ) -> None:
     """torch.optim.Adam / AdamW (``decoupled_weight_decay``) / AMSGrad (``max_exp_avg_sq``
     given) update of ``param`` in place on the device; ``step`` counts from 1."""
-    where = "rnncore.cuda.adam_step"
-    device = _device_of((param,), where)
-    p = _flat(param, device, "param", where, None)
-    _core.device_adam_step(
-        device,
-        _bits(p),
-        math.prod(p.shape),
-        p.ptr,
-        _flat(grad, device, "grad", where, p).ptr,
-        _flat(exp_avg, device, "exp_avg", where, p).ptr,
-        _flat(exp_avg_sq, device, "exp_avg_sq", where, p).ptr,
-        _optional(max_exp_avg_sq, device, "max_exp_avg_sq", where, p),
-        int(step),
-        float(lr),
-        float(beta1),
-        float(beta2),
-        float(eps),
-        float(weight_decay),
-        bool(decoupled_weight_decay),
+    _step(
+        _core.device_adam_step,
+        "rnncore.cuda.adam_step",
+        param,
+        [
+            ("grad", grad, False),
+            ("exp_avg", exp_avg, False),
+            ("exp_avg_sq", exp_avg_sq, False),
+            ("max_exp_avg_sq", max_exp_avg_sq, True),
+        ],
+        *(int(step), float(lr), float(beta1), float(beta2), float(eps)),
+        *(float(weight_decay), bool(decoupled_weight_decay)),
     )
 
 
@@ -774,23 +769,17 @@ def rmsprop_step(
 ) -> None:
     """torch.optim.RMSprop's update of ``param`` in place on the device (grad_avg needed when
     centered, momentum_buf with momentum)."""
-    where = "rnncore.cuda.rmsprop_step"
-    device = _device_of((param,), where)
-    p = _flat(param, device, "param", where, None)
-    _core.device_rmsprop_step(
-        device,
-        _bits(p),
-        math.prod(p.shape),
-        p.ptr,
-        _flat(grad, device, "grad", where, p).ptr,
-        _flat(square_avg, device, "square_avg", where, p).ptr,
-        _optional(grad_avg, device, "grad_avg", where, p),
-        _optional(momentum_buf, device, "momentum_buf", where, p),
-        float(lr),
-        float(alpha),
-        float(eps),
-        float(weight_decay),
-        float(momentum),
+    _step(
+        _core.device_rmsprop_step,
+        "rnncore.cuda.rmsprop_step",
+        param,
+        [
+            ("grad", grad, False),
+            ("square_avg", square_avg, False),
+            ("grad_avg", grad_avg, True),
+            ("momentum_buf", momentum_buf, True),
+        ],
+        *(float(lr), float(alpha), float(eps), float(weight_decay), float(momentum)),
         bool(centered),
     )
 
@@ -807,21 +796,12 @@ def adadelta_step(
     weight_decay: float = 0.0,
 ) -> None:
     """torch.optim.Adadelta's update of ``param`` in place on the device."""
-    where = "rnncore.cuda.adadelta_step"
-    device = _device_of((param,), where)
-    p = _flat(param, device, "param", where, None)
-    _core.device_adadelta_step(
-        device,
-        _bits(p),
-        math.prod(p.shape),
-        p.ptr,
-        _flat(grad, device, "grad", where, p).ptr,
-        _flat(square_avg, device, "square_avg", where, p).ptr,
-        _flat(acc_delta, device, "acc_delta", where, p).ptr,
-        float(lr),
-        float(rho),
-        float(eps),
-        float(weight_decay),
+    _step(
+        _core.device_adadelta_step,
+        "rnncore.cuda.adadelta_step",
+        param,
+        [("grad", grad, False), ("square_avg", square_avg, False), ("acc_delta", acc_delta, False)],
+        *(float(lr), float(rho), float(eps), float(weight_decay)),
     )
 
 
@@ -837,21 +817,12 @@ def adagrad_step(
     eps: float = 1e-10,
 ) -> None:
     """torch.optim.Adagrad's update of ``param`` in place on the device; ``step`` counts from 1."""
-    where = "rnncore.cuda.adagrad_step"
-    device = _device_of((param,), where)
-    p = _flat(param, device, "param", where, None)
-    _core.device_adagrad_step(
-        device,
-        _bits(p),
-        math.prod(p.shape),
-        p.ptr,
-        _flat(grad, device, "grad", where, p).ptr,
-        _flat(state_sum, device, "state_sum", where, p).ptr,
-        int(step),
-        float(lr),
-        float(lr_decay),
-        float(weight_decay),
-        float(eps),
+    _step(
+        _core.device_adagrad_step,
+        "rnncore.cuda.adagrad_step",
+        param,
+        [("grad", grad, False), ("state_sum", state_sum, False)],
+        *(int(step), float(lr), float(lr_decay), float(weight_decay), float(eps)),
     )
 
 

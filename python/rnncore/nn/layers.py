@@ -492,8 +492,8 @@ class _DeviceMask:
 
     __slots__ = ("p", "seed", "view", "offset")
 
-    def __init__(self, p: float | None, seed: int, view: tuple[int, int, int]) -> None:
-        self.p, self.seed, self.view, self.offset = p, seed, view, 0
+    def __init__(self, p: float | None, seed: int, view: tuple[int, int, int], offset: int) -> None:
+        self.p, self.seed, self.view, self.offset = p, seed, view, offset
 
     def apply(self, x: Any) -> Any:
         """x ⊙ mask / (1-p) (x a DeviceArray)."""
@@ -551,9 +551,8 @@ class Dropout(Module):
             An array shaped like x (x itself in eval mode or when p == 0).
         """
         where = "Dropout.forward"
-        if isinstance(x, _cuda.DeviceArray):
-            return self._forward_device(x, where)
-        if not isinstance(x, np.ndarray):
+        on_device = isinstance(x, _cuda.DeviceArray)  # the CPU's masks, drawn on the device
+        if not on_device and not isinstance(x, np.ndarray):
             raise TypeError(f"{where}: x must be a numpy array, got {type(x).__name__}")
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"{where}: x must be float32 or float64, got {x.dtype}")
@@ -569,6 +568,15 @@ class Dropout(Module):
                 "construct Dropout with the axis that indexes examples, or None"
             )
         self._calls += 1
+        if on_device:  # the mask is kept as its key and drawn again for backward
+            mask = _DeviceMask(
+                None if self.p == 1.0 else self.p,
+                self._dropout_seed + self._calls,
+                _view3(x.shape, axis),
+                0 if axis is None else batch_offset(),
+            )
+            self._save_for_backward((mask, x.shape))
+            return mask.apply(x)
         if self.p == 1.0:
             scale = np.zeros(x.shape, dtype=x.dtype)
         else:
@@ -577,30 +585,6 @@ class Dropout(Module):
             return y
         self._save_for_backward((scale, x.shape))
         return x * scale
-
-    def _forward_device(self, x: Any, where: str) -> Any:
-        """forward() of a DeviceArray: the CPU's masks, drawn on the device."""
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{where}: x must be float32 or float64, got {x.dtype}")
-        if not self.training:
-            return x
-        if self.p == 0.0:
-            self._save_for_backward((None, x.shape))
-            return x
-        axis = self.batch_axis
-        if axis is not None and not -x.ndim <= axis < x.ndim:
-            raise ValueError(
-                f"{where}: batch_axis {axis} is not an axis of x (shape {x.shape}); "
-                "construct Dropout with the axis that indexes examples, or None"
-            )
-        self._calls += 1
-        if self.p == 1.0:
-            self._save_for_backward((_DeviceMask(None, 0, (0, 0, 0)), x.shape))
-            return _cuda.DeviceArray.zeros(x.shape, x.dtype, x.device)
-        mask = _DeviceMask(self.p, self._dropout_seed + self._calls, _view3(x.shape, axis))
-        mask.offset = 0 if axis is None else batch_offset()
-        self._save_for_backward((mask, x.shape))
-        return mask.apply(x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx = dy ⊙ mask / (1-p) with the mask of the newest unconsumed training forward (dy
