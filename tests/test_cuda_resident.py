@@ -408,3 +408,40 @@ def test_checkpoint_ties_and_small_device_details(device, tmp_path):
     with pytest.raises(ValueError, match=r"Embedding.forward: input ids: id 9 at index \(1, 0\)"):
         emb(cuda.to_device(np.array([[1, 2], [9, 3]]), device, "int64"))
     assert f"device='{device}'" in repr(gpu.decoder) and f"device='{device}'" in repr(emb)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_optimizer_that_cannot_follow_a_move_keeps_its_state(device):
+    lin = nn.Linear(3, 2, dtype="float64", seed=0)
+    opt = optim.Adam(lin.parameters(), lr=0.01)
+    lin.weight.grad[...] = 1.0
+    opt.step()
+    opt.step()
+    lin.to(device)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"Adam.step: param_groups\[0\]: lr must be"):
+        opt.step()
+    opt.param_groups[0]["lr"] = 0.01
+    assert {k: v["step"] for k, v in opt.state_dict()["state"].items()} == {0: 2, 1: 2}
+    # a parameter listed again after the move is still refused
+    with pytest.raises(ValueError, match="share memory"):
+        opt.add_param_group({"params": [lin.weight]})
+    # an infinite second moment (a float32 overflow) moves with the rest
+    lin32 = nn.Linear(3, 2, seed=0)
+    opt32 = optim.Adam(lin32.parameters(), lr=0.01)
+    lin32.weight.grad[...] = 1e30
+    opt32.step()
+    lin32.to(device)
+    opt32.zero_grad()
+    assert np.isinf(opt32.state_dict()["state"][0]["exp_avg_sq"]).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_failed_move_back_leaves_the_gpu_model_as_it_was(device):
+    m = lm().to(device)
+    m.decoder._move_to = lambda d: (_ for _ in ()).throw(MemoryError("half-way"))
+    with pytest.raises(MemoryError):
+        m.to("cpu")
+    del m.decoder._move_to
+    assert {x.device for x in (m.embedding, m.rnn, m.decoder)} == {device}
+    assert all(isinstance(p.data, cuda.DeviceArray) for p in m.parameters())

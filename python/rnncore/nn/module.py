@@ -388,21 +388,25 @@ class Module:
         ]
         for m in movers:  # refusals (int8 inference on a GPU, ...) before anything moves
             m._check_move(device)
-        moved: list[tuple[Module, str]] = []
+        # (module, its device, whether its recurrent parameters lived on that device)
+        moved: list[tuple[Module, str, bool]] = []
         try:
             for m in movers:
                 before = getattr(m, "device", "cpu")
+                kept = getattr(m, "_dparams", None) is not None
+                moved.append((m, before, kept))
                 m._move_to(device)
-                moved.append((m, before))
             if self._GPU_RESIDENT:  # the recurrent layers' parameters join the others there
                 for m in movers:
                     keep = getattr(m, "_keep_on_device", None)
                     if keep is not None:
                         keep(device != "cpu")
         except BaseException:  # e.g. out of GPU memory half-way: put back what moved
-            for m, before in reversed(moved):
+            for m, before, kept in reversed(moved):
                 with contextlib.suppress(Exception):
                     m._move_to(before)
+                    if kept:
+                        m._keep_on_device(True)  # type: ignore[attr-defined]
             raise
         self.discard_saved()  # what a backward would read lives where the layers were
         return self

@@ -94,12 +94,10 @@ def _flat_view(first: Any, size: int) -> Any:
 
 
 def _moved(run: _Run) -> bool:
-    """Whether the run's first parameter no longer lies in the run's arrays (its module moved
-    to another device since the run was built)."""
-    d, g = run.params[0].data, run.params[0].grad
-    if type(d) is not type(run.data) or type(g) is not type(run.grad):
-        return True
-    return _address(d) != _address(run.data) or _address(g) != _address(run.grad)
+    """Whether the run's first parameter has other arrays than when the run was built (its
+    module moved to another device since)."""
+    p = run.params[0]
+    return p.data is not run.source[0] or p.grad is not run.source[1]
 
 
 def _all_finite(grads: list[Any]) -> bool:
@@ -117,7 +115,7 @@ def _trainable(p: Any) -> bool:
 class _Run:
     """A flat span of adjacent parameters of one group: data [P], grad [P], state buffers [P]."""
 
-    __slots__ = ("data", "grad", "members", "params", "state", "step")
+    __slots__ = ("data", "grad", "members", "params", "state", "step", "source")
 
     def __init__(
         self,
@@ -132,6 +130,9 @@ class _Run:
         self.params = params  # the Parameter of each member
         self.state: dict[str, np.ndarray] = {}
         self.step = 0
+        # The first member's array objects when the run was built: a module that moves gives
+        # its parameters new ones (an identity test per step, see Optimizer._follow_moved...).
+        self.source = (params[0].data, params[0].grad)
 
     @property
     def trainable(self) -> bool:
@@ -265,6 +266,7 @@ class Optimizer:
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a group ``{"params": [...], ...}``; missing hyperparameters come from defaults."""
         owner = type(self).__name__
+        self._follow_moved_parameters()  # the overlap check below reads the current addresses
         if not isinstance(param_group, Mapping) or "params" not in param_group:
             raise TypeError(f"{owner}: a param group must be a dict with a 'params' key")
         group = dict(param_group)
@@ -340,20 +342,27 @@ class Optimizer:
         if self._relocating or not any(_moved(r) for r in self._all_runs()):
             return
         self._relocating = True
+        old_runs, old_ranges = self._runs, self._ranges
         try:
-            saved = self.state_dict()  # numpy copies of the state, read from the old buffers
+            by_index = {int(k): e for k, e in self.state_dict()["state"].items()}
             runs, start = [], 0
             for group in self.param_groups:
                 runs.append(_split_frozen(_build_runs(group["params"], start)))
                 start += len(group["params"])
-            self._runs = runs
+            owner = f"{type(self).__name__}: following moved parameters"
+            new_runs, states = self._restore_plan(runs, by_index, owner, check_values=False)
+            for run, step, bufs in states:
+                run.step, run.state = step, bufs
+            self._runs = new_runs
             self._ranges = sorted(
                 (_address(p.data), _address(p.data) + p.data.nbytes, getattr(p, "name", ""))
                 for group in self.param_groups
                 for p in group["params"]
                 if p.data.size
             )
-            self.load_state_dict(saved)  # each run's state, uploaded where its parameters are
+        except BaseException:
+            self._runs, self._ranges = old_runs, old_ranges
+            raise
         finally:
             self._relocating = False
 
@@ -442,6 +451,62 @@ class Optimizer:
             groups.append(g)
         return {"state": state, "param_groups": groups, "skipped_steps": self.skipped_steps}
 
+    def _restore_plan(
+        self,
+        runs: list[list[_Run]],
+        by_index: Mapping[int, Mapping[str, Any]],
+        owner: str,
+        check_values: bool,
+    ) -> tuple[list[list[_Run]], list[tuple[_Run, int, dict[str, Any]]]]:
+        """``runs`` cut where the states ``by_index`` (parameter index -> {"step", buffers})
+        differ, and each piece's (step, flat buffers), on the device of its parameters; nothing
+        is changed. check_values: refuse NaN/inf buffers and negative averages of squares (a
+        damaged file), not needed for states this optimizer holds itself."""
+
+        def signature(e: Mapping[str, Any] | None) -> Any:
+            return None if e is None else (int(e["step"]), frozenset(k for k in e if k != "step"))
+
+        # Runs cut where the states differ (a parameter that was frozen for a while has none,
+        # or fewer steps), so that each run's members share step and buffers.
+        new_runs = [
+            [
+                piece
+                for run in group_runs
+                for piece in _split_run(run, [signature(by_index.get(i)) for i, *_ in run.members])
+            ]
+            for group_runs in runs
+        ]
+        new_states: list[tuple[_Run, int, dict[str, Any]]] = []
+        for run in (r for group_runs in new_runs for r in group_runs):
+            entries = [by_index.get(idx) for idx, *_ in run.members]
+            if entries[0] is None:
+                new_states.append((run, 0, {}))
+                continue
+            step, keys = signature(entries[0])
+            bufs: dict[str, Any] = {}
+            for key in keys:
+                flat = np.empty(run.data.shape, dtype=run.data.dtype)
+                for (idx, off, size, shape), e in zip(run.members, entries, strict=True):
+                    arr = np.asarray(e[key])
+                    if arr.shape != shape:
+                        raise ValueError(
+                            f"{owner}: state '{key}' of parameter {idx} has shape {arr.shape}, "
+                            f"expected {shape}"
+                        )
+                    flat[off : off + size] = arr.reshape(-1)
+                # A damaged file must not turn the next step's parameters into NaN.
+                if check_values and not np.isfinite(flat).all():
+                    raise ValueError(f"{owner}: state '{key}' holds NaN or infinite values")
+                if check_values and key in _SQUARE_STATES and (flat < 0).any():
+                    raise ValueError(
+                        f"{owner}: state '{key}' holds negative values (it averages squares)"
+                    )
+                if isinstance(run.data, _cuda.DeviceArray):
+                    flat = _cuda.to_device(flat, run.data.device, run.data.dtype)
+                bufs[key] = flat
+            new_states.append((run, step, bufs))
+        return new_runs, new_states
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (hyperparameters, step counts and buffers), checking group
         and parameter sizes. The following steps are then identical to the saved optimizer's."""
@@ -486,49 +551,7 @@ class Optimizer:
                     f"{step!r}"
                 )
 
-        def signature(e: Mapping[str, Any] | None) -> Any:
-            return None if e is None else (int(e["step"]), frozenset(k for k in e if k != "step"))
-
-        # Runs cut where the saved states differ (a parameter that was frozen for a while has
-        # none, or fewer steps), so that each run's members share step and buffers. Check
-        # everything before changing anything.
-        new_runs = [
-            [
-                piece
-                for run in runs
-                for piece in _split_run(run, [signature(by_index.get(i)) for i, *_ in run.members])
-            ]
-            for runs in self._runs
-        ]
-        new_states: list[tuple[_Run, int, dict[str, np.ndarray]]] = []
-        for run in (r for runs in new_runs for r in runs):
-            entries = [by_index.get(idx) for idx, *_ in run.members]
-            if entries[0] is None:
-                new_states.append((run, 0, {}))
-                continue
-            step, keys = signature(entries[0])
-            bufs: dict[str, np.ndarray] = {}
-            for key in keys:
-                flat = np.empty(run.data.shape, dtype=run.data.dtype)
-                for (idx, off, size, shape), e in zip(run.members, entries, strict=True):
-                    arr = np.asarray(e[key])
-                    if arr.shape != shape:
-                        raise ValueError(
-                            f"{owner}: state '{key}' of parameter {idx} has shape {arr.shape}, "
-                            f"expected {shape}"
-                        )
-                    flat[off : off + size] = arr.reshape(-1)
-                # A damaged file must not turn the next step's parameters into NaN.
-                if not np.isfinite(flat).all():
-                    raise ValueError(f"{owner}: state '{key}' holds NaN or infinite values")
-                if key in _SQUARE_STATES and (flat < 0).any():
-                    raise ValueError(
-                        f"{owner}: state '{key}' holds negative values (it averages squares)"
-                    )
-                if isinstance(run.data, _cuda.DeviceArray):
-                    flat = _cuda.to_device(flat, run.data.device, run.data.dtype)
-                bufs[key] = flat
-            new_states.append((run, step, bufs))
+        new_runs, new_states = self._restore_plan(self._runs, by_index, owner, check_values=True)
         new_groups = []
         for sg, g in zip(saved_groups, self.param_groups, strict=True):
             ng = {k: copy.deepcopy(v) for k, v in sg.items() if k != "params"}
