@@ -848,13 +848,12 @@ def grad_norm(grads: Any) -> float:
 def clip_grad_norm(grads: Any, max_norm: float) -> float:
     """Mikolov's clipping on the device: when the global L2 norm of ``grads`` exceeds
     ``max_norm`` (> 0), every array is scaled by max_norm / (norm + 1e-6), as
-    :func:`rnncore.optim.clip_grad_norm`. Returns the norm before clipping (read back)."""
-    where = "rnncore.cuda.clip_grad_norm"
+    :func:`rnncore.optim.clip_grad_norm` (inf: no clipping). Returns the norm before clipping
+    (read back)."""
     m = float(max_norm)
-    if not m > 0 or not math.isfinite(m):
-        raise ValueError(f"{where}: max_norm must be > 0 and finite, got {max_norm}")
-    device, groups = _buffers(grads, where)
-    norm = math.sqrt(sum(_core.device_sum_of_squares(device, b, g) for b, g in groups.items() if g))
+    if not m > 0:
+        raise ValueError(f"rnncore.cuda.clip_grad_norm: max_norm must be > 0, got {max_norm}")
+    norm = grad_norm(grads)
     coef = _core.clip_coefficient(norm, m)
     if coef != 1.0:
         scale(grads, coef)

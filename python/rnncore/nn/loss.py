@@ -42,6 +42,23 @@ class _Shape:
         self.shape, self.ndim = shape, len(shape)
 
 
+def _int_targets(targets: Any, where: str) -> np.ndarray:
+    """Host class indices as an integer array, else TypeError/ValueError naming them."""
+    if not isinstance(targets, np.ndarray):
+        targets = np.asarray(targets)
+    if targets.dtype == bool or targets.dtype.kind not in "iu":
+        raise TypeError(
+            f"{where}: targets must be integer class indices, got dtype {targets.dtype}"
+        )
+    if targets.dtype == np.uint64 and targets.size and targets.max() > np.iinfo(np.int64).max:
+        # int64 would wrap it round to a negative index (2^64 - 100 -> -100 = ignore_index)
+        big = int(targets.max())
+        raise ValueError(
+            f"{where}: targets holds {big}, beyond int64; class indices must be in [0, C)"
+        )
+    return targets
+
+
 def _device_name(a: Any) -> str:
     """The device of a device array: a DeviceArray's own, "cuda" for CuPy / torch arrays."""
     return a.device if isinstance(a, _cuda.DeviceArray) else "cuda"
@@ -159,23 +176,12 @@ class CrossEntropyLoss(_Loss):
             raise ValueError(
                 f"{where}: logits must have shape [..., C] with C >= 1, got {logits.shape}"
             )
-        if not isinstance(targets, np.ndarray):
-            targets = np.asarray(targets)
-        if targets.dtype == bool or targets.dtype.kind not in "iu":
-            raise TypeError(
-                f"{where}: targets must be integer class indices, got dtype {targets.dtype}"
-            )
+        targets = _int_targets(targets, where)
         axis = self._class_axis(logits, targets, where)
         shape = logits.shape
         if axis == 1 and logits.ndim > 2:
             logits = np.ascontiguousarray(np.moveaxis(logits, 1, -1))
         C = logits.shape[-1]
-        if targets.dtype == np.uint64 and targets.size and targets.max() > np.iinfo(np.int64).max:
-            # int64 would wrap it round to a negative index (2^64 - 100 -> -100 = ignore_index)
-            big = int(targets.max())
-            raise ValueError(
-                f"{where}: targets holds {big}, beyond int64; class indices must be in [0, C)"
-            )
         flat_t = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64)
         need_grad = self.training
         try:
@@ -201,24 +207,17 @@ class CrossEntropyLoss(_Loss):
     def _forward_device(self, logits: Any, targets: Any, where: str) -> float:
         """forward() of device logits (classes last): the fused loss and gradient on the device;
         targets on the host or the device. The gradient stays on the device."""
-        lg = _cuda._arg(logits, _device_name(logits), "logits", where)
         device = _device_name(logits)
+        lg = _cuda._arg(logits, device, "logits", where)
         if not lg.shape or lg.shape[-1] < 1:
             raise ValueError(
                 f"{where}: logits must have shape [..., C] with C >= 1, got {tuple(lg.shape)}"
             )
         on_device = _cuda._is_device_array(targets)
         if on_device:
-            t = _cuda._arg(targets, device, "targets", where, dtype=np.int64)
-            t_shape = tuple(t.shape)
+            t_shape = tuple(_cuda._arg(targets, device, "targets", where, dtype=np.int64).shape)
         else:
-            targets = np.asarray(targets)
-            if targets.dtype == bool or targets.dtype.kind not in "iu":
-                raise TypeError(
-                    f"{where}: targets must be integer class indices, got dtype {targets.dtype}"
-                )
-            if targets.dtype == np.uint64 and targets.size and targets.max() > 2**63 - 1:
-                raise ValueError(f"{where}: targets holds {int(targets.max())}, beyond int64")
+            targets = _int_targets(targets, where)
             t_shape = targets.shape
         axis = self._class_axis(_Shape(tuple(lg.shape)), _Shape(t_shape), where)
         if axis == 1 and len(lg.shape) > 2:
