@@ -293,12 +293,16 @@ def test_device_arrays_bad_input_is_named():
     sim(cuda.to_device(x, SIM))
     with pytest.raises(ValueError, match=r"dy must have shape \(5, 3, 6\)"):
         sim.backward(cuda.to_device(rand(T, 2, H), SIM))
-    sim.record_step_grad_norms = True
-    with pytest.raises(ValueError, match="record_step_grad_norms"):
-        sim.backward(cuda.to_device(rand(T, B, H), SIM))
-    sim.record_step_grad_norms = False
-    dx, _ = sim.backward(cuda.to_device(rand(T, B, H), SIM))  # the forward was kept
+    sim.record_step_grad_norms = True  # measured on device arrays as on host arrays
+    dy = rand(T, B, H)
+    dx, _ = sim.backward(cuda.to_device(dy, SIM))  # the forward was kept
     assert dx.shape == (T, B, I)
+    on_device = sim.step_grad_norms
+    sim(x)
+    sim.backward(dy)
+    assert on_device.shape == (1, T)
+    np.testing.assert_allclose(on_device, sim.step_grad_norms, rtol=1e-12)
+    sim.record_step_grad_norms = False
     with pytest.raises(TypeError, match="x cannot be read as DLPack: requires grad"):
         sim(RefusingProducer())
     cpu_layer = nn.LSTM(I, H, dtype=np.float64)

@@ -152,6 +152,88 @@ def test_cross_entropy_bad_targets(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction, grad_scale", [("mean", 1.0), ("sum", 0.25)])
+def test_mse_loss(device, dtype, reduction, grad_scale):
+    pred, target = rand(4, 3, 5, dtype=dtype), rand(4, 3, 5, dtype=dtype, seed=1)
+    loss, d = cuda.mse_loss(
+        dev(pred, device), dev(target, device), reduction=reduction, grad_scale=grad_scale
+    )
+    ref_loss, ref_d = _core.mse_loss(pred.ravel(), target.ravel(), reduction, True, grad_scale)
+    np.testing.assert_allclose(loss, ref_loss, **TOL[dtype])
+    assert d.shape == pred.shape
+    close(d, ref_d.reshape(pred.shape), dtype)
+    host_target, none = cuda.mse_loss(dev(pred, device), target, reduction=reduction, grad=False)
+    assert none is None and host_target == pytest.approx(loss, rel=1e-12)
+    with pytest.raises(ValueError, match=r"target must have shape \[4, 3, 5\] like pred"):
+        cuda.mse_loss(dev(pred, device), target[:2])
+    with pytest.raises(TypeError, match="target has dtype"):
+        other = np.float32 if dtype == np.float64 else np.float64
+        cuda.mse_loss(dev(pred, device), dev(target, device, other))
+    assert cuda.mse_loss(cuda.DeviceArray((0,), dtype, device), np.zeros(0, dtype))[0] == 0.0
+
+
+def pooled_reference(y, lengths):
+    """Mean and max over each sequence's first lengths[b] steps, and the step of the maximum."""
+    mean = np.stack([y[:n, b].mean(axis=0) for b, n in enumerate(lengths)])
+    steps = np.stack([y[:n, b].argmax(axis=0) for b, n in enumerate(lengths)])
+    top = np.take_along_axis(y, steps[None], axis=0)[0]
+    return mean, top, steps
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pooling_over_time_matches_the_cpu_and_numpy(device, dtype):
+    T, B, F = 6, 4, 5
+    y = rand(T, B, F, dtype=dtype)
+    y[4, 1] = 50.0  # past sequence 1's end (length 3): must not win
+    y[2, 0, 0] = y[4, 0, 0] = 9.0  # a tie: the first step wins, as numpy's argmax
+    lengths = np.array([6, 3, 1, 5])
+    mean, top, steps = pooled_reference(y, lengths)
+    for kernel_mean, (kernel_top, kernel_steps) in (
+        (_core.time_pool(y, lengths), _core.time_pool(y, lengths, True)),
+        (cuda.mean_pool(dev(y, device), lengths), cuda.max_pool(dev(y, device), lengths)),
+    ):
+        np.testing.assert_allclose(np.asarray(kernel_mean), mean, **TOL[dtype])
+        np.testing.assert_array_equal(np.asarray(kernel_top), top)
+        np.testing.assert_array_equal(np.asarray(kernel_steps), steps)
+    assert steps[0, 0] == 2
+    dpooled = rand(B, F, dtype=dtype, seed=3)
+    valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    want_mean = np.where(valid, dpooled[None] / lengths[None, :, None].astype(dtype), 0)
+    want_max = np.zeros_like(y)
+    np.put_along_axis(want_max, steps[None], dpooled[None], axis=0)
+    np.testing.assert_allclose(
+        _core.time_pool_backward(dpooled, lengths, T), want_mean, **TOL[dtype]
+    )
+    np.testing.assert_array_equal(_core.time_pool_backward(dpooled, steps, T, True), want_max)
+    close(cuda.mean_pool_backward(dev(dpooled, device), lengths, T), want_mean, dtype)
+    got = cuda.max_pool_backward(dev(dpooled, device), dev(steps, device, "int64"), T)
+    np.testing.assert_array_equal(got.numpy(), want_max)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pooling_refuses_bad_lengths_and_steps(device):
+    y = dev(rand(4, 2, 3), device)
+    for lengths in ([0, 2], [5, 1]):
+        with pytest.raises(ValueError, match=r"lengths: \d at position 0 is outside \[1, T=4\]"):
+            cuda.mean_pool(y, np.array(lengths))
+        with pytest.raises(ValueError, match=r"is outside \[1, T=4\]"):
+            _core.time_pool(rand(4, 2, 3), np.array(lengths), True)
+    with pytest.raises(ValueError, match=r"lengths must have shape \[2\]"):
+        cuda.max_pool(y, np.array([1, 2, 3]))
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        cuda.mean_pool(y, np.array([1.0, 2.0]))
+    steps = np.array([[0, 1, 2], [3, 4, 0]])  # 4 is outside [0, T=4)
+    with pytest.raises(ValueError, match=r"argmax: step 4 at position 4 is outside \[0, T=4\)"):
+        cuda.max_pool_backward(dev(rand(2, 3), device), steps, 4)
+    with pytest.raises(ValueError, match=r"argmax: step 4 at position 4 is outside \[0, T=4\)"):
+        _core.time_pool_backward(rand(2, 3), steps, 4, True)
+    with pytest.raises(ValueError, match="T must be an integer >= 1"):
+        cuda.mean_pool_backward(dev(rand(2, 3), device), np.array([1, 1]), 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_keyed_dropout_draws_the_cpu_masks(device, dtype):
     x = rand(3, 4, 5, dtype=dtype)
     y, scale = cuda.keyed_dropout(dev(x, device), 0.3, seed=42, batch_offset=7)

@@ -1,5 +1,6 @@
 """Models and layers whose parameters live on the GPU (Module.to of a model that runs wholly
-there: the language model; a lone Linear or Embedding): their training steps, optimizer state,
+there: the language model, classifier, tagger, forecaster, sequence regressor; a lone Linear or
+Embedding): their training steps, optimizer state,
 clipping, checkpoints and generation against the same model on the CPU. On "cuda-sim" everywhere,
 on "cuda" where a GPU is visible (skipped otherwise)."""
 
@@ -165,27 +166,36 @@ def test_linear_and_embedding_alone_on_the_gpu(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_only_a_gpu_resident_model_moves_its_other_layers(device):
+def test_what_moves_with_a_model(device):
     from rnncore.models import KimCNN, SequenceClassifier, SequenceTagger
 
     clf = SequenceClassifier(11, 4, 5, 3, pooling="max").to(device)
-    assert clf.rnn.device == device  # the recurrent layer moves ...
-    assert clf.embedding.device == "cpu"  # ... numpy arrays connect the rest, as before
-    assert all(isinstance(p.data, np.ndarray) for p in clf.parameters())
-    # models with layers that have no GPU version (Conv1d, CRF) move what they can
+    assert clf.rnn.device == clf.embedding.device == clf.classifier.device == device
+    assert all(isinstance(p.data, cuda.DeviceArray) for p in clf.parameters())
+    # a model with layers that have no GPU version (Conv1d) stays on the CPU
     kim = KimCNN(vocab_size=11, embed_dim=4, num_classes=3).to(device)
     assert kim.embedding.device == "cpu"
+    # a tagger's CRF stays on the host beside the rest on the GPU
     tagger = SequenceTagger(11, 4, 5, 3, crf=True).to(device)
-    assert tagger.rnn.device == device and tagger.embedding.device == "cpu"
-    assert tagger.crf.transitions.data.shape == (3, 3)
+    assert tagger.rnn.device == tagger.embedding.device == tagger.classifier.device == device
+    assert isinstance(tagger.crf.transitions.data, np.ndarray)
+    # character features are gathered on the host: only the recurrent layers move
+    chars = SequenceTagger(11, 4, 5, 3, char_vocab_size=9, char_embed_dim=3, char_hidden_size=2)
+    chars.to(device)
+    assert chars.rnn.device == chars.char_rnn.device == device
+    assert chars.embedding.device == chars.classifier.device == "cpu"
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_step_grad_norms_need_host_parameters(device):
-    gpu = lm().to(device)
-    gpu.rnn.record_step_grad_norms = True
-    with pytest.raises(ValueError, match="record_step_grad_norms .* live on the GPU"):
-        gpu.training_step(windows(1)[0])
+def test_step_grad_norms_of_a_model_on_the_gpu(device):
+    """The vanishing-gradient diagnostic (||dL/dh_t|| per layer and step) of a model wholly on
+    the GPU is the CPU's."""
+    cpu, gpu = lm(), lm().to(device)
+    for model in (cpu, gpu):
+        model.rnn.record_step_grad_norms = True
+        model.training_step(windows(1)[0])
+    assert gpu.rnn.step_grad_norms.shape == (2, 5)
+    np.testing.assert_allclose(gpu.rnn.step_grad_norms, cpu.rnn.step_grad_norms, **TOL)
 
 
 def test_charlm_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
@@ -250,10 +260,14 @@ def test_onnx_export_of_a_gpu_model_is_the_cpu_models(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1)])
-def test_a_last_pooling_classifier_trains_on_the_gpu_as_on_the_cpu(device, cell, layers):
-    """SequenceClassifier with "last" pooling runs wholly on the GPU (the final states are
-    transposed there); padded batches with lengths, bidirectional, dropout."""
+@pytest.mark.parametrize(
+    "cell, layers, pooling",
+    [("lstm", 2, "last"), ("gru", 1, "last"), ("lstm", 1, "mean"), ("gru", 2, "max")],
+)
+def test_a_classifier_trains_on_the_gpu_as_on_the_cpu(device, cell, layers, pooling):
+    """SequenceClassifier runs wholly on the GPU (the final states transposed there, or the
+    outputs pooled over each sequence's steps); padded batches with lengths, bidirectional,
+    dropout."""
     from rnncore.models import SequenceClassifier
     from rnncore.models.classifier import ClassifierBatch
 
@@ -265,6 +279,7 @@ def test_a_last_pooling_classifier_trains_on_the_gpu_as_on_the_cpu(device, cell,
             num_classes=4,
             num_layers=layers,
             cell=cell,
+            pooling=pooling,
             dropout=0.25,
             dtype="float64",
             seed=2,
@@ -295,8 +310,128 @@ def test_a_last_pooling_classifier_trains_on_the_gpu_as_on_the_cpu(device, cell,
     v = cpu.validation_step(batch)
     w = gpu.validation_step(batch)
     assert w["loss_sum"] == pytest.approx(v["loss_sum"], rel=1e-10) and w["correct"] == v["correct"]
-    mean_pool = SequenceClassifier(19, 6, 5, 4, pooling="mean").to(device)
-    assert mean_pool.embedding.device == "cpu"  # mean and max pooling: the recurrent layers only
+
+
+def same_training(cpu, gpu, batches, make_opt=lambda p: optim.Adam(p, lr=0.02), clip=0.5):
+    """Trains both models on ``batches`` (training_step, clipping, a step): equal losses and
+    parameters to float64's tolerance."""
+    opts = make_opt(cpu.parameters()), make_opt(gpu.parameters())
+    for batch in batches:
+        outs = []
+        for model, opt in zip((cpu, gpu), opts, strict=True):
+            opt.zero_grad()
+            outs.append(model.training_step(batch))
+            optim.clip_grad_norm(model.parameters(), clip)
+            opt.step()
+        assert outs[1]["loss"] == pytest.approx(outs[0]["loss"], rel=1e-10)
+        assert outs[1].get("correct") == outs[0].get("correct")
+    want = params_of(cpu)
+    for name, value in params_of(gpu).items():
+        np.testing.assert_allclose(value, want[name], **TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode, cell", [("many_to_one", "lstm"), ("many_to_many", "gru")])
+def test_a_forecaster_trains_on_the_gpu_as_on_the_cpu(device, mode, cell):
+    """The forecaster wholly on the GPU: windows copied over, MSE and its gradient there."""
+    from rnncore.models import Forecaster
+
+    def make():
+        return Forecaster(
+            2, 5, horizon=3, num_layers=2, cell=cell, mode=mode, dtype="float64", seed=1
+        )
+
+    cpu, gpu = make(), make().to(device)
+    assert gpu.head.device == gpu.rnn.device == device
+    rng = np.random.default_rng(0)
+    shape = (4, 3) if mode == "many_to_one" else (6, 4, 3)
+    batches = [(rng.standard_normal((6, 4, 2)), rng.standard_normal(shape)) for _ in range(3)]
+    same_training(cpu, gpu, batches)
+    x = batches[0][0]
+    out = gpu.predict(x)
+    assert isinstance(out, np.ndarray)  # predictions come back to the host
+    np.testing.assert_allclose(out, cpu.predict(x), **TOL)
+    v, w = cpu.validation_step(batches[1]), gpu.validation_step(batches[1])
+    assert w["loss_sum"] == pytest.approx(v["loss_sum"], rel=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(readout="last", loss="mse", output_size=1),
+        dict(readout="all", loss="cross_entropy", output_size=4, vocab_size=9),
+        dict(readout="last", loss="cross_entropy", output_size=3, cell="rnn_relu"),
+    ],
+)
+def test_a_sequence_regressor_trains_on_the_gpu_as_on_the_cpu(device, kw):
+    from rnncore.models import SequenceRegressor
+
+    def make():
+        return SequenceRegressor(3, 6, dtype="float64", seed=2, **kw)
+
+    cpu, gpu = make(), make().to(device)
+    assert gpu.head.device == device
+    rng = np.random.default_rng(1)
+    lengths = np.array([6, 3, 2, 1])
+    batches = []
+    for _ in range(3):
+        x = rng.integers(0, 9, (6, 4)) if "vocab_size" in kw else rng.standard_normal((6, 4, 3))
+        if kw["loss"] == "mse":
+            y = rng.standard_normal((4, 1))
+        elif kw["readout"] == "all":
+            y = rng.integers(0, kw["output_size"], (6, 4))
+        else:
+            y = rng.integers(0, kw["output_size"], 4)
+        batches.append((x, y, lengths))
+    same_training(cpu, gpu, batches, lambda p: optim.RMSprop(p, lr=0.01))
+    x = batches[0][0]
+    np.testing.assert_allclose(gpu.predict(x, lengths), cpu.predict(x, lengths), **TOL)
+    v, w = cpu.validation_step(batches[2]), gpu.validation_step(batches[2])
+    assert w == pytest.approx(v, rel=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("crf", [False, True])
+def test_a_tagger_trains_on_the_gpu_as_on_the_cpu(device, crf):
+    """A tagger without character features wholly on the GPU (a CRF on the host beside it):
+    training, validation with entity counts, decoding and probabilities as on the CPU."""
+    from rnncore.models import SequenceTagger
+    from rnncore.models.tagger import TaggerBatch
+
+    names = ["O", "B-X", "I-X", "B-Y", "I-Y"]
+
+    def make():
+        return SequenceTagger(
+            15,
+            6,
+            5,
+            5,
+            num_layers=2,
+            dropout=0.2,
+            crf=crf,
+            tag_names=names,
+            dtype="float64",
+            seed=3,
+        )
+
+    cpu, gpu = make(), make().to(device)
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(3):
+        lengths = rng.integers(1, 7, 5)
+        ids = rng.integers(1, 15, (6, 5))
+        tags = rng.choice([0, 1, 3], (6, 5))  # B- tags and O only: a path every CRF allows
+        past = np.arange(6)[:, None] >= lengths[None, :]
+        ids[past], tags[past] = 0, -100
+        batches.append(TaggerBatch(ids, lengths, tags))
+    same_training(cpu, gpu, batches, lambda p: optim.SGD(p, lr=0.3, momentum=0.9))
+    b = batches[-1]
+    assert gpu.validation_step(b) == pytest.approx(cpu.validation_step(b), rel=1e-10)
+    np.testing.assert_array_equal(gpu.predict(b.ids, b.lengths), cpu.predict(b.ids, b.lengths))
+    np.testing.assert_allclose(
+        gpu.predict_proba(b.ids, b.lengths), cpu.predict_proba(b.ids, b.lengths), **TOL
+    )
 
 
 def test_sentiment_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
@@ -445,3 +580,82 @@ def test_a_failed_move_back_leaves_the_gpu_model_as_it_was(device):
     del m.decoder._move_to
     assert {x.device for x in (m.embedding, m.rnn, m.decoder)} == {device}
     assert all(isinstance(p.data, cuda.DeviceArray) for p in m.parameters())
+
+
+def _same_metrics_on_both_devices(tmp_path, capsys, argv, keys, section="test"):
+    """Runs ``rnncore train`` with argv on "cpu" and "cuda-sim": the same metrics.json
+    ``section`` (float32 rounding apart)."""
+    import json
+
+    from rnncore.cli import main
+
+    runs = {}
+    for dev in ("cpu", "cuda-sim"):
+        out = tmp_path / dev
+        assert main([*argv, "--out", str(out), "--device", dev]) == 0, capsys.readouterr().err
+        runs[dev] = json.loads((out / "metrics.json").read_text())[section]
+    for key in keys:
+        assert runs["cuda-sim"][key] == pytest.approx(runs["cpu"][key], rel=1e-4, abs=1e-6), key
+    return runs
+
+
+def test_forecast_and_tagger_tasks_train_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
+    """`rnncore train forecast|tagger --device cuda-sim`: the models wholly on the device (the
+    tagger's CRF on the host), the CPU's test metrics."""
+    from rnncore import data
+
+    v = 100 + 10 * np.sin(np.arange(60) * 2 * np.pi / 12) + np.arange(60) * 0.3
+    csv = tmp_path / "series.csv"
+    csv.write_text("y\n" + "\n".join(f"{x:.3f}" for x in v) + "\n", encoding="utf-8")
+    _same_metrics_on_both_devices(
+        tmp_path / "f",
+        capsys,
+        [
+            "train",
+            "forecast",
+            "--data",
+            str(csv),
+            "--no-progress",
+            "--epochs",
+            "2",
+            "--hidden",
+            "6",
+            "--season",
+            "12",
+            "--threads",
+            "1",
+        ],
+        ["mae", "rmse"],
+        section="forecast",
+    )
+    conll = tmp_path / "conll"
+    conll.mkdir()
+    for i, split in enumerate(("train", "valid", "test")):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for toks, tags in data.synthetic_tagging(40 if split == "train" else 12, seed=i):
+            lines += [f"{w} NN I-NP {t}" for w, t in zip(toks, tags, strict=True)] + [""]
+        (conll / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _same_metrics_on_both_devices(
+        tmp_path / "t",
+        capsys,
+        [
+            "train",
+            "tagger",
+            "--data",
+            str(conll),
+            "--no-progress",
+            "--epochs",
+            "2",
+            "--hidden",
+            "6",
+            "--embed",
+            "6",
+            "--no-char-features",
+            "--crf",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+        ],
+        ["loss", "accuracy", "f1"],
+    )

@@ -131,6 +131,62 @@ void bind_device_ops(py::module_& m) {
       py::arg("grad_scale"), py::arg("dlogits"),
       "(loss, count) of the fused softmax cross-entropy; dlogits (0: none) its gradient.");
   m.def(
+      "device_mse_loss",
+      [](const std::string& device, int bits, std::int64_t N, Addr pred, Addr target, bool mean,
+         double grad_scale, Addr dpred) {
+        const Device d = parse_device(device);
+        const auto red = mean ? rnncore::Reduction::kMean : rnncore::Reduction::kSum;
+        py::gil_scoped_release release;
+        return by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          return rnncore::mse_loss<T>(d, N, ptr<const T>(pred), ptr<const T>(target), red,
+                                      grad_scale, ptr<T>(dpred));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("N"), py::arg("pred"), py::arg("target"),
+      py::arg("mean"), py::arg("grad_scale"), py::arg("dpred"),
+      "The squared error's loss; dpred (0: none) its gradient.");
+  m.def(
+      "device_time_pool_forward",
+      [](const std::string& device, int bits, bool max, std::int64_t Tn, std::int64_t B,
+         std::int64_t F, Addr y, Addr lengths, Addr pooled, Addr argmax) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          if (max)
+            rnncore::max_pool_forward<T>(d, Tn, B, F, ptr<const T>(y),
+                                         ptr<const std::int64_t>(lengths), ptr<T>(pooled),
+                                         ptr<std::int64_t>(argmax));
+          else
+            rnncore::mean_pool_forward<T>(d, Tn, B, F, ptr<const T>(y),
+                                          ptr<const std::int64_t>(lengths), ptr<T>(pooled));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("max"), py::arg("T"), py::arg("B"), py::arg("F"),
+      py::arg("y"), py::arg("lengths"), py::arg("pooled"), py::arg("argmax"),
+      "Mean or max pooling over each sequence's steps; lengths is a host address.");
+  m.def(
+      "device_time_pool_backward",
+      [](const std::string& device, int bits, bool max, std::int64_t Tn, std::int64_t B,
+         std::int64_t F, Addr dpooled, Addr lengths, Addr argmax, Addr dy, bool checked) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          if (max)
+            rnncore::max_pool_backward<T>(d, Tn, B, F, ptr<const T>(dpooled),
+                                          ptr<const std::int64_t>(argmax), ptr<T>(dy), checked);
+          else
+            rnncore::mean_pool_backward<T>(d, Tn, B, F, ptr<const T>(dpooled),
+                                           ptr<const std::int64_t>(lengths), ptr<T>(dy));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("max"), py::arg("T"), py::arg("B"), py::arg("F"),
+      py::arg("dpooled"), py::arg("lengths"), py::arg("argmax"), py::arg("dy"),
+      py::arg("argmax_checked") = false,
+      "dy of mean pooling (lengths: host address) or max pooling (argmax: device address).");
+  m.def(
       "device_keyed_dropout",
       [](const std::string& device, int bits, std::int64_t outer, std::int64_t B,
          std::int64_t inner, Addr x, double p, std::uint64_t seed, std::int64_t batch_offset,

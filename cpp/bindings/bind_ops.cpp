@@ -403,6 +403,54 @@ py::tuple mse_loss(py::handle pred_obj, py::handle target_obj, const std::string
   return py::make_tuple(loss, grad ? py::object(dpred) : py::object(py::none()));
 }
 
+// ---- Pooling over time --------------------------------------------------------------------------
+
+template <typename T>
+py::object time_pool(py::handle y_obj, py::handle len_obj, bool max) {
+  auto y = checked<T>(y_obj, "y", "[T, B, F]", {-1, -1, -1});
+  const py::ssize_t Tn = y.shape(0), B = y.shape(1), F = y.shape(2);
+  auto lens = checked<std::int64_t>(len_obj, "lengths", dims({{"B", B}}) + " int64", {B});
+  py::array_t<T> pooled({B, F});
+  py::array_t<std::int64_t> argmax;
+  if (max) argmax = py::array_t<std::int64_t>({B, F});
+  const T* yp = y.data();
+  const std::int64_t* lp = lens.data();
+  T* pp = pooled.mutable_data();
+  std::int64_t* ap = max ? argmax.mutable_data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    if (max)
+      rnncore::max_pool_forward<T>(Tn, B, F, yp, lp, pp, ap);
+    else
+      rnncore::mean_pool_forward<T>(Tn, B, F, yp, lp, pp);
+  }
+  if (max) return py::make_tuple(pooled, argmax);
+  return std::move(pooled);
+}
+
+template <typename T>
+py::array_t<T> time_pool_backward(py::handle dp_obj, py::handle idx_obj, py::ssize_t Tn, bool max) {
+  auto dp = checked<T>(dp_obj, "dpooled", "[B, F]", {-1, -1});
+  const py::ssize_t B = dp.shape(0), F = dp.shape(1);
+  auto idx = checked<std::int64_t>(
+      idx_obj, max ? "argmax" : "lengths",
+      max ? dims({{"B", B}, {"F", F}}) + " int64" : dims({{"B", B}}) + " int64",
+      max ? std::vector<py::ssize_t>{B, F} : std::vector<py::ssize_t>{B});
+  if (Tn < 1) throw py::value_error("T (steps) must be >= 1, got " + std::to_string(Tn));
+  py::array_t<T> dy({Tn, B, F});
+  const T* dpp = dp.data();
+  const std::int64_t* ip = idx.data();
+  T* dyp = dy.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (max)
+      rnncore::max_pool_backward<T>(Tn, B, F, dpp, ip, dyp);
+    else
+      rnncore::mean_pool_backward<T>(Tn, B, F, dpp, ip, dyp);
+  }
+  return dy;
+}
+
 // ---- Optimizers -------------------------------------------------------------------------------
 
 // A flat state buffer [P] of the parameter's dtype, writable; None allowed when `optional`.
@@ -686,6 +734,25 @@ void bind_ops(py::module_& m) {
       py::arg("grad_scale") = 1.0,
       "logits [N, C], targets int64 [N] -> (loss, dlogits [N, C] or None, count of non-ignored "
       "rows). Fused log-softmax + NLL with PyTorch's ignore_index and label smoothing.");
+  m.def(
+      "time_pool",
+      [](py::handle y, py::handle lengths, bool max) {
+        if (float_bits(y, "y") == 64) return time_pool<double>(y, lengths, max);
+        return time_pool<float>(y, lengths, max);
+      },
+      py::arg("y"), py::arg("lengths"), py::arg("max") = false,
+      "y [T, B, F], lengths int64 [B] in [1, T] -> the mean over each sequence's steps [B, F], or "
+      "with max=True (the maximum [B, F], its step int64 [B, F]).");
+  m.def(
+      "time_pool_backward",
+      [](py::handle dpooled, py::handle lengths_or_argmax, py::ssize_t T, bool max) {
+        if (float_bits(dpooled, "dpooled") == 64)
+          return py::object(time_pool_backward<double>(dpooled, lengths_or_argmax, T, max));
+        return py::object(time_pool_backward<float>(dpooled, lengths_or_argmax, T, max));
+      },
+      py::arg("dpooled"), py::arg("lengths_or_argmax"), py::arg("T"), py::arg("max") = false,
+      "dpooled [B, F] -> dy [T, B, F] of time_pool: lengths int64 [B] (mean) or argmax int64 "
+      "[B, F] (max).");
   m.def(
       "mse_loss",
       [](py::handle pred, py::handle target, const std::string& reduction, bool grad,

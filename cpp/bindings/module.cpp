@@ -163,12 +163,13 @@ struct PyRecurrent {
   // memory: dx, dh0, dc0 (=) and grads (+=, the flat buffer [P]).
   void backward_device(Handle* handle, std::uintptr_t dy, std::uintptr_t dhn, std::uintptr_t dcn,
                        std::uintptr_t dx, std::uintptr_t dh0, std::uintptr_t dc0,
-                       std::uintptr_t params, std::uintptr_t grads) {
+                       std::uintptr_t params, std::uintptr_t grads, std::uintptr_t norms) {
     CallLock lock(mu);
     auto run = [&] {
       py::gil_scoped_release release;
       core.backward_on_device(ptr<const T>(dy), ptr<const T>(dhn), ptr<const T>(dcn), ptr<T>(dx),
-                              ptr<T>(dh0), ptr<T>(dc0), ptr<const T>(params), ptr<T>(grads));
+                              ptr<T>(dh0), ptr<T>(dc0), ptr<const T>(params), ptr<T>(grads),
+                              ptr<double>(norms));
     };
     if (!handle) {  // the newest forward on the layer's stack
       check_newest_forward();
@@ -430,10 +431,11 @@ void bind_recurrent(py::module_& m, const char* name, const char* handle_name) {
            "stays on the layer's stack (as forward's); inference returns None.")
       .def("backward_device", &Cls::backward_device, py::arg("saved"), py::arg("dy"),
            py::arg("dhn"), py::arg("dcn"), py::arg("dx"), py::arg("dh0"), py::arg("dc0"),
-           py::arg("params"), py::arg("grads"),
+           py::arg("params"), py::arg("grads"), py::arg("step_grad_norms") = 0,
            "BPTT through a forward_device context (None: the layer's newest saved forward) on "
            "device memory: dx, dh0, dc0 written, grads "
-           "[P] accumulated (device addresses, 0: none; grads 0: the layer's own).")
+           "[P] accumulated (device addresses, 0: none; grads 0: the layer's own); "
+           "step_grad_norms: the host address of a float64 [L*D, T] array, or 0.")
       .def("backward", &Cls::backward, py::arg("dy") = py::none(), py::arg("dhn") = py::none(),
            py::arg("dcn") = py::none(), py::arg("step_grad_norms") = false,
            "dy [T,B,D*R] or None, dhn [L*D,B,R] / dcn [L*D,B,H] or None -> (dx [T,B,I], dh0, dc0 "

@@ -134,6 +134,65 @@ LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T*
 }
 
 template <typename T>
+double mse_loss(Device device, std::int64_t N, const T* pred, const T* target, Reduction reduction,
+                double grad_scale, T* dpred) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return mse_loss<T>(N, pred, target, reduction, grad_scale, dpred);
+  detail::check_mse(N, pred, target, reduction, grad_scale);
+  if (N == 0) return 0.0;
+  const double denom = reduction == Reduction::kMean ? static_cast<double>(N) : 1.0;
+  return ops->mse_loss(N, pred, target, denom, grad_scale, dpred) / denom;
+}
+
+template <typename T>
+void mean_pool_forward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                       const std::int64_t* lengths, T* pooled) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return mean_pool_forward<T>(Tn, B, F, y, lengths, pooled);
+  detail::check_time_pool(Tn, B, F, y, pooled, lengths);
+  ops->mean_pool(Tn, B, F, y, lengths, pooled);
+}
+
+template <typename T>
+void mean_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F,
+                        const T* dpooled, const std::int64_t* lengths, T* dy) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return mean_pool_backward<T>(Tn, B, F, dpooled, lengths, dy);
+  detail::check_time_pool(Tn, B, F, dy, dpooled, lengths);
+  ops->mean_pool_backward(Tn, B, F, dpooled, lengths, dy);
+}
+
+template <typename T>
+void max_pool_forward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                      const std::int64_t* lengths, T* pooled, std::int64_t* argmax) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return max_pool_forward<T>(Tn, B, F, y, lengths, pooled, argmax);
+  detail::check_time_pool(Tn, B, F, y, pooled, lengths);
+  detail::check_buffer(B * F, argmax);
+  ops->max_pool(Tn, B, F, y, lengths, pooled, argmax);
+}
+
+template <typename T>
+void max_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F,
+                       const T* dpooled, const std::int64_t* argmax, T* dy, bool argmax_checked) {
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) return max_pool_backward<T>(Tn, B, F, dpooled, argmax, dy);
+  detail::check_time_pool(Tn, B, F, dy, dpooled, nullptr);
+  detail::check_buffer(B * F, argmax);
+  if (!argmax_checked) {
+    std::int64_t valid = 0, bad = 0;
+    ops->id_counts(B * F, Tn, argmax, nullptr, &valid, &bad);
+    if (bad > 0) {  // read back to name the first, as the CPU check does
+      std::vector<std::int64_t> host(static_cast<std::size_t>(B * F));
+      device_copy(device, host.data(), argmax, sizeof(std::int64_t) * host.size(),
+                  CopyKind::kDeviceToHost);
+      detail::check_pool_argmax(Tn, B * F, host.data());
+    }
+  }
+  ops->max_pool_backward(Tn, B, F, dpooled, argmax, dy);
+}
+
+template <typename T>
 void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64_t inner,
                    const T* x, double p, std::uint64_t seed, std::int64_t batch_offset, T* y,
                    T* scale) {
@@ -241,32 +300,41 @@ bool all_finite(Device device, const std::vector<Span<const T>>& buffers) {
   return true;
 }
 
-#define RNNCORE_DEVICE_OPS_INSTANTIATE(T)                                                      \
-  template void embedding_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t,         \
-                                     const std::int64_t*, const T*, T*, bool);                 \
-  template void embedding_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t,        \
-                                      const std::int64_t*, const T*, T*, std::int64_t, bool);  \
-  template void linear_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
-                                  const T*, const T*, T*);                                     \
-  template void linear_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*, \
-                                   const T*, const T*, T*, T*, T*);                            \
-  template LossResult cross_entropy<T>(Device, std::int64_t, std::int64_t, const T*,           \
-                                       const std::int64_t*, const CrossEntropyOptions&, T*);   \
-  template void keyed_dropout<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,   \
-                                 double, std::uint64_t, std::int64_t, T*, T*);                 \
-  template void sgd_step<T>(Device, std::int64_t, T*, const T*, T*, bool, const SgdOptions&);  \
-  template void adam_step<T>(Device, std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,     \
-                             const AdamOptions&);                                              \
-  template void rmsprop_step<T>(Device, std::int64_t, T*, const T*, T*, T*, T*,                \
-                                const RmspropOptions&);                                        \
-  template void adadelta_step<T>(Device, std::int64_t, T*, const T*, T*, T*,                   \
-                                 const AdadeltaOptions&);                                      \
-  template void adagrad_step<T>(Device, std::int64_t, T*, const T*, T*, std::int64_t,          \
-                                const AdagradOptions&);                                        \
-  template double sum_of_squares<T>(Device, const std::vector<Span<const T>>&);                \
-  template void scale_buffers<T>(Device, const std::vector<Span<T>>&, double);                 \
-  template double clip_grad_norm<T>(Device, const std::vector<Span<T>>&, double);              \
-  template void clip_grad_value<T>(Device, const std::vector<Span<T>>&, double);               \
+#define RNNCORE_DEVICE_OPS_INSTANTIATE(T)                                                         \
+  template void embedding_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t,            \
+                                     const std::int64_t*, const T*, T*, bool);                    \
+  template void embedding_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t,           \
+                                      const std::int64_t*, const T*, T*, std::int64_t, bool);     \
+  template void linear_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,     \
+                                  const T*, const T*, T*);                                        \
+  template void linear_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,    \
+                                   const T*, const T*, T*, T*, T*);                               \
+  template LossResult cross_entropy<T>(Device, std::int64_t, std::int64_t, const T*,              \
+                                       const std::int64_t*, const CrossEntropyOptions&, T*);      \
+  template double mse_loss<T>(Device, std::int64_t, const T*, const T*, Reduction, double, T*);   \
+  template void mean_pool_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
+                                     const std::int64_t*, T*);                                    \
+  template void mean_pool_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*, \
+                                      const std::int64_t*, T*);                                   \
+  template void max_pool_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,   \
+                                    const std::int64_t*, T*, std::int64_t*);                      \
+  template void max_pool_backward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
+                                     const std::int64_t*, T*, bool);                              \
+  template void keyed_dropout<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,      \
+                                 double, std::uint64_t, std::int64_t, T*, T*);                    \
+  template void sgd_step<T>(Device, std::int64_t, T*, const T*, T*, bool, const SgdOptions&);     \
+  template void adam_step<T>(Device, std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,        \
+                             const AdamOptions&);                                                 \
+  template void rmsprop_step<T>(Device, std::int64_t, T*, const T*, T*, T*, T*,                   \
+                                const RmspropOptions&);                                           \
+  template void adadelta_step<T>(Device, std::int64_t, T*, const T*, T*, T*,                      \
+                                 const AdadeltaOptions&);                                         \
+  template void adagrad_step<T>(Device, std::int64_t, T*, const T*, T*, std::int64_t,             \
+                                const AdagradOptions&);                                           \
+  template double sum_of_squares<T>(Device, const std::vector<Span<const T>>&);                   \
+  template void scale_buffers<T>(Device, const std::vector<Span<T>>&, double);                    \
+  template double clip_grad_norm<T>(Device, const std::vector<Span<T>>&, double);                 \
+  template void clip_grad_value<T>(Device, const std::vector<Span<T>>&, double);                  \
   template bool all_finite<T>(Device, const std::vector<Span<const T>>&);
 
 RNNCORE_DEVICE_OPS_INSTANTIATE(float)

@@ -527,12 +527,7 @@ LossResult cross_entropy(std::int64_t N, std::int64_t C, const T* logits,
 template <typename T>
 double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduction,
                 double grad_scale, T* dpred) {
-  require_size(N, "N");
-  require_ptr(pred, N, "pred");
-  require_ptr(target, N, "target");
-  require(reduction == Reduction::kMean || reduction == Reduction::kSum,
-          "reduction must be mean or sum");
-  require(std::isfinite(grad_scale), "grad_scale must be finite, got " + num(grad_scale));
+  detail::check_mse(N, pred, target, reduction, grad_scale);
   const bool mean = reduction == Reduction::kMean;
   if (N == 0) return 0.0;
   const double denom = mean ? static_cast<double>(N) : 1.0;
@@ -546,6 +541,105 @@ double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduct
                  [&](std::int64_t i) { dpred[i] = g * (pred[i] - target[i]); });
   }
   return sum / denom;
+}
+
+void detail::check_mse(std::int64_t N, const void* pred, const void* target, Reduction reduction,
+                       double grad_scale) {
+  require_size(N, "N");
+  require_ptr(pred, N, "pred");
+  require_ptr(target, N, "target");
+  require(reduction == Reduction::kMean || reduction == Reduction::kSum,
+          "reduction must be mean or sum");
+  require(std::isfinite(grad_scale), "grad_scale must be finite, got " + num(grad_scale));
+}
+
+// ---- Pooling over time ------------------------------------------------------------------------
+
+void detail::check_time_pool(std::int64_t Tn, std::int64_t B, std::int64_t F, const void* in,
+                             const void* out, const std::int64_t* lengths) {
+  require_positive(Tn, "T (steps)");
+  require_size(B, "B");
+  require_positive(F, "F (features)");
+  require_ptr(in, Tn * B * F, "input");
+  require_ptr(out, B * F, "output");
+  if (!lengths) return;  // max_pool_backward: its steps are in argmax
+  for (std::int64_t b = 0; b < B; ++b)
+    require(lengths[b] >= 1 && lengths[b] <= Tn,
+            "lengths: " + std::to_string(lengths[b]) + " at position " + std::to_string(b) +
+                " is outside [1, T=" + std::to_string(Tn) + "]");
+}
+
+void detail::check_pool_argmax(std::int64_t Tn, std::int64_t n, const std::int64_t* argmax) {
+  for (std::int64_t k = 0; k < n; ++k)
+    require(argmax[k] >= 0 && argmax[k] < Tn, "argmax: step " + std::to_string(argmax[k]) +
+                                                  " at position " + std::to_string(k) +
+                                                  " is outside [0, T=" + std::to_string(Tn) + ")");
+}
+
+template <typename T>
+void mean_pool_forward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                       const std::int64_t* lengths, T* pooled) {
+  detail::check_time_pool(Tn, B, F, y, pooled, lengths);
+  parallel_for(B, Tn * B * F >= kParallelMin, [&](std::int64_t b) {
+    std::vector<double> acc(static_cast<std::size_t>(F), 0.0);
+    for (std::int64_t t = 0; t < lengths[b]; ++t) {  // step rows in order: the GPU's order too
+      const T* row = y + (t * B + b) * F;
+      for (std::int64_t f = 0; f < F; ++f) acc[static_cast<std::size_t>(f)] += double(row[f]);
+    }
+    const double n = double(lengths[b]);
+    for (std::int64_t f = 0; f < F; ++f)
+      pooled[b * F + f] = T(acc[static_cast<std::size_t>(f)] / n);
+  });
+}
+
+template <typename T>
+void mean_pool_backward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* dpooled,
+                        const std::int64_t* lengths, T* dy) {
+  detail::check_time_pool(Tn, B, F, dy, dpooled, lengths);
+  parallel_for(Tn, Tn * B * F >= kParallelMin, [&](std::int64_t t) {
+    for (std::int64_t b = 0; b < B; ++b) {
+      T* row = dy + (t * B + b) * F;
+      const T inv = T(1.0 / double(lengths[b]));
+      if (t < lengths[b]) {
+        for (std::int64_t f = 0; f < F; ++f) row[f] = inv * dpooled[b * F + f];
+      } else {
+        std::fill(row, row + F, T(0));
+      }
+    }
+  });
+}
+
+template <typename T>
+void max_pool_forward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                      const std::int64_t* lengths, T* pooled, std::int64_t* argmax) {
+  detail::check_time_pool(Tn, B, F, y, pooled, lengths);
+  require_ptr(argmax, B * F, "argmax");
+  parallel_for(B, Tn * B * F >= kParallelMin, [&](std::int64_t b) {
+    T* best = pooled + b * F;
+    std::int64_t* at = argmax + b * F;
+    std::copy(y + b * F, y + (b + 1) * F, best);
+    std::fill(at, at + F, std::int64_t(0));
+    for (std::int64_t t = 1; t < lengths[b]; ++t) {
+      const T* row = y + (t * B + b) * F;
+      for (std::int64_t f = 0; f < F; ++f)
+        if (detail::max_pool_takes(row[f], best[f])) {
+          best[f] = row[f];
+          at[f] = t;
+        }
+    }
+  });
+}
+
+template <typename T>
+void max_pool_backward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* dpooled,
+                       const std::int64_t* argmax, T* dy) {
+  detail::check_time_pool(Tn, B, F, dy, dpooled, nullptr);
+  require_ptr(argmax, B * F, "argmax");
+  detail::check_pool_argmax(Tn, B * F, argmax);
+  parallel_for(Tn, Tn * B * F >= kParallelMin, [&](std::int64_t t) {
+    T* rows = dy + t * B * F;
+    for (std::int64_t k = 0; k < B * F; ++k) rows[k] = argmax[k] == t ? dpooled[k] : T(0);
+  });
 }
 
 // ---- Optimizers -------------------------------------------------------------------------------
@@ -826,6 +920,14 @@ bool all_finite(const std::vector<Span<const T>>& buffers) {
   template LossResult cross_entropy<T>(std::int64_t, std::int64_t, const T*, const std::int64_t*, \
                                        const CrossEntropyOptions&, T*);                           \
   template double mse_loss<T>(std::int64_t, const T*, const T*, Reduction, double, T*);           \
+  template void mean_pool_forward<T>(std::int64_t, std::int64_t, std::int64_t, const T*,          \
+                                     const std::int64_t*, T*);                                    \
+  template void mean_pool_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*,         \
+                                      const std::int64_t*, T*);                                   \
+  template void max_pool_forward<T>(std::int64_t, std::int64_t, std::int64_t, const T*,           \
+                                    const std::int64_t*, T*, std::int64_t*);                      \
+  template void max_pool_backward<T>(std::int64_t, std::int64_t, std::int64_t, const T*,          \
+                                     const std::int64_t*, T*);                                    \
   template void sgd_step<T>(std::int64_t, T*, const T*, T*, bool, const SgdOptions&);             \
   template void adam_step<T>(std::int64_t, T*, const T*, T*, T*, T*, std::int64_t,                \
                              const AdamOptions&);                                                 \

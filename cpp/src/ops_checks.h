@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "keyed.h"  // RNNCORE_HD
 #include "rnncore/ops.h"
 
 namespace rnncore::detail {
@@ -40,5 +41,22 @@ void check_embedding(std::int64_t N, std::int64_t V, std::int64_t E, std::int64_
 void check_buffer(std::int64_t size, const void* data);
 /// clip_value > 0.
 void check_clip_value(double clip_value);
+/// mse_loss's N, pointers, reduction and grad_scale.
+void check_mse(std::int64_t N, const void* pred, const void* target, Reduction reduction,
+               double grad_scale);
+/// The pooling ops' T >= 1, B >= 0, F >= 1, the pointers, and lengths (host memory) in [1, T].
+void check_time_pool(std::int64_t Tn, std::int64_t B, std::int64_t F, const void* in,
+                     const void* out, const std::int64_t* lengths);
+
+/// argmax[0:n] (host memory) in [0, T): std::invalid_argument naming "argmax" and the first
+/// other step.
+void check_pool_argmax(std::int64_t Tn, std::int64_t n, const std::int64_t* argmax);
+
+/// Whether max pooling's running maximum `best` gives way to `v`: a larger value, or a NaN
+/// after a number (the first NaN stays, as numpy's argmax). Shared by the CPU and GPU loops.
+template <typename T>
+RNNCORE_HD inline bool max_pool_takes(T v, T best) {
+  return v > best || (v != v && best == best);
+}
 
 }  // namespace rnncore::detail

@@ -100,6 +100,7 @@ class _Recurrent:
         dc0: int,
         params: int,
         grads: int,
+        step_grad_norms: int = 0,
     ) -> None: ...
 
 class _SavedForward:
@@ -200,6 +201,10 @@ def mse_loss(
     grad: bool = True,
     grad_scale: float = 1.0,
 ) -> tuple[float, np.ndarray | None]: ...
+def time_pool(y: np.ndarray, lengths: np.ndarray, max: bool = False) -> Any: ...
+def time_pool_backward(
+    dpooled: np.ndarray, lengths_or_argmax: np.ndarray, T: int, max: bool = False
+) -> np.ndarray: ...
 def sgd_step(
     param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, **kw: Any
 ) -> None: ...
@@ -315,6 +320,41 @@ def device_cross_entropy(
     grad_scale: float,
     dlogits: int,
 ) -> tuple[float, int]: ...
+def device_mse_loss(
+    device: str,
+    bits: int,
+    N: int,
+    pred: int,
+    target: int,
+    mean: bool,
+    grad_scale: float,
+    dpred: int,
+) -> float: ...
+def device_time_pool_forward(
+    device: str,
+    bits: int,
+    max: bool,
+    T: int,
+    B: int,
+    F: int,
+    y: int,
+    lengths: int,
+    pooled: int,
+    argmax: int,
+) -> None: ...
+def device_time_pool_backward(
+    device: str,
+    bits: int,
+    max: bool,
+    T: int,
+    B: int,
+    F: int,
+    dpooled: int,
+    lengths: int,
+    argmax: int,
+    dy: int,
+    argmax_checked: bool = False,
+) -> None: ...
 def device_keyed_dropout(
     device: str,
     bits: int,

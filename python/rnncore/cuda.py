@@ -39,6 +39,11 @@ __all__ = [
     "linear",
     "linear_backward",
     "cross_entropy",
+    "mse_loss",
+    "mean_pool",
+    "mean_pool_backward",
+    "max_pool",
+    "max_pool_backward",
     "keyed_dropout",
     "sgd_step",
     "adam_step",
@@ -642,6 +647,132 @@ def cross_entropy(
         0 if d is None else d.ptr,
     )
     return float(loss), d, int(count)
+
+
+def mse_loss(
+    pred: Any,
+    target: Any,
+    *,
+    reduction: str = "mean",
+    grad_scale: float = 1.0,
+    grad: bool = True,
+) -> tuple[float, DeviceArray | None]:
+    """Squared error on the device (as :class:`rnncore.nn.MSELoss`): pred [...] a device array,
+    target [...] the same shape and dtype (a device array, or a host array, copied over).
+    Returns (loss, dpred [...] or None); the loss is read back (the call waits for it)."""
+    where = "rnncore.cuda.mse_loss"
+    device = _device_of((pred,), where)
+    pb = _arg(pred, device, "pred", where)
+    if not _is_device_array(target):
+        target = to_device(np.asarray(target), device)
+    tb = _arg(target, device, "target", where)
+    if tuple(tb.shape) != tuple(pb.shape):
+        raise ValueError(
+            f"{where}: target must have shape {list(pb.shape)} like pred, got {list(tb.shape)}"
+        )
+    _same_dtype(where, pb, target=tb)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    d = DeviceArray(pb.shape, pb.dtype, device) if grad else None
+    loss = _core.device_mse_loss(
+        device,
+        _bits(pb),
+        math.prod(pb.shape),
+        pb.ptr,
+        tb.ptr,
+        reduction == "mean",
+        float(grad_scale),
+        0 if d is None else d.ptr,
+    )
+    return float(loss), d
+
+
+def _host_lengths(lengths: Any, B: int, where: str) -> np.ndarray:
+    """Sequence lengths as a host int64 array [B] (their range is checked by the engine)."""
+    a = np.asarray(lengths)
+    if a.dtype == bool or a.dtype.kind not in "iu":
+        raise TypeError(f"{where}: lengths must be integers, got dtype {a.dtype}")
+    if a.shape != (B,):
+        raise ValueError(f"{where}: lengths must have shape [{B}], got {list(a.shape)}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _pool(y: Any, lengths: Any, max_: bool, where: str) -> tuple[DeviceArray, DeviceArray | None]:
+    device = _device_of((y,), where)
+    yb = _arg(y, device, "y", where, shape=(None, None, None))
+    T, B, F = yb.shape
+    lens = _host_lengths(lengths, B, where)
+    pooled = DeviceArray((B, F), yb.dtype, device)
+    argmax = DeviceArray((B, F), np.int64, device) if max_ else None
+    _core.device_time_pool_forward(
+        device,
+        _bits(yb),
+        max_,
+        T,
+        B,
+        F,
+        yb.ptr,
+        lens.ctypes.data,
+        pooled.ptr,
+        0 if argmax is None else argmax.ptr,
+    )
+    return pooled, argmax
+
+
+def mean_pool(y: Any, lengths: Any) -> DeviceArray:
+    """The mean over each sequence's valid steps on the device: y [T, B, F] (time-major),
+    lengths [B] host integers in [1, T] -> [B, F] (summed in double, as the CPU engine)."""
+    return _pool(y, lengths, False, "rnncore.cuda.mean_pool")[0]
+
+
+def max_pool(y: Any, lengths: Any) -> tuple[DeviceArray, DeviceArray]:
+    """The maximum over each sequence's valid steps on the device: y [T, B, F], lengths [B]
+    host integers in [1, T] -> (pooled [B, F], argmax int64 [B, F]: the step of the first
+    maximum; a NaN counts as the maximum, as numpy's argmax)."""
+    pooled, argmax = _pool(y, lengths, True, "rnncore.cuda.max_pool")
+    assert argmax is not None
+    return pooled, argmax
+
+
+def _pool_backward(
+    dpooled: Any, index: Any, T: int, max_: bool, checked: bool, where: str
+) -> DeviceArray:
+    device = _device_of((dpooled,), where)
+    dp = _arg(dpooled, device, "dpooled", where, shape=(None, None))
+    B, F = dp.shape
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise ValueError(f"{where}: T must be an integer >= 1, got {T!r}")
+    dy = DeviceArray((int(T), B, F), dp.dtype, device)
+    if max_:
+        idx = _ids(index, device, "argmax", where)
+        if tuple(idx.shape) != (B, F):
+            raise ValueError(f"{where}: argmax must have shape [{B}, {F}], got {list(idx.shape)}")
+        lens_ptr, argmax_ptr = 0, idx.ptr
+    else:
+        lens = _host_lengths(index, B, where)
+        lens_ptr, argmax_ptr = lens.ctypes.data, 0
+    _core.device_time_pool_backward(
+        device, _bits(dp), max_, int(T), B, F, dp.ptr, lens_ptr, argmax_ptr, dy.ptr, checked
+    )
+    return dy
+
+
+def mean_pool_backward(dpooled: Any, lengths: Any, T: int) -> DeviceArray:
+    """The gradient of :func:`mean_pool`: dpooled [B, F] -> dy [T, B, F], dpooled / lengths[b]
+    on each sequence's steps and zero past them."""
+    return _pool_backward(dpooled, lengths, T, False, False, "rnncore.cuda.mean_pool_backward")
+
+
+def max_pool_backward(
+    dpooled: Any, argmax: Any, T: int, *, checked_argmax: bool = False
+) -> DeviceArray:
+    """The gradient of :func:`max_pool`: dpooled [B, F], argmax int64 [B, F] -> dy [T, B, F],
+    dpooled at each maximum's step and zero elsewhere. Steps outside [0, T) are a ValueError
+    (a device check that waits for the GPU; ``checked_argmax=True`` skips it for the argmax a
+    max_pool returned)."""
+    return _pool_backward(
+        dpooled, argmax, T, True, bool(checked_argmax), "rnncore.cuda.max_pool_backward"
+    )
 
 
 def keyed_dropout(

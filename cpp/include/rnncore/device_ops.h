@@ -59,6 +59,29 @@ LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T*
                          const std::int64_t* targets, const CrossEntropyOptions& options,
                          T* dlogits);
 
+/// ops.h's mean (or summed) squared error and its gradient times grad_scale; the loss is read
+/// back (the call waits).   pred [N], target [N], dpred [N] (=) or nullptr
+template <typename T>
+double mse_loss(Device device, std::int64_t N, const T* pred, const T* target, Reduction reduction,
+                double grad_scale, T* dpred);
+
+/// ops.h's pooling over time. y, pooled, dpooled, dy and argmax lie on the device; lengths [B]
+/// are host memory (checked there, then copied over). max_pool_backward checks argmax on the
+/// device (one wait) unless argmax_checked (it came from max_pool_forward).
+template <typename T>
+void mean_pool_forward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                       const std::int64_t* lengths, T* pooled);
+template <typename T>
+void mean_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F,
+                        const T* dpooled, const std::int64_t* lengths, T* dy);
+template <typename T>
+void max_pool_forward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                      const std::int64_t* lengths, T* pooled, std::int64_t* argmax);
+template <typename T>
+void max_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int64_t F,
+                       const T* dpooled, const std::int64_t* argmax, T* dy,
+                       bool argmax_checked = false);
+
 /// ops.h's keyed inverted dropout: the same masks on every device.   x, y, scale [outer, B, inner]
 template <typename T>
 void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64_t inner,

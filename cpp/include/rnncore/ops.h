@@ -171,6 +171,34 @@ template <typename T>
 double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduction,
                 double grad_scale, T* dpred);
 
+// ---- Pooling over time (a classifier's "mean" / "max" readout of a recurrent layer's outputs) --
+// y is time-major [T, B, F]; lengths [B] in [1, T] are host memory on every device. Only each
+// sequence's first lengths[b] steps take part; the gradients are zero past them.
+
+/// pooled[b, f] = Σ_{t < lengths[b]} y[t, b, f] / lengths[b], summed in double.
+///   y [T, B, F], pooled [B, F] (=)
+template <typename T>
+void mean_pool_forward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                       const std::int64_t* lengths, T* pooled);
+
+/// dy[t, b, f] = dpooled[b, f] · (1 / lengths[b]) for t < lengths[b], else 0.
+///   dpooled [B, F], dy [T, B, F] (=)
+template <typename T>
+void mean_pool_backward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* dpooled,
+                        const std::int64_t* lengths, T* dy);
+
+/// pooled[b, f] = max_{t < lengths[b]} y[t, b, f]; argmax[b, f] the step of the first maximum
+/// (a NaN counts as the maximum, as numpy's argmax).   pooled [B, F] (=), argmax [B, F] (=)
+template <typename T>
+void max_pool_forward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* y,
+                      const std::int64_t* lengths, T* pooled, std::int64_t* argmax);
+
+/// dy[t, b, f] = dpooled[b, f] where t == argmax[b, f], else 0. Steps in argmax outside [0, T)
+/// are refused (std::invalid_argument naming "argmax").   dpooled, argmax [B, F], dy [T, B, F] (=)
+template <typename T>
+void max_pool_backward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T* dpooled,
+                       const std::int64_t* argmax, T* dy);
+
 // ---- Optimizers: one call updates one flat buffer in place ------------------------------------
 
 struct SgdOptions {

@@ -218,9 +218,11 @@ class Recurrent {
   /// backward() on the device's memory: dy, dhn, dcn (each may be nullptr), dx, dh0, dc0 are
   /// device pointers; params must be what the forward read (std::invalid_argument otherwise);
   /// grads: a device buffer [num_params] the parameter gradients accumulate into (+=), or
-  /// nullptr for the layer's own grads(). std::invalid_argument on a CPU layer.
+  /// nullptr for the layer's own grads(); step_grad_norms: host memory [L*D,T] or nullptr, as
+  /// for backward(). std::invalid_argument on a CPU layer.
   void backward_on_device(const Scalar* dy, const Scalar* dhn, const Scalar* dcn, Scalar* dx,
-                          Scalar* dh0, Scalar* dc0, const Scalar* params, Scalar* grads);
+                          Scalar* dh0, Scalar* dc0, const Scalar* params, Scalar* grads,
+                          double* step_grad_norms = nullptr);
 
   /// Int8 inference (float32 layers on the CPU): inference forwards multiply by W_ih and W_hh in
   /// int8, as PyTorch's quantize_dynamic does: each weight row quantized to int8 per call (the

@@ -1,9 +1,9 @@
-// The training operations on a GPU device (embedding, linear, cross-entropy, dropout masks, the
-// optimizers' updates, norms and clipping), written once over a device policy as the sequence
-// layers are (gpu/sequence_gpu.h): CUDA kernels and cuBLAS on a GPU, loops on the host for
-// "cuda-sim". Every array is device memory. The arguments were checked by device_ops.cpp (the CPU
-// ops' own checks, ops_checks.h); ids and targets are checked here, on the device, because only
-// the device can read them.
+// The training operations on a GPU device (embedding, linear, cross-entropy, squared error,
+// pooling over time, dropout masks, the optimizers' updates, norms and clipping), written once over
+// a device policy as the sequence layers are (gpu/sequence_gpu.h): CUDA kernels and cuBLAS on a
+// GPU, loops on the host for "cuda-sim". Every array is device memory. The arguments were checked
+// by device_ops.cpp (the CPU ops' own checks, ops_checks.h); ids and targets are checked here, on
+// the device, because only the device can read them.
 //
 // Numerics follow the CPU ops (ops.cpp): the optimizers run optim_math.h's element updates, the
 // softmax subtracts each row's max and sums in double, reductions are in double over fixed
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../keyed.h"
+#include "../ops_checks.h"  // max_pool_takes
 #include "../optim_math.h"
 #include "rnncore/ops.h"
 #include "sequence_gpu.h"
@@ -46,6 +47,19 @@ class DeviceOps {
   virtual double cross_entropy(Index N, Index C, const T* logits, const std::int64_t* targets,
                                const CrossEntropyOptions& o, T* dlogits, std::int64_t* count,
                                std::int64_t* bad) = 0;
+  // Σ (pred - target)² in double over fixed chunks; dpred (when not null) = 2·grad_scale/denom ·
+  // (pred - target).
+  virtual double mse_loss(Index N, const T* pred, const T* target, double denom, double grad_scale,
+                          T* dpred) = 0;
+  // Pooling over time (ops.h); lengths [B] are host memory, argmax device memory.
+  virtual void mean_pool(Index Tn, Index B, Index F, const T* y, const std::int64_t* lengths,
+                         T* pooled) = 0;
+  virtual void mean_pool_backward(Index Tn, Index B, Index F, const T* dpooled,
+                                  const std::int64_t* lengths, T* dy) = 0;
+  virtual void max_pool(Index Tn, Index B, Index F, const T* y, const std::int64_t* lengths,
+                        T* pooled, std::int64_t* argmax) = 0;
+  virtual void max_pool_backward(Index Tn, Index B, Index F, const T* dpooled,
+                                 const std::int64_t* argmax, T* dy) = 0;
   virtual void keyed_dropout(Index outer, Index B, Index inner, const T* x, double p,
                              std::uint64_t seed, Index batch_offset, T* y, T* scale) = 0;
   virtual void sgd_step(Index P, T* param, const T* grad, T* buf, bool first_step,
@@ -217,6 +231,87 @@ struct KeyedDropout {  // the CPU's keyed masks (ops.cpp for_keyed), one element
 };
 
 template <typename T>
+struct ChunkSquaredError {  // chunk r: Σ (pred - target)², in double
+  const T *pred, *target;
+  Index n, chunk;
+  RNNCORE_HD double operator()(Index r, Index j) const {
+    const Index i = r * chunk + j;
+    if (i >= n) return 0.0;
+    const double d = double(pred[i]) - double(target[i]);
+    return d * d;
+  }
+};
+
+template <typename T>
+struct SquaredErrorGrad {
+  const T *pred, *target;
+  T* d;
+  T g;
+  RNNCORE_HD void operator()(Index i) const { d[i] = g * (pred[i] - target[i]); }
+};
+
+template <typename T>
+struct MeanPool {  // one (b, f) per thread; the steps in order, in double (as the CPU's)
+  const T* y;
+  const std::int64_t* lengths;
+  T* pooled;
+  Index B, F;
+  RNNCORE_HD void operator()(Index k) const {
+    const Index n = lengths[k / F];
+    double s = 0.0;
+    for (Index t = 0; t < n; ++t) s += double(y[t * B * F + k]);
+    pooled[k] = T(s / double(n));
+  }
+};
+
+template <typename T>
+struct MeanPoolGrad {  // one element of dy [T, B, F] per thread
+  const T* dpooled;
+  const std::int64_t* lengths;
+  T* dy;
+  Index B, F;
+  RNNCORE_HD void operator()(Index k) const {
+    const Index t = k / (B * F), r = k % (B * F), n = lengths[r / F];
+    dy[k] = t < n ? T(1.0 / double(n)) * dpooled[r] : T(0);
+  }
+};
+
+template <typename T>
+struct MaxPool {  // one (b, f) per thread: the first maximum over the valid steps
+  const T* y;
+  const std::int64_t* lengths;
+  T* pooled;
+  std::int64_t* argmax;
+  Index B, F;
+  RNNCORE_HD void operator()(Index k) const {
+    const Index n = lengths[k / F];
+    T best = y[k];
+    std::int64_t at = 0;
+    for (Index t = 1; t < n; ++t) {
+      const T v = y[t * B * F + k];
+      if (max_pool_takes(v, best)) {
+        best = v;
+        at = t;
+      }
+    }
+    pooled[k] = best;
+    argmax[k] = at;
+  }
+};
+
+template <typename T>
+struct MaxPoolGrad {  // one element of dy [T, B, F] per thread
+  const T* dpooled;
+  const std::int64_t* argmax;
+  T* dy;
+  Index BF;
+  RNNCORE_HD void operator()(Index k) const {
+    const Index t = k / BF, r = k % BF;
+    dy[k] = argmax[r] == t ? dpooled[r] : T(0);
+  }
+};
+
+template <typename T>
 struct SgdKernel {
   T *p, *buf;
   const T* g;
@@ -371,6 +466,41 @@ class OpsOf final : public DeviceOps<T> {
     return out[0];
   }
 
+  double mse_loss(Index N, const T* pred, const T* target, double denom, double grad_scale,
+                  T* dpred) override {
+    if (N == 0) return 0.0;
+    if (dpred)
+      dev_.for_each(N, SquaredErrorGrad<T>{pred, target, dpred, T(2.0 * grad_scale / denom)});
+    return chunked(N, ChunkSquaredError<T>{pred, target, N, kChunk});
+  }
+
+  void mean_pool(Index Tn, Index B, Index F, const T* y, const std::int64_t* lengths,
+                 T* pooled) override {
+    if (B == 0) return;
+    Buffer<std::int64_t, Dev> lens = upload_lengths(B, lengths);
+    dev_.for_each(B * F, MeanPool<T>{y, lens.data(), pooled, B, F});
+  }
+
+  void mean_pool_backward(Index Tn, Index B, Index F, const T* dpooled, const std::int64_t* lengths,
+                          T* dy) override {
+    if (B == 0) return;
+    Buffer<std::int64_t, Dev> lens = upload_lengths(B, lengths);
+    dev_.for_each(Tn * B * F, MeanPoolGrad<T>{dpooled, lens.data(), dy, B, F});
+  }
+
+  void max_pool(Index Tn, Index B, Index F, const T* y, const std::int64_t* lengths, T* pooled,
+                std::int64_t* argmax) override {
+    if (B == 0) return;
+    Buffer<std::int64_t, Dev> lens = upload_lengths(B, lengths);
+    dev_.for_each(B * F, MaxPool<T>{y, lens.data(), pooled, argmax, B, F});
+  }
+
+  void max_pool_backward(Index Tn, Index B, Index F, const T* dpooled, const std::int64_t* argmax,
+                         T* dy) override {
+    if (B == 0) return;
+    dev_.for_each(Tn * B * F, MaxPoolGrad<T>{dpooled, argmax, dy, B * F});
+  }
+
   void keyed_dropout(Index outer, Index B, Index inner, const T* x, double p, std::uint64_t seed,
                      Index batch_offset, T* y, T* scale) override {
     const Index n = outer * B * inner;
@@ -435,6 +565,13 @@ class OpsOf final : public DeviceOps<T> {
   }
 
  private:
+  // Host lengths [B] in device memory (the kernels' copy; freed after they ran).
+  Buffer<std::int64_t, Dev> upload_lengths(Index B, const std::int64_t* lengths) {
+    Buffer<std::int64_t, Dev> lens(&dev_, std::size_t(B));
+    dev_.upload(lens.data(), lengths, sizeof(std::int64_t) * std::size_t(B));
+    return lens;
+  }
+
   // Σ over the chunks of [0, n) of f's per-chunk sums, the chunks summed in order on the host.
   template <typename F>
   double chunked(Index n, const F& f) {

@@ -211,12 +211,9 @@ class SequenceClassifier(TextClassifier):
         """The constructor's keyword arguments (JSON-ready)."""
         return dict(self._config)
 
-    @property
-    def _GPU_RESIDENT(self) -> bool:  # noqa: N802  (Module's flag, per instance here)
-        """With "last" pooling the whole model runs on a GPU (``.to("cuda")`` moves the
-        embedding and the classifier too): the pooled state is the final states, transposed on
-        the device. Mean and max pooling run on the CPU (only the recurrent layers move)."""
-        return self.pooling == "last"
+    #: ``.to("cuda")`` moves the whole model (embedding, recurrent layers, pooling, classifier):
+    #: a training step stays in the GPU's memory.
+    _GPU_RESIDENT = True
 
     # ---- forward / backward ----------------------------------------------------------------
     def forward(self, ids: Any, lengths: Any = None) -> np.ndarray:
@@ -235,7 +232,11 @@ class SequenceClassifier(TextClassifier):
                 f"SequenceClassifier.forward: ids must be [T, B], got shape {ids.shape}"
             )
         T, B = ids.shape
-        lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        lens = (
+            np.full(B, T, dtype=np.int64)
+            if lengths is None
+            else np.ascontiguousarray(lengths, dtype=np.int64)
+        )
         if lens.shape != (B,):
             raise ValueError(
                 f"SequenceClassifier.forward: lengths must be [B={B}] for ids [T={T}, B={B}] "
@@ -248,21 +249,25 @@ class SequenceClassifier(TextClassifier):
             self._save_for_backward((y.shape, state, lens, pool_cache))
         return self.classifier(self.drop_out(pooled))
 
-    def _pool(self, y: np.ndarray, state: Any, lens: np.ndarray) -> tuple[np.ndarray, Any]:
+    def _pool(self, y: Any, state: Any, lens: np.ndarray) -> tuple[Any, Any]:
+        """The pooled features [B, D*H] of outputs y [T, B, D*H] (numpy, or device arrays on a
+        GPU) and what the backward needs (max pooling: each maximum's step)."""
         T, B, F = y.shape
         D = self.num_directions
+        on_gpu = isinstance(y, _cuda.DeviceArray)
         if self.pooling == "last":
             h = state[0] if isinstance(state, tuple) else state  # [L*D, B, H]
-            if isinstance(h, _cuda.DeviceArray):  # the model on a GPU
+            if on_gpu:
                 return _cuda.swap01(h[h.shape[0] - D :]).reshape(B, F), None
             return np.ascontiguousarray(h[-D:].transpose(1, 0, 2).reshape(B, F)), None
-        mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # [T, B, 1]
+        # outputs past a sequence's end are left out (the engine's kernel, on either device)
         if self.pooling == "mean":
-            # outputs past a sequence's end are zero, so the plain sum is the sum of valid steps
-            return y.sum(axis=0) / lens[:, None].astype(y.dtype), None
-        masked = np.where(mask, y, -np.inf)
-        idx = masked.argmax(axis=0)  # [B, F]
-        return np.take_along_axis(y, idx[None], axis=0)[0], idx
+            if on_gpu:
+                return _cuda.mean_pool(y, lens), None
+            return _core.time_pool(np.ascontiguousarray(y), lens), None
+        if on_gpu:
+            return _cuda.max_pool(y, lens)
+        return _core.time_pool(np.ascontiguousarray(y), lens, True)
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Accumulate every parameter's gradient from dlogits [B, C] (one call per layer)."""
@@ -281,12 +286,15 @@ class SequenceClassifier(TextClassifier):
                 dh = np.zeros_like(h)
                 dh[-D:] = dpooled.reshape(B, D, -1).transpose(1, 0, 2)
             dstate = (dh, None) if isinstance(state, tuple) else dh
-        elif self.pooling == "mean":
-            mask = np.arange(T)[:, None] < lens[None, :]  # [T, B]
-            scale = (mask / lens[None, :]).astype(dpooled.dtype)
-            dy = scale[:, :, None] * dpooled[None, :, :]
+        elif isinstance(dpooled, _cuda.DeviceArray):  # the model on a GPU
+            if self.pooling == "mean":
+                dy = _cuda.mean_pool_backward(dpooled, lens, T)
+            else:
+                dy = _cuda.max_pool_backward(dpooled, pool_cache, T, checked_argmax=True)
         else:
-            dy = np.zeros(y_shape, dtype=dpooled.dtype)
-            np.put_along_axis(dy, pool_cache[None], dpooled[None], axis=0)
+            index = lens if self.pooling == "mean" else pool_cache
+            dy = _core.time_pool_backward(
+                np.ascontiguousarray(dpooled), index, T, self.pooling == "max"
+            )
         dx, _ = self.rnn.backward(dy, dstate)
         self.embedding.backward(self.drop_in.backward(dx))

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import cuda as _cuda
 from .. import nn
 from ..nn._checks import check_seed
 from . import register
 from .language_model import make_rnn
-from .sequence_regressor import hidden_of
+from .sequence_regressor import hidden_of, on_device_of, top_state_grad
 
 MODES = ("many_to_one", "many_to_many")
 
@@ -60,6 +61,9 @@ class Forecaster(nn.Module):
     """
 
     MODEL_TYPE = "forecaster"
+    #: ``.to("cuda")`` moves the whole model: inputs are copied over once per batch, the
+    #: outputs, loss and gradients stay in the GPU's memory.
+    _GPU_RESIDENT = True
 
     def __init__(
         self,
@@ -113,7 +117,7 @@ class Forecaster(nn.Module):
             raise ValueError(
                 f"Forecaster: x must be [L, B, I={self.input_size}], got shape {x.shape}"
             )
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        return on_device_of(np.ascontiguousarray(x, dtype=self.dtype), self.head)
 
     def forward(self, x: Any) -> np.ndarray:
         """[B, h] ("many_to_one") or [L, B, h] ("many_to_many") predictions."""
@@ -127,11 +131,11 @@ class Forecaster(nn.Module):
     def backward(self, dpred: np.ndarray) -> None:
         """Backward of the newest unconsumed training forward (gradients accumulate)."""
         state = self._pop_saved("Forecaster.backward")
-        dh = self.head.backward(np.ascontiguousarray(dpred, dtype=self.dtype))
+        if not _cuda._is_device_array(dpred):
+            dpred = np.ascontiguousarray(dpred, dtype=self.dtype)
+        dh = self.head.backward(dpred)
         if self.mode == "many_to_one":
-            dhn = np.zeros_like(hidden_of(state))
-            dhn[-1] = dh
-            self.rnn.backward(None, dstate=(dhn, None) if isinstance(state, tuple) else dhn)
+            self.rnn.backward(None, dstate=top_state_grad(state, dh))
         else:
             self.rnn.backward(dh)
 
@@ -164,4 +168,4 @@ class Forecaster(nn.Module):
         "many_to_many")."""
         with nn.inference_mode(self):
             out = self.forward(x)
-        return out if self.mode == "many_to_one" else out[-1]
+        return np.asarray(out if self.mode == "many_to_one" else out[-1])

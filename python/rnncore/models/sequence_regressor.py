@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import cuda as _cuda
 from .. import nn
 from ..nn._checks import check_seed
 from . import register
@@ -34,6 +35,27 @@ def resolve_cell(cell: str, init: str = "uniform") -> tuple[str, str]:
 def hidden_of(state: Any) -> np.ndarray:
     """h [L*D, B, H] of a layer state (the h of an LSTM's (h, c))."""
     return state[0] if isinstance(state, tuple) else state
+
+
+def top_state_grad(state: Any, dh: Any) -> Any:
+    """The gradient of a layer ``state`` whose only use was the top layer's final hidden state
+    hidden_of(state)[-1] [B, H], given its gradient ``dh``: zeros elsewhere (c included), numpy or
+    device arrays as the state."""
+    h = hidden_of(state)
+    if isinstance(h, _cuda.DeviceArray):  # the model on a GPU
+        dh_n: Any = _cuda.DeviceArray.zeros(h.shape, h.dtype, h.device)
+        dh_n[h.shape[0] - 1] = dh
+    else:
+        dh_n = np.zeros_like(h)
+        dh_n[-1] = dh
+    return (dh_n, None) if isinstance(state, tuple) else dh_n
+
+
+def on_device_of(x: np.ndarray, layer: Any) -> Any:
+    """Host inputs ``x`` copied to ``layer``'s GPU when it lives on one (a model wholly on the
+    GPU: its recurrent layers then return device arrays), else ``x``."""
+    device = getattr(layer, "device", "cpu")
+    return x if device == "cpu" else _cuda.to_device(x, device)
 
 
 @register
@@ -61,6 +83,9 @@ class SequenceRegressor(nn.Module):
     """
 
     MODEL_TYPE = "sequence_regressor"
+    #: ``.to("cuda")`` moves the whole model: inputs are copied over once per batch, the
+    #: outputs, loss and gradients stay in the GPU's memory.
+    _GPU_RESIDENT = True
 
     def __init__(
         self,
@@ -133,7 +158,7 @@ class SequenceRegressor(nn.Module):
         x = np.asarray(x)
         if x.ndim != 3:
             raise ValueError(f"SequenceRegressor.forward: x must be [T, B, I], got {x.shape}")
-        return x.astype(self.dtype, copy=False)
+        return on_device_of(np.ascontiguousarray(x, dtype=self.dtype), self.head)
 
     def forward(self, x: Any, lengths: Any = None) -> np.ndarray:
         """Outputs: [B, O] (readout "last") or [T, B, O] (readout "all")."""
@@ -148,12 +173,11 @@ class SequenceRegressor(nn.Module):
         """Backward of the newest unconsumed training forward: accumulates every parameter
         gradient."""
         state = self._pop_saved("SequenceRegressor.backward")
-        dh = self.head.backward(np.ascontiguousarray(dout, dtype=self.dtype))
+        if not _cuda._is_device_array(dout):
+            dout = np.ascontiguousarray(dout, dtype=self.dtype)
+        dh = self.head.backward(dout)
         if self.readout == "last":
-            dh_n = np.zeros_like(hidden_of(state))
-            dh_n[-1] = dh
-            dstate = (dh_n, None) if isinstance(state, tuple) else dh_n
-            dx, _ = self.rnn.backward(None, dstate=dstate)
+            dx, _ = self.rnn.backward(None, dstate=top_state_grad(state, dh))
         else:
             dx, _ = self.rnn.backward(dh)
         if self.embedding is not None:
@@ -175,7 +199,7 @@ class SequenceRegressor(nn.Module):
         if self.loss_kind == "cross_entropy":
             count = float(self.criterion.count)
             valid = y != self.criterion.ignore_index
-            correct = float(((out.argmax(-1) == y) & valid).sum())
+            correct = float(((np.asarray(out).argmax(-1) == y) & valid).sum())
             return {"loss_sum": loss * count, "count": count, "correct": correct}
         return {"loss_sum": loss * y.size, "count": float(y.size)}
 
@@ -212,9 +236,10 @@ class SequenceRegressor(nn.Module):
         return metrics
 
     def predict(self, x: Any, lengths: Any = None) -> np.ndarray:
-        """Outputs in eval mode (float array; take ``argmax(-1)`` for classes)."""
+        """Outputs in eval mode (a numpy float array wherever the model runs; take
+        ``argmax(-1)`` for classes)."""
         with nn.inference_mode(self):
-            return self.forward(x, lengths)
+            return np.asarray(self.forward(x, lengths))
 
     @property
     def record_step_grad_norms(self) -> bool:

@@ -244,6 +244,15 @@ class SequenceTagger(Module):
         """The constructor's keyword arguments (JSON-ready)."""
         return dict(self._config)
 
+    @property
+    def _GPU_RESIDENT(self) -> bool:  # noqa: N802  (Module's flag, per instance here)
+        """Without character features ``.to("cuda")`` moves the whole tagger: the logits and
+        the softmax loss stay on the GPU; a CRF (small: [T, B, C] scores, K x K transitions)
+        runs on the host, its scores and gradient crossing once each per step. With character
+        features only the recurrent layers move (the words' features are gathered on the
+        host)."""
+        return not self.use_chars
+
     # ---- forward / backward ----------------------------------------------------------------
     def forward(
         self, ids: Any, lengths: Any = None, chars: Any = None, char_lengths: Any = None
@@ -319,20 +328,21 @@ class SequenceTagger(Module):
         log-likelihood per token); returns loss, count (tokens), correct."""
         logits = self._logits(batch)
         count = int((batch.tags != IGNORE).sum())
-        if self.crf is not None:
+        if self.crf is not None:  # the CRF runs on the host (a GPU model's logits come over)
+            logits = np.asarray(logits)
             loss = self.crf(logits, batch.tags, batch.lengths) / max(count, 1)
             self.backward(self.crf.backward(1.0 / max(count, 1)))
         else:
             loss = self.criterion(logits, batch.tags)
             self.backward(self.criterion.backward())
-        correct = int((logits.argmax(axis=-1) == batch.tags).sum())
+        correct = int((np.asarray(logits).argmax(axis=-1) == batch.tags).sum())
         return {"loss": loss, "count": count, "correct": correct}
 
     def validation_step(self, batch: TaggerBatch) -> dict[str, float]:
         """Sums: loss, tokens, correct tokens and, for BIO tags, entity (chunk) counts (in
         inference mode whatever the model's mode: no dropout, nothing kept for a backward)."""
         with inference_mode(self):
-            logits = self._logits(batch)
+            logits = np.asarray(self._logits(batch))  # a GPU model's come to the host
         tags = batch.tags
         pred = self.decode(logits, batch.lengths)
         if self.crf is not None:
@@ -375,6 +385,7 @@ class SequenceTagger(Module):
 
         Positions past a sequence's end get -100.
         """
+        logits = np.asarray(logits)  # device logits (a model on a GPU) are copied over
         if self.crf is not None:
             pred = self.crf.decode(logits, lengths)
             return np.where(pred < 0, IGNORE, pred)
@@ -403,7 +414,7 @@ class SequenceTagger(Module):
     ) -> np.ndarray:
         """Tag probabilities [T, B, C] (float64), inference mode; ids [T, B] as :meth:`predict`."""
         with inference_mode(self):
-            return softmax(self.forward(ids, lengths, chars, char_lengths))
+            return softmax(np.asarray(self.forward(ids, lengths, chars, char_lengths)))
 
     def predict_tags(self, texts: str | Sequence[str]) -> list[list[tuple[str, str]]]:
         """Tag raw text: one list of (token, tag) per text (punctuation split off, case kept).

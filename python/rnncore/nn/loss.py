@@ -284,6 +284,8 @@ class MSELoss(_Loss):
             The reduced loss as a Python float.
         """
         where = "MSELoss.forward"
+        if _cuda._is_device_array(pred):
+            return self._forward_device(pred, target, where)
         pred = _float_array(pred, "pred", where)
         target = _float_array(target, "target", where)
         if target.shape != pred.shape:
@@ -301,6 +303,34 @@ class MSELoss(_Loss):
         )
         if need_grad:
             self._save_for_backward(grad.reshape(pred.shape))
+        return float(loss)
+
+    def _forward_device(self, pred: Any, target: Any, where: str) -> float:
+        """forward() of a device pred: the loss and gradient on the device; the target on the
+        host (copied over) or the device. The gradient stays on the device."""
+        device = _device_name(pred)
+        pb = _cuda._arg(pred, device, "pred", where)
+        if not _cuda._is_device_array(target):
+            target = _float_array(target, "target", where)
+        tb = (
+            _cuda._arg(target, device, "target", where)
+            if _cuda._is_device_array(target)
+            else target
+        )
+        if tuple(tb.shape) != tuple(pb.shape):
+            raise ValueError(
+                f"{where}: target must have shape {tuple(pb.shape)} like pred, got "
+                f"{tuple(tb.shape)}"
+            )
+        if tb.dtype != pb.dtype:
+            raise TypeError(
+                f"{where}: target must have pred's dtype {pb.dtype}, got {tb.dtype}; "
+                f"use target.astype('{pb.dtype}')"
+            )
+        need_grad = self.training
+        loss, grad = _cuda.mse_loss(pred, target, reduction=self.reduction, grad=need_grad)
+        if need_grad:
+            self._save_for_backward(grad)
         return float(loss)
 
     def extra_repr(self) -> str:

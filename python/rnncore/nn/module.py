@@ -362,8 +362,9 @@ class Module:
 
     #: Whether this module runs wholly on a GPU when moved there: then ``to`` moves every layer
     #: inside that can run on one (Embedding, Linear, tied decoders, the recurrent layers), and
-    #: its forward and backward pass device arrays between them (LanguageModel, SequenceClassifier
-    #: with "last" pooling; a lone Linear or Embedding). Otherwise only the recurrent layers move
+    #: its forward and backward pass device arrays between them (LanguageModel,
+    #: SequenceClassifier, SequenceTagger without character features, Forecaster,
+    #: SequenceRegressor; a lone Linear or Embedding). Otherwise only the recurrent layers move
     #: and numpy arrays connect the rest.
     _GPU_RESIDENT = False
 
@@ -371,8 +372,9 @@ class Module:
         """Move the layers that can run on ``device`` there; returns self (PyTorch's spelling).
 
         The recurrent layers move ("cpu", "cuda", "cuda-sim"). In a model that runs wholly on a
-        GPU (the language model, a text classifier with "last" pooling) the embedding and
-        output layers move too: their parameters
+        GPU (the language model, the text classifier, the tagger without character features, the
+        forecaster, the sequence regressor) the embedding and output layers move too (a tagger's
+        CRF stays on the host): their parameters
         and gradients then live in the GPU's memory (:class:`rnncore.cuda.DeviceArray` views)
         and a training step never crosses to the host; in the other models the remaining layers
         run on the CPU (numpy arrays connect them). Parameters keep their values and names, but

@@ -587,18 +587,7 @@ class _Recurrent(Module):
     def _backward_device(self, dy: Any, dhn: Any, dcn: Any, where: str) -> tuple[Any, State]:
         """backward() on device arrays: dx and the initial state's gradient as DeviceArrays;
         parameter gradients accumulate into ``p.grad`` (on the host, or on the GPU with the
-        parameters) as with numpy arrays."""
-        if self.record_step_grad_norms:
-            if self._dparams is not None:
-                raise ValueError(
-                    f"{where}: record_step_grad_norms is measured by a backward with the "
-                    "parameters on the host; this layer's live on the GPU (its model was moved "
-                    "there whole): set record_step_grad_norms = False, or measure on the CPU"
-                )
-            raise ValueError(
-                f"{where}: record_step_grad_norms is measured by a backward on host arrays; "
-                "pass dy as a numpy array (or set record_step_grad_norms = False)"
-            )
+        parameters) as with numpy arrays; ``step_grad_norms`` (a host array) as there."""
         if not self._core.has_saved_forward:
             self._core.backward_device(None, 0, 0, 0, 0, 0, 0, 0, 0)  # raises, naming why
         steps, batch = self._core.saved_shape
@@ -619,6 +608,7 @@ class _Recurrent(Module):
             if not self._has_c:
                 raise ValueError(f"{where}: dstate: only an LSTM has a cell state")
             dcb = self._on_device(dcn, "dstate", where, (lead, batch, self.hidden_size))
+        norms = np.zeros((lead, steps)) if self.record_step_grad_norms else None
         dx = _cuda.DeviceArray((steps, batch, self.input_size), self.dtype, self.device)
         dh0 = _cuda.DeviceArray((lead, batch, self.state_size), self.dtype, self.device)
         dc0 = (
@@ -637,10 +627,11 @@ class _Recurrent(Module):
                 0 if dc0 is None else dc0.ptr,
                 0 if self._dparams is None else self._dparams.ptr,  # 0: the engine's own ...
                 0 if self._dgrads is None else self._dgrads.ptr,  # ... and gradients
+                0 if norms is None else norms.ctypes.data,
             )
         except (ValueError, TypeError, RuntimeError) as e:
             raise type(e)(f"{where}: {e}") from None
-        self.step_grad_norms = None
+        self.step_grad_norms = norms
         if self.batch_first:
             dx = self._swapped(dx)
         return dx, ((dh0, dc0) if self._has_c else dh0)
