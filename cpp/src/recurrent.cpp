@@ -298,8 +298,7 @@ void Recurrent<T>::backward(const T* dy, const T* dhn, const T* dcn, T* dx, T* d
 
 template <typename T>
 void Recurrent<T>::backward_on_device(const T* dy, const T* dhn, const T* dcn, T* dx, T* dh0,
-                                      T* dc0, const T* params, T* grads,
-                                      double* step_grad_norms) {
+                                      T* dc0, const T* params, T* grads, double* step_grad_norms) {
   require_gpu_device(impl_->cfg, "backward_on_device");
   run_backward(dy, dhn, dcn, dx, dh0, dc0, step_grad_norms, true, params, grads);
 }
