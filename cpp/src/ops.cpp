@@ -564,16 +564,18 @@ void detail::check_time_pool(std::int64_t Tn, std::int64_t B, std::int64_t F, co
   require_ptr(out, B * F, "output");
   if (!lengths) return;  // max_pool_backward: its steps are in argmax
   for (std::int64_t b = 0; b < B; ++b)
-    require(lengths[b] >= 1 && lengths[b] <= Tn,
-            "lengths: " + std::to_string(lengths[b]) + " at position " + std::to_string(b) +
-                " is outside [1, T=" + std::to_string(Tn) + "]");
+    if (lengths[b] < 1 || lengths[b] > Tn)
+      throw std::invalid_argument("lengths: " + std::to_string(lengths[b]) + " at position " +
+                                  std::to_string(b) + " is outside [1, T=" + std::to_string(Tn) +
+                                  "]");
 }
 
 void detail::check_pool_argmax(std::int64_t Tn, std::int64_t n, const std::int64_t* argmax) {
   for (std::int64_t k = 0; k < n; ++k)
-    require(argmax[k] >= 0 && argmax[k] < Tn, "argmax: step " + std::to_string(argmax[k]) +
-                                                  " at position " + std::to_string(k) +
-                                                  " is outside [0, T=" + std::to_string(Tn) + ")");
+    if (argmax[k] < 0 || argmax[k] >= Tn)  // the message is built only for the bad one
+      throw std::invalid_argument("argmax: step " + std::to_string(argmax[k]) + " at position " +
+                                  std::to_string(k) + " is outside [0, T=" + std::to_string(Tn) +
+                                  ")");
 }
 
 template <typename T>
@@ -636,10 +638,10 @@ void max_pool_backward(std::int64_t Tn, std::int64_t B, std::int64_t F, const T*
   detail::check_time_pool(Tn, B, F, dy, dpooled, nullptr);
   require_ptr(argmax, B * F, "argmax");
   detail::check_pool_argmax(Tn, B * F, argmax);
-  parallel_for(Tn, Tn * B * F >= kParallelMin, [&](std::int64_t t) {
-    T* rows = dy + t * B * F;
-    for (std::int64_t k = 0; k < B * F; ++k) rows[k] = argmax[k] == t ? dpooled[k] : T(0);
-  });
+  const std::int64_t BF = B * F;
+  parallel_for(Tn, Tn * BF >= kParallelMin,
+               [&](std::int64_t t) { std::fill(dy + t * BF, dy + (t + 1) * BF, T(0)); });
+  for (std::int64_t k = 0; k < BF; ++k) dy[argmax[k] * BF + k] = dpooled[k];  // one per feature
 }
 
 // ---- Optimizers -------------------------------------------------------------------------------
