@@ -172,6 +172,25 @@ def test_mse_loss(device, dtype, reduction, grad_scale):
     assert cuda.mse_loss(cuda.DeviceArray((0,), dtype, device), np.zeros(0, dtype))[0] == 0.0
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_concat_and_split_along_the_last_axis(device, dtype):
+    a, b, c = (rand(3, 2, n, dtype=dtype, seed=n) for n in (4, 1, 5))
+    joined = cuda.concat_last([dev(a, device), dev(b, device), dev(c, device)])
+    np.testing.assert_array_equal(joined.numpy(), np.concatenate([a, b, c], axis=-1))
+    parts = cuda.split_last(joined, [4, 1, 5])
+    for part, want in zip(parts, (a, b, c), strict=True):
+        np.testing.assert_array_equal(part.numpy(), want)
+    assert [p.shape for p in cuda.split_last(joined, [0, 10])] == [(3, 2, 0), (3, 2, 10)]
+    with pytest.raises(ValueError, match=r"arrays\[1\] must have shape \[3, 2, \*\]"):
+        cuda.concat_last([dev(a, device), dev(rand(2, 2, 1, dtype=dtype), device)])
+    with pytest.raises(ValueError, match=r"sizes \[4, 5\] must be >= 0 and add up"):
+        cuda.split_last(joined, [4, 5])
+    other = np.float32 if dtype == np.float64 else np.float64
+    with pytest.raises(TypeError, match=r"arrays\[1\] has dtype"):
+        cuda.concat_last([dev(a, device), dev(b, device, other)])
+
+
 def pooled_reference(y, lengths):
     """Mean and max over each sequence's first lengths[b] steps, and the step of the maximum."""
     mean = np.stack([y[:n, b].mean(axis=0) for b, n in enumerate(lengths)])

@@ -179,11 +179,9 @@ def test_what_moves_with_a_model(device):
     tagger = SequenceTagger(11, 4, 5, 3, crf=True).to(device)
     assert tagger.rnn.device == tagger.embedding.device == tagger.classifier.device == device
     assert isinstance(tagger.crf.transitions.data, np.ndarray)
-    # character features are gathered on the host: only the recurrent layers move
     chars = SequenceTagger(11, 4, 5, 3, char_vocab_size=9, char_embed_dim=3, char_hidden_size=2)
     chars.to(device)
-    assert chars.rnn.device == chars.char_rnn.device == device
-    assert chars.embedding.device == chars.classifier.device == "cpu"
+    assert chars.char_embedding.device == chars.char_rnn.device == device
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -392,16 +390,18 @@ def test_a_sequence_regressor_trains_on_the_gpu_as_on_the_cpu(device, kw):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("crf", [False, True])
-def test_a_tagger_trains_on_the_gpu_as_on_the_cpu(device, crf):
-    """A tagger without character features wholly on the GPU (a CRF on the host beside it):
-    training, validation with entity counts, decoding and probabilities as on the CPU."""
+@pytest.mark.parametrize("crf, chars", [(False, False), (True, False), (False, True), (True, True)])
+def test_a_tagger_trains_on_the_gpu_as_on_the_cpu(device, crf, chars):
+    """A tagger wholly on the GPU (a CRF on the host beside it; the words' character features
+    placed and their gradients gathered on the device): training, validation with entity
+    counts, decoding and probabilities as on the CPU."""
     from rnncore.models import SequenceTagger
     from rnncore.models.tagger import TaggerBatch
 
     names = ["O", "B-X", "I-X", "B-Y", "I-Y"]
 
     def make():
+        extra = dict(char_vocab_size=12, char_embed_dim=4, char_hidden_size=3) if chars else {}
         return SequenceTagger(
             15,
             6,
@@ -413,6 +413,7 @@ def test_a_tagger_trains_on_the_gpu_as_on_the_cpu(device, crf):
             tag_names=names,
             dtype="float64",
             seed=3,
+            **extra,
         )
 
     cpu, gpu = make(), make().to(device)
@@ -424,14 +425,18 @@ def test_a_tagger_trains_on_the_gpu_as_on_the_cpu(device, crf):
         tags = rng.choice([0, 1, 3], (6, 5))  # B- tags and O only: a path every CRF allows
         past = np.arange(6)[:, None] >= lengths[None, :]
         ids[past], tags[past] = 0, -100
-        batches.append(TaggerBatch(ids, lengths, tags))
+        words = int(lengths.sum())
+        char_lengths = rng.integers(1, 5, words) if chars else None
+        char_ids = rng.integers(1, 12, (4, words)) if chars else None
+        if chars:
+            char_ids[np.arange(4)[:, None] >= char_lengths[None, :]] = 0
+        batches.append(TaggerBatch(ids, lengths, tags, char_ids, char_lengths))
     same_training(cpu, gpu, batches, lambda p: optim.SGD(p, lr=0.3, momentum=0.9))
     b = batches[-1]
     assert gpu.validation_step(b) == pytest.approx(cpu.validation_step(b), rel=1e-10)
-    np.testing.assert_array_equal(gpu.predict(b.ids, b.lengths), cpu.predict(b.ids, b.lengths))
-    np.testing.assert_allclose(
-        gpu.predict_proba(b.ids, b.lengths), cpu.predict_proba(b.ids, b.lengths), **TOL
-    )
+    args = (b.ids, b.lengths, b.chars, b.char_lengths)
+    np.testing.assert_array_equal(gpu.predict(*args), cpu.predict(*args))
+    np.testing.assert_allclose(gpu.predict_proba(*args), cpu.predict_proba(*args), **TOL)
 
 
 def test_sentiment_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
@@ -601,7 +606,8 @@ def _same_metrics_on_both_devices(tmp_path, capsys, argv, keys, section="test"):
 
 def test_forecast_and_tagger_tasks_train_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
     """`rnncore train forecast|tagger --device cuda-sim`: the models wholly on the device (the
-    tagger's CRF on the host), the CPU's test metrics."""
+    tagger's CRF on the host), the CPU's test metrics; the tagger with and without character
+    features."""
     from rnncore import data
 
     v = 100 + 10 * np.sin(np.arange(60) * 2 * np.pi / 12) + np.arange(60) * 0.3
@@ -657,5 +663,12 @@ def test_forecast_and_tagger_tasks_train_on_the_gpu_as_on_the_cpu(tmp_path, caps
             "--threads",
             "1",
         ],
+        ["loss", "accuracy", "f1"],
+    )
+    chars = "--char-embed 4 --char-hidden 4 --batch-size 8 --threads 1 --no-progress --epochs 2"
+    _same_metrics_on_both_devices(
+        tmp_path / "c",
+        capsys,
+        ["train", "tagger", "--data", str(conll), "--hidden", "6", "--embed", "6", *chars.split()],
         ["loss", "accuracy", "f1"],
     )

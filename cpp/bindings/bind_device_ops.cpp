@@ -131,6 +131,21 @@ void bind_device_ops(py::module_& m) {
       py::arg("grad_scale"), py::arg("dlogits"),
       "(loss, count) of the fused softmax cross-entropy; dlogits (0: none) its gradient.");
   m.def(
+      "device_strided_copy",
+      [](const std::string& device, int bits, std::int64_t rows, std::int64_t width, Addr src,
+         std::int64_t src_stride, Addr dst, std::int64_t dst_stride) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          rnncore::strided_copy<T>(d, rows, width, ptr<const T>(src), src_stride, ptr<T>(dst),
+                                   dst_stride);
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("rows"), py::arg("width"), py::arg("src"),
+      py::arg("src_stride"), py::arg("dst"), py::arg("dst_stride"),
+      "dst[r, :width] = src[r, :width] on the device (rows src_stride / dst_stride apart).");
+  m.def(
       "device_mse_loss",
       [](const std::string& device, int bits, std::int64_t N, Addr pred, Addr target, bool mean,
          double grad_scale, Addr dpred) {

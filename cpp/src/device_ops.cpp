@@ -2,6 +2,7 @@
 // kernels of gpu/ops_gpu.h), after the CPU ops' own argument checks.
 #include "rnncore/device_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -131,6 +132,19 @@ LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T*
   const bool mean = options.reduction == Reduction::kMean;
   r.loss = count == 0 ? 0.0 : total / (mean ? static_cast<double>(count) : 1.0);
   return r;
+}
+
+template <typename T>
+void strided_copy(Device device, std::int64_t rows, std::int64_t width, const T* src,
+                  std::int64_t src_stride, T* dst, std::int64_t dst_stride) {
+  detail::check_strided_copy(rows, width, src, src_stride, dst, dst_stride);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) {
+    for (std::int64_t r = 0; r < rows; ++r)
+      std::copy(src + r * src_stride, src + r * src_stride + width, dst + r * dst_stride);
+    return;
+  }
+  ops->strided_copy(rows, width, src, src_stride, dst, dst_stride);
 }
 
 template <typename T>
@@ -311,6 +325,8 @@ bool all_finite(Device device, const std::vector<Span<const T>>& buffers) {
                                    const T*, const T*, T*, T*, T*);                               \
   template LossResult cross_entropy<T>(Device, std::int64_t, std::int64_t, const T*,              \
                                        const std::int64_t*, const CrossEntropyOptions&, T*);      \
+  template void strided_copy<T>(Device, std::int64_t, std::int64_t, const T*, std::int64_t, T*, \
+                                std::int64_t);                                                 \
   template double mse_loss<T>(Device, std::int64_t, const T*, const T*, Reduction, double, T*);   \
   template void mean_pool_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
                                      const std::int64_t*, T*);                                    \

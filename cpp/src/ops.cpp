@@ -543,6 +543,18 @@ double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduct
   return sum / denom;
 }
 
+void detail::check_strided_copy(std::int64_t rows, std::int64_t width, const void* src,
+                                std::int64_t src_stride, const void* dst,
+                                std::int64_t dst_stride) {
+  require_size(rows, "rows");
+  require_size(width, "width");
+  require(src_stride >= width && dst_stride >= width,
+          "strides must be >= width=" + std::to_string(width) + ", got " +
+              std::to_string(src_stride) + " and " + std::to_string(dst_stride));
+  require_ptr(src, rows * width, "src");
+  require_ptr(dst, rows * width, "dst");
+}
+
 void detail::check_mse(std::int64_t N, const void* pred, const void* target, Reduction reduction,
                        double grad_scale) {
   require_size(N, "N");

@@ -41,6 +41,9 @@ void check_embedding(std::int64_t N, std::int64_t V, std::int64_t E, std::int64_
 void check_buffer(std::int64_t size, const void* data);
 /// clip_value > 0.
 void check_clip_value(double clip_value);
+/// strided_copy's rows >= 0, width >= 0, strides >= width, pointers.
+void check_strided_copy(std::int64_t rows, std::int64_t width, const void* src,
+                        std::int64_t src_stride, const void* dst, std::int64_t dst_stride);
 /// mse_loss's N, pointers, reduction and grad_scale.
 void check_mse(std::int64_t N, const void* pred, const void* target, Reduction reduction,
                double grad_scale);

@@ -320,6 +320,16 @@ def device_cross_entropy(
     grad_scale: float,
     dlogits: int,
 ) -> tuple[float, int]: ...
+def device_strided_copy(
+    device: str,
+    bits: int,
+    rows: int,
+    width: int,
+    src: int,
+    src_stride: int,
+    dst: int,
+    dst_stride: int,
+) -> None: ...
 def device_mse_loss(
     device: str,
     bits: int,

@@ -40,6 +40,8 @@ __all__ = [
     "linear_backward",
     "cross_entropy",
     "mse_loss",
+    "concat_last",
+    "split_last",
     "mean_pool",
     "mean_pool_backward",
     "max_pool",
@@ -647,6 +649,58 @@ def cross_entropy(
         0 if d is None else d.ptr,
     )
     return float(loss), d, int(count)
+
+
+def concat_last(arrays: Any) -> DeviceArray:
+    """Device arrays [..., E_i] (the same leading shape, dtype and device) joined along the last
+    axis: [..., Σ E_i] (as ``numpy.concatenate(arrays, axis=-1)``), copied on the device."""
+    where = "rnncore.cuda.concat_last"
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError(f"{where}: needs at least one array")
+    device = _device_of(tuple(arrays), where)
+    parts = [_arg(a, device, f"arrays[{i}]", where) for i, a in enumerate(arrays)]
+    lead = tuple(parts[0].shape[:-1]) if parts[0].shape else None
+    for i, b in enumerate(parts):
+        if not b.shape or tuple(b.shape[:-1]) != lead:
+            raise ValueError(
+                f"{where}: arrays[{i}] must have shape [{', '.join(map(str, lead or ()))}, *] "
+                f"like arrays[0], got {list(b.shape)}"
+            )
+        _same_dtype(where, parts[0], **{f"arrays[{i}]": b})
+    total = sum(b.shape[-1] for b in parts)
+    out = DeviceArray((*lead, total), parts[0].dtype, device)
+    rows, offset = math.prod(lead), 0
+    for b in parts:
+        width = b.shape[-1]
+        _core.device_strided_copy(
+            device, _bits(b), rows, width, b.ptr, width, out.ptr + offset * b.dtype.itemsize, total
+        )
+        offset += width
+    return out
+
+
+def split_last(a: Any, sizes: Any) -> list[DeviceArray]:
+    """A device array [..., Σ sizes] cut along the last axis into [..., sizes[i]] copies (the
+    inverse of :func:`concat_last`)."""
+    where = "rnncore.cuda.split_last"
+    device = _device_of((a,), where)
+    b = _arg(a, device, "a", where)
+    sizes = [int(n) for n in sizes]
+    if not b.shape or any(n < 0 for n in sizes) or sum(sizes) != b.shape[-1]:
+        raise ValueError(
+            f"{where}: sizes {sizes} must be >= 0 and add up to the last axis of {list(b.shape)}"
+        )
+    lead, total = tuple(b.shape[:-1]), b.shape[-1]
+    rows, offset, out = math.prod(lead), 0, []
+    for width in sizes:
+        part = DeviceArray((*lead, width), b.dtype, device)
+        _core.device_strided_copy(
+            device, _bits(b), rows, width, b.ptr + offset * b.dtype.itemsize, total, part.ptr, width
+        )
+        out.append(part)
+        offset += width
+    return out
 
 
 def mse_loss(

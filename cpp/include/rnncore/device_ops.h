@@ -82,6 +82,13 @@ void max_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int6
                        const T* dpooled, const std::int64_t* argmax, T* dy,
                        bool argmax_checked = false);
 
+/// dst[r, 0:width] = src[r, 0:width] for r in [0, rows), rows src_stride / dst_stride elements
+/// apart (>= width): a column block of one matrix into another (concatenating or splitting
+/// features along the last axis). The blocks must not overlap.
+template <typename T>
+void strided_copy(Device device, std::int64_t rows, std::int64_t width, const T* src,
+                  std::int64_t src_stride, T* dst, std::int64_t dst_stride);
+
 /// ops.h's keyed inverted dropout: the same masks on every device.   x, y, scale [outer, B, inner]
 template <typename T>
 void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64_t inner,

@@ -47,6 +47,8 @@ class DeviceOps {
   virtual double cross_entropy(Index N, Index C, const T* logits, const std::int64_t* targets,
                                const CrossEntropyOptions& o, T* dlogits, std::int64_t* count,
                                std::int64_t* bad) = 0;
+  virtual void strided_copy(Index rows, Index width, const T* src, Index src_stride, T* dst,
+                            Index dst_stride) = 0;
   // Σ (pred - target)² in double over fixed chunks; dpred (when not null) = 2·grad_scale/denom ·
   // (pred - target).
   virtual double mse_loss(Index N, const T* pred, const T* target, double denom, double grad_scale,
@@ -227,6 +229,17 @@ struct KeyedDropout {  // the CPU's keyed masks (ops.cpp for_keyed), one element
     const T s = std::uint64_t(half) >= cut ? keep : T(0);
     scale[k] = s;
     y[k] = x[k] * s;
+  }
+};
+
+template <typename T>
+struct StridedCopy {  // one element of the rows x width block per thread
+  const T* src;
+  T* dst;
+  Index width, src_stride, dst_stride;
+  RNNCORE_HD void operator()(Index k) const {
+    const Index r = k / width, c = k % width;
+    dst[r * dst_stride + c] = src[r * src_stride + c];
   }
 };
 
@@ -466,6 +479,12 @@ class OpsOf final : public DeviceOps<T> {
     return out[0];
   }
 
+  void strided_copy(Index rows, Index width, const T* src, Index src_stride, T* dst,
+                    Index dst_stride) override {
+    if (rows * width > 0)
+      dev_.for_each(rows * width, StridedCopy<T>{src, dst, width, src_stride, dst_stride});
+  }
+
   double mse_loss(Index N, const T* pred, const T* target, double denom, double grad_scale,
                   T* dpred) override {
     if (N == 0) return 0.0;
@@ -474,8 +493,8 @@ class OpsOf final : public DeviceOps<T> {
     return chunked(N, ChunkSquaredError<T>{pred, target, N, kChunk});
   }
 
-  void mean_pool(Index Tn, Index B, Index F, const T* y, const std::int64_t* lengths,
-                 T* pooled) override {
+  void mean_pool(Index /*Tn: the lengths bound the steps*/, Index B, Index F, const T* y,
+                 const std::int64_t* lengths, T* pooled) override {
     if (B == 0) return;
     Buffer<std::int64_t, Dev> lens = upload_lengths(B, lengths);
     dev_.for_each(B * F, MeanPool<T>{y, lens.data(), pooled, B, F});
@@ -488,8 +507,8 @@ class OpsOf final : public DeviceOps<T> {
     dev_.for_each(Tn * B * F, MeanPoolGrad<T>{dpooled, lens.data(), dy, B, F});
   }
 
-  void max_pool(Index Tn, Index B, Index F, const T* y, const std::int64_t* lengths, T* pooled,
-                std::int64_t* argmax) override {
+  void max_pool(Index /*Tn: the lengths bound the steps*/, Index B, Index F, const T* y,
+                const std::int64_t* lengths, T* pooled, std::int64_t* argmax) override {
     if (B == 0) return;
     Buffer<std::int64_t, Dev> lens = upload_lengths(B, lengths);
     dev_.for_each(B * F, MaxPool<T>{y, lens.data(), pooled, argmax, B, F});

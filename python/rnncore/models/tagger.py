@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import cuda as _cuda
 from .. import metrics
 from ..nn import (
     CRF,
@@ -244,14 +245,10 @@ class SequenceTagger(Module):
         """The constructor's keyword arguments (JSON-ready)."""
         return dict(self._config)
 
-    @property
-    def _GPU_RESIDENT(self) -> bool:  # noqa: N802  (Module's flag, per instance here)
-        """Without character features ``.to("cuda")`` moves the whole tagger: the logits and
-        the softmax loss stay on the GPU; a CRF (small: [T, B, C] scores, K x K transitions)
-        runs on the host, its scores and gradient crossing once each per step. With character
-        features only the recurrent layers move (the words' features are gathered on the
-        host)."""
-        return not self.use_chars
+    #: ``.to("cuda")`` moves the whole tagger (character features included): the logits and
+    #: the softmax loss stay on the GPU; a CRF (small: [T, B, C] scores, K x K transitions) runs
+    #: on the host, its scores and their gradient crossing once each per step.
+    _GPU_RESIDENT = True
 
     # ---- forward / backward ----------------------------------------------------------------
     def forward(
@@ -293,10 +290,14 @@ class SequenceTagger(Module):
                     f"shape {chars.shape}"
                 )
             _, (hc, _) = self.char_rnn(self.char_embedding(chars), lengths=char_lengths)
-            word_feat = hc.transpose(1, 0, 2).reshape(n_words, -1)  # [N, 2*Hc]: fwd | bwd
-            feat = np.zeros((B, T, word_feat.shape[1]), dtype=x.dtype)
-            feat[mask_bt] = word_feat
-            x = np.concatenate([x, feat.transpose(1, 0, 2)], axis=-1)
+            if isinstance(hc, _cuda.DeviceArray):  # the tagger on a GPU
+                word_feat = _cuda.swap01(hc).reshape(n_words, -1)  # [N, 2*Hc]: fwd | bwd
+                x = _cuda.concat_last([x, self._place_words(word_feat, mask_bt)])
+            else:
+                word_feat = hc.transpose(1, 0, 2).reshape(n_words, -1)
+                feat = np.zeros((B, T, word_feat.shape[1]), dtype=x.dtype)
+                feat[mask_bt] = word_feat
+                x = np.concatenate([x, feat.transpose(1, 0, 2)], axis=-1)
         x = self.drop_in(x)
         y, _ = self.rnn(x, lengths=lens)
         if self.training:
@@ -311,13 +312,36 @@ class SequenceTagger(Module):
         dx = self.drop_in.backward(dx)
         E = self.embedding.embedding_dim
         if self.use_chars:
-            dfeat = dx[:, :, E:].transpose(1, 0, 2)[mask_bt]  # [N, 2*Hc]
-            n, two_h = dfeat.shape
-            dh = np.ascontiguousarray(dfeat.reshape(n, 2, two_h // 2).transpose(1, 0, 2))
+            T, B, width = dx.shape
+            if isinstance(dx, _cuda.DeviceArray):  # the tagger on a GPU
+                dx, dfeat = _cuda.split_last(dx, [E, width - E])
+                b_at, t_at = np.nonzero(mask_bt)  # each word's position, in word order
+                dword = _cuda.embedding(
+                    t_at * B + b_at, dfeat.reshape(T * B, width - E), checked_ids=True
+                )  # [N, 2*Hc]
+                dh = _cuda.swap01(dword.reshape(len(b_at), 2, (width - E) // 2))
+            else:
+                dfeat = dx[:, :, E:].transpose(1, 0, 2)[mask_bt]  # [N, 2*Hc]
+                n, two_h = dfeat.shape
+                dh = np.ascontiguousarray(dfeat.reshape(n, 2, two_h // 2).transpose(1, 0, 2))
+                dx = np.ascontiguousarray(dx[:, :, :E])
             dxc, _ = self.char_rnn.backward(None, (dh, None))
             self.char_embedding.backward(dxc)
-            dx = np.ascontiguousarray(dx[:, :, :E])
         self.embedding.backward(dx)
+
+    @staticmethod
+    def _place_words(word_feat: Any, mask_bt: np.ndarray) -> Any:
+        """The words' features [N, F] (a device array, words batch-major) at their positions:
+        [T, B, F], zeros past each sentence's end. One gather on the device: row N of a copy
+        with a zero row appended stands for the padding."""
+        N, F = word_feat.shape
+        B, T = mask_bt.shape
+        b_at, t_at = np.nonzero(mask_bt)
+        index = np.full((T, B), N, dtype=np.int64)
+        index[t_at, b_at] = np.arange(N)
+        rows = _cuda.DeviceArray.zeros((N + 1, F), word_feat.dtype, word_feat.device)
+        rows[:N] = word_feat
+        return _cuda.embedding(index, rows, checked_ids=True)
 
     # ---- Trainer protocol -------------------------------------------------------------------
     def _logits(self, batch: TaggerBatch) -> np.ndarray:
