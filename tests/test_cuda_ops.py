@@ -174,6 +174,17 @@ def test_mse_loss(device, dtype, reduction, grad_scale):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_and_its_gradient(device, dtype):
+    x, dy = rand(3, 4, dtype=dtype) * 3, rand(3, 4, dtype=dtype, seed=1)
+    y = cuda.tanh(dev(x, device))
+    close(y, np.tanh(x), dtype)
+    close(cuda.tanh_backward(dev(dy, device), y), dy * (1 - y.numpy() ** 2), dtype)
+    with pytest.raises(ValueError, match=r"dy must have shape \[3, 4\]"):
+        cuda.tanh_backward(dev(dy[:2], device), y)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_concat_and_split_along_the_last_axis(device, dtype):
     a, b, c = (rand(3, 2, n, dtype=dtype, seed=n) for n in (4, 1, 5))
     joined = cuda.concat_last([dev(a, device), dev(b, device), dev(c, device)])

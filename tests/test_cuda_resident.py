@@ -587,6 +587,40 @@ def test_a_failed_move_back_leaves_the_gpu_model_as_it_was(device):
     assert all(isinstance(p.data, cuda.DeviceArray) for p in m.parameters())
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "kw",
+    [dict(cell="lstm", num_layers=2, feed_features=True), dict(cell="gru", dropout=0.3)],
+)
+def test_a_captioner_trains_and_decodes_on_the_gpu_as_on_the_cpu(device, kw):
+    """The captioner wholly on the GPU: the initial states from the features (tanh there),
+    features fed to every step, teacher-forced training; greedy and beam decoding (states
+    selected on the device) give the CPU's captions."""
+    from rnncore.models import Captioner
+
+    def make():
+        return Captioner(5, 11, embed_dim=4, hidden_size=6, dtype="float64", seed=4, **kw)
+
+    cpu, gpu = make(), make().to(device)
+    assert gpu.init_h.device == gpu.output.device == gpu.rnn.device == device
+    rng = np.random.default_rng(2)
+    batches = []
+    for _ in range(3):
+        caps = [list(rng.integers(4, 11, rng.integers(1, 5))) for _ in range(4)]
+        batches.append(cpu.make_batch(rng.standard_normal((4, 5)), caps))
+    same_training(cpu, gpu, batches, lambda p: optim.Adam(p, lr=0.05))
+    b = batches[-1]
+    assert gpu.validation_step(b) == pytest.approx(cpu.validation_step(b), rel=1e-10)
+    feats = rng.standard_normal((3, 5))
+    assert gpu.caption(feats, max_len=6) == cpu.caption(feats, max_len=6)
+    assert gpu.caption(feats, beam_width=3, max_len=6) == cpu.caption(
+        feats, beam_width=3, max_len=6
+    )
+    ids_g, score_g = gpu.beam_search(feats[0], beam_width=2, max_len=5)
+    ids_c, score_c = cpu.beam_search(feats[0], beam_width=2, max_len=5)
+    assert ids_g == ids_c and score_g == pytest.approx(score_c, rel=1e-10)
+
+
 def _same_metrics_on_both_devices(tmp_path, capsys, argv, keys, section="test"):
     """Runs ``rnncore train`` with argv on "cpu" and "cuda-sim": the same metrics.json
     ``section`` (float32 rounding apart)."""

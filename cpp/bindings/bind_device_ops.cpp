@@ -131,6 +131,23 @@ void bind_device_ops(py::module_& m) {
       py::arg("grad_scale"), py::arg("dlogits"),
       "(loss, count) of the fused softmax cross-entropy; dlogits (0: none) its gradient.");
   m.def(
+      "device_tanh",
+      [](const std::string& device, int bits, std::int64_t n, Addr x, Addr y, Addr dy,
+         bool backward) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          if (backward)  // x receives dx = dy (1 - y^2)
+            rnncore::tanh_backward<T>(d, n, ptr<const T>(dy), ptr<const T>(y), ptr<T>(x));
+          else
+            rnncore::tanh_forward<T>(d, n, ptr<const T>(x), ptr<T>(y));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("n"), py::arg("x"), py::arg("y"), py::arg("dy"),
+      py::arg("backward"),
+      "y = tanh(x) on the device; with backward=True x = dy (1 - y^2) instead.");
+  m.def(
       "device_strided_copy",
       [](const std::string& device, int bits, std::int64_t rows, std::int64_t width, Addr src,
          std::int64_t src_stride, Addr dst, std::int64_t dst_stride) {

@@ -135,6 +135,31 @@ LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T*
 }
 
 template <typename T>
+void tanh_forward(Device device, std::int64_t n, const T* x, T* y) {
+  detail::check_buffer(n, x);
+  detail::check_buffer(n, y);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) {
+    for (std::int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+    return;
+  }
+  ops->tanh_forward(n, x, y);
+}
+
+template <typename T>
+void tanh_backward(Device device, std::int64_t n, const T* dy, const T* y, T* dx) {
+  detail::check_buffer(n, dy);
+  detail::check_buffer(n, y);
+  detail::check_buffer(n, dx);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (!ops) {
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+    return;
+  }
+  ops->tanh_backward(n, dy, y, dx);
+}
+
+template <typename T>
 void strided_copy(Device device, std::int64_t rows, std::int64_t width, const T* src,
                   std::int64_t src_stride, T* dst, std::int64_t dst_stride) {
   detail::check_strided_copy(rows, width, src, src_stride, dst, dst_stride);
@@ -325,8 +350,10 @@ bool all_finite(Device device, const std::vector<Span<const T>>& buffers) {
                                    const T*, const T*, T*, T*, T*);                               \
   template LossResult cross_entropy<T>(Device, std::int64_t, std::int64_t, const T*,              \
                                        const std::int64_t*, const CrossEntropyOptions&, T*);      \
-  template void strided_copy<T>(Device, std::int64_t, std::int64_t, const T*, std::int64_t, T*, \
-                                std::int64_t);                                                 \
+  template void tanh_forward<T>(Device, std::int64_t, const T*, T*);                              \
+  template void tanh_backward<T>(Device, std::int64_t, const T*, const T*, T*);                   \
+  template void strided_copy<T>(Device, std::int64_t, std::int64_t, const T*, std::int64_t, T*,   \
+                                std::int64_t);                                                    \
   template double mse_loss<T>(Device, std::int64_t, const T*, const T*, Reduction, double, T*);   \
   template void mean_pool_forward<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,  \
                                      const std::int64_t*, T*);                                    \

@@ -320,6 +320,9 @@ def device_cross_entropy(
     grad_scale: float,
     dlogits: int,
 ) -> tuple[float, int]: ...
+def device_tanh(
+    device: str, bits: int, n: int, x: int, y: int, dy: int, backward: bool
+) -> None: ...
 def device_strided_copy(
     device: str,
     bits: int,

@@ -42,6 +42,8 @@ __all__ = [
     "mse_loss",
     "concat_last",
     "split_last",
+    "tanh",
+    "tanh_backward",
     "mean_pool",
     "mean_pool_backward",
     "max_pool",
@@ -649,6 +651,28 @@ def cross_entropy(
         0 if d is None else d.ptr,
     )
     return float(loss), d, int(count)
+
+
+def tanh(x: Any) -> DeviceArray:
+    """tanh(x) element-wise on the device: any shape, float32/float64 -> the same."""
+    where = "rnncore.cuda.tanh"
+    device = _device_of((x,), where)
+    xb = _arg(x, device, "x", where)
+    y = DeviceArray(xb.shape, xb.dtype, device)
+    _core.device_tanh(device, _bits(xb), math.prod(xb.shape), xb.ptr, y.ptr, 0, False)
+    return y
+
+
+def tanh_backward(dy: Any, y: Any) -> DeviceArray:
+    """The gradient of y = tanh(x) from y itself: dy · (1 - y²), shaped as y."""
+    where = "rnncore.cuda.tanh_backward"
+    device = _device_of((y, dy), where)
+    yb = _arg(y, device, "y", where)
+    dyb = _arg(dy, device, "dy", where, shape=tuple(yb.shape))
+    _same_dtype(where, yb, dy=dyb)
+    dx = DeviceArray(yb.shape, yb.dtype, device)
+    _core.device_tanh(device, _bits(yb), math.prod(yb.shape), dx.ptr, yb.ptr, dyb.ptr, True)
+    return dx
 
 
 def concat_last(arrays: Any) -> DeviceArray:

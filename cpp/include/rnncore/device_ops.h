@@ -82,6 +82,14 @@ void max_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int6
                        const T* dpooled, const std::int64_t* argmax, T* dy,
                        bool argmax_checked = false);
 
+/// y = tanh(x) element-wise (y may be x).   x, y [n]
+template <typename T>
+void tanh_forward(Device device, std::int64_t n, const T* x, T* y);
+
+/// dx = dy · (1 - y²), the gradient of y = tanh(x) given y (dx may be dy).   dy, y, dx [n]
+template <typename T>
+void tanh_backward(Device device, std::int64_t n, const T* dy, const T* y, T* dx);
+
 /// dst[r, 0:width] = src[r, 0:width] for r in [0, rows), rows src_stride / dst_stride elements
 /// apart (>= width): a column block of one matrix into another (concatenating or splitting
 /// features along the last axis). The blocks must not overlap.

@@ -47,6 +47,8 @@ class DeviceOps {
   virtual double cross_entropy(Index N, Index C, const T* logits, const std::int64_t* targets,
                                const CrossEntropyOptions& o, T* dlogits, std::int64_t* count,
                                std::int64_t* bad) = 0;
+  virtual void tanh_forward(Index n, const T* x, T* y) = 0;
+  virtual void tanh_backward(Index n, const T* dy, const T* y, T* dx) = 0;
   virtual void strided_copy(Index rows, Index width, const T* src, Index src_stride, T* dst,
                             Index dst_stride) = 0;
   // Σ (pred - target)² in double over fixed chunks; dpred (when not null) = 2·grad_scale/denom ·
@@ -230,6 +232,20 @@ struct KeyedDropout {  // the CPU's keyed masks (ops.cpp for_keyed), one element
     scale[k] = s;
     y[k] = x[k] * s;
   }
+};
+
+template <typename T>
+struct Tanh {
+  const T* x;
+  T* y;
+  RNNCORE_HD void operator()(Index i) const { y[i] = tanh_(x[i]); }
+};
+
+template <typename T>
+struct TanhGrad {  // dx = dy · (1 - y²)
+  const T *dy, *y;
+  T* dx;
+  RNNCORE_HD void operator()(Index i) const { dx[i] = dy[i] * (T(1) - y[i] * y[i]); }
 };
 
 template <typename T>
@@ -477,6 +493,14 @@ class OpsOf final : public DeviceOps<T> {
     *count = std::int64_t(out[1]);
     *bad = std::int64_t(out[2]);
     return out[0];
+  }
+
+  void tanh_forward(Index n, const T* x, T* y) override {
+    if (n > 0) dev_.for_each(n, Tanh<T>{x, y});
+  }
+
+  void tanh_backward(Index n, const T* dy, const T* y, T* dx) override {
+    if (n > 0) dev_.for_each(n, TanhGrad<T>{dy, y, dx});
   }
 
   void strided_copy(Index rows, Index width, const T* src, Index src_stride, T* dst,

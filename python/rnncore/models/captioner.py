@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import cuda as _cuda
 from .. import nn
 from ..nn._checks import check_seed
 from . import register
 from .language_model import make_rnn
 from .seq2seq import beam_search, teacher_forcing_batch
+from .sequence_regressor import on_device_of
 
 
 @register
@@ -42,6 +44,10 @@ class Captioner(nn.Module):
     """
 
     MODEL_TYPE = "captioner"
+    #: ``.to("cuda")`` moves the whole captioner: features copied over once per batch, the
+    #: initial states, inputs, logits and loss computed there; decoding reads each step's
+    #: log-probabilities back to choose tokens.
+    _GPU_RESIDENT = True
 
     def __init__(
         self,
@@ -116,23 +122,38 @@ class Captioner(nn.Module):
         return feats, tgt_in, tgt_out
 
     # ---- forward / backward ----------------------------------------------------------------
-    def _initial_state(self, feats: np.ndarray) -> Any:
+    def _initial_state(self, feats: Any) -> Any:
         B = feats.shape[0]
+        on_gpu = isinstance(feats, _cuda.DeviceArray)
 
-        def layers(a: np.ndarray) -> np.ndarray:  # [B, L*H] -> [L, B, H]
+        def layers(a: Any) -> Any:  # [B, L*H] -> [L, B, H]
+            if on_gpu:
+                return _cuda.swap01(a.reshape(B, self.L, self.H))
             return np.ascontiguousarray(a.reshape(B, self.L, self.H).transpose(1, 0, 2))
 
-        h0 = np.tanh(self.init_h(feats))
+        pre = self.init_h(feats)
+        h0 = _cuda.tanh(pre) if on_gpu else np.tanh(pre)
         self._h0 = h0
         if self.is_lstm:
             return layers(h0), layers(self.init_c(feats))
         return layers(h0)
 
-    def _features(self, features: Any) -> np.ndarray:
+    def _features(self, features: Any) -> Any:
+        """features [B, F] in the model's dtype, on its GPU when it lives on one."""
         feats = np.ascontiguousarray(np.asarray(features), dtype=self.dtype)
         if feats.ndim != 2 or feats.shape[1] != self.F:
             raise ValueError(f"Captioner: features must be [B, F={self.F}], got {feats.shape}")
-        return feats
+        return on_device_of(feats, self.output)
+
+    @staticmethod
+    def _with_features(x: Any, feats: Any) -> Any:
+        """Step inputs x [T, B, E] with the features [B, F] appended to every step: [T, B,
+        E+F] (on a GPU: one gather and one concatenation there)."""
+        T, B = x.shape[0], feats.shape[0]
+        if isinstance(x, _cuda.DeviceArray):
+            rows = np.broadcast_to(np.arange(B, dtype=np.int64), (T, B))
+            return _cuda.concat_last([x, _cuda.embedding(rows, feats, checked_ids=True)])
+        return np.concatenate([x, np.broadcast_to(feats, (T,) + feats.shape)], axis=-1)
 
     def forward(self, features: Any, tgt_in: Any, tgt_lengths: Any = None) -> np.ndarray:
         """Logits [T, B, V] of every caption step given the previous gold tokens."""
@@ -142,7 +163,7 @@ class Captioner(nn.Module):
         state0 = self._initial_state(feats)
         x = self.emb_dropout(self.embedding(tgt_in))
         if self.feed_features:
-            x = np.concatenate([x, np.broadcast_to(feats, (T,) + feats.shape)], axis=-1)
+            x = self._with_features(x, feats)
         if tgt_lengths is None:
             tgt_lengths = np.full(B, T, dtype=np.int64)
         out, _ = self.rnn(x, lengths=np.asarray(tgt_lengths, dtype=np.int64), state=state0)
@@ -156,16 +177,25 @@ class Captioner(nn.Module):
         h0 = self._pop_saved("Captioner.backward")
         dout = self.out_dropout.backward(self.output.backward(dlogits))
         dx, dstate0 = self.rnn.backward(dout)
-        if self.feed_features:
-            dx = np.ascontiguousarray(dx[..., : self.E])  # the features themselves are inputs
+        on_gpu = isinstance(dx, _cuda.DeviceArray)
+        if self.feed_features:  # the features themselves are inputs: their part is dropped
+            if on_gpu:
+                dx = _cuda.split_last(dx, [self.E, dx.shape[-1] - self.E])[0]
+            else:
+                dx = np.ascontiguousarray(dx[..., : self.E])
         self.embedding.backward(self.emb_dropout.backward(dx))
         dh0, dc0 = dstate0 if self.is_lstm else (dstate0, None)
         B = dh0.shape[1]
 
-        def flat(d: np.ndarray) -> np.ndarray:  # [L, B, H] -> [B, L*H]
+        def flat(d: Any) -> Any:  # [L, B, H] -> [B, L*H]
+            if on_gpu:
+                return _cuda.swap01(d).reshape(B, self.L * self.H)
             return np.ascontiguousarray(d.transpose(1, 0, 2).reshape(B, self.L * self.H))
 
-        self.init_h.backward(flat(dh0) * (1.0 - h0**2))
+        if on_gpu:
+            self.init_h.backward(_cuda.tanh_backward(flat(dh0), h0))
+        else:
+            self.init_h.backward(flat(dh0) * (1.0 - h0**2))
         if self.is_lstm:
             self.init_c.backward(flat(dc0))
 
@@ -190,7 +220,7 @@ class Captioner(nn.Module):
             loss, logits, tgt_out = self._loss(batch)
         count = float(self.criterion.count)
         valid = tgt_out != self.pad_id
-        right = (logits.argmax(-1) == tgt_out) | ~valid
+        right = (np.asarray(logits).argmax(-1) == tgt_out) | ~valid
         return {
             "loss_sum": loss * count,
             "count": count,
@@ -213,9 +243,9 @@ class Captioner(nn.Module):
     def _step(self, tokens: np.ndarray, state: Any, setup: dict[str, Any]) -> tuple[Any, Any]:
         x = self.embedding(tokens[None, :])
         if setup.get("context") is not None:
-            x = np.concatenate([x, setup["context"][None]], axis=-1)
+            x = self._with_features(x, setup["context"])
         out, state = self.rnn(x, state=state)
-        logits = self.output(np.ascontiguousarray(out[0])).astype(np.float64)
+        logits = np.asarray(self.output(out[0]), dtype=np.float64)
         logits -= logits.max(axis=-1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True)), state
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import cuda as _cuda
 from .. import nn
 from ..nn._checks import check_seed
 from . import register
@@ -557,20 +558,33 @@ class Seq2Seq(nn.Module):
         return results
 
 
+def take(a: Any, index: np.ndarray, axis: int) -> Any:
+    """The entries ``index`` (int [n]) of ``a`` along axis 0 or 1, contiguous: numpy, or device
+    arrays (a model on a GPU) gathered there."""
+    if not isinstance(a, _cuda.DeviceArray):
+        return np.ascontiguousarray(np.take(a, index, axis=axis))
+    if axis == 1:  # [L, B, H] states: through [B, L, H]
+        return _cuda.swap01(take(_cuda.swap01(a), index, 0))
+    index = np.asarray(index, dtype=np.int64)
+    rows = _cuda.embedding(index, a.reshape(a.shape[0], -1), checked_ids=True)
+    return rows.reshape(len(index), *a.shape[1:])
+
+
 def _select_state(state: Any, index: np.ndarray) -> Any:
     if isinstance(state, tuple):
-        return tuple(np.ascontiguousarray(s[:, index]) for s in state)
-    return np.ascontiguousarray(state[:, index])
+        return tuple(take(s, index, 1) for s in state)
+    return take(state, index, 1)
 
 
 def _repeat_setup(setup: dict[str, Any], n: int) -> dict[str, Any]:
     """The per-sentence decoding inputs (batch 1) repeated for n beams."""
     out = dict(setup)
+    first = np.zeros(n, dtype=np.int64)
     for key in ("memory", "keys", "mask"):
         if key in setup:
-            out[key] = np.repeat(setup[key], n, axis=0)
+            out[key] = take(setup[key], first, 0)
     if setup.get("context") is not None:
-        out["context"] = np.repeat(setup["context"], n, axis=0)
+        out["context"] = take(setup["context"], first, 0)
     return out
 
 
