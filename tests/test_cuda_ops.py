@@ -174,6 +174,54 @@ def test_mse_loss(device, dtype, reduction, grad_scale):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_batched_products(device, dtype, ta, tb):
+    a = rand(3, 5, 4, dtype=dtype) if ta else rand(3, 4, 5, dtype=dtype)  # op(a) [3, 4, 5]
+    b = rand(3, 2, 5, dtype=dtype, seed=1) if tb else rand(3, 5, 2, dtype=dtype, seed=1)
+    want = np.matmul(a.transpose(0, 2, 1) if ta else a, b.transpose(0, 2, 1) if tb else b)
+    got = cuda.bmm(dev(a, device), dev(b, device), transpose_a=ta, transpose_b=tb)
+    close(got, want, dtype)
+    cuda.bmm(dev(a, device), dev(b, device), transpose_a=ta, transpose_b=tb, out=got)
+    close(got, 2 * want, dtype)  # out=: added to
+    with pytest.raises(ValueError, match="do not multiply"):
+        cuda.bmm(dev(a, device), dev(b, device), transpose_a=not ta, transpose_b=tb)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_softmax_and_its_gradient(device, dtype):
+    scores = rand(3, 2, 5, dtype=dtype) * 3
+    lengths = np.array([5, 2, 1])
+    valid = np.arange(5)[None, None, :] < lengths[:, None, None]
+    z = np.where(valid, scores, -np.inf)
+    want = np.exp(z - z.max(axis=-1, keepdims=True))
+    want /= want.sum(axis=-1, keepdims=True)
+    w = cuda.masked_softmax(dev(scores, device), lengths)
+    close(w, want, dtype)
+    assert not w.numpy()[~np.broadcast_to(valid, want.shape)].any()
+    dw = rand(3, 2, 5, dtype=dtype, seed=2)
+    ds = cuda.softmax_backward(dev(dw, device), w)
+    close(ds, want * (dw - (dw * want).sum(axis=-1, keepdims=True)), dtype)
+    with pytest.raises(ValueError, match=r"lengths: 6 at position 0 is outside \[1, S=5\]"):
+        cuda.masked_softmax(dev(scores, device), np.array([6, 1, 1]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_add_and_sum_over_the_first_axis(device):
+    x, y = rand(4, 3, 2), rand(4, 3, 2, seed=1)
+    yd = dev(y, device)
+    assert cuda.add_(yd, dev(x, device), alpha=-0.5) is yd
+    close(yd, y - 0.5 * x, np.float64)
+    close(cuda.sum_axis0(dev(x, device)), x.sum(axis=0), np.float64)
+    out = dev(y[0], device)
+    cuda.sum_axis0(dev(x, device), out=out)
+    close(out, y[0] + x.sum(axis=0), np.float64)
+    with pytest.raises(ValueError, match=r"x must have shape \[4, 3, 2\]"):
+        cuda.add_(yd, dev(x[:2], device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_tanh_and_its_gradient(device, dtype):
     x, dy = rand(3, 4, dtype=dtype) * 3, rand(3, 4, dtype=dtype, seed=1)
     y = cuda.tanh(dev(x, device))

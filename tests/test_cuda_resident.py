@@ -172,7 +172,8 @@ def test_what_moves_with_a_model(device):
     clf = SequenceClassifier(11, 4, 5, 3, pooling="max").to(device)
     assert clf.rnn.device == clf.embedding.device == clf.classifier.device == device
     assert all(isinstance(p.data, cuda.DeviceArray) for p in clf.parameters())
-    # a model with layers that have no GPU version (Conv1d) stays on the CPU
+    # a model with layers that have no GPU version (Conv1d) stays on the CPU: moving it does
+    # nothing
     kim = KimCNN(vocab_size=11, embed_dim=4, num_classes=3).to(device)
     assert kim.embedding.device == "cpu"
     # a tagger's CRF stays on the host beside the rest on the GPU
@@ -621,6 +622,47 @@ def test_a_captioner_trains_and_decodes_on_the_gpu_as_on_the_cpu(device, kw):
     assert ids_g == ids_c and score_g == pytest.approx(score_c, rel=1e-10)
 
 
+SEQ2SEQ_CONFIGS = [
+    dict(cell="lstm", bidirectional=True, attention="general", context=True, num_layers=2),
+    dict(cell="gru", bidirectional=True, bridge="sum", attention="dot", reverse_source=True),
+    dict(cell="rnn", attention="dot", context=True, dropout=0.2),
+    dict(cell="lstm", bidirectional=True, bridge="sum", context=True),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kw", SEQ2SEQ_CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
+def test_a_translator_trains_and_decodes_on_the_gpu_as_on_the_cpu(device, kw):
+    """Seq2Seq wholly on the GPU: encoder, bridge (linear or sum), context fed to every step,
+    Luong attention (batched products and the masked softmax over padded sources on the
+    device); training, attention weights, greedy and beam decoding equal to the CPU's."""
+    from rnncore.models import Seq2Seq
+
+    def make():
+        return Seq2Seq(13, 11, embed_dim=5, hidden_size=6, dtype="float64", seed=5, **kw)
+
+    cpu, gpu = make(), make().to(device)
+    assert gpu.encoder.device == gpu.output.device == gpu.tgt_embedding.device == device
+    rng = np.random.default_rng(3)
+
+    def sentences(n, vocab):
+        return [list(rng.integers(4, vocab, rng.integers(1, 6))) for _ in range(n)]
+
+    batches = [cpu.make_batch(sentences(4, 13), sentences(4, 11)) for _ in range(3)]
+    same_training(cpu, gpu, batches, lambda p: optim.Adam(p, lr=0.05))
+    b = batches[-1]
+    assert gpu.validation_step(b) == pytest.approx(cpu.validation_step(b), rel=1e-10)
+    if kw.get("attention"):
+        np.testing.assert_allclose(
+            gpu.attention_weights(*b[:3]), cpu.attention_weights(*b[:3]), **TOL
+        )
+    sources = sentences(3, 13)
+    assert gpu.translate(sources, max_len=6) == cpu.translate(sources, max_len=6)
+    ids_g, score_g = gpu.beam_search(sources[0], beam_width=3, max_len=6)
+    ids_c, score_c = cpu.beam_search(sources[0], beam_width=3, max_len=6)
+    assert ids_g == ids_c and score_g == pytest.approx(score_c, rel=1e-10)
+
+
 def _same_metrics_on_both_devices(tmp_path, capsys, argv, keys, section="test"):
     """Runs ``rnncore train`` with argv on "cpu" and "cuda-sim": the same metrics.json
     ``section`` (float32 rounding apart)."""
@@ -706,3 +748,26 @@ def test_forecast_and_tagger_tasks_train_on_the_gpu_as_on_the_cpu(tmp_path, caps
         ["train", "tagger", "--data", str(conll), "--hidden", "6", "--embed", "6", *chars.split()],
         ["loss", "accuracy", "f1"],
     )
+
+
+def test_seq2seq_task_trains_on_the_gpu_as_on_the_cpu(tmp_path, capsys):
+    """`rnncore train seq2seq --device cuda-sim` (attention, the whole translator on the
+    device): the CPU's test loss and BLEU."""
+    pairs = [
+        ("i am cold .", "j ai froid ."),
+        ("you are tall .", "tu es grand ."),
+        ("i am here .", "je suis ici ."),
+        ("you are here .", "tu es ici ."),
+    ]
+    data = tmp_path / "pairs.tsv"
+    data.write_text("\n".join(f"{s}\t{t}" for s, t in pairs * 8) + "\n", encoding="utf-8")
+    opts = (
+        "--no-progress --epochs 2 --hidden 8 --embed 8 --layers 1 --threads 1 --attention general"
+    )
+    runs = _same_metrics_on_both_devices(
+        tmp_path, capsys, ["train", "seq2seq", "--data", str(data), *opts.split()], ["loss"]
+    )
+    assert set(runs["cpu"]) == set(runs["cuda-sim"])
+    for key, value in runs["cpu"].items():
+        if isinstance(value, float):
+            assert runs["cuda-sim"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

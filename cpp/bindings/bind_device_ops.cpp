@@ -131,6 +131,74 @@ void bind_device_ops(py::module_& m) {
       py::arg("grad_scale"), py::arg("dlogits"),
       "(loss, count) of the fused softmax cross-entropy; dlogits (0: none) its gradient.");
   m.def(
+      "device_batched_gemm",
+      [](const std::string& device, int bits, std::int64_t batch, bool ta, bool tb, std::int64_t M,
+         std::int64_t N, std::int64_t K, Addr A, Addr B, Addr C, bool accumulate) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          rnncore::batched_gemm<T>(d, batch, ta, tb, M, N, K, ptr<const T>(A), ptr<const T>(B),
+                                   ptr<T>(C), accumulate);
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("batch"), py::arg("trans_a"), py::arg("trans_b"),
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("A"), py::arg("B"), py::arg("C"),
+      py::arg("accumulate"), "C[b] (+)= op(A[b]) op(B[b]) on the device, row-major.");
+  m.def(
+      "device_masked_softmax",
+      [](const std::string& device, int bits, std::int64_t R, std::int64_t S, std::int64_t group,
+         Addr scores, Addr lengths, Addr weights) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          rnncore::masked_softmax<T>(d, R, S, group, ptr<const T>(scores),
+                                     ptr<const std::int64_t>(lengths), ptr<T>(weights));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("R"), py::arg("S"), py::arg("group"),
+      py::arg("scores"), py::arg("lengths"), py::arg("weights"),
+      "Row softmax over each row's first lengths[r / group] entries (lengths: a host address).");
+  m.def(
+      "device_softmax_backward",
+      [](const std::string& device, int bits, std::int64_t R, std::int64_t S, Addr dw, Addr w,
+         Addr ds) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          rnncore::softmax_backward<T>(d, R, S, ptr<const T>(dw), ptr<const T>(w), ptr<T>(ds));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("R"), py::arg("S"), py::arg("dw"), py::arg("w"),
+      py::arg("dscores"), "dscores = w (dw - rowsum(dw w)) on the device.");
+  m.def(
+      "device_axpy",
+      [](const std::string& device, int bits, std::int64_t n, double alpha, Addr x, Addr y) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          rnncore::axpy<T>(d, n, alpha, ptr<const T>(x), ptr<T>(y));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("n"), py::arg("alpha"), py::arg("x"),
+      py::arg("y"), "y += alpha x on the device.");
+  m.def(
+      "device_column_sums",
+      [](const std::string& device, int bits, std::int64_t rows, std::int64_t cols, Addr x,
+         Addr out) {
+        const Device d = parse_device(device);
+        py::gil_scoped_release release;
+        by_bits(bits, [&](auto t) {
+          using T = decltype(t);
+          rnncore::column_sums<T>(d, rows, cols, ptr<const T>(x), ptr<T>(out));
+        });
+      },
+      py::arg("device"), py::arg("bits"), py::arg("rows"), py::arg("cols"), py::arg("x"),
+      py::arg("out"), "out[j] += sum_r x[r, j] on the device.");
+  m.def(
       "device_tanh",
       [](const std::string& device, int bits, std::int64_t n, Addr x, Addr y, Addr dy,
          bool backward) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gpu/ops_gpu.h"
+#include "linalg.h"
 #include "ops_checks.h"
 
 namespace rnncore {
@@ -132,6 +133,75 @@ LossResult cross_entropy(Device device, std::int64_t N, std::int64_t C, const T*
   const bool mean = options.reduction == Reduction::kMean;
   r.loss = count == 0 ? 0.0 : total / (mean ? static_cast<double>(count) : 1.0);
   return r;
+}
+
+template <typename T>
+void batched_gemm(Device device, std::int64_t batch, bool trans_a, bool trans_b, std::int64_t M,
+                  std::int64_t N, std::int64_t K, const T* A, const T* B, T* C, bool accumulate) {
+  detail::check_batched_gemm(batch, M, N, K, A, B, C);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (ops) return ops->batched_gemm(batch, trans_a, trans_b, M, N, K, A, B, C, accumulate);
+  const std::int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
+  for (std::int64_t b = 0; b < batch; ++b)
+    detail::gemm<T>(trans_a, trans_b, M, N, K, A + b * M * K, lda, B + b * K * N, ldb,
+                    accumulate ? T(1) : T(0), C + b * M * N, N);
+}
+
+template <typename T>
+void masked_softmax(Device device, std::int64_t R, std::int64_t S, std::int64_t group,
+                    const T* scores, const std::int64_t* lengths, T* weights) {
+  detail::check_masked_softmax(R, S, group, scores, lengths, weights);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (ops) return ops->masked_softmax(R, S, group, scores, lengths, weights);
+  for (std::int64_t r = 0; r < R; ++r) {
+    const T* z = scores + r * S;
+    T* w = weights + r * S;
+    const std::int64_t n = lengths[r / group];
+    T m = z[0];
+    for (std::int64_t s = 1; s < n; ++s) m = m < z[s] ? z[s] : m;
+    double sum = 0.0;
+    for (std::int64_t s = 0; s < n; ++s) sum += double(std::exp(T(z[s] - m)));
+    for (std::int64_t s = 0; s < S; ++s)
+      w[s] = s < n ? T(double(std::exp(T(z[s] - m))) / sum) : T(0);
+  }
+}
+
+template <typename T>
+void softmax_backward(Device device, std::int64_t R, std::int64_t S, const T* dw, const T* w,
+                      T* dscores) {
+  detail::check_buffer(R * S, dw);
+  detail::check_buffer(R * S, w);
+  detail::check_buffer(R * S, dscores);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (ops) return ops->softmax_backward(R, S, dw, w, dscores);
+  for (std::int64_t r = 0; r < R; ++r) {
+    double dot = 0.0;
+    for (std::int64_t s = 0; s < S; ++s) dot += double(dw[r * S + s]) * double(w[r * S + s]);
+    for (std::int64_t s = 0; s < S; ++s)
+      dscores[r * S + s] = w[r * S + s] * (dw[r * S + s] - T(dot));
+  }
+}
+
+template <typename T>
+void axpy(Device device, std::int64_t n, double alpha, const T* x, T* y) {
+  detail::check_buffer(n, x);
+  detail::check_buffer(n, y);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (ops) return ops->axpy(n, alpha, x, y);
+  for (std::int64_t i = 0; i < n; ++i) y[i] += T(alpha) * x[i];
+}
+
+template <typename T>
+void column_sums(Device device, std::int64_t rows, std::int64_t cols, const T* x, T* out) {
+  detail::check_buffer(rows * cols, x);
+  detail::check_buffer(cols, out);
+  DeviceOps<T>* ops = gpu_ops<T>(device);
+  if (ops) return ops->column_sums(rows, cols, x, out);
+  for (std::int64_t j = 0; j < cols; ++j) {
+    T s = T(0);  // in the leading axis' order, as the GPU's ColumnSums
+    for (std::int64_t r = 0; r < rows; ++r) s += x[r * cols + j];
+    out[j] += s;
+  }
 }
 
 template <typename T>
@@ -350,6 +420,13 @@ bool all_finite(Device device, const std::vector<Span<const T>>& buffers) {
                                    const T*, const T*, T*, T*, T*);                               \
   template LossResult cross_entropy<T>(Device, std::int64_t, std::int64_t, const T*,              \
                                        const std::int64_t*, const CrossEntropyOptions&, T*);      \
+  template void batched_gemm<T>(Device, std::int64_t, bool, bool, std::int64_t, std::int64_t,     \
+                                std::int64_t, const T*, const T*, T*, bool);                      \
+  template void masked_softmax<T>(Device, std::int64_t, std::int64_t, std::int64_t, const T*,     \
+                                  const std::int64_t*, T*);                                       \
+  template void softmax_backward<T>(Device, std::int64_t, std::int64_t, const T*, const T*, T*);  \
+  template void axpy<T>(Device, std::int64_t, double, const T*, T*);                              \
+  template void column_sums<T>(Device, std::int64_t, std::int64_t, const T*, T*);                 \
   template void tanh_forward<T>(Device, std::int64_t, const T*, T*);                              \
   template void tanh_backward<T>(Device, std::int64_t, const T*, const T*, T*);                   \
   template void strided_copy<T>(Device, std::int64_t, std::int64_t, const T*, std::int64_t, T*,   \

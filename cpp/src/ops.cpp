@@ -543,9 +543,37 @@ double mse_loss(std::int64_t N, const T* pred, const T* target, Reduction reduct
   return sum / denom;
 }
 
+void detail::check_batched_gemm(std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K,
+                                const void* A, const void* B, const void* C) {
+  require_size(batch, "batch");
+  require_size(M, "M");
+  require_size(N, "N");
+  require_size(K, "K");
+  require_ptr(A, batch * M * K, "A");
+  require_ptr(B, batch * K * N, "B");
+  require_ptr(C, batch * M * N, "C");
+}
+
+void detail::check_masked_softmax(std::int64_t R, std::int64_t S, std::int64_t group,
+                                  const void* scores, const std::int64_t* lengths,
+                                  const void* weights) {
+  require_size(R, "R");
+  require_positive(S, "S");
+  require_positive(group, "group");
+  require(R % group == 0,
+          "R=" + std::to_string(R) + " must be a multiple of group=" + std::to_string(group));
+  require_ptr(scores, R * S, "scores");
+  require_ptr(weights, R * S, "weights");
+  require_ptr(lengths, R / group, "lengths");
+  for (std::int64_t b = 0; b < R / group; ++b)
+    if (lengths[b] < 1 || lengths[b] > S)
+      throw std::invalid_argument("lengths: " + std::to_string(lengths[b]) + " at position " +
+                                  std::to_string(b) + " is outside [1, S=" + std::to_string(S) +
+                                  "]");
+}
+
 void detail::check_strided_copy(std::int64_t rows, std::int64_t width, const void* src,
-                                std::int64_t src_stride, const void* dst,
-                                std::int64_t dst_stride) {
+                                std::int64_t src_stride, const void* dst, std::int64_t dst_stride) {
   require_size(rows, "rows");
   require_size(width, "width");
   require(src_stride >= width && dst_stride >= width,

@@ -41,6 +41,12 @@ void check_embedding(std::int64_t N, std::int64_t V, std::int64_t E, std::int64_
 void check_buffer(std::int64_t size, const void* data);
 /// clip_value > 0.
 void check_clip_value(double clip_value);
+/// batched_gemm's sizes (>= 0) and pointers.
+void check_batched_gemm(std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K,
+                        const void* A, const void* B, const void* C);
+/// masked_softmax's R >= 0, S >= 1, group >= 1 dividing R, pointers, lengths (host) in [1, S].
+void check_masked_softmax(std::int64_t R, std::int64_t S, std::int64_t group, const void* scores,
+                          const std::int64_t* lengths, const void* weights);
 /// strided_copy's rows >= 0, width >= 0, strides >= width, pointers.
 void check_strided_copy(std::int64_t rows, std::int64_t width, const void* src,
                         std::int64_t src_stride, const void* dst, std::int64_t dst_stride);

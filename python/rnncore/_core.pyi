@@ -320,6 +320,28 @@ def device_cross_entropy(
     grad_scale: float,
     dlogits: int,
 ) -> tuple[float, int]: ...
+def device_batched_gemm(
+    device: str,
+    bits: int,
+    batch: int,
+    trans_a: bool,
+    trans_b: bool,
+    M: int,
+    N: int,
+    K: int,
+    A: int,
+    B: int,
+    C: int,
+    accumulate: bool,
+) -> None: ...
+def device_masked_softmax(
+    device: str, bits: int, R: int, S: int, group: int, scores: int, lengths: int, weights: int
+) -> None: ...
+def device_softmax_backward(
+    device: str, bits: int, R: int, S: int, dw: int, w: int, dscores: int
+) -> None: ...
+def device_axpy(device: str, bits: int, n: int, alpha: float, x: int, y: int) -> None: ...
+def device_column_sums(device: str, bits: int, rows: int, cols: int, x: int, out: int) -> None: ...
 def device_tanh(
     device: str, bits: int, n: int, x: int, y: int, dy: int, backward: bool
 ) -> None: ...

@@ -44,6 +44,11 @@ __all__ = [
     "split_last",
     "tanh",
     "tanh_backward",
+    "bmm",
+    "masked_softmax",
+    "softmax_backward",
+    "add_",
+    "sum_axis0",
     "mean_pool",
     "mean_pool_backward",
     "max_pool",
@@ -651,6 +656,110 @@ def cross_entropy(
         0 if d is None else d.ptr,
     )
     return float(loss), d, int(count)
+
+
+def bmm(
+    a: Any, b: Any, *, transpose_a: bool = False, transpose_b: bool = False, out: Any = None
+) -> DeviceArray:
+    """Batched matrix products on the device (cuBLAS): op(a[i]) · op(b[i]) for every i, op(x) =
+    xᵀ where asked. a [n, M, K] ([n, K, M] with transpose_a), b [n, K, N] ([n, N, K] with
+    transpose_b) -> [n, M, N]; with ``out`` ([n, M, N]) the products are added to it and it is
+    returned."""
+    where = "rnncore.cuda.bmm"
+    device = _device_of((a, b), where)
+    ab = _arg(a, device, "a", where, shape=(None, None, None))
+    bb = _arg(b, device, "b", where, shape=(None, None, None))
+    _same_dtype(where, ab, b=bb)
+    n, M, K = ab.shape[0], *(ab.shape[2:0:-1] if transpose_a else ab.shape[1:])
+    Kb, N = bb.shape[2:0:-1] if transpose_b else bb.shape[1:]
+    if bb.shape[0] != n or Kb != K:
+        raise ValueError(
+            f"{where}: a {list(ab.shape)} and b {list(bb.shape)} do not multiply "
+            f"(transpose_a={transpose_a}, transpose_b={transpose_b})"
+        )
+    if out is None:
+        result = DeviceArray((n, M, N), ab.dtype, device)
+        accumulate = False
+    else:
+        result = out
+        ob = _arg(out, device, "out", where, shape=(n, M, N))
+        _same_dtype(where, ab, out=ob)
+        accumulate = True
+    _core.device_batched_gemm(
+        device,
+        _bits(ab),
+        n,
+        bool(transpose_a),
+        bool(transpose_b),
+        M,
+        N,
+        K,
+        ab.ptr,
+        bb.ptr,
+        _arg(result, device, "out", where).ptr,
+        accumulate,
+    )
+    return result
+
+
+def masked_softmax(scores: Any, lengths: Any) -> DeviceArray:
+    """Attention weights on the device: scores [B, T, S] -> the softmax over the first
+    lengths[b] source steps of each row (weight 0 past them); lengths [B] host integers in
+    [1, S]."""
+    where = "rnncore.cuda.masked_softmax"
+    device = _device_of((scores,), where)
+    sb = _arg(scores, device, "scores", where, shape=(None, None, None))
+    B, T, S = sb.shape
+    lens = _host_lengths(lengths, B, where)
+    w = DeviceArray(sb.shape, sb.dtype, device)
+    _core.device_masked_softmax(device, _bits(sb), B * T, S, T, sb.ptr, lens.ctypes.data, w.ptr)
+    return w
+
+
+def softmax_backward(dweights: Any, weights: Any) -> DeviceArray:
+    """The gradient of a softmax over the last axis from its output: weights ⊙ (dweights -
+    Σ dweights·weights), shaped as weights."""
+    where = "rnncore.cuda.softmax_backward"
+    device = _device_of((weights, dweights), where)
+    wb = _arg(weights, device, "weights", where)
+    if not wb.shape:
+        raise ValueError(f"{where}: weights must have a last axis, got shape []")
+    db = _arg(dweights, device, "dweights", where, shape=tuple(wb.shape))
+    _same_dtype(where, wb, dweights=db)
+    ds = DeviceArray(wb.shape, wb.dtype, device)
+    S = wb.shape[-1]
+    _core.device_softmax_backward(
+        device, _bits(wb), math.prod(wb.shape) // max(S, 1), S, db.ptr, wb.ptr, ds.ptr
+    )
+    return ds
+
+
+def add_(y: Any, x: Any, alpha: float = 1.0) -> Any:
+    """``y += alpha * x`` in place on the device (x shaped as y); returns y."""
+    where = "rnncore.cuda.add_"
+    device = _device_of((y, x), where)
+    yb = _arg(y, device, "y", where)
+    xb = _arg(x, device, "x", where, shape=tuple(yb.shape))
+    _same_dtype(where, yb, x=xb)
+    _core.device_axpy(device, _bits(yb), math.prod(yb.shape), float(alpha), xb.ptr, yb.ptr)
+    return y
+
+
+def sum_axis0(x: Any, out: Any = None) -> DeviceArray:
+    """Σ over the first axis on the device: x [n, ...] -> [...]; with ``out`` the sum is added
+    to it (and it is returned)."""
+    where = "rnncore.cuda.sum_axis0"
+    device = _device_of((x,), where)
+    xb = _arg(x, device, "x", where)
+    if not xb.shape:
+        raise ValueError(f"{where}: x must have a first axis, got shape []")
+    rest = tuple(xb.shape[1:])
+    if out is None:
+        out = DeviceArray.zeros(rest, xb.dtype, device)
+    ob = _arg(out, device, "out", where, shape=rest)
+    _same_dtype(where, xb, out=ob)
+    _core.device_column_sums(device, _bits(xb), xb.shape[0], math.prod(rest), xb.ptr, ob.ptr)
+    return out
 
 
 def tanh(x: Any) -> DeviceArray:

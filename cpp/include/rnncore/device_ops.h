@@ -82,6 +82,35 @@ void max_pool_backward(Device device, std::int64_t Tn, std::int64_t B, std::int6
                        const T* dpooled, const std::int64_t* argmax, T* dy,
                        bool argmax_checked = false);
 
+/// C[b] = op(A[b]) · op(B[b]) (+ C[b] with accumulate) for b in [0, batch), row-major, op(X) =
+/// Xᵀ when its flag is set: A[b] [M, K] ([K, M] with trans_a), B[b] [K, N] ([N, K] with trans_b),
+/// C[b] [M, N], each batch's matrices one after another (attention's scores and contexts).
+template <typename T>
+void batched_gemm(Device device, std::int64_t batch, bool trans_a, bool trans_b, std::int64_t M,
+                  std::int64_t N, std::int64_t K, const T* A, const T* B, T* C, bool accumulate);
+
+/// Each row of scores [R, S] turned into a softmax over its first lengths[r / group] entries, the
+/// rest weight 0 (attention over padded sources: group = the query steps per sequence). The
+/// row's max is subtracted and its sum taken in double. lengths: host memory [R / group] in
+/// [1, S].   scores, weights [R, S] (=)
+template <typename T>
+void masked_softmax(Device device, std::int64_t R, std::int64_t S, std::int64_t group,
+                    const T* scores, const std::int64_t* lengths, T* weights);
+
+/// The gradient of a softmax from its output: dscores = w ⊙ (dw - Σ_s dw·w) per row (the dot in
+/// double); zero where w is.   dw, w, dscores [R, S]
+template <typename T>
+void softmax_backward(Device device, std::int64_t R, std::int64_t S, const T* dw, const T* w,
+                      T* dscores);
+
+/// y += alpha · x.   x, y [n]
+template <typename T>
+void axpy(Device device, std::int64_t n, double alpha, const T* x, T* y);
+
+/// out[j] += Σ_r x[r, j] (a sum over the leading axis).   x [rows, cols], out [cols]
+template <typename T>
+void column_sums(Device device, std::int64_t rows, std::int64_t cols, const T* x, T* out);
+
 /// y = tanh(x) element-wise (y may be x).   x, y [n]
 template <typename T>
 void tanh_forward(Device device, std::int64_t n, const T* x, T* y);

@@ -47,6 +47,14 @@ class DeviceOps {
   virtual double cross_entropy(Index N, Index C, const T* logits, const std::int64_t* targets,
                                const CrossEntropyOptions& o, T* dlogits, std::int64_t* count,
                                std::int64_t* bad) = 0;
+  virtual void batched_gemm(Index batch, bool ta, bool tb, Index M, Index N, Index K, const T* A,
+                            const T* B, T* C, bool accumulate) = 0;
+  // lengths [R / group] are host memory.
+  virtual void masked_softmax(Index R, Index S, Index group, const T* scores,
+                              const std::int64_t* lengths, T* weights) = 0;
+  virtual void softmax_backward(Index R, Index S, const T* dw, const T* w, T* dscores) = 0;
+  virtual void axpy(Index n, double alpha, const T* x, T* y) = 0;
+  virtual void column_sums(Index rows, Index cols, const T* x, T* out) = 0;
   virtual void tanh_forward(Index n, const T* x, T* y) = 0;
   virtual void tanh_backward(Index n, const T* dy, const T* y, T* dx) = 0;
   virtual void strided_copy(Index rows, Index width, const T* src, Index src_stride, T* dst,
@@ -232,6 +240,66 @@ struct KeyedDropout {  // the CPU's keyed masks (ops.cpp for_keyed), one element
     scale[k] = s;
     y[k] = x[k] * s;
   }
+};
+
+template <typename T>
+struct MaskedRow {  // score (r, s) of a row over its valid entries (entry 0, always valid, past
+                    // them)
+  const T* z;
+  const std::int64_t* lengths;
+  Index S, group;
+  RNNCORE_HD T operator()(Index r, Index s) const {
+    return z[r * S + (s < lengths[r / group] ? s : 0)];
+  }
+};
+
+template <typename T>
+struct MaskedShiftedExp {  // exp(z - max) over a row's valid entries, in double
+  const T *z, *row_max;
+  const std::int64_t* lengths;
+  Index S, group;
+  RNNCORE_HD double operator()(Index r, Index s) const {
+    return s < lengths[r / group] ? double(exp_(T(z[r * S + s] - row_max[r]))) : 0.0;
+  }
+};
+
+template <typename T>
+struct MaskedSoftmax {  // one weight per thread
+  const T *z, *row_max;
+  const double* sums;
+  const std::int64_t* lengths;
+  T* w;
+  Index S, group;
+  RNNCORE_HD void operator()(Index k) const {
+    const Index r = k / S, s = k % S;
+    w[k] = s < lengths[r / group] ? T(double(exp_(T(z[k] - row_max[r]))) / sums[r]) : T(0);
+  }
+};
+
+template <typename T>
+struct RowDot {  // Σ_s a·b of a row, in double
+  const T *a, *b;
+  Index S;
+  RNNCORE_HD double operator()(Index r, Index s) const {
+    return double(a[r * S + s]) * double(b[r * S + s]);
+  }
+};
+
+template <typename T>
+struct SoftmaxRowsGrad {  // ds = w (dw - dot)
+  const T *dw, *w;
+  const double* dot;
+  T* ds;
+  Index S;
+  RNNCORE_HD void operator()(Index k) const { ds[k] = w[k] * (dw[k] - T(dot[k / S])); }
+};
+
+template <typename T>
+struct Axpy {
+  const T* x;
+  T* y;
+  T alpha;
+  RNNCORE_HD void operator()(Index i) const { y[i] += alpha * x[i]; }
 };
 
 template <typename T>
@@ -493,6 +561,48 @@ class OpsOf final : public DeviceOps<T> {
     *count = std::int64_t(out[1]);
     *bad = std::int64_t(out[2]);
     return out[0];
+  }
+
+  void batched_gemm(Index batch, bool ta, bool tb, Index M, Index N, Index K, const T* A,
+                    const T* B, T* C, bool accumulate) override {
+    if (batch == 0 || M == 0 || N == 0) return;
+    if (K == 0) {  // an empty product: C = 0 (or unchanged)
+      if (!accumulate) dev_.zero(C, sizeof(T) * std::size_t(batch * M * N));
+      return;
+    }
+    std::lock_guard<std::mutex> lock(blas_mu_);
+    const Index lda = ta ? M : K, ldb = tb ? K : N;
+    for (Index b = 0; b < batch; ++b)  // one product per sequence (a strided batch: later)
+      gemm<T>(dev_, ta, tb, M, N, K, T(1), A + b * M * K, lda, B + b * K * N, ldb,
+              accumulate ? T(1) : T(0), C + b * M * N, N);
+  }
+
+  void masked_softmax(Index R, Index S, Index group, const T* scores, const std::int64_t* lengths,
+                      T* weights) override {
+    if (R == 0) return;
+    Buffer<std::int64_t, Dev> lens = upload_lengths(R / group, lengths);
+    Buffer<T, Dev> row_max(&dev_, std::size_t(R));
+    Buffer<double, Dev> sums(&dev_, std::size_t(R));
+    dev_.row_max(R, S, row_max.data(), MaskedRow<T>{scores, lens.data(), S, group});
+    dev_.row_sums(R, S, sums.data(),
+                  MaskedShiftedExp<T>{scores, row_max.data(), lens.data(), S, group});
+    dev_.for_each(R * S, MaskedSoftmax<T>{scores, row_max.data(), sums.data(), lens.data(), weights,
+                                          S, group});
+  }
+
+  void softmax_backward(Index R, Index S, const T* dw, const T* w, T* dscores) override {
+    if (R * S == 0) return;
+    Buffer<double, Dev> dot(&dev_, std::size_t(R));
+    dev_.row_sums(R, S, dot.data(), RowDot<T>{dw, w, S});
+    dev_.for_each(R * S, SoftmaxRowsGrad<T>{dw, w, dot.data(), dscores, S});
+  }
+
+  void axpy(Index n, double alpha, const T* x, T* y) override {
+    if (n > 0) dev_.for_each(n, Axpy<T>{x, y, T(alpha)});
+  }
+
+  void column_sums(Index rows, Index cols, const T* x, T* out) override {
+    if (cols > 0) dev_.for_each(cols, ColumnSums<T>{x, out, rows, cols});
   }
 
   void tanh_forward(Index n, const T* x, T* y) override {

@@ -19,7 +19,7 @@ from .. import nn
 from ..nn._checks import check_seed
 from . import register
 from .language_model import make_rnn
-from .seq2seq import beam_search, teacher_forcing_batch
+from .seq2seq import append_to_steps, beam_search, teacher_forcing_batch
 from .sequence_regressor import on_device_of
 
 
@@ -145,16 +145,6 @@ class Captioner(nn.Module):
             raise ValueError(f"Captioner: features must be [B, F={self.F}], got {feats.shape}")
         return on_device_of(feats, self.output)
 
-    @staticmethod
-    def _with_features(x: Any, feats: Any) -> Any:
-        """Step inputs x [T, B, E] with the features [B, F] appended to every step: [T, B,
-        E+F] (on a GPU: one gather and one concatenation there)."""
-        T, B = x.shape[0], feats.shape[0]
-        if isinstance(x, _cuda.DeviceArray):
-            rows = np.broadcast_to(np.arange(B, dtype=np.int64), (T, B))
-            return _cuda.concat_last([x, _cuda.embedding(rows, feats, checked_ids=True)])
-        return np.concatenate([x, np.broadcast_to(feats, (T,) + feats.shape)], axis=-1)
-
     def forward(self, features: Any, tgt_in: Any, tgt_lengths: Any = None) -> np.ndarray:
         """Logits [T, B, V] of every caption step given the previous gold tokens."""
         feats = self._features(features)
@@ -163,7 +153,7 @@ class Captioner(nn.Module):
         state0 = self._initial_state(feats)
         x = self.emb_dropout(self.embedding(tgt_in))
         if self.feed_features:
-            x = self._with_features(x, feats)
+            x = append_to_steps(x, feats)
         if tgt_lengths is None:
             tgt_lengths = np.full(B, T, dtype=np.int64)
         out, _ = self.rnn(x, lengths=np.asarray(tgt_lengths, dtype=np.int64), state=state0)
@@ -243,7 +233,7 @@ class Captioner(nn.Module):
     def _step(self, tokens: np.ndarray, state: Any, setup: dict[str, Any]) -> tuple[Any, Any]:
         x = self.embedding(tokens[None, :])
         if setup.get("context") is not None:
-            x = self._with_features(x, setup["context"])
+            x = append_to_steps(x, setup["context"])
         out, state = self.rnn(x, state=state)
         logits = np.asarray(self.output(out[0]), dtype=np.float64)
         logits -= logits.max(axis=-1, keepdims=True)

@@ -62,6 +62,26 @@ def teacher_forcing_batch(
     return inputs, outputs, lengths
 
 
+def on_gpu(a: Any) -> bool:
+    """Whether ``a`` lives in a GPU's memory (a model moved there whole)."""
+    return isinstance(a, _cuda.DeviceArray)
+
+
+def transpose01(a: Any) -> Any:
+    """[n0, n1, n] -> [n1, n0, n]: a numpy view, or a copy on the device."""
+    return _cuda.swap01(a) if on_gpu(a) else a.transpose(1, 0, 2)
+
+
+def append_to_steps(x: Any, v: Any) -> Any:
+    """Step inputs x [T, B, E] with v [B, F] appended to every step: [T, B, E+F] (on a GPU one
+    gather and one concatenation there)."""
+    T, B = x.shape[0], v.shape[0]
+    if on_gpu(x):
+        rows = np.broadcast_to(np.arange(B, dtype=np.int64), (T, B))
+        return _cuda.concat_last([x, _cuda.embedding(rows, v, checked_ids=True)])
+    return np.concatenate([x, np.broadcast_to(v, (T,) + v.shape)], axis=-1)
+
+
 class _LuongAttention:
     """Global attention over a memory, vectorised over every query step (shared by the models).
 
@@ -91,6 +111,18 @@ class _LuongAttention:
             (h~ [B, T, H], cache for ``backward``; ``cache["weights"]`` [B, T, S] are the
             attention weights).
         """
+        if on_gpu(q):  # the same steps on the device (batched products, masked softmax)
+            scores = _cuda.bmm(q, keys, transpose_b=True)
+            weights = _cuda.masked_softmax(scores, np.asarray(mask).sum(axis=1))
+            context = _cuda.bmm(weights, memory)
+            h_tilde = _cuda.tanh(combine(_cuda.concat_last([context, q])))
+            return h_tilde, {
+                "q": q,
+                "memory": memory,
+                "keys": keys,
+                "weights": weights,
+                "h": h_tilde,
+            }
         scores = np.matmul(q, keys.transpose(0, 2, 1))  # [B, T, S]
         scores = np.where(mask[:, None, :], scores, -np.inf)
         scores -= scores.max(axis=-1, keepdims=True)
@@ -107,6 +139,14 @@ class _LuongAttention:
         """Gradients (dq [B, T, H], dmemory [B, S, H], dkeys [B, S, H]) of ``forward``."""
         q, memory, keys, w = cache["q"], cache["memory"], cache["keys"], cache["weights"]
         H = q.shape[-1]
+        if on_gpu(dh_tilde):
+            dcat = combine.backward(_cuda.tanh_backward(dh_tilde, cache["h"]))
+            dcontext, dq = _cuda.split_last(dcat, [H, H])
+            dweights = _cuda.bmm(dcontext, memory, transpose_b=True)  # [B, T, S]
+            dmemory = _cuda.bmm(w, dcontext, transpose_a=True)  # [B, S, H]
+            dscores = _cuda.softmax_backward(dweights, w)
+            _cuda.bmm(dscores, keys, out=dq)  # dq +=
+            return dq, dmemory, _cuda.bmm(dscores, q, transpose_a=True)
         dcat = combine.backward(dh_tilde * (1.0 - cache["h"] ** 2))
         dcontext, dq = dcat[..., :H], dcat[..., H:].copy()
         dweights = np.matmul(dcontext, memory.transpose(0, 2, 1))  # [B, T, S]
@@ -152,6 +192,10 @@ class Seq2Seq(nn.Module):
     """
 
     MODEL_TYPE = "seq2seq"
+    #: ``.to("cuda")`` moves the whole translator: encoder, bridge, decoder and attention (batched
+    #: products and the masked softmax on the device); decoding reads each step's
+    #: log-probabilities back to choose the tokens.
+    _GPU_RESIDENT = True
 
     def __init__(
         self,
@@ -271,18 +315,28 @@ class Seq2Seq(nn.Module):
         x = self.src_dropout(self.src_embedding(src))
         out, state = self.encoder(x, lengths=lengths)
         H = self.H
-        memory = out if self.D == 1 else out[..., :H] + out[..., H:]
+        if self.D == 1:
+            memory = out
+        elif on_gpu(out):
+            fwd, bwd = _cuda.split_last(out, [H, H])
+            memory = _cuda.add_(fwd, bwd)
+        else:
+            memory = out[..., :H] + out[..., H:]
         if self.is_lstm:
             h, c = state
         else:
             h, c = state, None
         h0, c0 = self._bridge_forward(h, c)
-        return ((h0, c0) if self.is_lstm else h0), np.ascontiguousarray(memory)
+        if not on_gpu(memory):
+            memory = np.ascontiguousarray(memory)
+        return ((h0, c0) if self.is_lstm else h0), memory
 
     def _bridge_forward(self, h: np.ndarray, c: np.ndarray | None) -> tuple[Any, Any]:
         if self.D == 1:
             return h, c
         L, B, H = self.L, h.shape[1], self.H
+        if on_gpu(h):
+            return self._bridge_forward_device(h, c)
         h2 = h.reshape(L, 2, B, H)
         c2 = None if c is None else c.reshape(L, 2, B, H)
         if self.bridge is None:  # sum
@@ -294,11 +348,31 @@ class Seq2Seq(nn.Module):
             c0 = self.bridge_c(np.concatenate([c2[:, 0], c2[:, 1]], axis=-1))
         return h0, c0
 
+    def _bridge_forward_device(self, h: Any, c: Any) -> tuple[Any, Any]:
+        """_bridge_forward of device states [2L, B, H]."""
+        L, B, H = self.L, h.shape[1], self.H
+
+        def directions(s: Any) -> list[Any]:  # [L*2, B, H] -> forward and backward [L, B, H]
+            pair = _cuda.swap01(s.reshape(L, 2, B * H))  # [2, L, B*H]
+            return [pair[0].reshape(L, B, H), pair[1].reshape(L, B, H)]
+
+        if self.bridge is None:  # sum
+            return (
+                _cuda.add_(*directions(h)),
+                None if c is None else _cuda.add_(*directions(c)),
+            )
+        h0 = _cuda.tanh(self.bridge(_cuda.concat_last(directions(h))))
+        self._cache["bridge_h"] = h0
+        c0 = None if c is None else self.bridge_c(_cuda.concat_last(directions(c)))
+        return h0, c0
+
     def _bridge_backward(self, dh0: np.ndarray, dc0: np.ndarray | None) -> tuple[Any, Any]:
         """Gradient w.r.t. the encoder's final state from the decoder's initial-state one."""
         if self.D == 1:
             return dh0, dc0
         L, B, H = self.L, dh0.shape[1], self.H
+        if on_gpu(dh0):
+            return self._bridge_backward_device(dh0, dc0)
 
         def split(d2: np.ndarray) -> np.ndarray:  # [L, B, 2H] -> [L*2, B, H]
             return np.ascontiguousarray(
@@ -311,6 +385,23 @@ class Seq2Seq(nn.Module):
             return dh, dc
         h0 = self._cache["bridge_h"]
         dh = split(self.bridge.backward(dh0 * (1.0 - h0**2)))
+        dc = None if dc0 is None else split(self.bridge_c.backward(dc0))
+        return dh, dc
+
+    def _bridge_backward_device(self, dh0: Any, dc0: Any) -> tuple[Any, Any]:
+        """_bridge_backward of device gradients [L, B, H]."""
+        L, B, H = self.L, dh0.shape[1], self.H
+
+        def stack(fwd: Any, bwd: Any) -> Any:  # two [L, B, H] -> [L*2, B, H], directions inner
+            pair = [fwd.reshape(L, B * H), bwd.reshape(L, B * H)]
+            return _cuda.concat_last(pair).reshape(2 * L, B, H)
+
+        def split(d2: Any) -> Any:  # [L, B, 2H] -> [L*2, B, H]
+            return stack(*_cuda.split_last(d2, [H, H]))
+
+        if self.bridge is None:
+            return stack(dh0, dh0), None if dc0 is None else stack(dc0, dc0)
+        dh = split(self.bridge.backward(_cuda.tanh_backward(dh0, self._cache["bridge_h"])))
         dc = None if dc0 is None else split(self.bridge_c.backward(dc0))
         return dh, dc
 
@@ -338,17 +429,19 @@ class Seq2Seq(nn.Module):
         context = None
         if self.use_context:
             context = (state0[0] if self.is_lstm else state0)[-1]  # [B, H]
-            x = np.concatenate([x, np.broadcast_to(context, (T,) + context.shape)], axis=-1)
+            x = append_to_steps(x, context)
         out, _ = self.decoder(x, lengths=np.asarray(tgt_lengths, dtype=np.int64), state=state0)
         cache: dict[str, Any] = {"context": context}
         if self.attention is not None:
-            mb = memory.transpose(1, 0, 2)
+            mb = transpose01(memory)
             keys = _LuongAttention.keys(self.attention, mb, self.attn)
             mask = np.arange(memory.shape[0])[None, :] < np.asarray(src_lengths)[:, None]
             h_tilde, cache["attention"] = _LuongAttention.forward(
-                out.transpose(1, 0, 2), mb, keys, mask, self.attn_combine
+                transpose01(out), mb, keys, mask, self.attn_combine
             )
-            top = np.ascontiguousarray(h_tilde.transpose(1, 0, 2))
+            top = transpose01(h_tilde)
+            if not on_gpu(top):
+                top = np.ascontiguousarray(top)
         else:
             top = out
         self._cache.update(cache)
@@ -379,7 +472,15 @@ class Seq2Seq(nn.Module):
         self._cache = self._pop_saved("Seq2Seq.backward")
         dtop = self.out_dropout.backward(self.output.backward(dlogits))
         denc_out = None
-        if self.attention is not None:
+        if self.attention is not None and on_gpu(dtop):
+            dq, dmem, dkeys = _LuongAttention.backward(
+                _cuda.swap01(dtop), self._cache["attention"], self.attn_combine
+            )
+            _cuda.add_(dmem, dkeys if self.attention == "dot" else self.attn.backward(dkeys))
+            dout = _cuda.swap01(dq)
+            dmemory = _cuda.swap01(dmem)
+            denc_out = dmemory if self.D == 1 else _cuda.concat_last([dmemory, dmemory])
+        elif self.attention is not None:
             dq, dmem, dkeys = _LuongAttention.backward(
                 np.ascontiguousarray(dtop.transpose(1, 0, 2)),
                 self._cache["attention"],
@@ -395,7 +496,11 @@ class Seq2Seq(nn.Module):
             dout = dtop
         dx, dstate0 = self.decoder.backward(dout)
         dh0, dc0 = dstate0 if self.is_lstm else (dstate0, None)
-        if self.use_context:
+        if self.use_context and on_gpu(dx):
+            dh0 = dh0.copy()
+            dx, dcontext = _cuda.split_last(dx, [self.E, dx.shape[-1] - self.E])
+            _cuda.sum_axis0(dcontext, out=dh0[dh0.shape[0] - 1])
+        elif self.use_context:
             E = self.E
             dh0 = dh0.copy()
             dh0[-1] += dx[..., E:].sum(axis=0)
@@ -426,7 +531,9 @@ class Seq2Seq(nn.Module):
         with nn.inference_mode(self):
             loss, logits, tgt_out = self._loss(batch)
         count = float(self.criterion.count)
-        correct = float(((logits.argmax(-1) == tgt_out) & (tgt_out != self.pad_id)).sum())
+        correct = float(
+            ((np.asarray(logits).argmax(-1) == tgt_out) & (tgt_out != self.pad_id)).sum()
+        )
         return {"loss_sum": loss * count, "count": count, "correct": correct}
 
     def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
@@ -445,7 +552,9 @@ class Seq2Seq(nn.Module):
         if self.use_context:
             setup["context"] = (state[0] if self.is_lstm else state)[-1]
         if self.attention is not None:
-            mb = np.ascontiguousarray(memory.transpose(1, 0, 2))
+            mb = transpose01(memory)
+            if not on_gpu(mb):
+                mb = np.ascontiguousarray(mb)
             setup["memory"] = mb
             setup["keys"] = _LuongAttention.keys(self.attention, mb, self.attn)
             setup["mask"] = np.arange(mb.shape[1])[None, :] < np.asarray(src_lengths)[:, None]
@@ -455,19 +564,21 @@ class Seq2Seq(nn.Module):
         """One decoder step for tokens [N]: (log-probabilities [N, V], new state)."""
         x = self.tgt_embedding(tokens[None, :])
         if setup["context"] is not None:
-            x = np.concatenate([x, setup["context"][None]], axis=-1)
+            x = append_to_steps(x, setup["context"])
         out, state = self.decoder(x, state=state)
         top = out[0]
         if self.attention is not None:
             h_tilde, _ = _LuongAttention.forward(
-                out.transpose(1, 0, 2),
+                transpose01(out),
                 setup["memory"],
                 setup["keys"],
                 setup["mask"],
                 self.attn_combine,
             )
-            top = h_tilde[:, 0]
-        logits = self.output(np.ascontiguousarray(top)).astype(np.float64)
+            top = h_tilde.reshape(h_tilde.shape[0], -1) if on_gpu(h_tilde) else h_tilde[:, 0]
+        if not on_gpu(top):
+            top = np.ascontiguousarray(top)
+        logits = np.asarray(self.output(top), dtype=np.float64)
         logits -= logits.max(axis=-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
         return logp, state

@@ -363,7 +363,7 @@ class Module:
     #: Whether this module runs wholly on a GPU when moved there: then ``to`` moves every layer
     #: inside that can run on one (Embedding, Linear, tied decoders, the recurrent layers), and
     #: its forward and backward pass device arrays between them (LanguageModel,
-    #: SequenceClassifier, SequenceTagger, Captioner, Forecaster,
+    #: SequenceClassifier, SequenceTagger, Captioner, Seq2Seq, Forecaster,
     #: SequenceRegressor; a lone Linear or Embedding). Otherwise only the recurrent layers move
     #: and numpy arrays connect the rest.
     _GPU_RESIDENT = False
@@ -372,8 +372,9 @@ class Module:
         """Move the layers that can run on ``device`` there; returns self (PyTorch's spelling).
 
         The recurrent layers move ("cpu", "cuda", "cuda-sim"). In a model that runs wholly on a
-        GPU (the language model, the text classifier, the tagger, the captioner, the forecaster,
-        the sequence regressor) the embedding and output layers move too (a tagger's
+        GPU (every model of rnncore.models with recurrent layers: the language model, the text
+        classifier, the tagger, the captioner, the translator, the forecaster, the sequence
+        regressor) the embedding and output layers move too (a tagger's
         CRF stays on the host): their parameters
         and gradients then live in the GPU's memory (:class:`rnncore.cuda.DeviceArray` views)
         and a training step never crosses to the host; in the other models the remaining layers

@@ -255,10 +255,8 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any])
         "--device",
         default="cpu",
         metavar="DEV",
-        help="where the model runs: cpu, or cuda (a CUDA build of rnncore and a GPU; language "
-        "models, classifiers, taggers (a CRF on the CPU), captioners, forecasters and the "
-        "long-range tasks' models run wholly there, the others their recurrent layers, the rest "
-        "on the CPU); "
+        help="where the model runs: cpu, or cuda (a CUDA build of rnncore and a GPU; the models "
+        "with recurrent layers run wholly there, a tagger's CRF and Kim's CNN on the CPU); "
         "checkpoints load onto either",
     )
     t.add_argument(
