@@ -316,6 +316,11 @@ def test_keyed_dropout_draws_the_cpu_masks(device, dtype):
     x = rand(3, 4, 5, dtype=dtype)
     y, scale = cuda.keyed_dropout(dev(x, device), 0.3, seed=42, batch_offset=7)
     ref_y, ref_scale = _core.keyed_dropout(x, 0.3, 42, batch_offset=7)
+    y_only, none = cuda.keyed_dropout(
+        dev(x, device), 0.3, seed=42, batch_offset=7, keep_scale=False
+    )
+    assert none is None
+    np.testing.assert_array_equal(y_only.numpy(), ref_y)
     np.testing.assert_array_equal(scale.numpy(), ref_scale)
     np.testing.assert_array_equal(y.numpy(), ref_y)
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):

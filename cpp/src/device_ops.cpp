@@ -307,7 +307,7 @@ void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64
                    T* scale) {
   DeviceOps<T>* ops = gpu_ops<T>(device);
   if (!ops) return keyed_dropout<T>(outer, B, inner, x, p, seed, batch_offset, y, scale);
-  detail::check_keyed_dropout(outer, B, inner, batch_offset, p, x, y, scale);
+  detail::check_keyed_dropout(outer, B, inner, batch_offset, p, x, y, scale, true);
   ops->keyed_dropout(outer, B, inner, x, p, seed, batch_offset, y, scale);
 }
 

@@ -195,13 +195,13 @@ void keyed_uniform(std::int64_t outer, std::int64_t B, std::int64_t inner, std::
 
 void detail::check_keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner,
                                  std::int64_t batch_offset, double p, const void* x, const void* y,
-                                 const void* scale) {
+                                 const void* scale, bool scale_optional) {
   check_keyed(outer, B, inner, batch_offset);
   require(p >= 0.0 && p < 1.0, "p must be in [0, 1), got " + std::to_string(p));
   const std::int64_t n = outer * B * inner;
   require_ptr(x, n, "x");
   require_ptr(y, n, "y");
-  require_ptr(scale, n, "scale");
+  if (!scale_optional) require_ptr(scale, n, "scale");
 }
 
 template <typename T>

@@ -25,10 +25,11 @@ void check_adagrad(std::int64_t P, const void* param, const void* grad, const vo
 /// targets lie).
 void check_cross_entropy(std::int64_t N, std::int64_t C, const void* logits, const void* targets,
                          const CrossEntropyOptions& o);
-/// keyed_dropout's sizes, offset, p in [0, 1) and pointers.
+/// keyed_dropout's sizes, offset, p in [0, 1) and pointers (scale may be null when
+/// scale_optional: a GPU dropout that draws its mask again for backward keeps none).
 void check_keyed_dropout(std::int64_t outer, std::int64_t B, std::int64_t inner,
                          std::int64_t batch_offset, double p, const void* x, const void* y,
-                         const void* scale);
+                         const void* scale, bool scale_optional = false);
 /// How many targets[0:N] are not ignore_index; std::invalid_argument ("targets: class ... at
 /// position ...") for the first other one outside [0, C). Host memory.
 std::int64_t check_targets(std::int64_t N, std::int64_t C, const std::int64_t* targets,

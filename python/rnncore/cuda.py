@@ -963,15 +963,17 @@ def max_pool_backward(
 
 
 def keyed_dropout(
-    x: Any, p: float, seed: int, batch_offset: int = 0
-) -> tuple[DeviceArray, DeviceArray]:
+    x: Any, p: float, seed: int, batch_offset: int = 0, *, keep_scale: bool = True
+) -> tuple[DeviceArray, DeviceArray | None]:
     """Inverted dropout with the engine's keyed masks (the CPU's exactly): x [outer, B, inner]
-    -> (y, scale), both [outer, B, inner], y = x * scale, scale 0 or 1/(1-p)."""
+    -> (y, scale), both [outer, B, inner], y = x * scale, scale 0 or 1/(1-p). With
+    ``keep_scale=False`` scale is None and never written (the same key draws the same mask
+    again, for backward)."""
     where = "rnncore.cuda.keyed_dropout"
     device = _device_of((x,), where)
     xb = _arg(x, device, "x", where, shape=(None, None, None))
     y = DeviceArray(xb.shape, xb.dtype, device)
-    scale = DeviceArray(xb.shape, xb.dtype, device)
+    scale = DeviceArray(xb.shape, xb.dtype, device) if keep_scale else None
     _core.device_keyed_dropout(
         device,
         _bits(xb),
@@ -981,7 +983,7 @@ def keyed_dropout(
         int(seed),
         int(batch_offset),
         y.ptr,
-        scale.ptr,
+        0 if scale is None else scale.ptr,
     )
     return y, scale
 

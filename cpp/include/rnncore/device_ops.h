@@ -127,6 +127,7 @@ void strided_copy(Device device, std::int64_t rows, std::int64_t width, const T*
                   std::int64_t src_stride, T* dst, std::int64_t dst_stride);
 
 /// ops.h's keyed inverted dropout: the same masks on every device.   x, y, scale [outer, B, inner]
+/// On a GPU scale may be nullptr (only y is written).
 template <typename T>
 void keyed_dropout(Device device, std::int64_t outer, std::int64_t B, std::int64_t inner,
                    const T* x, double p, std::uint64_t seed, std::int64_t batch_offset, T* y,

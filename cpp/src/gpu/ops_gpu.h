@@ -237,7 +237,7 @@ struct KeyedDropout {  // the CPU's keyed masks (ops.cpp for_keyed), one element
         mix64(ex + std::uint64_t(o) * std::uint64_t(pairs) + std::uint64_t(i / 2));
     const std::uint32_t half = (i % 2) ? std::uint32_t(bits >> 32) : std::uint32_t(bits);
     const T s = std::uint64_t(half) >= cut ? keep : T(0);
-    scale[k] = s;
+    if (scale) scale[k] = s;  // null: the caller draws the mask again rather than keep it
     y[k] = x[k] * s;
   }
 };

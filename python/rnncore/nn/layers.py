@@ -499,7 +499,9 @@ class _DeviceMask:
         """x ⊙ mask / (1-p) (x a DeviceArray)."""
         if self.p is None:
             return _cuda.DeviceArray.zeros(x.shape, x.dtype, x.device)
-        y, _ = _cuda.keyed_dropout(x.reshape(self.view), self.p, self.seed % 2**64, self.offset)
+        y, _ = _cuda.keyed_dropout(
+            x.reshape(self.view), self.p, self.seed % 2**64, self.offset, keep_scale=False
+        )
         return y.reshape(x.shape)
 
 
