@@ -166,9 +166,13 @@ def test_mse_loss(device, dtype, reduction, grad_scale):
     assert none is None and host_target == pytest.approx(loss, rel=1e-12)
     with pytest.raises(ValueError, match=r"target must have shape \[4, 3, 5\] like pred"):
         cuda.mse_loss(dev(pred, device), target[:2])
+    other = np.float32 if dtype == np.float64 else np.float64
     with pytest.raises(TypeError, match="target has dtype"):
-        other = np.float32 if dtype == np.float64 else np.float64
         cuda.mse_loss(dev(pred, device), dev(target, device, other))
+    with pytest.raises(
+        TypeError, match=f"target must have pred's dtype {np.dtype(dtype)}, got int64"
+    ):
+        cuda.mse_loss(dev(pred, device), np.ones(pred.shape, np.int64))
     assert cuda.mse_loss(cuda.DeviceArray((0,), dtype, device), np.zeros(0, dtype))[0] == 0.0
 
 
@@ -202,8 +206,11 @@ def test_masked_softmax_and_its_gradient(device, dtype):
     dw = rand(3, 2, 5, dtype=dtype, seed=2)
     ds = cuda.softmax_backward(dev(dw, device), w)
     close(ds, want * (dw - (dw * want).sum(axis=-1, keepdims=True)), dtype)
-    with pytest.raises(ValueError, match=r"lengths: 6 at position 0 is outside \[1, S=5\]"):
+    with pytest.raises(
+        ValueError, match=r"masked_softmax: lengths: 6 at position 0 is outside \[1, S=5\]"
+    ):
         cuda.masked_softmax(dev(scores, device), np.array([6, 1, 1]))
+    assert cuda.masked_softmax(dev(np.zeros((2, 0, 4)), device), [1, 1]).shape == (2, 0, 4)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -248,6 +255,12 @@ def test_concat_and_split_along_the_last_axis(device, dtype):
     other = np.float32 if dtype == np.float64 else np.float64
     with pytest.raises(TypeError, match=r"arrays\[1\] has dtype"):
         cuda.concat_last([dev(a, device), dev(b, device, other)])
+    with pytest.raises(TypeError, match="sizes must be integers"):
+        cuda.split_last(joined, [3.7, 6.3])
+    with pytest.raises(TypeError, match="sizes must be integers"):
+        cuda.split_last(joined, [True, 9])
+    with pytest.raises(ValueError, match=r"arrays\[0\] must have at least one axis"):
+        cuda.concat_last([dev(np.array(1.0, dtype), device)])
 
 
 def pooled_reference(y, lengths):
@@ -293,7 +306,10 @@ def test_pooling_over_time_matches_the_cpu_and_numpy(device, dtype):
 def test_pooling_refuses_bad_lengths_and_steps(device):
     y = dev(rand(4, 2, 3), device)
     for lengths in ([0, 2], [5, 1]):
-        with pytest.raises(ValueError, match=r"lengths: \d at position 0 is outside \[1, T=4\]"):
+        with pytest.raises(
+            ValueError,
+            match=r"rnncore.cuda.mean_pool: lengths: \d at position 0 is outside \[1, T=4\]",
+        ):
             cuda.mean_pool(y, np.array(lengths))
         with pytest.raises(ValueError, match=r"is outside \[1, T=4\]"):
             _core.time_pool(rand(4, 2, 3), np.array(lengths), True)
@@ -308,6 +324,11 @@ def test_pooling_refuses_bad_lengths_and_steps(device):
         _core.time_pool_backward(rand(2, 3), steps, 4, True)
     with pytest.raises(ValueError, match="T must be an integer >= 1"):
         cuda.mean_pool_backward(dev(rand(2, 3), device), np.array([1, 1]), 0)
+    # empty axes give empty results
+    none = dev(np.zeros((4, 2, 0)), device)
+    assert cuda.mean_pool(none, np.array([1, 4])).shape == (2, 0)
+    assert [a.shape for a in cuda.max_pool(none, np.array([1, 4]))] == [(2, 0), (2, 0)]
+    assert _core.time_pool(np.zeros((4, 0, 3)), np.zeros(0, np.int64)).shape == (0, 3)
 
 
 @pytest.mark.parametrize("device", DEVICES)

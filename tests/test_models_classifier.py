@@ -106,5 +106,9 @@ def test_config_and_errors():
         SequenceClassifier(5, 2, 2, 2, pooling="attention")
     with pytest.raises(ValueError, match="ids must be"):
         model(np.array([1, 2, 3]))
+    with pytest.raises(TypeError, match="forward: lengths must be integers, got dtype float64"):
+        model(ids, [2.5, 1.0])  # never silently truncated
+    with pytest.raises(ValueError, match=r"lengths must be \[B=2\]"):
+        model(ids, [2, 1, 1])
     with pytest.raises(RuntimeError, match="training-mode forward"):
         model.backward(np.zeros((2, 3), dtype=np.float32))

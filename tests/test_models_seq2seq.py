@@ -151,6 +151,13 @@ def test_beam_width_one_equals_greedy(config):
     greedy = model.translate(src, max_len=12)
     beam = [model.beam_search(s, beam_width=1, max_len=12)[0] for s in src]
     assert beam == greedy
+    # no step allowed: nothing decoded, as greedy decoding
+    assert model.beam_search(src[0], beam_width=3, max_len=0) == ([], 0.0)
+    assert model.translate(src[:2], beam_width=2, max_len=0) == model.translate(src[:2], max_len=0)
+    with pytest.raises(TypeError, match="Seq2Seq: src_lengths must be integers"):
+        model.greedy_decode(np.array([[4], [5]]), np.array([2.0]))
+    with pytest.raises(ValueError, match=r"tgt_in must be \[T, B=1\] ids like src"):
+        model(np.array([[4], [5]]), np.array([2]), np.array([[2, 2]]))
 
 
 def test_beam_width_one_equals_greedy_on_the_trained_model(trained):

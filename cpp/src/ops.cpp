@@ -599,7 +599,7 @@ void detail::check_time_pool(std::int64_t Tn, std::int64_t B, std::int64_t F, co
                              const void* out, const std::int64_t* lengths) {
   require_positive(Tn, "T (steps)");
   require_size(B, "B");
-  require_positive(F, "F (features)");
+  require_size(F, "F (features)");
   require_ptr(in, Tn * B * F, "input");
   require_ptr(out, B * F, "output");
   if (!lengths) return;  // max_pool_backward: its steps are in argmax

@@ -54,7 +54,7 @@ void check_strided_copy(std::int64_t rows, std::int64_t width, const void* src,
 /// mse_loss's N, pointers, reduction and grad_scale.
 void check_mse(std::int64_t N, const void* pred, const void* target, Reduction reduction,
                double grad_scale);
-/// The pooling ops' T >= 1, B >= 0, F >= 1, the pointers, and lengths (host memory) in [1, T].
+/// The pooling ops' T >= 1, B >= 0, F >= 0, the pointers, and lengths (host memory) in [1, T].
 void check_time_pool(std::int64_t Tn, std::int64_t B, std::int64_t F, const void* in,
                      const void* out, const std::int64_t* lengths);
 

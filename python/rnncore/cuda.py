@@ -17,8 +17,10 @@ checks it against the CPU engine on machines without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -497,6 +499,15 @@ def _ids(ids: Any, device: str, name: str, where: str) -> _Borrowed:
     return _Borrowed(d.ptr, d.shape, d.dtype, d)
 
 
+@contextlib.contextmanager
+def _named(where: str) -> Iterator[None]:
+    """The engine's argument errors (ValueError, TypeError) prefixed with the function's name."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{where}: {e}") from None
+
+
 def _bits(b: _Borrowed) -> int:
     return b.dtype.itemsize * 8
 
@@ -712,7 +723,10 @@ def masked_softmax(scores: Any, lengths: Any) -> DeviceArray:
     B, T, S = sb.shape
     lens = _host_lengths(lengths, B, where)
     w = DeviceArray(sb.shape, sb.dtype, device)
-    _core.device_masked_softmax(device, _bits(sb), B * T, S, T, sb.ptr, lens.ctypes.data, w.ptr)
+    if B * T == 0:  # no rows
+        return w
+    with _named(where):
+        _core.device_masked_softmax(device, _bits(sb), B * T, S, T, sb.ptr, lens.ctypes.data, w.ptr)
     return w
 
 
@@ -793,9 +807,12 @@ def concat_last(arrays: Any) -> DeviceArray:
         raise ValueError(f"{where}: needs at least one array")
     device = _device_of(tuple(arrays), where)
     parts = [_arg(a, device, f"arrays[{i}]", where) for i, a in enumerate(arrays)]
-    lead = tuple(parts[0].shape[:-1]) if parts[0].shape else None
     for i, b in enumerate(parts):
-        if not b.shape or tuple(b.shape[:-1]) != lead:
+        if not b.shape:
+            raise ValueError(f"{where}: arrays[{i}] must have at least one axis, got shape []")
+    lead = tuple(parts[0].shape[:-1])
+    for i, b in enumerate(parts):
+        if tuple(b.shape[:-1]) != lead:
             raise ValueError(
                 f"{where}: arrays[{i}] must have shape [{', '.join(map(str, lead or ()))}, *] "
                 f"like arrays[0], got {list(b.shape)}"
@@ -819,6 +836,9 @@ def split_last(a: Any, sizes: Any) -> list[DeviceArray]:
     where = "rnncore.cuda.split_last"
     device = _device_of((a,), where)
     b = _arg(a, device, "a", where)
+    sizes = list(sizes)
+    if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) for n in sizes):
+        raise TypeError(f"{where}: sizes must be integers, got {sizes}")
     sizes = [int(n) for n in sizes]
     if not b.shape or any(n < 0 for n in sizes) or sum(sizes) != b.shape[-1]:
         raise ValueError(
@@ -851,7 +871,10 @@ def mse_loss(
     device = _device_of((pred,), where)
     pb = _arg(pred, device, "pred", where)
     if not _is_device_array(target):
-        target = to_device(np.asarray(target), device)
+        host = np.asarray(target)
+        if host.dtype != pb.dtype:
+            raise TypeError(f"{where}: target must have pred's dtype {pb.dtype}, got {host.dtype}")
+        target = to_device(host, device)
     tb = _arg(target, device, "target", where)
     if tuple(tb.shape) != tuple(pb.shape):
         raise ValueError(
@@ -891,18 +914,19 @@ def _pool(y: Any, lengths: Any, max_: bool, where: str) -> tuple[DeviceArray, De
     lens = _host_lengths(lengths, B, where)
     pooled = DeviceArray((B, F), yb.dtype, device)
     argmax = DeviceArray((B, F), np.int64, device) if max_ else None
-    _core.device_time_pool_forward(
-        device,
-        _bits(yb),
-        max_,
-        T,
-        B,
-        F,
-        yb.ptr,
-        lens.ctypes.data,
-        pooled.ptr,
-        0 if argmax is None else argmax.ptr,
-    )
+    with _named(where):
+        _core.device_time_pool_forward(
+            device,
+            _bits(yb),
+            max_,
+            T,
+            B,
+            F,
+            yb.ptr,
+            lens.ctypes.data,
+            pooled.ptr,
+            0 if argmax is None else argmax.ptr,
+        )
     return pooled, argmax
 
 
@@ -938,9 +962,10 @@ def _pool_backward(
     else:
         lens = _host_lengths(index, B, where)
         lens_ptr, argmax_ptr = lens.ctypes.data, 0
-    _core.device_time_pool_backward(
-        device, _bits(dp), max_, int(T), B, F, dp.ptr, lens_ptr, argmax_ptr, dy.ptr, checked
-    )
+    with _named(where):
+        _core.device_time_pool_backward(
+            device, _bits(dp), max_, int(T), B, F, dp.ptr, lens_ptr, argmax_ptr, dy.ptr, checked
+        )
     return dy
 
 

@@ -9,6 +9,23 @@ from typing import Any
 import numpy as np
 
 
+def int_lengths(lengths: Any, B: int, T: int, where: str, name: str = "lengths") -> np.ndarray:
+    """Sequence lengths as a contiguous int64 array [B]: all T when None; integers only
+    (TypeError for floats or bools rather than a silent cast), shape [B] (ValueError). Their
+    range is checked by the recurrent layers."""
+    if lengths is None:
+        return np.full(B, T, dtype=np.int64)
+    lens = np.asarray(lengths)
+    if lens.dtype == bool or lens.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {name} must be integers, got dtype {lens.dtype}")
+    if lens.shape != (B,):
+        raise ValueError(
+            f"{where}: {name} must be [B={B}] for ids [T={T}, B={B}] (time-major), got shape "
+            f"{lens.shape}"
+        )
+    return np.ascontiguousarray(lens, dtype=np.int64)
+
+
 def _is_texts(inputs: Any) -> bool:
     if isinstance(inputs, str):
         return True

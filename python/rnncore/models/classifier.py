@@ -10,7 +10,7 @@ from .. import _core
 from .. import cuda as _cuda
 from ..nn import CrossEntropyLoss, Dropout, Embedding, Linear, Module, inference_mode
 from . import register
-from ._inputs import id_batch
+from ._inputs import id_batch, int_lengths
 from .language_model import check_dropout, child_seeds, dtype_name, make_rnn, summed_cross_entropy
 
 POOLINGS = ("last", "mean", "max")
@@ -232,16 +232,7 @@ class SequenceClassifier(TextClassifier):
                 f"SequenceClassifier.forward: ids must be [T, B], got shape {ids.shape}"
             )
         T, B = ids.shape
-        lens = (
-            np.full(B, T, dtype=np.int64)
-            if lengths is None
-            else np.ascontiguousarray(lengths, dtype=np.int64)
-        )
-        if lens.shape != (B,):
-            raise ValueError(
-                f"SequenceClassifier.forward: lengths must be [B={B}] for ids [T={T}, B={B}] "
-                f"(time-major), got shape {lens.shape}"
-            )
+        lens = int_lengths(lengths, B, T, "SequenceClassifier.forward")
         x = self.drop_in(self.embedding(ids))
         y, state = self.rnn(x, lengths=lens)
         pooled, pool_cache = self._pool(y, state, lens)

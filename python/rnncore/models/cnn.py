@@ -9,6 +9,7 @@ import numpy as np
 
 from ..nn import Conv1d, CrossEntropyLoss, Dropout, Embedding, Linear, ModuleList
 from . import register
+from ._inputs import int_lengths
 from .classifier import TextClassifier
 from .language_model import check_dropout, child_seeds, dtype_name
 
@@ -103,8 +104,8 @@ class KimCNN(TextClassifier):
         if ids.ndim != 2:
             raise ValueError(f"KimCNN.forward: ids must be [T, B], got shape {ids.shape}")
         T, B = ids.shape
-        lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
-        if lens.shape != (B,) or (lens.size and (lens.min() < 1 or lens.max() > T)):
+        lens = int_lengths(lengths, B, T, "KimCNN.forward")
+        if lens.size and (lens.min() < 1 or lens.max() > T):
             raise ValueError(
                 f"KimCNN.forward: lengths must be [B={B}] integers in [1, T={T}] for ids "
                 f"[T, B] (time-major), got {lens!r}"

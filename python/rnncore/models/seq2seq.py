@@ -23,6 +23,7 @@ from .. import cuda as _cuda
 from .. import nn
 from ..nn._checks import check_seed
 from . import register
+from ._inputs import int_lengths
 from .language_model import make_rnn
 
 ATTENTION = (None, "dot", "general")
@@ -304,12 +305,9 @@ class Seq2Seq(nn.Module):
     def _encode(self, src: np.ndarray, src_lengths: np.ndarray) -> tuple[Any, np.ndarray]:
         """Encoder pass. Returns (decoder initial state, memory [S, B, H])."""
         src = np.asarray(src)
-        lengths = np.asarray(src_lengths, dtype=np.int64)
-        if src.ndim != 2 or lengths.shape != (src.shape[1],):
-            raise ValueError(
-                f"Seq2Seq: src must be [S, B] ids with src_lengths [B], got {src.shape} and "
-                f"{lengths.shape}"
-            )
+        if src.ndim != 2:
+            raise ValueError(f"Seq2Seq: src must be [S, B] ids, got shape {src.shape}")
+        lengths = int_lengths(src_lengths, src.shape[1], src.shape[0], "Seq2Seq", "src_lengths")
         if self.reverse_source:
             src = reverse_padded(src, lengths)
         x = self.src_dropout(self.src_embedding(src))
@@ -422,6 +420,12 @@ class Seq2Seq(nn.Module):
         self._cache = {}  # this call's, saved for its backward below
         state0, memory = self._encode(src, src_lengths)
         tgt_in = np.asarray(tgt_in)
+        B_src = np.asarray(src).shape[1]
+        if tgt_in.ndim != 2 or tgt_in.shape[1] != B_src:
+            raise ValueError(
+                f"Seq2Seq.forward: tgt_in must be [T, B={B_src}] ids like src [S, B], got shape "
+                f"{tgt_in.shape}"
+            )
         T, B = tgt_in.shape
         if tgt_lengths is None:
             tgt_lengths = np.full(B, T, dtype=np.int64)
@@ -715,6 +719,8 @@ def beam_search(
         setup: the batch-1 decoding inputs; ``setup["state"]`` is the initial state.
     """
     k = int(beam_width)
+    if max_len < 1:  # no step: nothing decoded (as greedy decoding)
+        return [], 0.0
 
     def norm(score: float, length: int) -> float:
         return score / (length**length_penalty) if length_penalty else score
@@ -751,8 +757,6 @@ def beam_search(
         state = _select_state(state, index)
     else:
         finished.extend((norm(float(s), len(h)), h) for s, h in zip(scores, hyps, strict=True))
-    if not finished:  # max_len == 0
-        return [], 0.0
     best = max(range(len(finished)), key=lambda i: (finished[i][0], -i))
     return list(finished[best][1]), float(finished[best][0])
 

@@ -21,6 +21,7 @@ from ..nn import (
     inference_mode,
 )
 from . import register
+from ._inputs import int_lengths
 from .classifier import softmax
 from .language_model import check_dropout, child_seeds, dtype_name, make_rnn, summed_cross_entropy
 
@@ -270,12 +271,7 @@ class SequenceTagger(Module):
         if ids.ndim != 2:
             raise ValueError(f"{where}: ids must be [T, B], got shape {ids.shape}")
         T, B = ids.shape
-        lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
-        if lens.shape != (B,):
-            raise ValueError(
-                f"{where}: lengths must be [B={B}] for ids [T={T}, B={B}] (time-major), got "
-                f"shape {lens.shape}"
-            )
+        lens = int_lengths(lengths, B, T, where)
         x = self.embedding(ids)
         mask_bt = None
         if self.use_chars:
