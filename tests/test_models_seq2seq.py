@@ -156,8 +156,9 @@ def test_beam_width_one_equals_greedy(config):
     assert model.translate(src[:2], beam_width=2, max_len=0) == model.translate(src[:2], max_len=0)
     with pytest.raises(TypeError, match="Seq2Seq: src_lengths must be integers"):
         model.greedy_decode(np.array([[4], [5]]), np.array([2.0]))
-    with pytest.raises(ValueError, match=r"tgt_in must be \[T, B=1\] ids like src"):
+    with pytest.raises(ValueError, match=r"tgt_in \[T, B\] ids with the same B"):
         model(np.array([[4], [5]]), np.array([2]), np.array([[2, 2]]))
+    assert not model.encoder._core.has_saved_forward  # refused before the encoder ran
 
 
 def test_beam_width_one_equals_greedy_on_the_trained_model(trained):

@@ -417,15 +417,14 @@ class Seq2Seq(nn.Module):
             src: source ids [S, B] padded; src_lengths: [B] in [1, S].
             tgt_in: decoder inputs [T, B] (<bos> y_1 ...); tgt_lengths: [B] or None (all T).
         """
+        src, tgt_in = np.asarray(src), np.asarray(tgt_in)
+        if src.ndim != 2 or tgt_in.ndim != 2 or tgt_in.shape[1] != src.shape[1]:
+            raise ValueError(  # before the encoder runs: nothing is left waiting for a backward
+                f"Seq2Seq.forward: src must be [S, B] and tgt_in [T, B] ids with the same B, got "
+                f"shapes {src.shape} and {tgt_in.shape}"
+            )
         self._cache = {}  # this call's, saved for its backward below
         state0, memory = self._encode(src, src_lengths)
-        tgt_in = np.asarray(tgt_in)
-        B_src = np.asarray(src).shape[1]
-        if tgt_in.ndim != 2 or tgt_in.shape[1] != B_src:
-            raise ValueError(
-                f"Seq2Seq.forward: tgt_in must be [T, B={B_src}] ids like src [S, B], got shape "
-                f"{tgt_in.shape}"
-            )
         T, B = tgt_in.shape
         if tgt_lengths is None:
             tgt_lengths = np.full(B, T, dtype=np.int64)
