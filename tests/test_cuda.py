@@ -232,8 +232,8 @@ def test_to_moves_the_recurrent_layers_of_a_model_and_keeps_its_values():
     ids = np.random.default_rng(4).integers(0, 20, size=(6, 3))
     a = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=5)
     b = LanguageModel(20, 8, 8, num_layers=2, dtype="float64", seed=5).to("cuda-sim")
-    # a language model runs wholly on the GPU (test_cuda_resident.py; other models move only
-    # their recurrent layers)
+    # a language model runs wholly on the GPU (test_cuda_resident.py: every model of
+    # rnncore.models with recurrent layers)
     assert b.rnn.device == b.decoder.device == b.embedding.device == "cuda-sim"
     for m in (a, b):
         m.eval()
