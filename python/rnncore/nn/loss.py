@@ -288,15 +288,7 @@ class MSELoss(_Loss):
             return self._forward_device(pred, target, where)
         pred = _float_array(pred, "pred", where)
         target = _float_array(target, "target", where)
-        if target.shape != pred.shape:
-            raise ValueError(
-                f"{where}: target must have shape {pred.shape} like pred, got {target.shape}"
-            )
-        if target.dtype != pred.dtype:
-            raise TypeError(
-                f"{where}: target must have pred's dtype {pred.dtype}, got {target.dtype}; "
-                f"use target.astype('{pred.dtype}')"
-            )
+        self._check_target(pred, target, where)
         need_grad = self.training
         loss, grad = _core.mse_loss(
             pred.reshape(-1), target.reshape(-1), self.reduction, need_grad, 1.0
@@ -304,6 +296,20 @@ class MSELoss(_Loss):
         if need_grad:
             self._save_for_backward(grad.reshape(pred.shape))
         return float(loss)
+
+    @staticmethod
+    def _check_target(pred: Any, target: Any, where: str) -> None:
+        """The target's shape and dtype are pred's (host arrays or device memory)."""
+        if tuple(target.shape) != tuple(pred.shape):
+            raise ValueError(
+                f"{where}: target must have shape {tuple(pred.shape)} like pred, got "
+                f"{tuple(target.shape)}"
+            )
+        if target.dtype != pred.dtype:
+            raise TypeError(
+                f"{where}: target must have pred's dtype {pred.dtype}, got {target.dtype}; "
+                f"use target.astype('{pred.dtype}')"
+            )
 
     def _forward_device(self, pred: Any, target: Any, where: str) -> float:
         """forward() of a device pred: the loss and gradient on the device; the target on the
@@ -317,16 +323,7 @@ class MSELoss(_Loss):
             if _cuda._is_device_array(target)
             else target
         )
-        if tuple(tb.shape) != tuple(pb.shape):
-            raise ValueError(
-                f"{where}: target must have shape {tuple(pb.shape)} like pred, got "
-                f"{tuple(tb.shape)}"
-            )
-        if tb.dtype != pb.dtype:
-            raise TypeError(
-                f"{where}: target must have pred's dtype {pb.dtype}, got {tb.dtype}; "
-                f"use target.astype('{pb.dtype}')"
-            )
+        self._check_target(pb, tb, where)
         need_grad = self.training
         loss, grad = _cuda.mse_loss(pred, target, reduction=self.reduction, grad=need_grad)
         if need_grad:
